@@ -1,0 +1,6 @@
+//! The shared core of `bundle-build` and `bundle-install`: the manifest, safe bundle paths, hashing,
+//! minisign-format signatures, writing archives, and the streaming verifier that alone can produce a
+//! [`verify::VerifiedBundle`].
+
+pub mod signature;
+pub mod version;

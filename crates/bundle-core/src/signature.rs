@@ -1,0 +1,1 @@
+//! minisign-format keys and signatures (being written).
