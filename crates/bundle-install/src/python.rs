@@ -1,0 +1,1 @@
+//! The site interpreter and native venv creation (being written).

@@ -1,0 +1,1 @@
+//! Native wheel installation (being written).
