@@ -2,5 +2,9 @@
 //! minisign-format signatures, writing archives, and the streaming verifier that alone can produce a
 //! [`verify::VerifiedBundle`].
 
+pub mod hash;
+pub mod manifest;
+pub mod naming;
+pub mod paths;
 pub mod signature;
 pub mod version;

@@ -1,0 +1,416 @@
+//! The manifest: the signed description of a bundle. It names the release, its databases with their
+//! full step chains, the config with its converter chain, the hooks, and every payload file with its
+//! size, sha256 and mode. Its exact bytes are signed; it is parsed only after the signature checks out.
+//! The format is written down in `bundle-spec/manifest.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::is_sha256_hex;
+use crate::naming::{self, ConverterKind, MigrationKind};
+use crate::paths::BundlePath;
+use crate::version::{self, SchemaVersion};
+
+/// The manifest format this code reads and writes.
+pub const FORMAT: u32 = 1;
+/// Name of the manifest, the first entry of every bundle.
+pub const MANIFEST_NAME: &str = "manifest.yaml";
+/// Name of its minisign signature, the second entry.
+pub const SIGNATURE_NAME: &str = "manifest.yaml.minisig";
+/// The largest manifest we read (it lists every file, so it grows with the release).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// The most payload entries a bundle may hold.
+pub const MAX_ENTRIES: u64 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub app: String,
+    pub version: String,
+    /// Release sequence number; also in the signed trusted comment. Sites refuse a lower one.
+    pub sequence: u64,
+    pub upgrades_from: String,
+    /// PEP 440 requirement on the site's interpreter, e.g. `>=3.9`.
+    pub python: String,
+    pub keep_releases: u32,
+    /// Bundle path of the application's own wheel (also listed in `wheels`).
+    pub app_wheel: String,
+    pub wheels: Vec<String>,
+    #[serde(default)]
+    pub databases: Vec<Database>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+    #[serde(default)]
+    pub hooks: Hooks,
+    pub payload: Payload,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub name: String,
+    pub engine: String,
+    /// For SQLite, relative to the site root.
+    pub path: String,
+    /// The schema this release is built for.
+    pub schema: SchemaVersion,
+    /// Every step ever released, in version order.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub version: SchemaVersion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// File name inside the release's `config/` directory.
+    pub file: String,
+    pub version: u32,
+    pub defaults: String,
+    pub converters: Vec<Converter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Converter {
+    pub from: u32,
+    pub to: u32,
+    pub kind: ConverterKind,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_apply: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_apply: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// `"0644"` or `"0755"`.
+    pub mode: String,
+}
+
+impl FileEntry {
+    /// The mode as a number (validated manifests only hold 0644 or 0755).
+    pub fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(&self.mode, 8).unwrap_or(0o644)
+    }
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid manifest: {0}")]
+pub struct ManifestError(pub String);
+
+impl Manifest {
+    /// Parses and validates manifest bytes (already signature-checked by the caller).
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let err = |m: String| ManifestError(m);
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(err(format!("{} bytes, more than the {MAX_MANIFEST_BYTES} allowed", bytes.len())));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| err("not UTF-8".into()))?;
+        // Read the format first so a newer bundle gets "upgrade the installer", not a field error.
+        #[derive(Deserialize)]
+        struct Probe {
+            format: Option<u32>,
+        }
+        let probe: Probe = serde_yaml::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+        match probe.format {
+            Some(FORMAT) => {}
+            Some(n) => {
+                return Err(err(format!(
+                    "bundle format {n}, this tool reads format {FORMAT}; use a matching bundle-install"
+                )))
+            }
+            None => return Err(err("no `format` field".into())),
+        }
+        let manifest: Manifest = serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The manifest as YAML bytes (what gets signed).
+    pub fn to_yaml(&self) -> Vec<u8> {
+        serde_yaml::to_string(self).expect("manifest serialises").into_bytes()
+    }
+
+    /// Checks every rule a manifest must satisfy, so later code can rely on them.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let err = |m: String| Err(ManifestError(m));
+        if self.format != FORMAT {
+            return err(format!("format {} is not {FORMAT}", self.format));
+        }
+        if self.app.is_empty() || !self.app.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return err(format!("app name `{}` must be letters, digits, `.`, `_`, `-`", self.app));
+        }
+        let version = version::parse_release(&self.version).map_err(ManifestError)?;
+        let from = version::parse_release(&self.upgrades_from).map_err(ManifestError)?;
+        if from > version {
+            return err(format!("upgrades_from {} is newer than version {}", self.upgrades_from, self.version));
+        }
+        crate::version::VersionSpecifiers::from_str_checked(&self.python)
+            .map_err(|e| ManifestError(format!("python requirement `{}`: {e}", self.python)))?;
+
+        // Files: safe, unique, sane modes and hashes, totals as declared.
+        if self.files.len() as u64 > MAX_ENTRIES {
+            return err(format!("{} files, more than the {MAX_ENTRIES} allowed", self.files.len()));
+        }
+        let mut listed = BTreeSet::new();
+        let mut total = 0u64;
+        for f in &self.files {
+            let p = BundlePath::parse(&f.path).map_err(|e| ManifestError(e.to_string()))?;
+            if p.as_str() == MANIFEST_NAME || p.as_str() == SIGNATURE_NAME {
+                return err(format!("`{}` is reserved", f.path));
+            }
+            if !listed.insert(f.path.as_str()) {
+                return err(format!("`{}` listed twice", f.path));
+            }
+            if f.mode != "0644" && f.mode != "0755" {
+                return err(format!("`{}` has mode {}, only 0644 and 0755 are allowed", f.path, f.mode));
+            }
+            if !is_sha256_hex(&f.sha256) {
+                return err(format!("`{}` has a malformed sha256", f.path));
+            }
+            total = total.checked_add(f.size).ok_or_else(|| ManifestError("payload size overflows".into()))?;
+        }
+        // A file may not also be a directory of another file (`a` and `a/b`).
+        for f in &self.files {
+            let p = BundlePath::parse(&f.path).expect("checked above");
+            let clash = p.parents().find(|d| listed.contains(d)).map(str::to_string);
+            if let Some(dir) = clash {
+                return err(format!("`{dir}` is listed as a file and used as a directory by `{}`", f.path));
+            }
+        }
+        if self.payload.entries != self.files.len() as u64 || self.payload.bytes != total {
+            return err(format!(
+                "payload totals say {} entries / {} bytes, files add up to {} / {total}",
+                self.payload.entries,
+                self.payload.bytes,
+                self.files.len()
+            ));
+        }
+        let need = |what: &str, path: &str| -> Result<(), ManifestError> {
+            if listed.contains(path) {
+                Ok(())
+            } else {
+                Err(ManifestError(format!("{what} `{path}` is not among the files")))
+            }
+        };
+
+        if self.wheels.is_empty() {
+            return err("no wheels".into());
+        }
+        for w in &self.wheels {
+            need("wheel", w)?;
+        }
+        if !self.wheels.contains(&self.app_wheel) {
+            return err(format!("app wheel `{}` is not among the wheels", self.app_wheel));
+        }
+
+        let mut names = BTreeSet::new();
+        let mut db_paths = BTreeSet::new();
+        for db in &self.databases {
+            if !names.insert(db.name.as_str()) || !db_paths.insert(db.path.as_str()) {
+                return err(format!("database `{}` (or its path) declared twice", db.name));
+            }
+            validate_database(db, &need)?;
+        }
+
+        if let Some(config) = &self.config {
+            BundlePath::parse(&config.file)
+                .ok()
+                .filter(|p| !p.as_str().contains('/'))
+                .ok_or_else(|| ManifestError(format!("config file `{}` must be a plain file name", config.file)))?;
+            need("config defaults", &config.defaults)?;
+            if config.version == 0 {
+                return err("config version starts at 1".into());
+            }
+            // The chain must be complete: 1→2, 2→3, … up to the release's version.
+            let by_from: BTreeMap<u32, &Converter> = config.converters.iter().map(|c| (c.from, c)).collect();
+            if by_from.len() != config.converters.len() {
+                return err("two config converters start from the same version".into());
+            }
+            for n in 1..config.version {
+                let c = by_from
+                    .get(&n)
+                    .ok_or_else(|| ManifestError(format!("no config converter from version {n} to {}", n + 1)))?;
+                if c.to != n + 1 {
+                    return err(format!("converter from {n} goes to {}, not {}", c.to, n + 1));
+                }
+                need("config converter", &c.path)?;
+            }
+            if config.converters.iter().any(|c| c.to > config.version) {
+                return err(format!("a converter goes beyond config version {}", config.version));
+            }
+        }
+        for hook in [&self.hooks.pre_apply, &self.hooks.post_apply, &self.hooks.health_check].into_iter().flatten() {
+            need("hook", hook)?;
+        }
+        Ok(())
+    }
+
+    /// The entry for a bundle path, if listed.
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+}
+
+fn validate_database(
+    db: &Database,
+    need: &dyn Fn(&str, &str) -> Result<(), ManifestError>,
+) -> Result<(), ManifestError> {
+    let err = |m: String| Err(ManifestError(format!("database `{}`: {m}", db.name)));
+    if db.name.is_empty() || !db.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return err("name must be letters, digits, `_` or `-`".into());
+    }
+    if !["sqlite", "postgres", "mysql"].contains(&db.engine.as_str()) {
+        return err(format!("unknown engine `{}` (sqlite, postgres, mysql)", db.engine));
+    }
+    if db.engine == "sqlite" {
+        BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
+    }
+    let mut last = SchemaVersion::CLEAN;
+    for step in &db.steps {
+        if step.version <= last {
+            return err(format!("steps out of order or duplicated at {}", step.version));
+        }
+        last = step.version;
+        if step.up.is_none() && step.data.is_none() {
+            return err(format!("step {} has neither an .sql nor a .py file", step.version));
+        }
+        for (file, kind) in [(&step.up, MigrationKind::Up), (&step.data, MigrationKind::Data), (&step.down, MigrationKind::Down)] {
+            let Some(file) = file else { continue };
+            need("migration", file)?;
+            let name = file.rsplit('/').next().unwrap_or(file);
+            let parsed = naming::parse_migration(name).map_err(|e| ManifestError(format!("database `{}`: {e}", db.name)))?;
+            if parsed.version != step.version || parsed.kind != kind {
+                return err(format!("`{file}` does not belong to step {} as {kind:?}", step.version));
+            }
+        }
+    }
+    if last != db.schema {
+        return err(format!("schema is {} but the last step is {last}", db.schema));
+    }
+    Ok(())
+}
+
+/// `pep440_rs` only offers `FromStr`; this names the intent at the call site.
+trait FromStrChecked: Sized {
+    fn from_str_checked(s: &str) -> Result<Self, String>;
+}
+
+impl FromStrChecked for crate::version::VersionSpecifiers {
+    fn from_str_checked(s: &str) -> Result<Self, String> {
+        s.parse().map_err(|e: pep440_rs::VersionSpecifiersParseError| e.to_string())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Manifest {
+        let file = |path: &str, mode: &str| FileEntry {
+            path: path.into(),
+            size: 3,
+            sha256: crate::hash::sha256_hex(b"abc"),
+            mode: mode.into(),
+        };
+        let files = vec![
+            file("wheels/app-1.0.0-py3-none-any.whl", "0644"),
+            file("migrations/main/1.0_init.sql", "0644"),
+            file("config/defaults.yaml", "0644"),
+            file("hooks/start.sh", "0755"),
+        ];
+        Manifest {
+            format: FORMAT,
+            app: "app".into(),
+            version: "1.0.0".into(),
+            sequence: 1,
+            upgrades_from: "1.0.0".into(),
+            python: ">=3.9".into(),
+            keep_releases: 3,
+            app_wheel: "wheels/app-1.0.0-py3-none-any.whl".into(),
+            wheels: vec!["wheels/app-1.0.0-py3-none-any.whl".into()],
+            databases: vec![Database {
+                name: "main".into(),
+                engine: "sqlite".into(),
+                path: "data/main.db".into(),
+                schema: SchemaVersion::new(1, 0),
+                steps: vec![Step { version: SchemaVersion::new(1, 0), up: Some("migrations/main/1.0_init.sql".into()), data: None, down: None }],
+            }],
+            config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
+            hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
+            payload: Payload { entries: 4, bytes: 12 },
+            files,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        let parsed = Manifest::parse(&m.to_yaml()).unwrap();
+        assert_eq!(parsed, m);
+    }
+
+    #[test]
+    fn refuses_inconsistent_manifests() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+            ("traversal", Box::new(|m| m.files[0].path = "../x".into())),
+            ("duplicate", Box::new(|m| m.files[1].path = m.files[0].path.clone())),
+            ("mode", Box::new(|m| m.files[0].mode = "4755".into())),
+            ("totals", Box::new(|m| m.payload.bytes = 1)),
+            ("schema", Box::new(|m| m.databases[0].schema = SchemaVersion::new(1, 1))),
+            ("missing file", Box::new(|m| m.hooks.pre_apply = Some("hooks/nope.sh".into()))),
+            ("converter gap", Box::new(|m| m.config.as_mut().unwrap().version = 2)),
+            ("version", Box::new(|m| m.version = "banana".into())),
+            ("reserved", Box::new(|m| m.files[2].path = MANIFEST_NAME.into())),
+        ];
+        for (what, edit) in cases {
+            let mut m = sample();
+            edit(&mut m);
+            assert!(m.validate().is_err(), "{what} accepted");
+        }
+    }
+
+    #[test]
+    fn newer_format_says_so() {
+        let e = Manifest::parse(b"format: 2\napp: x\n").unwrap_err();
+        assert!(e.0.contains("format 2"), "{e}");
+    }
+}
