@@ -2,6 +2,7 @@
 //! minisign-format signatures, writing archives, and the streaming verifier that alone can produce a
 //! [`verify::VerifiedBundle`].
 
+pub mod archive;
 pub mod hash;
 pub mod manifest;
 pub mod naming;
