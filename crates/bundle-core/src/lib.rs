@@ -3,9 +3,14 @@
 //! [`verify::VerifiedBundle`].
 
 pub mod archive;
+pub mod exit;
 pub mod hash;
 pub mod manifest;
 pub mod naming;
 pub mod paths;
+pub mod report;
 pub mod signature;
+pub mod tarfmt;
+pub mod verify;
 pub mod version;
+pub mod wheel;

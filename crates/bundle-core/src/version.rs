@@ -62,10 +62,28 @@ impl serde::Serialize for SchemaVersion {
 
 impl<'de> serde::Deserialize<'de> for SchemaVersion {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // YAML users write `schema: 2.0` unquoted, which arrives as a float; accept the text form only
-        // through strings so `2.10` is never read as `2.1`.
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Unquoted `schema: 2.10` arrives from YAML as the float 2.1, so only strings are accepted,
+        // and numbers get an error that says how to write them.
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = SchemaVersion;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a quoted schema version like \"2.1\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SchemaVersion, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<SchemaVersion, E> {
+                Err(E::custom(format!("schema version {v} must be quoted (e.g. \"{v}\"), or 2.10 would read as 2.1")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SchemaVersion, E> {
+                Err(E::custom(format!("schema version {v} must be written MAJOR.MINOR and quoted, e.g. \"{v}.0\"")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SchemaVersion, E> {
+                self.visit_u64(v.unsigned_abs())
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 

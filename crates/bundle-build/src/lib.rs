@@ -1,0 +1,8 @@
+//! `bundle-build`: turns a release spec into one signed, cumulative, reproducible bundle, and checks
+//! specs and bundles for CI. The command line lives in `main.rs`; this library holds the logic.
+
+pub mod build;
+pub mod check;
+pub mod release;
+pub mod spec;
+pub mod wheels;

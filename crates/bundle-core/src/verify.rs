@@ -1,0 +1,366 @@
+//! The streaming verifier: the only code that can produce a [`VerifiedBundle`].
+//!
+//! It reads a bundle once, front to back, with memory independent of its size: the manifest and its
+//! signature come first and are checked against the trusted keys before the manifest is even parsed;
+//! then every payload entry is matched against the manifest (listed, once, same size and mode) and
+//! hashed as it streams, optionally being written into a fresh staging directory. After the last
+//! entry come the end-of-archive blocks, the gzip trailer (CRC and length) and the end of the file;
+//! anything else is refused. A failure leaves the staging directory for the caller to delete.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use flate2::bufread::GzDecoder;
+use sha2::{Digest, Sha256};
+
+use crate::hash::{sha256_hex, to_hex};
+use crate::manifest::{FileEntry, Manifest, ManifestError, MANIFEST_NAME, MAX_ENTRIES, MAX_MANIFEST_BYTES, SIGNATURE_NAME};
+use crate::paths::BundlePath;
+use crate::signature::{self, KeyId, PublicKey, Signature, SignatureError, TrustedInfo};
+use crate::tarfmt::{self, Kind, BLOCK};
+
+/// Caps that bound the work a hostile bundle can cause.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_manifest_bytes: u64,
+    pub max_signature_bytes: u64,
+    pub max_entries: u64,
+    /// Largest total payload a manifest may declare.
+    pub max_total_bytes: u64,
+    /// Zero padding accepted after the end-of-archive marker (GNU tar pads to its record size).
+    pub max_trailing_zeros: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: MAX_MANIFEST_BYTES,
+            max_signature_bytes: 4096,
+            max_entries: MAX_ENTRIES,
+            max_total_bytes: 1 << 40,
+            max_trailing_zeros: 1 << 20,
+        }
+    }
+}
+
+/// Why a bundle was refused. Every variant but [`VerifyError::Write`] means "do not trust this file".
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read bundle {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("bundle {0} is not a regular file")]
+    NotRegular(PathBuf),
+    #[error("signature check failed: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// A structural or content problem; `entry` names the archive entry when there is one.
+    #[error("{}{message}", entry.as_ref().map(|e| format!("entry `{e}`: ")).unwrap_or_default())]
+    Bundle { kind: &'static str, entry: Option<String>, message: String },
+    /// Writing the verified content into staging failed (disk full, permissions): not the bundle's fault.
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+impl VerifyError {
+    /// A stable, machine-readable name for the failure (`--json` `error.kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VerifyError::Open { .. } => "bundle_unreadable",
+            VerifyError::NotRegular(_) => "bundle_not_regular_file",
+            VerifyError::Signature(e) => e.kind(),
+            VerifyError::Manifest(_) => "invalid_manifest",
+            VerifyError::Bundle { kind, .. } => kind,
+            VerifyError::Write { .. } => "staging_write_failed",
+        }
+    }
+
+    fn bundle(kind: &'static str, entry: Option<&str>, message: impl Into<String>) -> Self {
+        VerifyError::Bundle { kind, entry: entry.map(str::to_string), message: message.into() }
+    }
+}
+
+/// A bundle whose signature, manifest and every payload byte have been checked.
+/// Only [`verify_file`] and [`verify_reader`] construct it.
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    signature: Signature,
+    key_id: KeyId,
+    info: TrustedInfo,
+    dir: Option<PathBuf>,
+    compressed_bytes: u64,
+}
+
+impl VerifiedBundle {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    /// The key that signed it.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+    /// App, version and release sequence from the signed trusted comment.
+    pub fn trusted(&self) -> &TrustedInfo {
+        &self.info
+    }
+    /// SHA-256 of the signed manifest, which pins every payload byte: the bundle's identity.
+    pub fn id(&self) -> String {
+        sha256_hex(&self.manifest_bytes)
+    }
+    /// Where the verified payload was written, if a directory was given.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+    /// Path of a payload file in the verified directory.
+    pub fn path_of(&self, bundle_path: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        self.manifest.file(bundle_path).map(|f| dir.join(&f.path))
+    }
+    /// Size of the bundle file as read.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.compressed_bytes
+    }
+}
+
+/// Verifies the bundle at `path`. With `dest`, an existing empty directory, the manifest, its
+/// signature and every payload file are written there as they are checked.
+pub fn verify_file(path: &Path, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
+    let file = File::open(path).map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
+    let meta = file.metadata().map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
+    if !meta.is_file() {
+        return Err(VerifyError::NotRegular(path.to_path_buf()));
+    }
+    verify_reader(file, trusted, dest, limits)
+}
+
+/// Counts the bytes read from the bundle file.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Turns a read error inside the gzip/tar stream into a verification failure.
+fn read_error(e: io::Error, entry: Option<&str>) -> VerifyError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        VerifyError::bundle("truncated", entry, "the bundle ends early (truncated copy?); copy it again")
+    } else {
+        VerifyError::bundle("corrupt", entry, format!("the compressed stream is corrupt ({e}); copy the bundle again"))
+    }
+}
+
+/// See [`verify_file`].
+pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
+    let counting = Counting { inner: reader, count: 0 };
+    let mut gz = GzDecoder::new(BufReader::with_capacity(1 << 20, counting));
+    let mut block = [0u8; BLOCK];
+
+    // 1. The manifest, then its signature, checked before anything else is believed.
+    let manifest_bytes = read_small_entry(&mut gz, &mut block, MANIFEST_NAME, limits.max_manifest_bytes)?;
+    let sig_bytes = read_small_entry(&mut gz, &mut block, SIGNATURE_NAME, limits.max_signature_bytes)?;
+    let sig_text = std::str::from_utf8(&sig_bytes)
+        .map_err(|_| VerifyError::bundle("malformed_signature", Some(SIGNATURE_NAME), "not UTF-8"))?;
+    let signature = Signature::parse(sig_text)?;
+    let key = signature::verify(&manifest_bytes, &signature, trusted)?;
+    let info = TrustedInfo::parse(&signature.trusted_comment)?;
+    let manifest = Manifest::parse(&manifest_bytes)?;
+    if info.app != manifest.app || info.version != manifest.version || info.sequence != manifest.sequence {
+        return Err(VerifyError::bundle(
+            "trusted_comment_mismatch",
+            None,
+            format!(
+                "the signed trusted comment says {} {} (sequence {}) but the manifest says {} {} (sequence {})",
+                info.app, info.version, info.sequence, manifest.app, manifest.version, manifest.sequence
+            ),
+        ));
+    }
+    if manifest.payload.entries > limits.max_entries || manifest.payload.bytes > limits.max_total_bytes {
+        return Err(VerifyError::bundle("limit", None, "the manifest declares more entries or bytes than allowed"));
+    }
+    if let Some(dir) = dest {
+        write_whole(dir, MANIFEST_NAME, &manifest_bytes, 0o644)?;
+        write_whole(dir, SIGNATURE_NAME, &sig_bytes, 0o644)?;
+    }
+
+    // 2. The payload, entry by entry.
+    let by_path: HashMap<&str, &FileEntry> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let dirs: HashSet<String> = manifest
+        .files
+        .iter()
+        .flat_map(|f| BundlePath::parse(&f.path).map(|p| p.parents().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default())
+        .collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        gz.read_exact(&mut block).map_err(|e| read_error(e, None))?;
+        if tarfmt::is_zero_block(&block) {
+            gz.read_exact(&mut block).map_err(|e| read_error(e, None))?;
+            if !tarfmt::is_zero_block(&block) {
+                return Err(VerifyError::bundle("corrupt", None, "a lone zero block in the middle of the archive"));
+            }
+            break;
+        }
+        let header = tarfmt::parse(&block).map_err(|p| {
+            let name = String::from_utf8_lossy(&block[..100].split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+            VerifyError::bundle(if matches!(p, tarfmt::HeaderProblem::Type(_)) { "entry_type" } else { "corrupt" }, Some(&name), p.to_string())
+        })?;
+        let path = BundlePath::parse_bytes(&header.name)
+            .map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
+        let name = path.as_str();
+        if header.mode & 0o7000 != 0 {
+            return Err(VerifyError::bundle("entry_mode", Some(name), format!("mode {:o} has setuid/setgid/sticky bits", header.mode)));
+        }
+        if !seen.insert(name.to_string()) {
+            return Err(VerifyError::bundle("duplicate_entry", Some(name), "appears twice in the archive"));
+        }
+        if header.kind == Kind::Directory {
+            if !dirs.contains(name) || header.size != 0 {
+                return Err(VerifyError::bundle("unlisted_entry", Some(name), "directory not implied by any listed file"));
+            }
+            continue;
+        }
+        let Some(entry) = by_path.get(name) else {
+            return Err(VerifyError::bundle("unlisted_entry", Some(name), "not listed in the signed manifest"));
+        };
+        if header.size != entry.size {
+            return Err(VerifyError::bundle(
+                "size_mismatch",
+                Some(name),
+                format!("the archive says {} bytes, the manifest {}", header.size, entry.size),
+            ));
+        }
+        if header.mode & 0o777 != entry.mode_bits() {
+            return Err(VerifyError::bundle("mode_mismatch", Some(name), format!("mode {:o}, the manifest says {}", header.mode & 0o777, entry.mode)));
+        }
+        let mut out = match dest {
+            Some(dir) => Some(create_file(dir, &path, entry.mode_bits())?),
+            None => None,
+        };
+        let mut hasher = Sha256::new();
+        let mut left = entry.size;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            gz.read_exact(&mut buf[..want]).map_err(|e| read_error(e, Some(name)))?;
+            hasher.update(&buf[..want]);
+            if let Some((file, file_path)) = out.as_mut() {
+                file.write_all(&buf[..want]).map_err(|source| VerifyError::Write { path: file_path.clone(), source })?;
+            }
+            left -= want as u64;
+        }
+        let got = to_hex(&hasher.finalize());
+        if got != entry.sha256 {
+            return Err(VerifyError::bundle(
+                "hash_mismatch",
+                Some(name),
+                format!("sha256 is {got}, the manifest says {}", entry.sha256),
+            ));
+        }
+        let pad = (BLOCK - (entry.size % BLOCK as u64) as usize) % BLOCK;
+        gz.read_exact(&mut buf[..pad]).map_err(|e| read_error(e, Some(name)))?;
+    }
+    let missing: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).filter(|p| !seen.contains(*p)).collect();
+    if let Some(first) = missing.first() {
+        return Err(VerifyError::bundle(
+            "missing_entry",
+            Some(first),
+            format!("listed in the manifest but not in the archive ({} missing in all)", missing.len()),
+        ));
+    }
+
+    // 3. Only zero padding may follow, then the gzip trailer (read_to_end checks CRC and length),
+    //    then the end of the file.
+    let mut zeros = 0u64;
+    loop {
+        let n = gz.read(&mut buf).map_err(|e| read_error(e, None))?;
+        if n == 0 {
+            break;
+        }
+        zeros += n as u64;
+        if buf[..n].iter().any(|&b| b != 0) || zeros > limits.max_trailing_zeros {
+            return Err(VerifyError::bundle("trailing_data", None, "data after the end-of-archive marker"));
+        }
+    }
+    let mut inner = gz.into_inner();
+    let rest = inner.fill_buf().map_err(|e| read_error(e, None))?;
+    if !rest.is_empty() {
+        return Err(VerifyError::bundle("trailing_data", None, "bytes after the end of the compressed stream"));
+    }
+    let compressed_bytes = inner.get_ref().count;
+    Ok(VerifiedBundle { manifest, manifest_bytes, key_id: *key.key_id(), signature, info, dir: dest.map(Path::to_path_buf), compressed_bytes })
+}
+
+/// Reads an entry that must come at a fixed place (`manifest.yaml`, its signature) into memory.
+fn read_small_entry<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], expected: &str, cap: u64) -> Result<Vec<u8>, VerifyError> {
+    gz.read_exact(block).map_err(|e| read_error(e, Some(expected)))?;
+    let missing = || VerifyError::bundle(
+        if expected == SIGNATURE_NAME { "missing_signature" } else { "missing_manifest" },
+        Some(expected),
+        format!("`{expected}` must be entry {} of the archive", if expected == MANIFEST_NAME { 1 } else { 2 }),
+    );
+    if tarfmt::is_zero_block(block) {
+        return Err(missing());
+    }
+    let header = tarfmt::parse(block).map_err(|p| VerifyError::bundle("corrupt", Some(expected), p.to_string()))?;
+    if header.name != expected.as_bytes() || header.kind != Kind::File {
+        return Err(missing());
+    }
+    if header.size > cap {
+        return Err(VerifyError::bundle("limit", Some(expected), format!("{} bytes, more than the {cap} allowed", header.size)));
+    }
+    let mut data = vec![0u8; header.size as usize];
+    gz.read_exact(&mut data).map_err(|e| read_error(e, Some(expected)))?;
+    let pad = (BLOCK - (data.len() % BLOCK)) % BLOCK;
+    gz.read_exact(&mut block[..pad]).map_err(|e| read_error(e, Some(expected)))?;
+    Ok(data)
+}
+
+/// Creates `dir/path` (and its parents) as a new file; `dir` is a fresh directory of ours and `path`
+/// is a checked [`BundlePath`], so nothing here can land outside it or follow a planted link.
+fn create_file(dir: &Path, path: &BundlePath, mode: u32) -> Result<(File, PathBuf), VerifyError> {
+    let full = path.under(dir);
+    let write_err = |source| VerifyError::Write { path: full.clone(), source };
+    if let Some(parent) = full.parent() {
+        fs::create_dir_all(parent).map_err(write_err)?;
+    }
+    let file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&full).map_err(write_err)?;
+    // The umask may have narrowed the mode; the manifest's mode is what gets installed.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(write_err)?;
+    Ok((file, full))
+}
+
+fn write_whole(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), VerifyError> {
+    let path = BundlePath::parse(name).expect("fixed names are safe");
+    let (mut file, full) = create_file(dir, &path, mode)?;
+    file.write_all(data).map_err(|source| VerifyError::Write { path: full, source })
+}
+
+/// Reads the manifest and signature of a bundle WITHOUT checking them, for `inspect`. Nothing here
+/// may be trusted; callers must say so.
+pub fn read_unverified(path: &Path) -> Result<(Manifest, Signature), VerifyError> {
+    let file = File::open(path).map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
+    let limits = Limits::default();
+    let mut gz = GzDecoder::new(BufReader::new(file));
+    let mut block = [0u8; BLOCK];
+    let manifest_bytes = read_small_entry(&mut gz, &mut block, MANIFEST_NAME, limits.max_manifest_bytes)?;
+    let sig_bytes = read_small_entry(&mut gz, &mut block, SIGNATURE_NAME, limits.max_signature_bytes)?;
+    let signature = Signature::parse_bytes(&sig_bytes, SIGNATURE_NAME)?;
+    Ok((Manifest::parse(&manifest_bytes)?, signature))
+}

@@ -1,0 +1,151 @@
+//! What a wheel says about itself, read without installing it: the file name
+//! (`name-version[-build]-python-abi-platform.whl`) and `*.dist-info/METADATA`. Used by
+//! `bundle-build check` and by the installer before it unpacks anything.
+
+use std::io::Read;
+use std::path::Path;
+
+/// The parts of a wheel file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelName {
+    pub distribution: String,
+    pub version: String,
+    pub build: Option<String>,
+    pub python_tag: String,
+    pub abi_tag: String,
+    pub platform_tag: String,
+}
+
+/// The METADATA fields we use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WheelMetadata {
+    pub name: String,
+    pub version: String,
+    pub requires_dist: Vec<String>,
+    pub license: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("wheel {wheel}: {message}")]
+pub struct WheelInfoError {
+    pub wheel: String,
+    pub message: String,
+}
+
+/// PEP 503 normalised project name: lowercase, runs of `-_.` become `-`.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+pub fn parse_filename(file_name: &str) -> Result<WheelName, WheelInfoError> {
+    let err = |m: &str| WheelInfoError { wheel: file_name.to_string(), message: m.to_string() };
+    let stem = file_name.strip_suffix(".whl").ok_or_else(|| err("not a .whl file"))?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    let (build, tags) = match parts.len() {
+        5 => (None, &parts[2..]),
+        6 => (Some(parts[2].to_string()), &parts[3..]),
+        _ => return Err(err("expected name-version[-build]-python-abi-platform.whl")),
+    };
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(err("empty part in the file name"));
+    }
+    Ok(WheelName {
+        distribution: parts[0].to_string(),
+        version: parts[1].to_string(),
+        build,
+        python_tag: tags[0].to_string(),
+        abi_tag: tags[1].to_string(),
+        platform_tag: tags[2].to_string(),
+    })
+}
+
+/// Reads `METADATA` from the wheel's `.dist-info` and checks it names the same distribution and
+/// version as the file name.
+pub fn read_metadata(path: &Path) -> Result<WheelMetadata, WheelInfoError> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let err = |m: String| WheelInfoError { wheel: file_name.clone(), message: m };
+    let name = parse_filename(&file_name)?;
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| err(format!("not a readable zip: {e}")))?;
+    let wanted = format!("{}-{}.dist-info/METADATA", name.distribution, name.version);
+    let index = (0..zip.len())
+        .find(|&i| zip.name_for_index(i).is_some_and(|n| n.eq_ignore_ascii_case(&wanted)))
+        .ok_or_else(|| err(format!("no {wanted}")))?;
+    let mut entry = zip.by_index(index).map_err(|e| err(e.to_string()))?;
+    if entry.size() > 16 << 20 {
+        return Err(err("METADATA larger than 16 MiB".into()));
+    }
+    let mut text = String::new();
+    entry.by_ref().take(16 << 20).read_to_string(&mut text).map_err(|e| err(format!("METADATA: {e}")))?;
+    let meta = parse_metadata(&text);
+    if normalize_name(&meta.name) != normalize_name(&name.distribution) {
+        return Err(err(format!("METADATA names `{}`, the file name `{}`", meta.name, name.distribution)));
+    }
+    let same_version = match (crate::version::parse_release(&meta.version), crate::version::parse_release(&name.version)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => meta.version == name.version,
+    };
+    if !same_version {
+        return Err(err(format!("METADATA says version {}, the file name {}", meta.version, name.version)));
+    }
+    Ok(meta)
+}
+
+/// Parses the RFC 822-style header block of METADATA (the body, after a blank line, is ignored).
+pub fn parse_metadata(text: &str) -> WheelMetadata {
+    let mut meta = WheelMetadata::default();
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            continue; // continuation of a multi-line field we do not use
+        }
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim().to_string();
+        match key.trim().to_ascii_lowercase().as_str() {
+            "name" => meta.name = value,
+            "version" => meta.version = value,
+            "requires-dist" => meta.requires_dist.push(value),
+            "license" if !value.is_empty() => meta.license = Some(value),
+            "license-expression" if !value.is_empty() => meta.license = Some(value),
+            _ => {}
+        }
+    }
+    meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        let n = parse_filename("Foo_Bar-1.2.0-1-py3-none-any.whl").unwrap();
+        assert_eq!((n.distribution.as_str(), n.version.as_str(), n.build.as_deref()), ("Foo_Bar", "1.2.0", Some("1")));
+        assert!(parse_filename("foo-1.0.whl").is_err());
+        assert!(parse_filename("foo-1.0-py3-none-any.zip").is_err());
+        assert_eq!(normalize_name("Foo__Bar.baz"), "foo-bar-baz");
+    }
+
+    #[test]
+    fn metadata_headers() {
+        let m = parse_metadata("Metadata-Version: 2.1\nName: fieldlog\nVersion: 4.0.0\nRequires-Dist: fieldkit>=1.0\nLicense: MIT\n\nRequires-Dist: body\n");
+        assert_eq!(m.name, "fieldlog");
+        assert_eq!(m.requires_dist, ["fieldkit>=1.0"]);
+        assert_eq!(m.license.as_deref(), Some("MIT"));
+    }
+}
