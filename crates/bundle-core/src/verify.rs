@@ -174,27 +174,7 @@ pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Pa
     let mut block = [0u8; BLOCK];
 
     // 1. The manifest, then its signature, checked before anything else is believed.
-    let manifest_bytes = read_small_entry(&mut gz, &mut block, MANIFEST_NAME, limits.max_manifest_bytes)?;
-    let sig_bytes = read_small_entry(&mut gz, &mut block, SIGNATURE_NAME, limits.max_signature_bytes)?;
-    let sig_text = std::str::from_utf8(&sig_bytes)
-        .map_err(|_| VerifyError::bundle("malformed_signature", Some(SIGNATURE_NAME), "not UTF-8"))?;
-    let signature = Signature::parse(sig_text)?;
-    let key = signature::verify(&manifest_bytes, &signature, trusted)?;
-    let info = TrustedInfo::parse(&signature.trusted_comment)?;
-    let manifest = Manifest::parse(&manifest_bytes)?;
-    if info.app != manifest.app || info.version != manifest.version || info.sequence != manifest.sequence {
-        return Err(VerifyError::bundle(
-            "trusted_comment_mismatch",
-            None,
-            format!(
-                "the signed trusted comment says {} {} (sequence {}) but the manifest says {} {} (sequence {})",
-                info.app, info.version, info.sequence, manifest.app, manifest.version, manifest.sequence
-            ),
-        ));
-    }
-    if manifest.payload.entries > limits.max_entries || manifest.payload.bytes > limits.max_total_bytes {
-        return Err(VerifyError::bundle("limit", None, "the manifest declares more entries or bytes than allowed"));
-    }
+    let Head { manifest, manifest_bytes, sig_bytes, signature, key_id, info } = read_head(&mut gz, &mut block, trusted, limits)?;
     if let Some(dir) = dest {
         write_whole(dir, MANIFEST_NAME, &manifest_bytes, 0o644)?;
         write_whole(dir, SIGNATURE_NAME, &sig_bytes, 0o644)?;
@@ -304,7 +284,53 @@ pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Pa
         return Err(VerifyError::bundle("trailing_data", None, "bytes after the end of the compressed stream"));
     }
     let compressed_bytes = inner.get_ref().count;
-    Ok(VerifiedBundle { manifest, manifest_bytes, key_id: *key.key_id(), signature, info, dir: dest.map(Path::to_path_buf), compressed_bytes })
+    Ok(VerifiedBundle { manifest, manifest_bytes, key_id, signature, info, dir: dest.map(Path::to_path_buf), compressed_bytes })
+}
+
+/// The signed head of a bundle: manifest and signature, checked.
+struct Head {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    sig_bytes: Vec<u8>,
+    signature: Signature,
+    key_id: KeyId,
+    info: TrustedInfo,
+}
+
+fn read_head<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], trusted: &[PublicKey], limits: &Limits) -> Result<Head, VerifyError> {
+    let manifest_bytes = read_small_entry(gz, block, MANIFEST_NAME, limits.max_manifest_bytes)?;
+    let sig_bytes = read_small_entry(gz, block, SIGNATURE_NAME, limits.max_signature_bytes)?;
+    let signature = Signature::parse_bytes(&sig_bytes, SIGNATURE_NAME)?;
+    let key_id = *signature::verify(&manifest_bytes, &signature, trusted)?.key_id();
+    let info = TrustedInfo::parse(&signature.trusted_comment)?;
+    let manifest = Manifest::parse(&manifest_bytes)?;
+    if info.app != manifest.app || info.version != manifest.version || info.sequence != manifest.sequence {
+        return Err(VerifyError::bundle(
+            "trusted_comment_mismatch",
+            None,
+            format!(
+                "the signed trusted comment says {} {} (sequence {}) but the manifest says {} {} (sequence {})",
+                info.app, info.version, info.sequence, manifest.app, manifest.version, manifest.sequence
+            ),
+        ));
+    }
+    if manifest.payload.entries > limits.max_entries || manifest.payload.bytes > limits.max_total_bytes {
+        return Err(VerifyError::bundle("limit", None, "the manifest declares more entries or bytes than allowed"));
+    }
+    Ok(Head { manifest, manifest_bytes, sig_bytes, signature, key_id, info })
+}
+
+/// The signed manifest of a bundle, checked against `trusted`, reading only the start of the file.
+/// For planning before the payload is streamed; the full [`verify_file`] checks it all again.
+pub fn read_verified_manifest(path: &Path, trusted: &[PublicKey]) -> Result<(Manifest, String, KeyId, TrustedInfo), VerifyError> {
+    let file = File::open(path).map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
+    if !file.metadata().map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?.is_file() {
+        return Err(VerifyError::NotRegular(path.to_path_buf()));
+    }
+    let mut gz = GzDecoder::new(BufReader::new(file));
+    let mut block = [0u8; BLOCK];
+    let head = read_head(&mut gz, &mut block, trusted, &Limits::default())?;
+    Ok((head.manifest, sha256_hex(&head.manifest_bytes), head.key_id, head.info))
 }
 
 /// Reads an entry that must come at a fixed place (`manifest.yaml`, its signature) into memory.
