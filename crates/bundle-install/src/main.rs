@@ -1,1 +1,406 @@
-fn main() {}
+//! The `bundle-install` command line: parses arguments, takes the site lock, finishes or undoes any
+//! interrupted run first, calls the library, and reports once — human lines on stderr, or one JSON
+//! object on stdout with `--json` — with the exit codes of `bundle-spec/exit-codes.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bundle_core::report::{envelope, verified_fields, Failure};
+use bundle_core::verify::{self, Limits};
+use bundle_install::apply::{self, ApplyOptions};
+use bundle_install::error::{InstallError, Result};
+use bundle_install::lock::{LockError, SiteLock};
+use bundle_install::plan::PlanOptions;
+use bundle_install::recover::{self, Recovered};
+use bundle_install::report::Reporter;
+use bundle_install::rollback::{self, RollbackOptions};
+use bundle_install::site::Site;
+use bundle_install::{history, hooks, status, trust};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "bundle-install", version, about = "Install, upgrade, roll back and recover a site from signed offline bundles")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Print one JSON object on stdout instead of human output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a bundle against the given keys, or against the site's trust store.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long, value_name = "PUBKEY", num_args = 1.., required_unless_present = "root")]
+        trust: Vec<PathBuf>,
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show what apply would do; changes nothing.
+    Plan {
+        bundle: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, value_name = "PUBKEY", num_args = 1..)]
+        trust: Vec<PathBuf>,
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[arg(long)]
+        reinstall: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify, stage, migrate and switch to the bundle's release; undone on any failure.
+    Apply {
+        bundle: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        /// Keys to trust on a first install (stored in ROOT/trust/).
+        #[arg(long, value_name = "PUBKEY", num_args = 1..)]
+        trust: Vec<PathBuf>,
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Replace an installed release of the same version built from a different bundle.
+        #[arg(long)]
+        reinstall: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// The site's Python interpreter.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Seconds a hook may run before it is killed and counts as failed.
+        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        hook_timeout: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The running release, kept releases, databases and config.
+    Status {
+        #[arg(long)]
+        root: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every apply, rollback and recover recorded on the site.
+    History {
+        #[arg(long)]
+        root: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Switch back to a kept release (the previous one by default).
+    Rollback {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Allow restoring the pre-upgrade backup when no down scripts exist: reports per table what
+        /// would be lost; restores only with --yes.
+        #[arg(long)]
+        restore_data: bool,
+        /// Confirm: go ahead with a data restore after its loss report.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        hook_timeout: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Finish or undo an interrupted run.
+    Recover {
+        #[arg(long)]
+        root: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Exit 0 iff the current release may run on every database (for a service's start-up check).
+    Check {
+        #[arg(long)]
+        root: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage the site's trusted keys.
+    Trust {
+        #[command(subcommand)]
+        action: TrustAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustAction {
+    /// List trusted and revoked keys.
+    List {
+        #[arg(long)]
+        root: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Trust more keys (key rotation: trust the new key before bundles are signed with it).
+    Add {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(required = true)]
+        keys: Vec<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke a key (by key id or .pub file); bundles signed with it are refused from now on.
+    Revoke {
+        #[arg(long)]
+        root: PathBuf,
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Prints progress lines on stderr unless quiet.
+struct Lines {
+    quiet: bool,
+}
+
+impl Reporter for Lines {
+    fn step(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("==> {message}");
+        }
+    }
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, common, result) = run(cli.command);
+    if common.json {
+        println!("{}", envelope(name, &result));
+    } else if let Err(f) = &result {
+        eprintln!("error: {}", f.message);
+        if let Some(h) = &f.hint {
+            eprintln!("hint: {h}");
+        }
+    }
+    ExitCode::from(result.err().map(|f| f.exit.code()).unwrap_or(0) as u8)
+}
+
+fn failure(e: InstallError) -> Failure {
+    let mut f = Failure::new(e.exit(), e.kind, e.message);
+    f.hint = e.hint;
+    f
+}
+
+/// The site at `root`, locked, with any interrupted run finished or undone first.
+fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) -> Result<(Site, SiteLock, Recovered)> {
+    let site = Site::new(root);
+    if create {
+        site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+    } else if !site.state().is_dir() {
+        return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
+            .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
+    }
+    let lock = SiteLock::acquire(&site.state().join("lock"), command).map_err(|e| match e {
+        LockError::Io { .. } => InstallError::failed("lock", e.to_string()),
+        _ => InstallError::refused("locked", e.to_string()).with_hint("wait for the other run to finish"),
+    })?;
+    let recovered = recover::recover(&site, reporter)?;
+    Ok((site, lock, recovered))
+}
+
+fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Failure>) {
+    match command {
+        Command::Verify { bundle, trust, root, common } => ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref()).map_err(failure)),
+        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, common } => {
+            let r = (|| {
+                let reporter = Lines { quiet: true };
+                let site = Site::new(&root);
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, ..ApplyOptions::default() };
+                let plan = apply::plan_only(&site, &bundle, &opts)?;
+                let _ = reporter;
+                if !common.json {
+                    print!("{}", plan.render());
+                }
+                Ok(json!({ "plan": plan }))
+            })();
+            ("plan", common, r.map_err(failure))
+        }
+        Command::Apply { bundle, root, trust, allow_downgrade, reinstall, yes: _, python, hook_timeout, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (site, _lock, recovered) = open_site(&root, "apply", &reporter, true)?;
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, python, hook_timeout_secs: hook_timeout };
+                let applied = apply::apply(&site, &bundle, &opts, &reporter)?;
+                if !common.json {
+                    if applied.changed {
+                        eprintln!("done: {} {} is now current", applied.plan.app, applied.plan.to);
+                    } else {
+                        eprintln!("{} {} is already installed: nothing to do", applied.plan.app, applied.plan.to);
+                    }
+                }
+                Ok(json!({ "applied": applied, "recovered": recovered }))
+            })();
+            ("apply", common, r.map_err(failure))
+        }
+        Command::Status { root, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (site, _lock, recovered) = open_site(&root, "status", &reporter, false)?;
+                let st = status::status(&site)?;
+                if !common.json {
+                    print!("{}", st.render());
+                }
+                Ok(json!({ "status": st, "recovered": recovered }))
+            })();
+            ("status", common, r.map_err(failure))
+        }
+        Command::History { root, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (site, _lock, _) = open_site(&root, "history", &reporter, false)?;
+                let records = history::read(&site)?;
+                if !common.json {
+                    for r in &records {
+                        println!(
+                            "{}  {:<9} {} → {}  {}{}",
+                            r["finished_at"].as_str().unwrap_or(""),
+                            r["command"].as_str().unwrap_or(""),
+                            r["from"].as_str().unwrap_or("-"),
+                            r["to"].as_str().unwrap_or("-"),
+                            r["outcome"].as_str().unwrap_or(""),
+                            r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(json!({ "history": records }))
+            })();
+            ("history", common, r.map_err(failure))
+        }
+        Command::Rollback { root, to, restore_data, yes, hook_timeout, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (site, _lock, _) = open_site(&root, "rollback", &reporter, false)?;
+                let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
+                let done = rollback::rollback(&site, &opts, &reporter)?;
+                if !common.json {
+                    eprintln!("done: rolled back {} → {}", done.from, done.to);
+                }
+                Ok(json!({ "rollback": done }))
+            })();
+            ("rollback", common, r.map_err(failure))
+        }
+        Command::Recover { root, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (_site, _lock, recovered) = open_site(&root, "recover", &reporter, false)?;
+                if !common.json {
+                    match &recovered {
+                        Recovered::Nothing => eprintln!("nothing to recover"),
+                        Recovered::Completed { id, version, .. } => eprintln!("finished interrupted run {id}: {version} is current"),
+                        Recovered::Undone { id, version, .. } => {
+                            eprintln!("undid interrupted run {id}: {}", version.as_deref().map(|v| format!("{v} is current")).unwrap_or_else(|| "nothing installed".into()))
+                        }
+                    }
+                }
+                Ok(json!({ "recovery": recovered }))
+            })();
+            ("recover", common, r.map_err(failure))
+        }
+        Command::Check { root, common } => {
+            let r = (|| {
+                let site = Site::new(&root);
+                let st = status::status(&site)?;
+                if !st.healthy {
+                    let why = if st.current.is_none() {
+                        "nothing is installed".to_string()
+                    } else {
+                        st.databases
+                            .iter()
+                            .filter(|d| !d.compatible)
+                            .map(|d| format!("database `{}` is at {}, the release needs {}", d.name, d.version, d.release_schema))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    };
+                    return Err(InstallError::refused("incompatible", format!("the current release may not run: {why}")));
+                }
+                if !common.json {
+                    eprintln!("ok: {} {} may run on its databases", st.app.clone().unwrap_or_default(), st.current.clone().unwrap_or_default());
+                }
+                Ok(json!({ "current": st.current, "databases": st.databases }))
+            })();
+            ("check", common, r.map_err(failure))
+        }
+        Command::Trust { action } => trust_cmd(action),
+    }
+}
+
+fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>) -> Result<Value> {
+    let keys = match root {
+        Some(r) if trust.is_empty() => {
+            let site = Site::new(r);
+            let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+            if keys.is_empty() {
+                return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())));
+            }
+            keys
+        }
+        _ => apply::keys_for(&Site::new(Path::new("/nonexistent-site")), trust)?.0,
+    };
+    let verified = verify::verify_file(bundle, &keys, None, &Limits::default())?;
+    let m = verified.manifest();
+    eprintln!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes);
+    Ok(verified_fields(&verified))
+}
+
+fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<Value, Failure>) {
+    match action {
+        TrustAction::List { root, common } => {
+            let site = Site::new(&root);
+            let r = (|| {
+                let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+                let revoked = site.revoked_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+                if !common.json {
+                    for k in &keys {
+                        println!("trusted {}", k.key_id());
+                    }
+                    for k in &revoked {
+                        println!("revoked {}", k.key_id());
+                    }
+                }
+                Ok(json!({ "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(), "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>() }))
+            })();
+            ("trust", common, r.map_err(failure))
+        }
+        TrustAction::Add { root, keys, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (site, _lock, _) = open_site(&root, "trust add", &reporter, true)?;
+                let added = trust::store_keys(&site, &keys)?;
+                Ok(json!({ "added": added.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>() }))
+            })();
+            ("trust", common, r.map_err(failure))
+        }
+        TrustAction::Revoke { root, key, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
+            let r = (|| {
+                let (site, _lock, _) = open_site(&root, "trust revoke", &reporter, false)?;
+                let k = trust::revoke(&site, &key)?;
+                Ok(json!({ "revoked": k.key_id().to_string() }))
+            })();
+            ("trust", common, r.map_err(failure))
+        }
+    }
+}

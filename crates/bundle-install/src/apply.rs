@@ -1,0 +1,390 @@
+//! `apply`: verify, plan, then run the plan as a journaled transaction — stage the release side by
+//! side, convert the config, stop the service, back up and migrate the databases, swap `current`,
+//! start and health-check the new release — undoing everything on any failure.
+
+use std::path::{Path, PathBuf};
+
+use bundle_core::manifest::Manifest;
+use bundle_core::signature::PublicKey;
+use bundle_core::verify::{self, Limits, VerifiedBundle};
+use serde_json::json;
+
+use crate::config;
+use crate::db;
+use crate::error::{InstallError, Result};
+use crate::fsutil;
+use crate::hooks::{self, HookCall};
+use crate::journal::{Action, DbRef, Journal, Runner};
+use crate::plan::{self, Plan, PlanKind, PlanOptions};
+use crate::python::{self, Interpreter};
+use crate::report::Reporter;
+use crate::site::{ReleaseInfo, Site, INCOMPLETE};
+use crate::wheel;
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub plan: PlanOptions,
+    /// Keys given on the command line (`--trust`): the trust store of a first install.
+    pub trust: Vec<PathBuf>,
+    pub python: PathBuf,
+    pub hook_timeout_secs: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions { plan: PlanOptions::default(), trust: Vec::new(), python: "python3".into(), hook_timeout_secs: hooks::DEFAULT_TIMEOUT_SECS }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub plan: Plan,
+    pub changed: bool,
+    pub journal_id: Option<String>,
+    pub key_id: String,
+    pub bundle_id: String,
+}
+
+/// The keys to verify with: the site's `trust/`; on a first install, the `--trust` keys.
+pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> {
+    let site_keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", format!("reading {}: {e}", site.trust().display())))?;
+    let given = cli
+        .iter()
+        .map(|p| PublicKey::read_file(p).map_err(|e| InstallError::usage(e.kind(), e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    if site_keys.is_empty() {
+        if given.is_empty() {
+            return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display()))
+                .with_hint("on a first install pass --trust KEY.pub; the key is then stored in trust/"));
+        }
+        return Ok((given, true));
+    }
+    let revoked = site.revoked_keys().unwrap_or_default();
+    for k in &given {
+        if revoked.iter().any(|r| r.key_id() == k.key_id()) {
+            return Err(InstallError::new(crate::error::Outcome::Verification, "revoked_key", format!("key {} is revoked on this site", k.key_id())));
+        }
+        if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
+            return Err(InstallError::usage("untrusted_cli_key", format!("key {} is not in the site's trust store", k.key_id()))
+                .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
+        }
+    }
+    Ok((site_keys, false))
+}
+
+/// Plans without changing anything (for `plan`).
+pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
+    let (keys, _) = keys_for(site, &opts.trust)?;
+    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
+    plan::plan(site, &manifest, &bundle_id, &opts.plan)
+}
+
+pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
+    let (keys, first_install_keys) = keys_for(site, &opts.trust)?;
+    reporter.step("checking the bundle's signature");
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    if plan.kind == PlanKind::NothingToDo {
+        return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
+    }
+    let interp = Interpreter::probe(&opts.python)
+        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
+    interp
+        .require(&manifest.python)
+        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
+
+    // Verify every byte, streaming into a private staging directory; only these bytes are used.
+    let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
+    fsutil::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
+    std::fs::create_dir(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
+    reporter.step(&format!("verifying {} ({} files, {} bytes)", bundle.display(), manifest.payload.entries, manifest.payload.bytes));
+    let verified = match verify::verify_file(bundle, &keys, Some(&staging), &Limits::default()) {
+        Ok(v) if v.id() == bundle_id => v,
+        Ok(_) => {
+            let _ = fsutil::remove_tree(&staging);
+            return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read")
+                .with_hint("copy the bundle to local disk and run the command again"));
+        }
+        Err(e) => {
+            let _ = fsutil::remove_tree(&staging);
+            return Err(e.into());
+        }
+    };
+
+    if first_install_keys {
+        // The admin named these keys explicitly and they verified the bundle: the site trusts them
+        // from now on, whatever happens to this run.
+        if let Err(e) = crate::trust::store_keys(site, &opts.trust) {
+            let _ = fsutil::remove_tree(&staging);
+            return Err(e);
+        }
+    }
+    let id = format!("{}-{}", crate::time::now_compact(), manifest.version);
+    let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified));
+    let runner = match Runner::begin(site, journal, reporter) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fsutil::remove_tree(&staging);
+            return Err(e);
+        }
+    };
+    let ctx = Ctx { site, manifest: &manifest, plan: &plan, interp: &interp, staging: &staging, verified: &verified, reporter, id: &id };
+    let journal_id = execute(runner, &ctx)?;
+    let _ = fsutil::remove_tree(&staging);
+    Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
+}
+
+/// Everything the forward steps need.
+struct Ctx<'a> {
+    site: &'a Site,
+    manifest: &'a Manifest,
+    plan: &'a Plan,
+    interp: &'a Interpreter,
+    staging: &'a Path,
+    verified: &'a VerifiedBundle,
+    reporter: &'a dyn Reporter,
+    /// The run's id, which also names its backup.
+    id: &'a str,
+}
+
+fn db_ref(d: &plan::DbPlan) -> DbRef {
+    DbRef { name: d.name.clone(), engine: d.engine.clone(), path: d.path.clone() }
+}
+
+/// The journal of an apply: every step, in order, with what undoing it needs.
+fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle) -> Vec<Action> {
+    let v = m.version.clone();
+    let new_dir = site.release_dir(&v);
+    let hook = |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
+        script.as_ref().map(|s| HookCall {
+            hook: name.into(),
+            script: bundle_dir.join(s),
+            release_dir: dir.to_path_buf(),
+            from,
+            to,
+            timeout_secs: opts.hook_timeout_secs,
+        })
+    };
+    // The old release's own hooks undo ours: its post_apply starts it again after our pre_apply
+    // stopped it.
+    let old = plan.from.as_ref().and_then(|f| site.release_manifest(f).ok().map(|om| (f.clone(), om)));
+    let old_start = old.as_ref().and_then(|(f, om)| {
+        let dir = site.release_dir(f);
+        hook("post_apply", &om.hooks.post_apply, &dir, &dir.join("bundle"), Some(v.clone()), f.clone())
+    });
+    let new_bundle = new_dir.join("bundle");
+    let mut a = vec![
+        Action::StageRelease { version: v.clone() },
+        Action::CreateVenv { version: v.clone() },
+        Action::InstallWheels { version: v.clone() },
+        Action::CompileBytecode { version: v.clone() },
+        Action::WriteConfig { version: v.clone() },
+        Action::MarkComplete { version: v.clone() },
+    ];
+    if let Some(call) = hook("pre_apply", &m.hooks.pre_apply, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
+        a.push(Action::Hook { call, undo: old_start });
+    }
+    if plan.backup {
+        a.push(Action::Backup { id: id.to_string(), dbs: plan.databases.iter().map(db_ref).collect() });
+    }
+    for d in &plan.databases {
+        for s in &d.steps {
+            a.push(Action::Migrate { db: db_ref(d), version: s.version, file: s.file.file.clone(), direction: s.direction, restore_from: id.to_string() });
+        }
+    }
+    a.push(Action::Swap { from: plan.from.clone(), to: v.clone() });
+    if let Some(call) = hook("post_apply", &m.hooks.post_apply, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
+        // Undone by stopping the new release with its own pre_apply.
+        let stop = hook("pre_apply", &m.hooks.pre_apply, &new_dir, &new_bundle, Some(v.clone()), plan.from.clone().unwrap_or_default());
+        a.push(Action::Hook { call, undo: stop });
+    }
+    if let Some(call) = hook("health_check", &m.hooks.health_check, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
+        a.push(Action::Hook { call, undo: None });
+    }
+    let history = json!({
+        "id": id,
+        "command": "apply",
+        "app": m.app,
+        "from": plan.from,
+        "to": v,
+        "kind": plan.kind,
+        "bundle_id": verified.id(),
+        "key_id": verified.key_id().to_string(),
+        "sequence": m.sequence,
+        "signature": "verified",
+    });
+    let mut protect = vec![v.clone()];
+    protect.extend(plan.from.clone());
+    a.push(Action::Commit { history, keep_releases: m.keep_releases, protect });
+    a
+}
+
+fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
+    let id = runner.journal.id.clone();
+    for i in 0..runner.journal.steps.len() {
+        let name = runner.journal.steps[i].action.name();
+        ctx.reporter.step(&step_message(&runner.journal.steps[i].action));
+        if let Err(e) = runner.run(i, |action| forward(ctx, action)) {
+            let e = InstallError { message: format!("{name}: {}", e.message), ..e };
+            let journal = runner.journal.clone();
+            let err = runner.undo(e);
+            crate::history::append_failure(ctx.site, &journal, &err);
+            return Err(err);
+        }
+    }
+    runner.finish()?;
+    Ok(id)
+}
+
+fn step_message(a: &Action) -> String {
+    match a {
+        Action::StageRelease { version } => format!("staging releases/{version}"),
+        Action::CreateVenv { .. } => "creating the Python environment".into(),
+        Action::InstallWheels { .. } => "installing wheels".into(),
+        Action::CompileBytecode { .. } => "byte-compiling".into(),
+        Action::WriteConfig { .. } => "writing the config".into(),
+        Action::MarkComplete { .. } => "syncing the staged release to disk".into(),
+        Action::Hook { call, .. } => format!("running hook {}", call.hook),
+        Action::Backup { id, .. } => format!("backing up the databases to backups/{id}"),
+        Action::Migrate { db, file, direction, .. } => format!("database {}: {} {file}", db.name, direction.as_str()),
+        Action::RestoreData { db, source, .. } => format!("database {}: restoring backups/{source}", db.name),
+        Action::Swap { to, .. } => format!("switching current → releases/{to}"),
+        Action::Commit { .. } => "recording history".into(),
+    }
+}
+
+fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
+    let site = ctx.site;
+    let m = ctx.manifest;
+    let dir = site.release_dir(&m.version);
+    match action {
+        Action::StageRelease { .. } => {
+            if ctx.plan.kind == PlanKind::Reinstall {
+                return Err(InstallError::refused("reinstall_current", "reinstalling the running release in place is not supported yet"));
+            }
+            fsutil::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
+            std::fs::create_dir(&dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
+            std::fs::write(dir.join(INCOMPLETE), b"").map_err(|e| InstallError::io(dir.display(), e))?;
+            std::fs::rename(ctx.staging, dir.join("bundle")).map_err(|e| InstallError::io("moving the verified payload into the release", e))
+        }
+        Action::CreateVenv { .. } => {
+            python::create_venv(ctx.interp, &dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            Ok(())
+        }
+        Action::InstallWheels { .. } => {
+            let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            let wheels: Vec<PathBuf> = m.wheels.iter().map(|w| dir.join("bundle").join(w)).collect();
+            let installed = wheel::install_wheels(&venv, &wheels, &wheel::InstallOptions::default())
+                .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            for d in &installed {
+                for w in &d.warnings {
+                    ctx.reporter.warn(w);
+                }
+            }
+            Ok(())
+        }
+        Action::CompileBytecode { .. } => {
+            let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            python::compile_bytecode(&venv, ctx.interp, 2).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            Ok(())
+        }
+        Action::WriteConfig { .. } => write_config(ctx, &dir),
+        Action::MarkComplete { .. } => {
+            let info = ReleaseInfo {
+                app: m.app.clone(),
+                version: m.version.clone(),
+                sequence: m.sequence,
+                bundle_id: ctx.verified.id(),
+                key_id: ctx.verified.key_id().to_string(),
+                installed_at: crate::time::now_rfc3339(),
+                from: ctx.plan.from.clone(),
+                backup: ctx.plan.backup.then(|| ctx.id.to_string()),
+            };
+            std::fs::write(dir.join("release.json"), serde_json::to_vec_pretty(&info).expect("serialises"))
+                .map_err(|e| InstallError::io("writing release.json", e))?;
+            // One syncfs makes the whole staged tree durable before anything points at it.
+            fsutil::sync_filesystem(&dir).map_err(|e| InstallError::io("syncing the staged release", e))?;
+            std::fs::remove_file(dir.join(INCOMPLETE)).map_err(|e| InstallError::io("marking the release complete", e))?;
+            fsutil::sync_dir(&dir).map_err(|e| InstallError::io(dir.display(), e))
+        }
+        Action::Hook { call, .. } => hooks::run(site, call),
+        Action::Backup { id, dbs } => crate::backup::take(site, id, dbs, ctx.plan.from.as_deref(), &format!("upgrade to {}", m.version)),
+        Action::Migrate { db: dbr, version, direction, .. } => {
+            let dp = ctx.plan.databases.iter().find(|d| d.name == dbr.name).expect("planned database");
+            let step = dp
+                .steps
+                .iter()
+                .find(|s| s.version == *version && s.direction == *direction)
+                .expect("planned step");
+            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let python = dir.join("venv").join("bin").join("python");
+            let result = engine.apply(step, &m.version, Some(&python));
+            engine.close()?;
+            result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
+        }
+        Action::RestoreData { .. } => unreachable!("apply never restores data"),
+        Action::Swap { to, .. } => {
+            fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to)).map_err(|e| InstallError::io("switching `current`", e))
+        }
+        Action::Commit { history, keep_releases, protect } => {
+            commit(site, history, *keep_releases, protect, ctx.reporter)
+        }
+    }
+}
+
+/// Writes the new release's config: defaults on a clean install, otherwise the running release's
+/// config converted step by step. The old release's file is only read.
+fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let Some(c) = &ctx.manifest.config else { return Ok(()) };
+    let plan = ctx.plan.config.as_ref().expect("config planned with the manifest");
+    let out_dir = dir.join("config");
+    std::fs::create_dir_all(&out_dir).map_err(|e| InstallError::io(out_dir.display(), e))?;
+    let out = out_dir.join(&c.file);
+    let bundle_dir = dir.join("bundle");
+    let old_file = ctx.plan.from.as_ref().and_then(|f| {
+        let om = ctx.site.release_manifest(f).ok()?;
+        Some(ctx.site.release_dir(f).join("config").join(&om.config?.file))
+    });
+    match (plan.from_version, old_file) {
+        (Some(from), Some(old)) if old.exists() => {
+            let converters: Vec<config::Converter> = c
+                .converters
+                .iter()
+                .map(|x| config::Converter {
+                    from: x.from,
+                    to: x.to,
+                    kind: match x.kind {
+                        bundle_core::naming::ConverterKind::Rules => config::ConverterKind::Rules,
+                        bundle_core::naming::ConverterKind::Script => config::ConverterKind::Script,
+                    },
+                    path: bundle_dir.join(&x.path),
+                })
+                .collect();
+            let python = dir.join("venv").join("bin").join("python");
+            config::convert(&old, &out, from, c.version, &converters, &python).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+        }
+        (from, _) => {
+            if from.is_some() {
+                ctx.reporter.warn("the running release has no config file; writing the new release's defaults");
+            }
+            std::fs::copy(bundle_dir.join(&c.defaults), &out).map_err(|e| InstallError::io("writing config defaults", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The point of no return: the highest sequence seen, history, then trimming old releases.
+/// Idempotent, so `recover` can redo it from the journal alone.
+pub fn commit(site: &Site, history: &serde_json::Value, keep: u32, protect: &[String], reporter: &dyn Reporter) -> Result<()> {
+    if let (Some(app), Some(seq)) = (history["app"].as_str(), history["sequence"].as_u64()) {
+        if history["command"] == "apply" {
+            let mut st = crate::state::load(site)?;
+            st.app = Some(app.to_string());
+            st.highest_sequence = Some(st.highest_sequence.unwrap_or(0).max(seq));
+            crate::state::save(site, &st)?;
+        }
+    }
+    crate::history::append_success(site, history)?;
+    crate::prune::prune(site, keep, protect, reporter)
+}

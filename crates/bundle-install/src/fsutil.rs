@@ -1,0 +1,120 @@
+//! Durable file-system primitives: atomic replacement (write beside, fsync, rename, fsync the
+//! directory), the atomic symlink swap, and tree removal that never follows links.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// fsyncs a directory so a rename or creation inside it survives power loss.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `data` atomically: a reader sees the old or the new content, never a mix,
+/// even after a crash.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Points the symlink `link` at `target` atomically: a new link is made beside it and renamed over
+/// it, so `link` is never absent and never half-written.
+pub fn swap_symlink(link: &Path, target: &Path) -> io::Result<()> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.new"));
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, link)?;
+    sync_dir(dir)
+}
+
+/// Removes a symlink if it exists (a clean install undone has no `current`).
+pub fn remove_symlink(link: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::remove_file(link)?;
+            sync_dir(link.parent().unwrap_or(Path::new(".")))
+        }
+        Ok(_) => Err(io::Error::other(format!("{} is not a symlink", link.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a directory tree if it exists; `remove_dir_all` does not follow symlinks inside it.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() || m.is_file() => fs::remove_file(path),
+        Ok(_) => fs::remove_dir_all(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Flushes everything written to the file system holding `path` (one `syncfs` instead of an fsync
+/// per file of a staged release).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which stays open for the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates a directory that must be a real directory, not a symlink planted by someone else.
+pub fn ensure_real_dir(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io::Error::other(format!("{} exists and is not a directory (a symlink?); refusing to write through it", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_replaces_link() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("current");
+        swap_symlink(&link, Path::new("releases/1")).unwrap();
+        swap_symlink(&link, Path::new("releases/2")).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("releases/2"));
+        remove_symlink(&link).unwrap();
+        assert!(fs::symlink_metadata(&link).is_err());
+    }
+
+    #[test]
+    fn atomic_write_and_planted_link() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        std::os::unix::fs::symlink("/", d.path().join("planted")).unwrap();
+        assert!(ensure_real_dir(&d.path().join("planted")).is_err());
+        ensure_real_dir(&d.path().join("real")).unwrap();
+    }
+}

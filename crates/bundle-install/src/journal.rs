@@ -1,0 +1,339 @@
+//! The on-disk journal of a run (`state/journal.json`) and the state machine that drives it.
+//!
+//! A run (apply or rollback) is planned as a list of [`Action`]s, written to the journal before the
+//! first change. Each step is marked `started` (fsynced) before it is done and `done` after, so at any
+//! moment — kill -9 and power loss included — the journal says how far the run got. The rule for an
+//! interrupted run is simple: if its `commit` step had started, it is completed; otherwise every
+//! started step is undone in reverse order. Undo actions are idempotent (they may have to run again
+//! after a crash while undoing), and each needs only what the journal records, never the bundle.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bundle_core::version::SchemaVersion;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, BackupRecord, Direction};
+use crate::error::{InstallError, Result};
+use crate::fsutil;
+use crate::hooks::{self, HookCall};
+use crate::report::Reporter;
+use crate::site::Site;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Started,
+    Done,
+    Undone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Forward,
+    Undoing,
+    Completing,
+}
+
+/// A database as the journal needs it to undo a step without the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbRef {
+    pub name: String,
+    pub engine: String,
+    pub path: String,
+}
+
+/// One step of a run, with what undoing it needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Creates `releases/<version>/` (marked incomplete) holding the verified payload.
+    /// Undo: remove the directory.
+    StageRelease { version: String },
+    /// The next four happen inside the release directory; undoing `stage_release` covers them.
+    CreateVenv { version: String },
+    InstallWheels { version: String },
+    CompileBytecode { version: String },
+    WriteConfig { version: String },
+    MarkComplete { version: String },
+    /// Runs a hook. Undo: runs `undo` (e.g. starting the old release again after `pre_apply` stopped it).
+    Hook { call: HookCall, undo: Option<HookCall> },
+    /// Takes `backups/<id>/` of every database and the config. Undo: remove it.
+    Backup { id: String, dbs: Vec<DbRef> },
+    /// Runs one migration file. Undo: restore the database from backup `restore_from`.
+    Migrate { db: DbRef, version: SchemaVersion, file: String, direction: Direction, restore_from: String },
+    /// Restores a database from backup `source` (rollback --restore-data). Undo: restore from `restore_from`.
+    RestoreData { db: DbRef, source: String, restore_from: String },
+    /// Points `current` at `releases/<to>`. Undo: point it back at `from` (remove it when none).
+    Swap { from: Option<String>, to: String },
+    /// The point of no return: records history, trims old releases and backups. Redone, never undone.
+    Commit { history: serde_json::Value, keep_releases: u32, protect: Vec<String> },
+}
+
+impl Action {
+    /// Short stable name, used in messages, history and the test fault hooks.
+    pub fn name(&self) -> String {
+        match self {
+            Action::StageRelease { .. } => "stage_release".into(),
+            Action::CreateVenv { .. } => "create_venv".into(),
+            Action::InstallWheels { .. } => "install_wheels".into(),
+            Action::CompileBytecode { .. } => "compile_bytecode".into(),
+            Action::WriteConfig { .. } => "write_config".into(),
+            Action::MarkComplete { .. } => "mark_complete".into(),
+            Action::Hook { call, .. } => call.hook.clone(),
+            Action::Backup { .. } => "backup".into(),
+            Action::Migrate { db, version, direction, .. } => format!("migrate:{}:{}:{}", db.name, version, direction.as_str()),
+            Action::RestoreData { db, .. } => format!("restore_data:{}", db.name),
+            Action::Swap { .. } => "swap".into(),
+            Action::Commit { .. } => "commit".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalStep {
+    #[serde(flatten)]
+    pub action: Action,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millis: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub id: String,
+    pub command: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub started_at: String,
+    pub pid: u32,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<JournalStep>,
+}
+
+impl Journal {
+    pub fn new(id: String, command: &str, from: Option<String>, to: String, actions: Vec<Action>) -> Journal {
+        Journal {
+            id,
+            command: command.into(),
+            from,
+            to,
+            started_at: crate::time::now_rfc3339(),
+            pid: std::process::id(),
+            phase: Phase::Forward,
+            error: None,
+            steps: actions.into_iter().map(|action| JournalStep { action, status: Status::Pending, millis: None }).collect(),
+        }
+    }
+
+    pub fn load(site: &Site) -> Result<Option<Journal>> {
+        match std::fs::read(site.journal()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                InstallError::attention("journal_unreadable", format!("{} is unreadable: {e}", site.journal().display()))
+                    .with_hint("restore the site from backups/ by hand, then remove the journal; see bundle-spec/recovery.md")
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(InstallError::io(site.journal().display(), e)),
+        }
+    }
+
+    fn persist(&self, site: &Site) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("journal serialises");
+        fsutil::write_atomic(&site.journal(), &bytes).map_err(|e| InstallError::io(format!("writing {}", site.journal().display()), e))
+    }
+
+    /// Whether the run passed its point of no return.
+    pub fn committed(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.action, Action::Commit { .. }) && s.status != Status::Pending)
+    }
+}
+
+/// Test-only fault injection, driven by the environment so integration tests can stop the real
+/// binary at any step: `BUNDLE_INSTALL_TEST_FAIL=<step>` makes that step fail;
+/// `BUNDLE_INSTALL_TEST_KILL=<step>:<before|after>` sends SIGKILL to this process at that point
+/// (`undo:<step>:<before|after>` while undoing). Harmless in production: whoever sets the
+/// environment of a root process can already kill it.
+pub fn checkpoint(step: &str, when: &str) -> Result<()> {
+    if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_KILL") {
+        if target == format!("{step}:{when}") {
+            // SAFETY: kill(2) on our own pid; it does not return.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+    if when == "before" {
+        if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_FAIL") {
+            if target == step {
+                return Err(InstallError::failed("injected_failure", format!("step {step} failed (injected by BUNDLE_INSTALL_TEST_FAIL)")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drives a journal: persists each transition before acting on it.
+pub struct Runner<'a> {
+    pub site: &'a Site,
+    pub journal: Journal,
+    pub reporter: &'a dyn Reporter,
+}
+
+impl<'a> Runner<'a> {
+    /// Writes the journal; from here on the run is recoverable.
+    pub fn begin(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Result<Runner<'a>> {
+        journal.persist(site)?;
+        Ok(Runner { site, journal, reporter })
+    }
+
+    pub fn resume(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Runner<'a> {
+        Runner { site, journal, reporter }
+    }
+
+    /// Runs step `i` with `work`, journaling before and after.
+    pub fn run(&mut self, i: usize, work: impl FnOnce(&Action) -> Result<()>) -> Result<()> {
+        let name = self.journal.steps[i].action.name();
+        self.journal.steps[i].status = Status::Started;
+        self.journal.persist(self.site)?;
+        let t = Instant::now();
+        checkpoint(&name, "before")?;
+        work(&self.journal.steps[i].action.clone())?;
+        checkpoint(&name, "after")?;
+        self.journal.steps[i].status = Status::Done;
+        self.journal.steps[i].millis = Some(t.elapsed().as_millis() as u64);
+        self.journal.persist(self.site)
+    }
+
+    /// Undoes every started step in reverse order after `cause`, then removes the journal. Returns
+    /// the error to report: `cause` (exit 1) when undo succeeded, an attention error (exit 5) if not.
+    pub fn undo(mut self, cause: InstallError) -> InstallError {
+        self.journal.error.get_or_insert_with(|| cause.message.clone());
+        match self.undo_all() {
+            Ok(()) => {
+                let mut cause = cause;
+                if cause.outcome == crate::error::Outcome::Attention {
+                    return cause;
+                }
+                let back = self.journal.from.clone().map(|f| format!("the site is back on {f}")).unwrap_or_else(|| "the site is back to empty".into());
+                cause.message = format!("{}; {back}", cause.message);
+                cause
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// Undoes what was started, newest first. Safe to call again after a crash part-way.
+    pub fn undo_all(&mut self) -> Result<()> {
+        self.journal.phase = Phase::Undoing;
+        self.journal.persist(self.site)?;
+        let mut restored: Vec<String> = Vec::new();
+        for i in (0..self.journal.steps.len()).rev() {
+            if !matches!(self.journal.steps[i].status, Status::Started | Status::Done) {
+                continue;
+            }
+            let action = self.journal.steps[i].action.clone();
+            let name = action.name();
+            self.reporter.step(&format!("undoing {name}"));
+            checkpoint(&format!("undo:{name}"), "before")?;
+            undo_action(self.site, &action, &mut restored, self.reporter).map_err(|e| {
+                InstallError::attention(
+                    "undo_failed",
+                    format!("could not undo step {name} after `{}`: {}", self.journal.error.clone().unwrap_or_default(), e.message),
+                )
+                .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display()))
+            })?;
+            checkpoint(&format!("undo:{name}"), "after")?;
+            self.journal.steps[i].status = Status::Undone;
+            self.journal.persist(self.site)?;
+        }
+        self.finish()
+    }
+
+    /// Removes the journal: the run is over.
+    pub fn finish(&mut self) -> Result<()> {
+        match std::fs::remove_file(self.site.journal()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(InstallError::io("removing the journal", e)),
+        }
+        fsutil::sync_dir(&self.site.state()).map_err(|e| InstallError::io("syncing state/", e))
+    }
+}
+
+fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
+    Ok(db::open(&db.name, &db.engine, &site.root, &db.path)?)
+}
+
+/// Reads `backups/<id>/record.json`.
+pub fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRecord>> {
+    let path = site.backups().join(id).join("record.json");
+    let bytes = std::fs::read(&path).map_err(|e| InstallError::io(path.display(), e))?;
+    #[derive(Deserialize)]
+    struct Record {
+        databases: Vec<BackupRecord>,
+    }
+    let r: Record = serde_json::from_slice(&bytes).map_err(|e| InstallError::failed("backup_record", format!("{}: {e}", path.display())))?;
+    Ok(r.databases)
+}
+
+/// Restores one database from a backup directory.
+pub fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
+    let records = read_backup_records(site, backup_id)?;
+    let record = records
+        .iter()
+        .find(|r| r.db == db.name)
+        .ok_or_else(|| InstallError::failed("backup_missing_db", format!("backup {backup_id} has no copy of database `{}`", db.name)))?;
+    let mut engine = open_db(site, db)?;
+    engine.restore(record, &site.backups().join(backup_id))?;
+    engine.close()?;
+    Ok(())
+}
+
+fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporter: &dyn Reporter) -> Result<()> {
+    match action {
+        Action::StageRelease { version } => {
+            fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))
+        }
+        Action::CreateVenv { .. }
+        | Action::InstallWheels { .. }
+        | Action::CompileBytecode { .. }
+        | Action::WriteConfig { .. }
+        | Action::MarkComplete { .. } => Ok(()),
+        Action::Hook { undo, .. } => {
+            if let Some(call) = undo {
+                // The release the undo hook belongs to may already be gone (it was the one being
+                // installed); then there is nothing to stop or start.
+                if call.script.exists() {
+                    if let Err(e) = hooks::run(site, call) {
+                        reporter.warn(&format!("while undoing: {}", e.message));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Action::Backup { id, .. } => fsutil::remove_tree(&site.backups().join(id)).map_err(|e| InstallError::io(format!("removing backups/{id}"), e)),
+        Action::Migrate { db, restore_from, .. } | Action::RestoreData { db, restore_from, .. } => {
+            // Several steps of one database restore the same backup; once is enough.
+            if restored.contains(&db.name) {
+                return Ok(());
+            }
+            reporter.step(&format!("restoring database `{}` from backups/{restore_from}", db.name));
+            restore_db(site, db, restore_from)?;
+            restored.push(db.name.clone());
+            Ok(())
+        }
+        Action::Swap { from, .. } => {
+            let link = site.current_link();
+            match from {
+                Some(v) => fsutil::swap_symlink(&link, &PathBuf::from("releases").join(v)),
+                None => fsutil::remove_symlink(&link),
+            }
+            .map_err(|e| InstallError::io("restoring `current`", e))
+        }
+        Action::Commit { .. } => Ok(()),
+    }
+}

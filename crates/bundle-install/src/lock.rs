@@ -1,0 +1,57 @@
+//! One exclusive lock per site (`state/lock`). The kernel releases an flock when its process dies,
+//! so a kill -9 never leaves a stale lock; the file's content only says who holds it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Who holds the lock, written into the lock file for the next one to read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    pub since: String,
+}
+
+/// Held until dropped.
+#[derive(Debug)]
+pub struct SiteLock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another bundle-install holds the site lock: pid {}, `{}`, since {}", .0.pid, .0.command, .0.since)]
+    Held(Holder),
+    #[error("another bundle-install holds the site lock (holder unknown)")]
+    HeldUnknown,
+    #[error("cannot open lock file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl SiteLock {
+    /// Takes the lock without waiting.
+    pub fn acquire(path: &Path, command: &str) -> Result<SiteLock, LockError> {
+        let io = |source| LockError::Io { path: path.display().to_string(), source };
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(match serde_json::from_str(&text) {
+                    Ok(h) => LockError::Held(h),
+                    Err(_) => LockError::HeldUnknown,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let holder = Holder { pid: std::process::id(), command: command.to_string(), since: crate::time::now_rfc3339() };
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(serde_json::to_string(&holder).unwrap_or_default().as_bytes()).map_err(io)?;
+        Ok(SiteLock { _file: file })
+    }
+}

@@ -1,0 +1,268 @@
+//! Planning: what an apply would do on this site, derived from what the site actually has (the
+//! installed release, its config version, each database's recorded history) and the verified
+//! manifest. `plan` prints it; `apply` executes it. Every refusal (exit 4) happens here, before
+//! anything on the site changes.
+
+use std::path::Path;
+
+use bundle_core::manifest::Manifest;
+use bundle_core::version::{parse_release, SchemaVersion};
+use serde::Serialize;
+
+use crate::db::{self, DbState, PlannedStep, Step, StepFile, StepKind};
+use crate::error::{InstallError, Result};
+use crate::site::Site;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    CleanInstall,
+    Upgrade,
+    Downgrade,
+    Reinstall,
+    NothingToDo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigPlan {
+    pub file: String,
+    /// Config version of the installed release (none on a clean install: defaults are written).
+    pub from_version: Option<u32>,
+    pub to_version: u32,
+    /// Converter files to run, in order.
+    pub converters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DbPlan {
+    pub name: String,
+    pub engine: String,
+    pub path: String,
+    /// `clean`, or the version recorded in the database.
+    pub current: String,
+    pub target: SchemaVersion,
+    pub steps: Vec<PlannedStep>,
+    /// Whether the release being replaced can still run on the database afterwards (same major):
+    /// then a later code rollback keeps all data.
+    pub old_release_compatible: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub app: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub kind: PlanKind,
+    pub config: Option<ConfigPlan>,
+    pub databases: Vec<DbPlan>,
+    pub hooks: Vec<String>,
+    pub backup: bool,
+}
+
+/// Options that change what is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub allow_downgrade: bool,
+    pub reinstall: bool,
+}
+
+/// The steps of each database as shipped, with their files at their place in the new release.
+pub fn db_steps(manifest: &Manifest, db: &bundle_core::manifest::Database, release_bundle_dir: &Path) -> Vec<Step> {
+    let file = |path: &Option<String>, kind: StepKind, version: SchemaVersion| -> Option<StepFile> {
+        let path = path.as_ref()?;
+        let entry = manifest.file(path)?;
+        Some(StepFile {
+            version,
+            file: path.rsplit('/').next().unwrap_or(path).to_string(),
+            path: release_bundle_dir.join(path),
+            sha256: entry.sha256.clone(),
+            kind,
+        })
+    };
+    db.steps
+        .iter()
+        .map(|s| Step {
+            version: s.version,
+            up: file(&s.up, StepKind::Sql, s.version),
+            data: file(&s.data, StepKind::Python, s.version),
+            down: file(&s.down, StepKind::Sql, s.version),
+        })
+        .collect()
+}
+
+/// Plans applying `manifest` (identified by `bundle_id`) to `site`.
+pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
+    let current = site.current_version().map_err(|e| InstallError::io("reading `current`", e))?;
+    let new_version = parse_release(&manifest.version).map_err(|e| InstallError::refused("bad_version", e))?;
+    let mut kind = PlanKind::CleanInstall;
+    let mut old_manifest = None;
+    if let Some(cur) = &current {
+        let old = site
+            .release_manifest(cur)
+            .map_err(|e| InstallError::attention("current_release_unreadable", format!("the installed release {cur} has no readable manifest: {e}")))?;
+        if old.app != manifest.app {
+            return Err(InstallError::refused("wrong_app", format!("this site runs `{}`, the bundle is for `{}`", old.app, manifest.app)));
+        }
+        let cur_v = parse_release(cur).map_err(|e| InstallError::attention("bad_version", e))?;
+        let from_v = parse_release(&manifest.upgrades_from).map_err(|e| InstallError::refused("bad_version", e))?;
+        kind = if cur_v == new_version {
+            let info = site.release_info(cur).ok();
+            if info.as_ref().map(|i| i.bundle_id.as_str()) == Some(bundle_id) {
+                PlanKind::NothingToDo
+            } else if opts.reinstall {
+                PlanKind::Reinstall
+            } else {
+                return Err(InstallError::refused(
+                    "same_version_different_content",
+                    format!("{} {cur} is installed from a different bundle than this one", manifest.app),
+                )
+                .with_hint("pass --reinstall if this bundle is meant to replace it"));
+            }
+        } else if cur_v > new_version {
+            if !opts.allow_downgrade {
+                return Err(InstallError::refused(
+                    "downgrade",
+                    format!("the site runs {cur}, newer than the bundle's {}", manifest.version),
+                )
+                .with_hint("pass --allow-downgrade to install an older release on purpose, or use `bundle-install rollback`"));
+            }
+            PlanKind::Downgrade
+        } else {
+            if cur_v < from_v {
+                return Err(InstallError::refused(
+                    "too_old",
+                    format!("the site runs {cur}, older than {}, the oldest release this bundle upgrades", manifest.upgrades_from),
+                )
+                .with_hint(format!("install an intermediate bundle that upgrades from {cur} first")));
+            }
+            PlanKind::Upgrade
+        };
+        old_manifest = Some(old);
+    }
+    if kind != PlanKind::NothingToDo && kind != PlanKind::Reinstall && site.release_dir(&manifest.version).join("release.json").exists() {
+        return Err(InstallError::refused(
+            "release_exists",
+            format!("releases/{} is already on the site (a kept release)", manifest.version),
+        )
+        .with_hint(format!("use `bundle-install rollback --root {} --to {}`", site.root.display(), manifest.version)));
+    }
+    if let Some(highest) = crate::state::highest_sequence(site)? {
+        if manifest.sequence < highest && !opts.allow_downgrade && kind != PlanKind::NothingToDo {
+            return Err(InstallError::refused(
+                "lower_sequence",
+                format!("bundle sequence {} is lower than {highest}, the highest this site has installed", manifest.sequence),
+            )
+            .with_hint("pass --allow-downgrade to install an older release on purpose"));
+        }
+    }
+
+    let config = manifest.config.as_ref().map(|c| {
+        let from_version = old_manifest.as_ref().and_then(|m| m.config.as_ref()).map(|oc| oc.version);
+        let converters = match from_version {
+            Some(f) => c.converters.iter().filter(|x| x.from >= f && x.to <= c.version).map(|x| x.path.clone()).collect(),
+            None => Vec::new(),
+        };
+        ConfigPlan { file: c.file.clone(), from_version, to_version: c.version, converters }
+    });
+    if let Some(cp) = &config {
+        if let Some(f) = cp.from_version {
+            if f > cp.to_version {
+                return Err(InstallError::refused(
+                    "config_newer",
+                    format!("the installed config is version {f}, newer than the bundle's {}; converters only go forward", cp.to_version),
+                ));
+            }
+        }
+    }
+
+    let release_bundle = site.release_dir(&manifest.version).join("bundle");
+    let mut databases = Vec::new();
+    for db in &manifest.databases {
+        let mut engine = db::open(&db.name, &db.engine, &site.root, &db.path)?;
+        let state = engine.inspect()?;
+        engine.close()?;
+        let steps = db_steps(manifest, db, &release_bundle);
+        let planned = if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
+        let after = planned.last().map(|s| s.schema_after).or(state.version());
+        let old_schema = old_manifest.as_ref().and_then(|m| m.database(&db.name)).map(|d| d.schema);
+        databases.push(DbPlan {
+            name: db.name.clone(),
+            engine: db.engine.clone(),
+            path: db.path.clone(),
+            current: match &state {
+                DbState::Clean => "clean".into(),
+                DbState::Unversioned { .. } => "unversioned".into(),
+                DbState::Versioned { version, .. } => version.to_string(),
+            },
+            target: db.schema,
+            steps: planned,
+            old_release_compatible: old_schema.zip(after).map(|(o, a)| o.runs_on(a)),
+        });
+    }
+    let hooks = [("pre_apply", &manifest.hooks.pre_apply), ("post_apply", &manifest.hooks.post_apply), ("health_check", &manifest.hooks.health_check)]
+        .into_iter()
+        .filter(|(_, h)| h.is_some())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let backup = databases.iter().any(|d| !d.steps.is_empty());
+    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup })
+}
+
+impl Plan {
+    /// The plan as a readable checklist.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let what = match self.kind {
+            PlanKind::CleanInstall => format!("clean install of {} {}", self.app, self.to),
+            PlanKind::Upgrade => format!("upgrade {} {} → {}", self.app, self.from.as_deref().unwrap_or("?"), self.to),
+            PlanKind::Downgrade => format!("DOWNGRADE {} {} → {}", self.app, self.from.as_deref().unwrap_or("?"), self.to),
+            PlanKind::Reinstall => format!("reinstall {} {}", self.app, self.to),
+            PlanKind::NothingToDo => return format!("{} {} is already installed: nothing to do\n", self.app, self.to),
+        };
+        out.push_str(&format!("{what}\n"));
+        out.push_str(&format!("  [ ] stage releases/{} (venv, wheels, bytecode) beside the running release\n", self.to));
+        if let Some(c) = &self.config {
+            match c.from_version {
+                None => out.push_str(&format!("  [ ] config {}: write defaults (version {})\n", c.file, c.to_version)),
+                Some(f) if c.converters.is_empty() => out.push_str(&format!("  [ ] config {}: copy as is (version {f})\n", c.file)),
+                Some(f) => out.push_str(&format!(
+                    "  [ ] config {}: convert {f} → {} via {}\n",
+                    c.file,
+                    c.to_version,
+                    c.converters.iter().map(|p| p.rsplit('/').next().unwrap_or(p)).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+        if self.hooks.iter().any(|h| h == "pre_apply") {
+            out.push_str("  [ ] hook pre_apply\n");
+        }
+        if self.backup {
+            out.push_str("  [ ] back up every database to backups/\n");
+        }
+        for db in &self.databases {
+            if db.steps.is_empty() {
+                out.push_str(&format!("  [ ] database {} ({}): at {}, nothing to migrate (release needs {})\n", db.name, db.engine, db.current, db.target));
+            }
+            for s in &db.steps {
+                let kind = if s.schema_after.minor == 0 { "major" } else { "minor" };
+                out.push_str(&format!("  [ ] database {}: {} {} ({kind}) {}\n", db.name, s.direction.as_str(), s.version, s.file.file));
+            }
+        }
+        out.push_str(&format!("  [ ] switch current → releases/{}\n", self.to));
+        for h in self.hooks.iter().filter(|h| *h != "pre_apply") {
+            out.push_str(&format!("  [ ] hook {h}\n"));
+        }
+        if let Some(from) = &self.from {
+            let breaking: Vec<&str> = self.databases.iter().filter(|d| d.old_release_compatible == Some(false)).map(|d| d.name.as_str()).collect();
+            if breaking.is_empty() {
+                out.push_str(&format!("rollback to {from} later: code only, data written after the upgrade is kept\n"));
+            } else {
+                out.push_str(&format!(
+                    "rollback to {from} later: needs down scripts or a restore for {} (major schema change)\n",
+                    breaking.join(", ")
+                ));
+            }
+        }
+        out
+    }
+}

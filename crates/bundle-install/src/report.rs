@@ -1,0 +1,17 @@
+//! How the library tells the binary what is happening. The library never prints; the binary decides
+//! whether to draw progress, print lines, or stay quiet for `--json`.
+
+pub trait Reporter: Sync {
+    /// A step starts (one line in a log, or a progress bar's message).
+    fn step(&self, message: &str);
+    /// Something the admin should read, though the run goes on.
+    fn warn(&self, message: &str);
+}
+
+/// Reports nothing (tests, `--quiet`).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn step(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+}

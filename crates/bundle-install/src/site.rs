@@ -1,0 +1,165 @@
+//! The site layout under `--root` (see `bundle-spec/site-layout.md`):
+//!
+//! ```text
+//! current -> releases/<version>   the running release; replaced only by rename(2)
+//! releases/<version>/             bundle/ (verified payload), venv/, config/<file>, release.json
+//! data/                           SQLite databases, shared by all releases
+//! backups/<id>/                   databases + config taken before each apply, record.json
+//! trust/*.pub, trust/revoked/     keys this site accepts / refuses
+//! state/                          lock, journal.json, history.jsonl, staging/
+//! ```
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bundle_core::manifest::Manifest;
+use bundle_core::signature::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// Written into each release directory once it is complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub app: String,
+    pub version: String,
+    pub sequence: u64,
+    pub bundle_id: String,
+    pub key_id: String,
+    pub installed_at: String,
+    /// The release it replaced (none on a clean install).
+    pub from: Option<String>,
+    /// The backup taken before it was installed, for `rollback --restore-data` to this `from`.
+    pub backup: Option<String>,
+}
+
+/// A site root and the paths inside it.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub root: PathBuf,
+}
+
+/// Marker inside a release directory that is still being staged.
+pub const INCOMPLETE: &str = ".incomplete";
+
+impl Site {
+    pub fn new(root: &Path) -> Site {
+        Site { root: root.to_path_buf() }
+    }
+    pub fn current_link(&self) -> PathBuf {
+        self.root.join("current")
+    }
+    pub fn releases(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+    pub fn release_dir(&self, version: &str) -> PathBuf {
+        self.releases().join(version)
+    }
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+    pub fn trust(&self) -> PathBuf {
+        self.root.join("trust")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+    pub fn staging(&self) -> PathBuf {
+        self.state().join("staging")
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.state().join("journal.json")
+    }
+    pub fn history(&self) -> PathBuf {
+        self.state().join("history.jsonl")
+    }
+
+    /// Creates the layout's directories, refusing any that is a planted symlink.
+    pub fn ensure_layout(&self) -> io::Result<()> {
+        if !self.root.exists() {
+            fs::create_dir_all(&self.root)?;
+        }
+        for dir in [self.releases(), self.root.join("data"), self.backups(), self.trust(), self.state(), self.staging()] {
+            fsutil::ensure_real_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The version `current` points at, if any.
+    pub fn current_version(&self) -> io::Result<Option<String>> {
+        match fs::read_link(self.current_link()) {
+            Ok(target) => {
+                let name = target.file_name().map(|n| n.to_string_lossy().into_owned());
+                let expected = Path::new("releases").join(name.clone().unwrap_or_default());
+                if target != expected {
+                    return Err(io::Error::other(format!(
+                        "{} points to {}, not releases/<version>; it was changed by hand",
+                        self.current_link().display(),
+                        target.display()
+                    )));
+                }
+                Ok(name)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The complete releases under `releases/`, newest install last.
+    pub fn releases_installed(&self) -> io::Result<Vec<ReleaseInfo>> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(self.releases()) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() || entry.path().join(INCOMPLETE).exists() {
+                continue;
+            }
+            if let Ok(info) = self.release_info(&entry.file_name().to_string_lossy()) {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.installed_at.cmp(&b.installed_at).then(a.sequence.cmp(&b.sequence)));
+        Ok(out)
+    }
+
+    pub fn release_info(&self, version: &str) -> io::Result<ReleaseInfo> {
+        let text = fs::read(self.release_dir(version).join("release.json"))?;
+        serde_json::from_slice(&text).map_err(io::Error::other)
+    }
+
+    /// The verified manifest kept in a release directory.
+    pub fn release_manifest(&self, version: &str) -> io::Result<Manifest> {
+        let bytes = fs::read(self.release_dir(version).join("bundle").join(bundle_core::manifest::MANIFEST_NAME))?;
+        Manifest::parse(&bytes).map_err(io::Error::other)
+    }
+
+    /// Public keys in `trust/` minus those in `trust/revoked/` (matched by key id).
+    pub fn trusted_keys(&self) -> io::Result<Vec<PublicKey>> {
+        let revoked: Vec<String> = read_keys(&self.trust().join("revoked"))?.iter().map(|k| k.key_id().to_string()).collect();
+        Ok(read_keys(&self.trust())?.into_iter().filter(|k| !revoked.contains(&k.key_id().to_string())).collect())
+    }
+
+    pub fn revoked_keys(&self) -> io::Result<Vec<PublicKey>> {
+        read_keys(&self.trust().join("revoked"))
+    }
+}
+
+fn read_keys(dir: &Path) -> io::Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(keys),
+        Err(e) => return Err(e),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pub")).collect();
+    paths.sort();
+    for p in paths {
+        keys.push(PublicKey::read_file(&p).map_err(|e| io::Error::other(e.to_string()))?);
+    }
+    Ok(keys)
+}
