@@ -354,10 +354,7 @@ fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
                 .map(|x| config::Converter {
                     from: x.from,
                     to: x.to,
-                    kind: match x.kind {
-                        bundle_core::naming::ConverterKind::Rules => config::ConverterKind::Rules,
-                        bundle_core::naming::ConverterKind::Script => config::ConverterKind::Script,
-                    },
+                    kind: x.kind,
                     path: bundle_dir.join(&x.path),
                 })
                 .collect();

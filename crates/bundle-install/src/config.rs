@@ -442,14 +442,8 @@ pub fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// How a converter is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConverterKind {
-    /// `.yaml`: declarative rules, see [`parse_rules`].
-    Rules,
-    /// `.py`: run as `python SCRIPT IN.yaml OUT.yaml`.
-    Script,
-}
+/// How a converter is written; one definition shared with the manifest.
+pub use bundle_core::naming::ConverterKind;
 
 /// One conversion step shipped in the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,12 +458,7 @@ pub struct Converter {
 /// Parses `<N>-to-<N+1>.yaml` or `<N>-to-<N+1>.py` (the same rule as
 /// [`bundle_core::naming::parse_converter`], which `bundle-build` checks with).
 pub fn converter_from_file_name(name: &str) -> Option<(u32, u32, ConverterKind)> {
-    let (from, to, kind) = bundle_core::naming::parse_converter(name).ok()?;
-    let kind = match kind {
-        bundle_core::naming::ConverterKind::Rules => ConverterKind::Rules,
-        bundle_core::naming::ConverterKind::Script => ConverterKind::Script,
-    };
-    Some((from, to, kind))
+    bundle_core::naming::parse_converter(name).ok()
 }
 
 fn one_line(s: &str) -> String {
