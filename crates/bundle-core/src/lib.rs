@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod exit;
 pub mod hash;
+pub mod input;
 pub mod manifest;
 pub mod naming;
 pub mod paths;

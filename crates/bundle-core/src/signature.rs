@@ -19,7 +19,6 @@
 //! [`TrustedInfo`].
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -209,7 +208,10 @@ fn read_limited(path: &Path, limit: usize) -> Result<Result<String, String>, Sig
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let file = crate::input::open_regular(path).map_err(|e| match e {
+        crate::input::OpenError::Io(e) => io(e),
+        crate::input::OpenError::NotRegular => io(std::io::Error::other("not a regular file")),
+    })?;
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)

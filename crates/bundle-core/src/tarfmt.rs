@@ -106,7 +106,8 @@ pub fn parse(block: &[u8; BLOCK]) -> Result<Header, HeaderProblem> {
     let mode = octal(block, 100, 8, "mode")?;
     let size = octal(block, 124, 12, "size")?;
     let mode = u32::try_from(mode).map_err(|_| HeaderProblem::Field("mode"))?;
-    let prefix = field(block, 345, 155);
+    // Only POSIX ustar has a name prefix at 345; GNU headers keep access/change times there.
+    let prefix = if magic == b"ustar\x0000" { field(block, 345, 155) } else { &[] };
     let name = field(block, 0, 100);
     let name = if prefix.is_empty() { name.to_vec() } else { [prefix, b"/", name].concat() };
     Ok(Header { name, mode, size, kind })

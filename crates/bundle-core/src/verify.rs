@@ -136,12 +136,16 @@ impl VerifiedBundle {
 /// Verifies the bundle at `path`. With `dest`, an existing empty directory, the manifest, its
 /// signature and every payload file are written there as they are checked.
 pub fn verify_file(path: &Path, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
-    let file = File::open(path).map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
-    let meta = file.metadata().map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
-    if !meta.is_file() {
-        return Err(VerifyError::NotRegular(path.to_path_buf()));
-    }
+    let file = open_bundle(path)?;
     verify_reader(file, trusted, dest, limits)
+}
+
+/// Opens a bundle, refusing (without blocking) anything that is not a regular file.
+fn open_bundle(path: &Path) -> Result<File, VerifyError> {
+    crate::input::open_regular(path).map_err(|e| match e {
+        crate::input::OpenError::NotRegular => VerifyError::NotRegular(path.to_path_buf()),
+        crate::input::OpenError::Io(source) => VerifyError::Open { path: path.to_path_buf(), source },
+    })
 }
 
 /// Counts the bytes read from the bundle file.
@@ -199,11 +203,17 @@ pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Pa
             break;
         }
         let header = tarfmt::parse(&block).map_err(|p| {
-            let name = String::from_utf8_lossy(&block[..100].split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+            // The name is attacker-chosen: escape it so it cannot add lines or terminal codes.
+            let raw = block[..100].split(|&b| b == 0).next().unwrap_or(&[]);
+            let name = format!("{:?}", String::from_utf8_lossy(raw));
             VerifyError::bundle(if matches!(p, tarfmt::HeaderProblem::Type(_)) { "entry_type" } else { "corrupt" }, Some(&name), p.to_string())
         })?;
-        let path = BundlePath::parse_bytes(&header.name)
-            .map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
+        // GNU tar writes directory names with a trailing `/`.
+        let raw_name = match header.kind {
+            Kind::Directory => header.name.strip_suffix(b"/").unwrap_or(&header.name),
+            Kind::File => &header.name[..],
+        };
+        let path = BundlePath::parse_bytes(raw_name).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
         let name = path.as_str();
         if header.mode & 0o7000 != 0 {
             return Err(VerifyError::bundle("entry_mode", Some(name), format!("mode {:o} has setuid/setgid/sticky bits", header.mode)));
@@ -255,6 +265,9 @@ pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Pa
         }
         let pad = (BLOCK - (entry.size % BLOCK as u64) as usize) % BLOCK;
         gz.read_exact(&mut buf[..pad]).map_err(|e| read_error(e, Some(name)))?;
+        if buf[..pad].iter().any(|&b| b != 0) {
+            return Err(VerifyError::bundle("corrupt", Some(name), "non-zero padding after the entry's content"));
+        }
     }
     let missing: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).filter(|p| !seen.contains(*p)).collect();
     if let Some(first) = missing.first() {
@@ -323,10 +336,7 @@ fn read_head<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], trusted: &[PublicKey]
 /// The signed manifest of a bundle, checked against `trusted`, reading only the start of the file.
 /// For planning before the payload is streamed; the full [`verify_file`] checks it all again.
 pub fn read_verified_manifest(path: &Path, trusted: &[PublicKey]) -> Result<(Manifest, String, KeyId, TrustedInfo), VerifyError> {
-    let file = File::open(path).map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
-    if !file.metadata().map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?.is_file() {
-        return Err(VerifyError::NotRegular(path.to_path_buf()));
-    }
+    let file = open_bundle(path)?;
     let mut gz = GzDecoder::new(BufReader::new(file));
     let mut block = [0u8; BLOCK];
     let head = read_head(&mut gz, &mut block, trusted, &Limits::default())?;
@@ -381,7 +391,7 @@ fn write_whole(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), Ver
 /// Reads the manifest and signature of a bundle WITHOUT checking them, for `inspect`. Nothing here
 /// may be trusted; callers must say so.
 pub fn read_unverified(path: &Path) -> Result<(Manifest, Signature), VerifyError> {
-    let file = File::open(path).map_err(|source| VerifyError::Open { path: path.to_path_buf(), source })?;
+    let file = open_bundle(path)?;
     let limits = Limits::default();
     let mut gz = GzDecoder::new(BufReader::new(file));
     let mut block = [0u8; BLOCK];
