@@ -66,6 +66,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `bundle-build inspect | head` should end quietly, like any Unix tool, not panic on EPIPE.
+    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let (name, json, result) = match cli.command {
         Command::Keygen { out, json } => ("keygen", json, keygen(&out)),
@@ -160,9 +165,12 @@ fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path) -> Result<Value, Fai
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
     let key = SecretKey::read_file(key_path).map_err(key_failure)?;
-    let (release, lints) = release::gather(&spec);
+    let (release, mut lints) = release::gather(&spec);
+    if let Some(r) = &release {
+        lints.extend(bundle_build::wheels::check_wheels(r));
+    }
     print_lints(&lints);
-    let release = release.ok_or_else(|| spec_failure(&lints, spec_path))?;
+    let release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
     let built = build::build(&release, &key, out, mtime)
         .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
     eprintln!(

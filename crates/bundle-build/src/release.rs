@@ -84,12 +84,24 @@ impl Gather {
 fn list_dir(g: &mut Gather, dir: &Path, what: &str) -> Vec<String> {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
+            let mut dangling = Vec::new();
             let mut names: Vec<String> = entries
                 .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                // Follow symlinks: a wheelhouse of links to a shared cache is normal. A dangling
+                // link or a directory is reported, never skipped silently.
+                .filter(|e| {
+                    let ok = e.path().is_file();
+                    if !ok && !e.path().is_dir() {
+                        dangling.push(e.path());
+                    }
+                    ok
+                })
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
             names.sort();
+            for p in dangling {
+                g.error("missing_file", format!("{} is not a readable file (dangling link?)", p.display()));
+            }
             names
         }
         Err(e) => {
@@ -228,11 +240,12 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
         g.add(bundle_path, &dir.join(&file), 0o644);
     }
     let mut prev = SchemaVersion::CLEAN;
-    for step in steps.values() {
+    for (i, step) in steps.values().enumerate() {
         let v = step.version;
-        let next_ok = (v.major == prev.major && v.minor == prev.minor + 1) || (v.major == prev.major + 1 && v.minor == 0);
+        // The chain may start at any X.0 (a squashed initial script), as the installer accepts.
+        let next_ok = if i == 0 { v.minor == 0 } else { (v.major == prev.major && v.minor == prev.minor + 1) || (v.major == prev.major + 1 && v.minor == 0) };
         if !next_ok {
-            g.error("migration_gap", format!("database `{name}`: the chain jumps from {prev} to {v}; versions go M.m → M.(m+1) or (M+1).0"));
+            g.error("migration_gap", format!("database `{name}`: the chain jumps from {prev} to {v}; it starts at X.0 and goes M.m → M.(m+1) or (M+1).0"));
         }
         if step.up.is_none() && step.data.is_none() {
             g.error("migration_down_only", format!("database `{name}`: {v} has a down script but no up step"));

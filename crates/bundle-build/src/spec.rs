@@ -94,8 +94,11 @@ impl LoadedSpec {
         self.dir.join(p)
     }
 
-    /// The release sequence: the spec's, or one derived from the version's release numbers
-    /// (`major*10^12 + minor*10^8 + micro*10^4`, each part capped), so later versions sort higher.
+    /// The release sequence: the spec's, or one derived from the version so that later PEP 440
+    /// versions get higher numbers: `major*10^12 + minor*10^8 + micro*10^4 + stage`, where the last
+    /// four digits order pre-releases below the final release (`aN` → 1000+N, `bN` → 2000+N,
+    /// `rcN` → 3000+N, final → 9000, `.postN` → 9000+N; parts capped). Dev releases count as
+    /// their pre-release or final. Set `sequence` explicitly for anything more exotic.
     pub fn sequence(&self) -> Result<u64, SpecError> {
         if let Some(s) = self.spec.sequence {
             return Ok(s);
@@ -103,6 +106,35 @@ impl LoadedSpec {
         let v = bundle_core::version::parse_release(&self.spec.version)
             .map_err(|m| SpecError { path: self.path.clone(), message: m })?;
         let part = |i: usize, cap: u64| v.release().get(i).copied().unwrap_or(0).min(cap);
-        Ok(part(0, 999_999) * 1_000_000_000_000 + part(1, 9_999) * 100_000_000 + part(2, 9_999) * 10_000)
+        let stage = match v.pre() {
+            Some(pre) => {
+                let kind = match pre.kind {
+                    pep440_rs::PrereleaseKind::Alpha => 1000,
+                    pep440_rs::PrereleaseKind::Beta => 2000,
+                    pep440_rs::PrereleaseKind::Rc => 3000,
+                };
+                kind + pre.number.min(999)
+            }
+            None => 9000 + v.post().unwrap_or(0).min(999),
+        };
+        Ok(part(0, 999_999) * 1_000_000_000_000 + part(1, 9_999) * 100_000_000 + part(2, 9_999) * 10_000 + stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(version: &str) -> u64 {
+        let spec: Spec = serde_yaml::from_str(&format!("app: a\nversion: {version}\nupgrades_from: 1.0\nwheels: w/\n")).unwrap();
+        LoadedSpec { spec, dir: PathBuf::from("."), path: PathBuf::from("spec.yaml") }.sequence().unwrap()
+    }
+
+    #[test]
+    fn derived_sequences_follow_pep440_order() {
+        let order = ["3.9.9", "4.0.0a1", "4.0.0b2", "4.0.0rc1", "4.0.0", "4.0.0.post1", "4.0.1", "4.1", "10.0"];
+        for pair in order.windows(2) {
+            assert!(seq(pair[0]) < seq(pair[1]), "{} !< {}", pair[0], pair[1]);
+        }
     }
 }

@@ -227,8 +227,7 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
         ctx.reporter.step(&step_message(&runner.journal.steps[i].action));
         if let Err(e) = runner.run(i, |action| forward(ctx, action)) {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
-            let journal = runner.journal.clone();
-            let err = runner.undo(e);
+            let (err, journal) = runner.undo(e);
             crate::history::append_failure(ctx.site, &journal, &err);
             return Err(err);
         }
@@ -260,9 +259,6 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let dir = site.release_dir(&m.version);
     match action {
         Action::StageRelease { .. } => {
-            if ctx.plan.kind == PlanKind::Reinstall {
-                return Err(InstallError::refused("reinstall_current", "reinstalling the running release in place is not supported yet"));
-            }
             fsutil::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             std::fs::create_dir(&dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
             std::fs::write(dir.join(INCOMPLETE), b"").map_err(|e| InstallError::io(dir.display(), e))?;
@@ -310,12 +306,12 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::Hook { call, .. } => hooks::run(site, call),
         Action::Backup { id, dbs } => crate::backup::take(site, id, dbs, ctx.plan.from.as_deref(), &format!("upgrade to {}", m.version)),
-        Action::Migrate { db: dbr, version, direction, .. } => {
+        Action::Migrate { db: dbr, version, direction, file, .. } => {
             let dp = ctx.plan.databases.iter().find(|d| d.name == dbr.name).expect("planned database");
             let step = dp
                 .steps
                 .iter()
-                .find(|s| s.version == *version && s.direction == *direction)
+                .find(|s| s.version == *version && s.direction == *direction && s.file.file == *file)
                 .expect("planned step");
             let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
             let python = dir.join("venv").join("bin").join("python");

@@ -84,6 +84,8 @@ impl Action {
             Action::MarkComplete { .. } => "mark_complete".into(),
             Action::Hook { call, .. } => call.hook.clone(),
             Action::Backup { .. } => "backup".into(),
+            // A `.py` data script shares its version with the `.sql` before it; name it apart.
+            Action::Migrate { db, version, direction, file, .. } if file.ends_with(".py") => format!("migrate:{}:{}:{}-data", db.name, version, direction.as_str()),
             Action::Migrate { db, version, direction, .. } => format!("migrate:{}:{}:{}", db.name, version, direction.as_str()),
             Action::RestoreData { db, .. } => format!("restore_data:{}", db.name),
             Action::Swap { .. } => "swap".into(),
@@ -210,20 +212,25 @@ impl<'a> Runner<'a> {
 
     /// Undoes every started step in reverse order after `cause`, then removes the journal. Returns
     /// the error to report: `cause` (exit 1) when undo succeeded, an attention error (exit 5) if not.
-    pub fn undo(mut self, cause: InstallError) -> InstallError {
+    /// Also returns the journal as it ended, for the history record.
+    pub fn undo(mut self, cause: InstallError) -> (InstallError, Journal) {
         self.journal.error.get_or_insert_with(|| cause.message.clone());
-        match self.undo_all() {
+        let err = match self.undo_all() {
             Ok(()) => {
                 let mut cause = cause;
-                if cause.outcome == crate::error::Outcome::Attention {
-                    return cause;
+                if cause.outcome != crate::error::Outcome::Attention {
+                    let back = self.journal.from.clone().map(|f| format!("the site is back on {f}")).unwrap_or_else(|| "the site is back to empty".into());
+                    cause.message = format!("{}; {back}", cause.message);
                 }
-                let back = self.journal.from.clone().map(|f| format!("the site is back on {f}")).unwrap_or_else(|| "the site is back to empty".into());
-                cause.message = format!("{}; {back}", cause.message);
                 cause
             }
-            Err(e) => e,
-        }
+            // Whatever stopped the undo (a failed restore, a full disk while writing the journal),
+            // the site is now between two states: only `recover` may touch it.
+            Err(e) if e.outcome == crate::error::Outcome::Attention => e,
+            Err(e) => InstallError::attention("undo_failed", format!("could not finish undoing after `{}`: {}", cause.message, e.message))
+                .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display())),
+        };
+        (err, self.journal)
     }
 
     /// Undoes what was started, newest first. Safe to call again after a crash part-way.

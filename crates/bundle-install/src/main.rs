@@ -185,6 +185,7 @@ impl Reporter for Lines {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let (name, common, result) = run(cli.command);
     if common.json {
@@ -198,17 +199,34 @@ fn main() -> ExitCode {
     ExitCode::from(result.err().map(|f| f.exit.code()).unwrap_or(0) as u8)
 }
 
+/// `bundle-install status | head` should end quietly, like any Unix tool, not panic on EPIPE.
+fn restore_sigpipe() {
+    // SAFETY: resetting a signal disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn failure(e: InstallError) -> Failure {
     let mut f = Failure::new(e.exit(), e.kind, e.message);
     f.hint = e.hint;
     f
 }
 
+/// A locked site; `new` when this command created its layout.
+struct Opened {
+    site: Site,
+    _lock: SiteLock,
+    recovered: Recovered,
+    new: bool,
+}
+
 /// The site at `root`, locked, with any interrupted run finished or undone first.
-fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) -> Result<(Site, SiteLock, Recovered)> {
+fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) -> Result<Opened> {
     let site = Site::new(root);
+    let mut new = false;
     if create {
-        site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        new = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
     } else if !site.state().is_dir() {
         return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
             .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
@@ -218,19 +236,26 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
         _ => InstallError::refused("locked", e.to_string()).with_hint("wait for the other run to finish"),
     })?;
     let recovered = recover::recover(&site, reporter)?;
-    Ok((site, lock, recovered))
+    Ok(Opened { site, _lock: lock, recovered, new })
 }
 
 fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Failure>) {
     match command {
         Command::Verify { bundle, trust, root, common } => ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref()).map_err(failure)),
         Command::Plan { bundle, root, trust, allow_downgrade, reinstall, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let reporter = Lines { quiet: true };
-                let site = Site::new(&root);
+                // A site with an interrupted run is recovered first, like by every other command, so
+                // the plan describes the state apply would really start from.
+                let opened;
+                let site = if Site::new(&root).state().is_dir() {
+                    opened = open_site(&root, "plan", &reporter, false)?;
+                    &opened.site
+                } else {
+                    &Site::new(&root)
+                };
                 let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, ..ApplyOptions::default() };
-                let plan = apply::plan_only(&site, &bundle, &opts)?;
-                let _ = reporter;
+                let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());
                 }
@@ -241,9 +266,21 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
         Command::Apply { bundle, root, trust, allow_downgrade, reinstall, yes: _, python, hook_timeout, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (site, _lock, recovered) = open_site(&root, "apply", &reporter, true)?;
+                let opened = open_site(&root, "apply", &reporter, true)?;
                 let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, python, hook_timeout_secs: hook_timeout };
-                let applied = apply::apply(&site, &bundle, &opts, &reporter)?;
+                let applied = match apply::apply(&opened.site, &bundle, &opts, &reporter) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // A first install that failed leaves no empty skeleton behind.
+                        if opened.new {
+                            let site = opened.site.clone();
+                            drop(opened);
+                            site.remove_new_layout();
+                        }
+                        return Err(e);
+                    }
+                };
+                let recovered = opened.recovered;
                 if !common.json {
                     if applied.changed {
                         eprintln!("done: {} {} is now current", applied.plan.app, applied.plan.to);
@@ -258,7 +295,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
         Command::Status { root, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (site, _lock, recovered) = open_site(&root, "status", &reporter, false)?;
+                let Opened { site, recovered, .. } = open_site(&root, "status", &reporter, false)?;
                 let st = status::status(&site)?;
                 if !common.json {
                     print!("{}", st.render());
@@ -270,7 +307,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
         Command::History { root, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (site, _lock, _) = open_site(&root, "history", &reporter, false)?;
+                let Opened { site, .. } = open_site(&root, "history", &reporter, false)?;
                 let records = history::read(&site)?;
                 if !common.json {
                     for r in &records {
@@ -292,7 +329,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
         Command::Rollback { root, to, restore_data, yes, hook_timeout, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (site, _lock, _) = open_site(&root, "rollback", &reporter, false)?;
+                let Opened { site, .. } = open_site(&root, "rollback", &reporter, false)?;
                 let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
                 let done = rollback::rollback(&site, &opts, &reporter)?;
                 if !common.json {
@@ -305,7 +342,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
         Command::Recover { root, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (_site, _lock, recovered) = open_site(&root, "recover", &reporter, false)?;
+                let Opened { recovered, .. } = open_site(&root, "recover", &reporter, false)?;
                 if !common.json {
                     match &recovered {
                         Recovered::Nothing => eprintln!("nothing to recover"),
@@ -320,8 +357,9 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("recover", common, r.map_err(failure))
         }
         Command::Check { root, common } => {
+            let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let site = Site::new(&root);
+                let Opened { site, .. } = open_site(&root, "check", &reporter, false)?;
                 let st = status::status(&site)?;
                 if !st.healthy {
                     let why = if st.current.is_none() {
@@ -387,7 +425,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
         TrustAction::Add { root, keys, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (site, _lock, _) = open_site(&root, "trust add", &reporter, true)?;
+                let Opened { site, .. } = open_site(&root, "trust add", &reporter, true)?;
                 let added = trust::store_keys(&site, &keys)?;
                 Ok(json!({ "added": added.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>() }))
             })();
@@ -396,7 +434,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
         TrustAction::Revoke { root, key, common } => {
             let reporter = Lines { quiet: common.quiet || common.json };
             let r = (|| {
-                let (site, _lock, _) = open_site(&root, "trust revoke", &reporter, false)?;
+                let Opened { site, .. } = open_site(&root, "trust revoke", &reporter, false)?;
                 let k = trust::revoke(&site, &key)?;
                 Ok(json!({ "revoked": k.key_id().to_string() }))
             })();

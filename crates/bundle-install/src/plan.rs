@@ -110,7 +110,13 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             if info.as_ref().map(|i| i.bundle_id.as_str()) == Some(bundle_id) {
                 PlanKind::NothingToDo
             } else if opts.reinstall {
-                PlanKind::Reinstall
+                // Releases live at releases/<version> and venvs are tied to their path, so a second
+                // build of the same version cannot be staged beside the running one yet.
+                return Err(InstallError::refused(
+                    "reinstall_unsupported",
+                    format!("{} {cur} is installed from a different bundle; reinstalling a version in place is not supported yet", manifest.app),
+                )
+                .with_hint("release the fix under a new version number"));
             } else {
                 return Err(InstallError::refused(
                     "same_version_different_content",
@@ -244,7 +250,7 @@ impl Plan {
                 out.push_str(&format!("  [ ] database {} ({}): at {}, nothing to migrate (release needs {})\n", db.name, db.engine, db.current, db.target));
             }
             for s in &db.steps {
-                let kind = if s.schema_after.minor == 0 { "major" } else { "minor" };
+                let kind = if s.version.minor == 0 { "major" } else { "minor" };
                 out.push_str(&format!("  [ ] database {}: {} {} ({kind}) {}\n", db.name, s.direction.as_str(), s.version, s.file.file));
             }
         }

@@ -1,1 +1,645 @@
-//! The site interpreter and native venv creation (being written).
+//! The site interpreter and native venv creation.
+//!
+//! A release's environment is built without pip or `python -m venv`: we ask the site's interpreter
+//! once for what we need (version, cache tag, base executable, sysconfig paths), lay out the venv
+//! ourselves exactly like CPython's `venv` module does, and later byte-compile the installed code
+//! with the venv's own interpreter. Everything here is at the venv's *final* path, because venvs are
+//! not relocatable (interpreter symlinks, absolute shebangs).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use pep440_rs::{Version, VersionSpecifiers};
+use serde::Deserialize;
+
+/// Errors from probing the interpreter, creating a venv or compiling bytecode. Messages are one line.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error("python interpreter `{name}` not found; pass --python PATH")]
+    NotFound { name: String },
+    #[error("python interpreter `{}` could not be probed: {detail}", exe.display())]
+    Probe { exe: PathBuf, detail: String },
+    #[error("invalid python requirement `{spec}`: {detail}")]
+    InvalidRequirement { spec: String, detail: String },
+    #[error("python {version} at `{}` does not satisfy the requirement `{spec}`", exe.display())]
+    Unsupported { exe: PathBuf, version: String, spec: String },
+    #[error("cannot create venv at `{}`: it already exists", path.display())]
+    VenvExists { path: PathBuf },
+    #[error("`{}` is not a usable venv: {detail}", path.display())]
+    InvalidVenv { path: PathBuf, detail: String },
+    #[error("{action} `{}`: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("byte-compiling failed for {} file(s), first `{}`: {}{}",
+        failures.len(), failures[0].file.display(), failures[0].error,
+        if failures.len() > 1 { format!(" (and {} more)", failures.len() - 1) } else { String::new() })]
+    Compile { failures: Vec<CompileFailure> },
+    #[error("byte-compile worker `{}` failed: {detail}", exe.display())]
+    CompileWorker { exe: PathBuf, detail: String },
+}
+
+impl PythonError {
+    /// Stable snake_case identifier for JSON output and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PythonError::NotFound { .. } => "python_not_found",
+            PythonError::Probe { .. } => "python_probe_failed",
+            PythonError::InvalidRequirement { .. } => "invalid_python_requirement",
+            PythonError::Unsupported { .. } => "python_version_unsupported",
+            PythonError::VenvExists { .. } => "venv_exists",
+            PythonError::InvalidVenv { .. } => "invalid_venv",
+            PythonError::Io { .. } => "io",
+            PythonError::Compile { .. } => "bytecode_compile_failed",
+            PythonError::CompileWorker { .. } => "bytecode_worker_failed",
+        }
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PythonError + 'a {
+    move |source| PythonError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// What we know about an interpreter after running it once.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    /// The interpreter as given, made absolute (a bare name is looked up on `PATH`). May be a
+    /// wrapper such as a pyenv shim; venvs link to [`Interpreter::base_executable`] instead.
+    pub executable: PathBuf,
+    /// `sys.executable` as the interpreter reported it.
+    pub sys_executable: PathBuf,
+    /// `sys._base_executable` (or `sys.executable`): the real interpreter a venv must point at,
+    /// also when the probed interpreter itself lives in a venv.
+    pub base_executable: PathBuf,
+    pub version: (u32, u32, u32),
+    /// `X.Y.Z`, as written to `pyvenv.cfg`.
+    pub version_text: String,
+    /// `sys.implementation.name`, e.g. `cpython`.
+    pub implementation: String,
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311` (the `.pyc` infix).
+    pub cache_tag: String,
+    pub prefix: PathBuf,
+    pub base_prefix: PathBuf,
+    /// The interpreter's own `sysconfig.get_paths()`.
+    pub paths: BTreeMap<String, PathBuf>,
+    /// Venv-scheme paths relative to the venv root (`purelib`, `platlib`, `scripts`, `include`, ...).
+    pub venv_paths: BTreeMap<String, PathBuf>,
+    /// `sys.maxsize > 2**32`: CPython adds `lib64 -> lib` to 64-bit posix venvs (not on macOS).
+    pub is_64bit: bool,
+    /// `sys.platform`, e.g. `linux`.
+    pub platform: String,
+}
+
+#[derive(Deserialize)]
+struct ProbeOutput {
+    version: (u32, u32, u32),
+    implementation: String,
+    cache_tag: Option<String>,
+    executable: String,
+    base_executable: Option<String>,
+    prefix: String,
+    base_prefix: String,
+    paths: BTreeMap<String, String>,
+    venv_paths: BTreeMap<String, String>,
+    is_64bit: bool,
+    platform: String,
+}
+
+/// Printed as one JSON object. `@BASE@` stands for the venv root so we learn the layout of a venv
+/// of this interpreter (`lib` vs `lib64`, `pythonX.Y` vs `pypyX.Y`) without creating one. The
+/// `venv` scheme exists since 3.11; before that `posix_prefix` is what `venv` uses.
+const PROBE_SCRIPT: &str = r#"
+import json, os, sys, sysconfig
+names = sysconfig.get_scheme_names()
+scheme = "venv" if "venv" in names else ("posix_prefix" if os.name == "posix" else "nt")
+base = {k: "@BASE@" for k in ("base", "platbase", "installed_base", "installed_platbase")}
+ci = sys.implementation
+print(json.dumps({
+    "version": list(sys.version_info[:3]),
+    "implementation": ci.name,
+    "cache_tag": ci.cache_tag,
+    "executable": sys.executable,
+    "base_executable": getattr(sys, "_base_executable", None),
+    "prefix": sys.prefix,
+    "base_prefix": sys.base_prefix,
+    "paths": sysconfig.get_paths(),
+    "venv_paths": sysconfig.get_paths(scheme=scheme, vars=base),
+    "is_64bit": sys.maxsize > 2**32,
+    "platform": sys.platform,
+}))
+"#;
+
+/// Finds `name` the way a shell would: a name with a slash is a path, anything else is looked up
+/// in `PATH`. The result is absolute but symlinks are kept (a `python3` link stays `python3`).
+fn resolve_executable(python: &Path) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if python.as_os_str().is_empty() {
+        return None;
+    }
+    if python.as_os_str().as_bytes().contains(&b'/') {
+        let abs = std::path::absolute(python).ok()?;
+        return is_exec(&abs).then_some(abs);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(python))
+        .find(|cand| is_exec(cand))
+        .and_then(|p| std::path::absolute(p).ok())
+}
+
+impl Interpreter {
+    /// Runs `python` once (isolated mode) and records what venv creation and wheel installation
+    /// need. A missing interpreter gives [`PythonError::NotFound`].
+    pub fn probe(python: impl AsRef<Path>) -> Result<Interpreter, PythonError> {
+        let python = python.as_ref();
+        let name = python.display().to_string();
+        let exe = resolve_executable(python).ok_or(PythonError::NotFound { name })?;
+        let out = Command::new(&exe)
+            .args(["-I", "-c", PROBE_SCRIPT])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| PythonError::Probe { exe: exe.clone(), detail: e.to_string() })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+            return Err(PythonError::Probe { exe, detail: format!("exited with {}: {}", out.status, last.trim()) });
+        }
+        let p: ProbeOutput = serde_json::from_slice(&out.stdout)
+            .map_err(|e| PythonError::Probe { exe: exe.clone(), detail: format!("unexpected probe output: {e}") })?;
+        Self::from_probe(exe, p)
+    }
+
+    fn from_probe(exe: PathBuf, p: ProbeOutput) -> Result<Interpreter, PythonError> {
+        let bad = |detail: String| PythonError::Probe { exe: exe.clone(), detail };
+        if p.executable.is_empty() {
+            return Err(bad("sys.executable is empty".into()));
+        }
+        let base = match p.base_executable {
+            Some(b) if !b.is_empty() => b,
+            _ => p.executable.clone(),
+        };
+        if !Path::new(&base).is_absolute() {
+            return Err(bad(format!("base executable `{base}` is not absolute")));
+        }
+        let cache_tag = p.cache_tag.ok_or_else(|| bad("sys.implementation.cache_tag is None".into()))?;
+        // Keep only venv paths that lie under the venv root; anything else would be a distro patch
+        // we do not understand, and the CPython default below is then the safe choice.
+        let venv_paths = p
+            .venv_paths
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let rel = PathBuf::from(v.strip_prefix("@BASE@/")?);
+                rel.components().all(|c| matches!(c, Component::Normal(_))).then_some((k, rel))
+            })
+            .collect();
+        let (x, y, z) = p.version;
+        Ok(Interpreter {
+            executable: exe,
+            sys_executable: PathBuf::from(p.executable),
+            base_executable: PathBuf::from(base),
+            version: p.version,
+            version_text: format!("{x}.{y}.{z}"),
+            implementation: p.implementation,
+            cache_tag,
+            prefix: PathBuf::from(p.prefix),
+            base_prefix: PathBuf::from(p.base_prefix),
+            paths: p.paths.into_iter().map(|(k, v)| (k, PathBuf::from(v))).collect(),
+            venv_paths,
+            is_64bit: p.is_64bit,
+            platform: p.platform,
+        })
+    }
+
+    /// The interpreter's version as a PEP 440 version (release segments only).
+    pub fn pep440_version(&self) -> Version {
+        let (x, y, z) = self.version;
+        Version::new([u64::from(x), u64::from(y), u64::from(z)])
+    }
+
+    /// Whether this interpreter satisfies a `Requires-Python`-style specifier set.
+    pub fn satisfies(&self, req: &VersionSpecifiers) -> bool {
+        req.contains(&self.pep440_version())
+    }
+
+    /// [`Interpreter::satisfies`] as a `Result` with a one-line error naming both sides.
+    pub fn require(&self, spec: &str) -> Result<(), PythonError> {
+        if self.satisfies(&parse_python_requirement(spec)?) {
+            Ok(())
+        } else {
+            Err(PythonError::Unsupported {
+                exe: self.executable.clone(),
+                version: self.version_text.clone(),
+                spec: spec.to_string(),
+            })
+        }
+    }
+
+    /// `pythonX.Y`, the directory name used under `lib/` and `include/site/`.
+    pub fn python_xy(&self) -> String {
+        format!("python{}.{}", self.version.0, self.version.1)
+    }
+
+    /// Site-packages relative to a venv root, e.g. `lib/python3.11/site-packages`.
+    fn venv_purelib(&self) -> PathBuf {
+        self.venv_paths
+            .get("purelib")
+            .cloned()
+            .unwrap_or_else(|| Path::new("lib").join(self.python_xy()).join("site-packages"))
+    }
+}
+
+/// Parses the spec's `python: ">=3.9"` (PEP 440 specifiers, comma separated).
+pub fn parse_python_requirement(spec: &str) -> Result<VersionSpecifiers, PythonError> {
+    VersionSpecifiers::from_str(spec.trim())
+        .map_err(|e| PythonError::InvalidRequirement { spec: spec.to_string(), detail: e.to_string() })
+}
+
+/// A virtual environment laid out like CPython's `venv` module makes it. In a venv purelib and
+/// platlib are the same directory (`lib64` is a symlink to `lib`), so there is one `site_packages`.
+#[derive(Debug, Clone)]
+pub struct Venv {
+    /// Absolute path of the venv (its final location).
+    pub root: PathBuf,
+    /// `root/bin/python`, the interpreter shebangs and workers use.
+    pub python: PathBuf,
+    /// `root/bin`: scripts and entry-point launchers.
+    pub bin: PathBuf,
+    /// `root/lib/pythonX.Y/site-packages`.
+    pub site_packages: PathBuf,
+    /// `root/include`; wheel headers go to `include/site/pythonX.Y/<dist>/`.
+    pub include: PathBuf,
+    /// The interpreter version recorded in `pyvenv.cfg`.
+    pub version: (u32, u32, u32),
+}
+
+impl Venv {
+    /// `pythonX.Y`.
+    pub fn python_xy(&self) -> String {
+        format!("python{}.{}", self.version.0, self.version.1)
+    }
+
+    /// Where a distribution's `.data/headers/` go, as pip does in a venv.
+    pub fn headers_dir(&self, dist_name: &str) -> PathBuf {
+        self.include.join("site").join(self.python_xy()).join(dist_name)
+    }
+
+    /// Opens an existing venv (created by us or by `python -m venv`) from its `pyvenv.cfg`. The
+    /// root is canonicalised: scripts installed through a venv opened as `current/venv` must
+    /// name the release directory, not a symlink that a later upgrade re-points.
+    pub fn open(root: impl AsRef<Path>) -> Result<Venv, PythonError> {
+        let root = fs::canonicalize(root.as_ref())
+            .map_err(|e| PythonError::InvalidVenv { path: root.as_ref().to_path_buf(), detail: e.to_string() })?;
+        let invalid = |detail: String| PythonError::InvalidVenv { path: root.clone(), detail };
+        let cfg_path = root.join("pyvenv.cfg");
+        let cfg = fs::read_to_string(&cfg_path).map_err(|e| invalid(format!("pyvenv.cfg: {e}")))?;
+        let version_text = cfg
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| matches!(k.trim(), "version" | "version_info"))
+            .map(|(_, v)| v.trim().to_string())
+            .ok_or_else(|| invalid("pyvenv.cfg has no version".into()))?;
+        let mut parts = version_text
+            .split('.')
+            .map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u32>().ok());
+        let (Some(Some(x)), Some(Some(y))) = (parts.next(), parts.next()) else {
+            return Err(invalid(format!("pyvenv.cfg version `{version_text}` is not X.Y[.Z]")));
+        };
+        let z = parts.next().flatten().unwrap_or(0);
+        let xy = format!("python{x}.{y}");
+        let lib = root.join("lib");
+        // PyPy uses `pypyX.Y`; accept whatever single `*X.Y` directory holds site-packages.
+        let site_packages = [lib.join(&xy).join("site-packages")]
+            .into_iter()
+            .chain(fs::read_dir(&lib).into_iter().flatten().flatten().map(|e| e.path().join("site-packages")))
+            .find(|p| p.is_dir())
+            .ok_or_else(|| invalid(format!("no {}/site-packages", lib.display())))?;
+        Ok(Venv {
+            python: root.join("bin").join("python"),
+            bin: root.join("bin"),
+            include: root.join("include"),
+            site_packages,
+            version: (x, y, z),
+            root,
+        })
+    }
+}
+
+/// Makes `root` absolute with a canonical parent, so shebangs and `pyvenv.cfg` name a clean path.
+fn venv_root_path(root: &Path) -> Result<PathBuf, PythonError> {
+    let abs = std::path::absolute(root).map_err(io_err("cannot resolve", root))?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err(PythonError::InvalidVenv { path: abs.clone(), detail: "not a directory name".into() });
+    };
+    if name == OsStr::new("..") || name == OsStr::new(".") {
+        return Err(PythonError::InvalidVenv { path: abs.clone(), detail: "not a directory name".into() });
+    }
+    fs::create_dir_all(parent).map_err(io_err("cannot create directory", parent))?;
+    let parent = fs::canonicalize(parent).map_err(io_err("cannot resolve", parent))?;
+    Ok(parent.join(name))
+}
+
+/// Creates a venv at `root` natively: no `python -m venv`, no ensurepip, no pip. `root` must not
+/// exist (its parent is created if needed). On failure the partly created `root` is removed.
+pub fn create_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError> {
+    let root = venv_root_path(root)?;
+    match fs::create_dir(&root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(PythonError::VenvExists { path: root });
+        }
+        Err(e) => return Err(io_err("cannot create directory", &root)(e)),
+    }
+    populate_venv(interp, &root).inspect_err(|_| {
+        let _ = fs::remove_dir_all(&root);
+    })
+}
+
+fn populate_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError> {
+    use std::os::unix::fs::symlink;
+    let bin = root.join("bin");
+    let include = root.join("include");
+    let site_packages = root.join(interp.venv_purelib());
+    for dir in [&bin, &include, &site_packages] {
+        fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+    }
+    // Same rule as CPython's venv: 64-bit posix except macOS gets `lib64 -> lib`, which also makes
+    // a `lib64/...` platlib (Fedora's platlibdir) the same directory as purelib.
+    if interp.is_64bit && interp.platform != "darwin" {
+        let lib64 = root.join("lib64");
+        if fs::symlink_metadata(&lib64).is_err() {
+            symlink("lib", &lib64).map_err(io_err("cannot create symlink", &lib64))?;
+        }
+    }
+
+    // `home` is the directory of the base interpreter: that is where the venv's interpreter looks
+    // for its standard library. `executable` (3.11+) is the resolved base interpreter.
+    let base = &interp.base_executable;
+    let home = base.parent().unwrap_or(Path::new("/"));
+    let real = fs::canonicalize(base).unwrap_or_else(|_| base.clone());
+    let cfg = format!(
+        "home = {}\ninclude-system-site-packages = false\nversion = {}\nexecutable = {}\n\
+         command = bundle-install (native venv) {}\n",
+        home.display(),
+        interp.version_text,
+        real.display(),
+        root.display()
+    );
+    let cfg_path = root.join("pyvenv.cfg");
+    fs::write(&cfg_path, cfg).map_err(io_err("cannot write", &cfg_path))?;
+
+    let python = bin.join("python");
+    symlink(base, &python).map_err(io_err("cannot create symlink", &python))?;
+    let (x, y, _) = interp.version;
+    for alias in [format!("python{x}"), format!("python{x}.{y}")] {
+        let link = bin.join(&alias);
+        if fs::symlink_metadata(&link).is_err() {
+            symlink("python", &link).map_err(io_err("cannot create symlink", &link))?;
+        }
+    }
+    Ok(Venv { root: root.to_path_buf(), python, bin, site_packages, include, version: interp.version })
+}
+
+/// One file that failed to byte-compile.
+#[derive(Debug, Clone)]
+pub struct CompileFailure {
+    pub file: PathBuf,
+    pub error: String,
+}
+
+/// What [`compile_bytecode`] did.
+#[derive(Debug, Clone)]
+pub struct CompileReport {
+    /// `.py` files found under site-packages.
+    pub files: usize,
+    /// Files compiled (equal to `files` on success).
+    pub compiled: usize,
+    /// Interpreter processes used.
+    pub workers: usize,
+    pub elapsed: Duration,
+}
+
+/// Worker run by the venv's interpreter: compiles each path read from stdin (one per line, raw
+/// bytes) and reports failures by input index, so odd file names never need escaping on the way
+/// back. `py_compile` picks the invalidation mode (timestamp, or checked-hash when
+/// `SOURCE_DATE_EPOCH` is set, for reproducible `.pyc`) and writes atomically.
+const COMPILE_WORKER: &str = r#"
+import json, os, py_compile, sys, warnings
+# SyntaxWarnings (e.g. invalid escapes, shown by default since 3.12) are not failures.
+warnings.simplefilter("ignore")
+out = sys.stdout
+done = 0
+for i, line in enumerate(sys.stdin.buffer):
+    path = os.fsdecode(line[:-1] if line.endswith(b"\n") else line)
+    try:
+        py_compile.compile(path, doraise=True)
+        done += 1
+    except py_compile.PyCompileError as e:
+        msg = "%s: %s" % (e.exc_type_name, e.exc_value)
+        out.write(json.dumps({"i": i, "error": " ".join(msg.split())}) + "\n")
+    except Exception as e:
+        out.write(json.dumps({"i": i, "error": " ".join(("%s: %s" % (type(e).__name__, e)).split())}) + "\n")
+out.write(json.dumps({"done": done}) + "\n")
+"#;
+
+#[derive(Deserialize)]
+struct WorkerLine {
+    i: Option<usize>,
+    error: Option<String>,
+    done: Option<usize>,
+}
+
+/// Byte-compiles every `.py` under the venv's site-packages with the venv's own interpreter (so
+/// the `.pyc` match the target's magic number and cache tag), using `jobs` worker processes
+/// (`0` = one per CPU). Files are spread over the workers by size, largest first, so they finish
+/// together. Any file that does not compile makes the whole call fail, listing every such file.
+pub fn compile_bytecode(venv: &Venv, interp: &Interpreter, jobs: usize) -> Result<CompileReport, PythonError> {
+    let start = Instant::now();
+    if (venv.version.0, venv.version.1) != (interp.version.0, interp.version.1) {
+        return Err(PythonError::InvalidVenv {
+            path: venv.root.clone(),
+            detail: format!(
+                "venv is python {}.{} but the interpreter is {}",
+                venv.version.0, venv.version.1, interp.version_text
+            ),
+        });
+    }
+    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    let mut failures = Vec::new();
+    for entry in walkdir::WalkDir::new(&venv.site_packages).follow_links(false) {
+        let entry = entry.map_err(|e| PythonError::Io {
+            action: "cannot list",
+            path: e.path().unwrap_or(&venv.site_packages).to_path_buf(),
+            source: e.into_io_error().unwrap_or_else(|| io::Error::other("directory loop")),
+        })?;
+        if !entry.file_type().is_file() || entry.path().extension() != Some(OsStr::new("py")) {
+            continue;
+        }
+        if entry.path().as_os_str().as_bytes().contains(&b'\n') {
+            // The wheel installer never creates such names; anything else put it there.
+            failures.push(CompileFailure { file: entry.into_path(), error: "file name contains a newline".into() });
+            continue;
+        }
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        files.push((entry.into_path(), size));
+    }
+    let total = files.len() + failures.len();
+    if files.is_empty() {
+        return finish(failures, total, 0, 0, start);
+    }
+    let jobs = if jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { jobs };
+    let workers = jobs.min(files.len()).max(1);
+
+    // Longest-processing-time-first: compile time is roughly proportional to source size.
+    files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut shards: Vec<(u64, Vec<PathBuf>)> = vec![(0, Vec::new()); workers];
+    for (path, size) in files {
+        let shard = shards.iter_mut().min_by_key(|s| s.0).expect("at least one worker");
+        shard.0 += size.max(1);
+        shard.1.push(path);
+    }
+
+    let results: Vec<Result<(usize, Vec<CompileFailure>), PythonError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            shards.into_iter().map(|(_, shard)| scope.spawn(move || run_compile_worker(&venv.python, shard))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(worker_err(&venv.python, "worker thread panicked".into()))))
+            .collect()
+    });
+    let mut compiled = 0;
+    for r in results {
+        let (n, mut f) = r?;
+        compiled += n;
+        failures.append(&mut f);
+    }
+    finish(failures, total, compiled, workers, start)
+}
+
+fn finish(
+    mut failures: Vec<CompileFailure>,
+    files: usize,
+    compiled: usize,
+    workers: usize,
+    start: Instant,
+) -> Result<CompileReport, PythonError> {
+    if failures.is_empty() {
+        return Ok(CompileReport { files, compiled, workers, elapsed: start.elapsed() });
+    }
+    failures.sort_by(|a, b| a.file.cmp(&b.file));
+    Err(PythonError::Compile { failures })
+}
+
+fn worker_err(exe: &Path, detail: String) -> PythonError {
+    PythonError::CompileWorker { exe: exe.to_path_buf(), detail }
+}
+
+fn run_compile_worker(python: &Path, files: Vec<PathBuf>) -> Result<(usize, Vec<CompileFailure>), PythonError> {
+    let mut child = Command::new(python)
+        .args(["-I", "-c", COMPILE_WORKER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| worker_err(python, e.to_string()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut input = Vec::with_capacity(files.iter().map(|f| f.as_os_str().len() + 1).sum());
+    for f in &files {
+        input.extend_from_slice(f.as_os_str().as_bytes());
+        input.push(b'\n');
+    }
+    // Feed stdin from a thread: the worker may fill its stdout pipe before we finish writing.
+    // `wait_with_output` drains stdout and stderr together, so neither pipe can block the worker.
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().map_err(|e| worker_err(python, e.to_string()));
+    let fed = feeder.join().unwrap_or_else(|_| Err(io::Error::other("feeder panicked")));
+    let output = output?;
+    let status = output.status;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last_err = || stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    if !status.success() {
+        return Err(worker_err(python, format!("exited with {status}: {}", last_err())));
+    }
+    fed.map_err(|e| worker_err(python, format!("sending it file names: {e}")))?;
+    let mut failures = Vec::new();
+    let mut done = None;
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: WorkerLine =
+            serde_json::from_str(line).map_err(|e| worker_err(python, format!("unexpected output `{line}`: {e}")))?;
+        match (parsed.i, parsed.error, parsed.done) {
+            (Some(i), Some(error), _) if i < files.len() => {
+                failures.push(CompileFailure { file: files[i].clone(), error })
+            }
+            (_, _, Some(n)) => done = Some(n),
+            _ => return Err(worker_err(python, format!("unexpected output `{line}`"))),
+        }
+    }
+    let done = done.ok_or_else(|| worker_err(python, format!("stopped early: {}", last_err())))?;
+    if done + failures.len() != files.len() {
+        return Err(worker_err(python, format!("handled {} of {} files", done + failures.len(), files.len())));
+    }
+    Ok((done, failures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirement_parsing() {
+        let spec = parse_python_requirement(">=3.9, <4").unwrap();
+        let interp = fake_interp((3, 11, 7));
+        assert!(interp.satisfies(&spec));
+        assert!(!fake_interp((3, 8, 18)).satisfies(&spec));
+        assert_eq!(parse_python_requirement(">=three").unwrap_err().kind(), "invalid_python_requirement");
+        assert_eq!(fake_interp((3, 8, 1)).require(">=3.9").unwrap_err().kind(), "python_version_unsupported");
+    }
+
+    #[test]
+    fn missing_interpreter() {
+        let err = Interpreter::probe("definitely-not-a-python-3x").unwrap_err();
+        assert_eq!(err.kind(), "python_not_found");
+        assert_eq!(err.to_string(), "python interpreter `definitely-not-a-python-3x` not found; pass --python PATH");
+        assert_eq!(Interpreter::probe("/nonexistent/python3").unwrap_err().kind(), "python_not_found");
+    }
+
+    #[test]
+    fn compile_error_message_is_one_line() {
+        let e = PythonError::Compile {
+            failures: vec![
+                CompileFailure { file: "/a.py".into(), error: "SyntaxError: invalid syntax (a.py, line 1)".into() },
+                CompileFailure { file: "/b.py".into(), error: "x".into() },
+            ],
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'));
+        assert!(msg.contains("/a.py") && msg.contains("and 1 more"), "{msg}");
+    }
+
+    fn fake_interp(version: (u32, u32, u32)) -> Interpreter {
+        Interpreter {
+            executable: "/usr/bin/python3".into(),
+            sys_executable: "/usr/bin/python3".into(),
+            base_executable: "/usr/bin/python3".into(),
+            version,
+            version_text: format!("{}.{}.{}", version.0, version.1, version.2),
+            implementation: "cpython".into(),
+            cache_tag: format!("cpython-{}{}", version.0, version.1),
+            prefix: "/usr".into(),
+            base_prefix: "/usr".into(),
+            paths: BTreeMap::new(),
+            venv_paths: BTreeMap::new(),
+            is_64bit: true,
+            platform: "linux".into(),
+        }
+    }
+}

@@ -49,11 +49,10 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
     reporter.step(&format!("undoing interrupted {command} {id}"));
     let mut runner = Runner::resume(site, journal, reporter);
     runner.journal.error.get_or_insert_with(|| "interrupted (killed or power lost)".into());
-    let snapshot = runner.journal.clone();
     runner.undo_all().map_err(|e| attention(site, &e))?;
-    crate::history::append_failure(site, &snapshot, &InstallError::failed("interrupted", "interrupted; undone by recover"));
+    crate::history::append_failure(site, &runner.journal, &InstallError::failed("interrupted", "interrupted; undone by recover"));
     clean_staging(site);
-    Ok(Recovered::Undone { id, command, version: snapshot.from })
+    Ok(Recovered::Undone { id, command, version: runner.journal.from.clone() })
 }
 
 fn attention(site: &Site, e: &InstallError) -> InstallError {

@@ -153,7 +153,8 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
             losses.push(line);
         }
     }
-    if !losses.is_empty() && !opts.yes {
+    let loses_rows = decisions.iter().any(|d| matches!(d, DbRollback::Restore { lost, .. } if lost.iter().any(|t| t.added + t.changed + t.removed > 0)));
+    if loses_rows && !opts.yes {
         return Err(InstallError::refused("confirm_restore", format!("restoring data would lose rows written since the upgrade: {}", losses.join("; ")))
             .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {to} --restore-data --yes`", site.root.display())));
     }
@@ -197,9 +198,8 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         let r = runner.run(i, |a| forward(site, a, &downs, &current, reporter));
         if let Err(e) = r {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
-            let snapshot = runner.journal.clone();
-            let err = runner.undo(e);
-            crate::history::append_failure(site, &snapshot, &err);
+            let (err, journal) = runner.undo(e);
+            crate::history::append_failure(site, &journal, &err);
             return Err(err);
         }
     }
@@ -211,8 +211,8 @@ fn forward(site: &Site, action: &Action, downs: &[(DbRef, Vec<PlannedStep>)], cu
     match action {
         Action::Hook { call, .. } => hooks::run(site, call),
         Action::Backup { id, dbs } => crate::backup::take(site, id, dbs, Some(current), "rollback safety copy"),
-        Action::Migrate { db: dbr, version, .. } => {
-            let step = downs.iter().find(|(d, _)| d.name == dbr.name).and_then(|(_, s)| s.iter().find(|s| s.version == *version)).expect("planned down step");
+        Action::Migrate { db: dbr, version, file, .. } => {
+            let step = downs.iter().find(|(d, _)| d.name == dbr.name).and_then(|(_, s)| s.iter().find(|s| s.version == *version && s.file.file == *file)).expect("planned down step");
             let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
             let python = site.release_dir(current).join("venv").join("bin").join("python");
             let r = engine.apply(step, current, Some(&python));

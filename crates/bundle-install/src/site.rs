@@ -44,8 +44,10 @@ pub struct Site {
 pub const INCOMPLETE: &str = ".incomplete";
 
 impl Site {
+    /// The root is made absolute: hooks run with it as their working directory, and every path
+    /// the journal records must still mean the same thing there.
     pub fn new(root: &Path) -> Site {
-        Site { root: root.to_path_buf() }
+        Site { root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()) }
     }
     pub fn current_link(&self) -> PathBuf {
         self.root.join("current")
@@ -75,15 +77,31 @@ impl Site {
         self.state().join("history.jsonl")
     }
 
-    /// Creates the layout's directories, refusing any that is a planted symlink.
-    pub fn ensure_layout(&self) -> io::Result<()> {
+    /// Creates the layout's directories, refusing any that is a planted symlink. Returns whether the
+    /// site is new (no `state/` before), so a first run that fails early can leave nothing behind.
+    pub fn ensure_layout(&self) -> io::Result<bool> {
+        let new = !self.state().exists();
         if !self.root.exists() {
             fs::create_dir_all(&self.root)?;
         }
         for dir in [self.releases(), self.root.join("data"), self.backups(), self.trust(), self.state(), self.staging()] {
             fsutil::ensure_real_dir(&dir)?;
         }
-        Ok(())
+        Ok(new)
+    }
+
+    /// Removes the skeleton a failed first run created, if nothing else was put in it.
+    pub fn remove_new_layout(&self) {
+        if self.current_link().symlink_metadata().is_ok() {
+            return;
+        }
+        for dir in ["releases", "data", "backups", "trust"] {
+            let _ = fs::remove_dir(self.root.join(dir));
+        }
+        let _ = fs::remove_file(self.state().join("lock"));
+        let _ = fs::remove_dir(self.staging());
+        let _ = fs::remove_dir(self.state());
+        let _ = fs::remove_dir(&self.root);
     }
 
     /// The version `current` points at, if any.

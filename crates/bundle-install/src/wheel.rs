@@ -1,1 +1,1690 @@
-//! Native wheel installation (being written).
+//! Native wheel installation per the binary distribution format (PEP 427 and its successors on
+//! packaging.python.org), into a venv made by [`crate::python::create_venv`].
+//!
+//! A wheel is opened and checked completely before the first byte is written: file name, the
+//! single `.dist-info` directory, `WHEEL`, `METADATA`, every zip entry name and type, zip-bomb
+//! caps and the `RECORD` listing. Then each entry is streamed once from the zip to its destination
+//! while being hashed, so the `RECORD` hash check and the new `RECORD` cost no second read.
+//! Destinations are created with `O_EXCL`: two distributions can never overwrite each other, and a
+//! failed install removes what it created.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
+use zip::result::ZipError;
+use zip::{CompressionMethod, ZipArchive};
+
+use crate::python::Venv;
+
+/// Written to `INSTALLER` unless [`InstallOptions::installer`] says otherwise.
+pub const DEFAULT_INSTALLER: &str = "bundle-install";
+
+/// Errors from reading or installing a wheel; each names the wheel file and, where there is one,
+/// the zip entry.
+#[derive(Debug, thiserror::Error)]
+pub enum WheelError {
+    #[error("invalid wheel file name `{name}`: {detail}")]
+    Filename { name: String, detail: String },
+    #[error("wheel `{wheel}`{}: {detail}", entry_suffix(entry))]
+    Invalid { kind: &'static str, wheel: String, entry: Option<String>, detail: String },
+    #[error("wheel `{wheel}` entry `{entry}`: `{}` already exists{}", path.display(),
+        owner.as_ref().map(|o| format!(" (installed by {o})")).unwrap_or_default())]
+    Conflict { wheel: String, entry: String, path: PathBuf, owner: Option<String> },
+    #[error("wheels `{first}` and `{second}` both install `{path}`")]
+    WheelsConflict { first: String, second: String, path: String },
+    #[error("wheels `{first}` and `{second}` are both distributions of `{project}`")]
+    SameProject { first: String, second: String, project: String },
+    #[error("wheel `{wheel}`{}: {action} `{}`: {source}", entry_suffix(entry), path.display())]
+    Io { wheel: String, entry: Option<String>, action: &'static str, path: PathBuf, source: io::Error },
+}
+
+fn entry_suffix(entry: &Option<String>) -> String {
+    entry.as_ref().map(|e| format!(" entry `{e}`")).unwrap_or_default()
+}
+
+impl WheelError {
+    /// Stable snake_case identifier: `invalid_wheel_filename`, `invalid_zip`, `unsafe_path`,
+    /// `link_entry`, `special_entry`, `duplicate_entry`, `zip_bomb`, `unsupported_wheel_version`,
+    /// `invalid_metadata`, `name_mismatch`, `record_mismatch`, `invalid_entry_point`,
+    /// `already_installed`, `duplicate_project`, `file_conflict`, `io`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WheelError::Filename { .. } => "invalid_wheel_filename",
+            WheelError::Invalid { kind, .. } => kind,
+            WheelError::Conflict { .. } | WheelError::WheelsConflict { .. } => "file_conflict",
+            WheelError::SameProject { .. } => "duplicate_project",
+            WheelError::Io { .. } => "io",
+        }
+    }
+}
+
+/// The parts of `{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelName {
+    pub distribution: String,
+    pub version: String,
+    pub build: Option<String>,
+    pub python_tag: String,
+    pub abi_tag: String,
+    pub platform_tag: String,
+}
+
+impl WheelName {
+    /// The PEP 503 normalised distribution name.
+    pub fn normalized_name(&self) -> String {
+        normalize_name(&self.distribution)
+    }
+}
+
+impl std::fmt::Display for WheelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.distribution, self.version)?;
+        if let Some(b) = &self.build {
+            write!(f, "-{b}")?;
+        }
+        write!(f, "-{}-{}-{}.whl", self.python_tag, self.abi_tag, self.platform_tag)
+    }
+}
+
+/// PEP 503: lowercase, runs of `-`, `_`, `.` become one `-`.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// A valid PEP 508 distribution name (also safe as a path component).
+fn is_valid_dist_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Splits a wheel file name (the last path component only) into its tags.
+pub fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
+    let bad = |detail: &str| WheelError::Filename { name: name.to_string(), detail: detail.to_string() };
+    if name.contains('/') {
+        return Err(bad("expected a file name, not a path"));
+    }
+    let stem = name.strip_suffix(".whl").ok_or_else(|| bad("does not end in .whl"))?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    let (dist, version, build, tags) = match parts.as_slice() {
+        [d, v, py, abi, plat] => (*d, *v, None, [*py, *abi, *plat]),
+        [d, v, b, py, abi, plat] => (*d, *v, Some(*b), [*py, *abi, *plat]),
+        _ => return Err(bad("expected {name}-{version}[-{build}]-{python}-{abi}-{platform}.whl")),
+    };
+    if !is_valid_dist_name(dist) {
+        return Err(bad("invalid distribution name"));
+    }
+    if version.is_empty() || pep440_rs::Version::from_str(version).is_err() {
+        return Err(bad("version is not a valid PEP 440 version"));
+    }
+    if let Some(b) = build {
+        if !b.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(bad("build tag must start with a digit"));
+        }
+    }
+    if tags.iter().any(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c))) {
+        return Err(bad("invalid compatibility tag"));
+    }
+    Ok(WheelName {
+        distribution: dist.to_string(),
+        version: version.to_string(),
+        build: build.map(str::to_string),
+        python_tag: tags[0].to_string(),
+        abi_tag: tags[1].to_string(),
+        platform_tag: tags[2].to_string(),
+    })
+}
+
+/// One `console_scripts` / `gui_scripts` entry: `name = module:attr [extras]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPoint {
+    pub name: String,
+    pub module: String,
+    pub attr: String,
+    pub extras: Vec<String>,
+}
+
+/// What build tools and the installer need from a wheel's `.dist-info`.
+#[derive(Debug, Clone)]
+pub struct WheelMetadata {
+    /// `Name` from METADATA (checked against the file name).
+    pub name: String,
+    /// `Version` from METADATA (checked against the file name).
+    pub version: String,
+    pub metadata_version: String,
+    pub summary: Option<String>,
+    pub requires_python: Option<String>,
+    pub requires_dist: Vec<String>,
+    pub provides_extra: Vec<String>,
+    pub license: Option<String>,
+    pub license_expression: Option<String>,
+    pub console_scripts: Vec<EntryPoint>,
+    pub gui_scripts: Vec<EntryPoint>,
+    /// `Wheel-Version` from WHEEL.
+    pub wheel_version: String,
+    pub root_is_purelib: bool,
+    /// `Tag` lines from WHEEL.
+    pub tags: Vec<String>,
+    /// The `{name}-{version}.dist-info` directory name.
+    pub dist_info: String,
+    pub filename: WheelName,
+}
+
+/// How to treat a wheel whose `RECORD` does not match its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordCheck {
+    /// Any mismatch, unlisted file or file listed but absent is an error.
+    #[default]
+    Strict,
+    /// Install anyway; each problem becomes an entry of [`InstalledDist::warnings`].
+    Warn,
+}
+
+/// Options for [`install_wheel`] and [`install_wheels`].
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub record_check: RecordCheck,
+    /// Write an empty `REQUESTED` (the distribution was asked for, not pulled in as a dependency).
+    pub requested: bool,
+    /// Content of `INSTALLER`.
+    pub installer: String,
+    /// Cap on the sum of uncompressed sizes of one wheel.
+    pub max_total_size: u64,
+    /// Cap on uncompressed/compressed size of one entry ...
+    pub max_ratio: u64,
+    /// ... applied to entries at least this large (small files compress well and are harmless).
+    pub ratio_min_size: u64,
+    /// Cap on the number of zip entries of one wheel.
+    pub max_entries: usize,
+    /// Wheels extracted in parallel by [`install_wheels`].
+    pub jobs: usize,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            record_check: RecordCheck::Strict,
+            requested: false,
+            installer: DEFAULT_INSTALLER.to_string(),
+            // Large enough for the biggest real wheels (CUDA builds), small enough to stop a bomb
+            // before it fills a site's disk.
+            max_total_size: 8 << 30,
+            max_ratio: 250,
+            ratio_min_size: 4 << 20,
+            max_entries: 500_000,
+            jobs: 2,
+        }
+    }
+}
+
+/// One installed distribution.
+#[derive(Debug, Clone)]
+pub struct InstalledDist {
+    pub name: String,
+    pub version: String,
+    pub wheel: PathBuf,
+    /// Absolute path of the installed `.dist-info` directory.
+    pub dist_info: PathBuf,
+    /// Files written, including launchers, RECORD, INSTALLER and REQUESTED.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Names of the scripts and launchers written to `bin/`.
+    pub scripts: Vec<String>,
+    /// RECORD problems tolerated by [`RecordCheck::Warn`], and `Wheel-Version` minor warnings.
+    pub warnings: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening and checking a wheel
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct EntryMeta {
+    index: usize,
+    name: String,
+    is_dir: bool,
+    size: u64,
+    exec: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algo {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+#[derive(Debug)]
+struct RecordLine {
+    /// `None` when RECORD gives no hash or an algorithm we refuse (then it was already reported).
+    hash: Option<(Algo, String)>,
+    size: Option<u64>,
+}
+
+struct OpenedWheel {
+    path: PathBuf,
+    /// The wheel's file name, used in every message.
+    label: String,
+    archive: ZipArchive<File>,
+    entries: Vec<EntryMeta>,
+    meta: WheelMetadata,
+    data_dir: String,
+    record: HashMap<String, RecordLine>,
+    /// Problems found while opening, reported or tolerated per [`RecordCheck`].
+    warnings: Vec<String>,
+}
+
+impl OpenedWheel {
+    fn err(&self, kind: &'static str, entry: Option<&str>, detail: impl Into<String>) -> WheelError {
+        invalid(&self.label, kind, entry, detail)
+    }
+}
+
+fn invalid(label: &str, kind: &'static str, entry: Option<&str>, detail: impl Into<String>) -> WheelError {
+    WheelError::Invalid { kind, wheel: label.to_string(), entry: entry.map(str::to_string), detail: detail.into() }
+}
+
+fn zip_detail(e: ZipError) -> String {
+    match e {
+        ZipError::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Why a zip entry name is unsafe to extract, if it is.
+fn unsafe_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("empty entry name");
+    }
+    if name.contains('\0') {
+        return Some("entry name contains NUL");
+    }
+    if name.contains('\\') {
+        return Some("entry name contains a backslash");
+    }
+    // Control characters would corrupt RECORD lines and line-based tooling downstream.
+    if name.chars().any(char::is_control) {
+        return Some("entry name contains a control character");
+    }
+    if name.starts_with('/') {
+        return Some("absolute path");
+    }
+    let b = name.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        return Some("path with a drive letter");
+    }
+    let trimmed = name.strip_suffix('/').unwrap_or(name);
+    for comp in trimmed.split('/') {
+        match comp {
+            "" => return Some("empty path component"),
+            "." => return Some("`.` path component"),
+            ".." => return Some("path escapes the install directory (`..`)"),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Names of all central-directory records, in order, including duplicates: the zip crate keeps
+/// only the last of several records with one name, so duplicates are only visible here.
+fn central_directory_names(file: &File, start: u64, label: &str) -> Result<Vec<Vec<u8>>, WheelError> {
+    let len = file
+        .metadata()
+        .map_err(|e| WheelError::Io {
+            wheel: label.to_string(),
+            entry: None,
+            action: "cannot stat",
+            path: PathBuf::from(label),
+            source: e,
+        })?
+        .len();
+    let mut buf = vec![0u8; len.saturating_sub(start) as usize];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| invalid(label, "invalid_zip", None, format!("cannot read central directory: {e}")))?;
+    let mut names = Vec::new();
+    let mut pos = 0usize;
+    while pos + 46 <= buf.len() && buf[pos..pos + 4] == [0x50, 0x4b, 0x01, 0x02] {
+        let u16_at = |o: usize| u16::from_le_bytes([buf[pos + o], buf[pos + o + 1]]) as usize;
+        let (n, x, c) = (u16_at(28), u16_at(30), u16_at(32));
+        let end = pos + 46 + n;
+        if end > buf.len() {
+            return Err(invalid(label, "invalid_zip", None, "truncated central directory"));
+        }
+        names.push(buf[pos + 46..end].to_vec());
+        pos = end + x + c;
+    }
+    Ok(names)
+}
+
+/// RFC 822 style headers (METADATA, WHEEL): name -> values in order. Stops at the first blank
+/// line (the METADATA body is the long description).
+fn parse_headers(text: &str) -> HashMap<String, Vec<String>> {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(values) = last.as_ref().and_then(|k| map.get_mut(k)) {
+                if let Some(v) = values.last_mut() {
+                    v.push('\n');
+                    v.push_str(line.trim());
+                }
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let key = k.trim().to_ascii_lowercase();
+            map.entry(key.clone()).or_default().push(v.trim().to_string());
+            last = Some(key);
+        }
+    }
+    map
+}
+
+fn header_one(h: &HashMap<String, Vec<String>>, key: &str) -> Option<String> {
+    h.get(key).and_then(|v| v.first()).cloned()
+}
+
+/// One CSV record (RECORD uses Python's csv module: `,` separated, `"` quoting, `""` escapes).
+fn parse_csv_line(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.is_empty() => quoted = true,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+fn is_dotted(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_identifier)
+}
+
+/// Why a script name cannot become a file in `bin/`, if it cannot.
+fn bad_script_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name == "." || name == ".." {
+        Some("empty or dot name")
+    } else if name.contains(['/', '\\']) {
+        Some("name contains a path separator")
+    } else if name.chars().any(|c| c == '\0' || c.is_control()) {
+        Some("name contains a control character")
+    } else {
+        None
+    }
+}
+
+/// Parses `[console_scripts]` and `[gui_scripts]` of `entry_points.txt` (other groups are plugin
+/// registrations the installer does not act on).
+fn parse_entry_points(text: &str, label: &str, entry: &str) -> Result<(Vec<EntryPoint>, Vec<EntryPoint>), WheelError> {
+    let mut console = Vec::new();
+    let mut gui = Vec::new();
+    let mut section = String::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        if line.starts_with('[') && line.ends_with(']') {
+            section = line[1..line.len() - 1].trim().to_string();
+            continue;
+        }
+        let target = match section.as_str() {
+            "console_scripts" => &mut console,
+            "gui_scripts" => &mut gui,
+            _ => continue,
+        };
+        let bad = |detail: String| invalid(label, "invalid_entry_point", Some(entry), detail);
+        let (name, value) = line.split_once('=').ok_or_else(|| bad(format!("`{line}` is not `name = module:attr`")))?;
+        let name = name.trim();
+        if let Some(why) = bad_script_name(name) {
+            return Err(bad(format!("[{section}] `{name}`: {why}")));
+        }
+        let (value, extras) = match value.split_once('[') {
+            Some((v, rest)) => {
+                let inner = rest.trim().strip_suffix(']').ok_or_else(|| bad(format!("`{line}`: unclosed extras")))?;
+                (v, inner.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
+            }
+            None => (value, Vec::new()),
+        };
+        let (module, attr) = value
+            .split_once(':')
+            .map(|(m, a)| (m.trim(), a.trim()))
+            .ok_or_else(|| bad(format!("[{section}] `{name}`: `{}` has no `:attr`", value.trim())))?;
+        // Both parts are pasted into Python source: only dotted identifiers may pass.
+        if !is_dotted(module) || !is_dotted(attr) {
+            return Err(bad(format!("[{section}] `{name}`: `{module}:{attr}` is not a valid object reference")));
+        }
+        target.push(EntryPoint { name: name.to_string(), module: module.to_string(), attr: attr.to_string(), extras });
+    }
+    Ok((console, gui))
+}
+
+fn versions_equal(a: &str, b: &str) -> bool {
+    match (pep440_rs::Version::from_str(a), pep440_rs::Version::from_str(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn read_small(archive: &mut ZipArchive<File>, name: &str, label: &str) -> Result<Option<String>, WheelError> {
+    // The zip-bomb caps were checked before any entry is read; this bounds memory further.
+    const MAX: u64 = 64 << 20;
+    let mut f = match archive.by_name(name) {
+        Ok(f) => f,
+        Err(ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(invalid(label, "invalid_zip", Some(name), zip_detail(e))),
+    };
+    let mut buf = Vec::with_capacity(f.size().min(MAX) as usize);
+    (&mut f)
+        .take(MAX + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| invalid(label, "invalid_zip", Some(name), e.to_string()))?;
+    if buf.len() as u64 > MAX {
+        return Err(invalid(label, "zip_bomb", Some(name), "metadata file larger than 64 MiB"));
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// How messages name a wheel: its file name.
+fn wheel_label(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelError> {
+    let label = wheel_label(path);
+    let filename = parse_wheel_filename(&label)?;
+    let io =
+        |action, e| WheelError::Io { wheel: label.clone(), entry: None, action, path: path.to_path_buf(), source: e };
+    let file = File::open(path).map_err(|e| io("cannot open", e))?;
+    let raw = file.try_clone().map_err(|e| io("cannot open", e))?;
+    let mut archive = ZipArchive::new(file).map_err(|e| invalid(&label, "invalid_zip", None, zip_detail(e)))?;
+    if archive.offset() != 0 {
+        return Err(invalid(&label, "invalid_zip", None, "data before the zip archive"));
+    }
+    let names = central_directory_names(&raw, archive.central_directory_start(), &label)?;
+    if names.len() > opts.max_entries {
+        return Err(invalid(&label, "zip_bomb", None, format!("{} entries (limit {})", names.len(), opts.max_entries)));
+    }
+    let mut seen = HashSet::with_capacity(names.len());
+    for n in &names {
+        if !seen.insert(n.as_slice()) {
+            return Err(invalid(
+                &label,
+                "duplicate_entry",
+                Some(&String::from_utf8_lossy(n)),
+                "appears twice in the zip",
+            ));
+        }
+    }
+    if names.len() != archive.len() {
+        return Err(invalid(&label, "invalid_zip", None, "central directory does not match its entry count"));
+    }
+
+    let mut entries = Vec::with_capacity(archive.len());
+    let mut total: u64 = 0;
+    for index in 0..archive.len() {
+        let entry_name = archive.name_for_index(index).map(str::to_string);
+        let f = archive
+            .by_index_raw(index)
+            .map_err(|e| invalid(&label, "invalid_zip", entry_name.as_deref(), zip_detail(e)))?;
+        let name = f.name().to_string();
+        let bad = |kind, detail: String| invalid(&label, kind, Some(&name), detail);
+        if let Some(why) = unsafe_name(&name) {
+            return Err(bad("unsafe_path", why.to_string()));
+        }
+        if f.name_raw().contains(&0) {
+            return Err(bad("unsafe_path", "entry name contains NUL".into()));
+        }
+        let is_dir = name.ends_with('/');
+        let mode = f.unix_mode().unwrap_or(0);
+        let ftype = mode & 0o170000;
+        match ftype {
+            0 => {}
+            0o100000 if !is_dir => {}
+            0o040000 if is_dir => {}
+            0o120000 => return Err(bad("link_entry", "symbolic link entries are not allowed".into())),
+            _ => return Err(bad("special_entry", format!("not a regular file (mode {mode:o})"))),
+        }
+        if f.encrypted() {
+            return Err(bad("invalid_zip", "encrypted entry".into()));
+        }
+        if !matches!(f.compression(), CompressionMethod::Stored | CompressionMethod::Deflated) {
+            return Err(bad("invalid_zip", format!("unsupported compression {:?}", f.compression())));
+        }
+        let size = f.size();
+        if is_dir && size != 0 {
+            return Err(bad("invalid_zip", "directory entry with content".into()));
+        }
+        if size >= opts.ratio_min_size && size / f.compressed_size().max(1) > opts.max_ratio {
+            return Err(bad(
+                "zip_bomb",
+                format!("expands {} bytes to {size} (ratio limit {})", f.compressed_size(), opts.max_ratio),
+            ));
+        }
+        total = total.saturating_add(size);
+        if total > opts.max_total_size {
+            return Err(bad("zip_bomb", format!("uncompressed size exceeds {} bytes", opts.max_total_size)));
+        }
+        entries.push(EntryMeta { index, name, is_dir, size, exec: mode & 0o111 != 0 });
+    }
+
+    // Exactly one top-level `.dist-info` directory.
+    let mut dist_infos: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e.name.split_once('/').map(|(top, _)| top))
+        .filter(|top| top.ends_with(".dist-info"))
+        .collect();
+    dist_infos.sort_unstable();
+    dist_infos.dedup();
+    let dist_info = match dist_infos.as_slice() {
+        [one] => one.to_string(),
+        [] => return Err(invalid(&label, "invalid_metadata", None, "no .dist-info directory")),
+        many => {
+            return Err(invalid(
+                &label,
+                "invalid_metadata",
+                None,
+                format!("several .dist-info directories: {}", many.join(", ")),
+            ))
+        }
+    };
+    let stem = dist_info.strip_suffix(".dist-info").expect("filtered on the suffix");
+    let dist_ok = stem
+        .split_once('-')
+        .is_some_and(|(n, v)| normalize_name(n) == filename.normalized_name() && versions_equal(v, &filename.version));
+    if !dist_ok {
+        return Err(invalid(&label, "name_mismatch", None, format!("`{dist_info}` does not match the file name")));
+    }
+
+    let wheel_entry = format!("{dist_info}/WHEEL");
+    let wheel_text = read_small(&mut archive, &wheel_entry, &label)?
+        .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&wheel_entry), "missing"))?;
+    let wh = parse_headers(&wheel_text);
+    let wheel_version = header_one(&wh, "wheel-version")
+        .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&wheel_entry), "no Wheel-Version"))?;
+    let (major, minor) = wheel_version
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
+        .ok_or_else(|| {
+            invalid(&label, "invalid_metadata", Some(&wheel_entry), format!("bad Wheel-Version `{wheel_version}`"))
+        })?;
+    if major != 1 {
+        return Err(invalid(
+            &label,
+            "unsupported_wheel_version",
+            Some(&wheel_entry),
+            format!("Wheel-Version {wheel_version} is not supported (only 1.x)"),
+        ));
+    }
+    let mut warnings = Vec::new();
+    if minor > 0 {
+        warnings.push(format!("{wheel_entry}: Wheel-Version {wheel_version} is newer than 1.0"));
+    }
+    let root_is_purelib = header_one(&wh, "root-is-purelib").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+
+    let meta_entry = format!("{dist_info}/METADATA");
+    let meta_text = read_small(&mut archive, &meta_entry, &label)?
+        .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&meta_entry), "missing"))?;
+    let mh = parse_headers(&meta_text);
+    let bad_meta = |detail: String| invalid(&label, "invalid_metadata", Some(&meta_entry), detail);
+    let metadata_version = header_one(&mh, "metadata-version").ok_or_else(|| bad_meta("no Metadata-Version".into()))?;
+    if metadata_version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_none_or(|m| m > 2) {
+        return Err(bad_meta(format!("unsupported Metadata-Version `{metadata_version}`")));
+    }
+    let name = header_one(&mh, "name").ok_or_else(|| bad_meta("no Name".into()))?;
+    let version = header_one(&mh, "version").ok_or_else(|| bad_meta("no Version".into()))?;
+    if !is_valid_dist_name(&name) {
+        return Err(bad_meta(format!("invalid Name `{name}`")));
+    }
+    if normalize_name(&name) != filename.normalized_name() || !versions_equal(&version, &filename.version) {
+        return Err(invalid(
+            &label,
+            "name_mismatch",
+            Some(&meta_entry),
+            format!("METADATA says {name} {version}, the file name {} {}", filename.distribution, filename.version),
+        ));
+    }
+
+    let ep_entry = format!("{dist_info}/entry_points.txt");
+    let (console_scripts, gui_scripts) = match read_small(&mut archive, &ep_entry, &label)? {
+        Some(text) => parse_entry_points(&text, &label, &ep_entry)?,
+        None => (Vec::new(), Vec::new()),
+    };
+
+    let record_entry = format!("{dist_info}/RECORD");
+    let record_text = read_small(&mut archive, &record_entry, &label)?
+        .ok_or_else(|| invalid(&label, "record_mismatch", Some(&record_entry), "missing"))?;
+    let mut record = HashMap::new();
+    let mut record_problems: Vec<(String, String)> = Vec::new();
+    let mut bad_hash: HashSet<String> = HashSet::new();
+    for line in record_text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields = parse_csv_line(line);
+        let path = fields[0].clone();
+        let hash = match fields.get(1).map(String::as_str).unwrap_or("") {
+            "" => None,
+            h => match h.split_once('=') {
+                Some(("sha256", d)) => Some((Algo::Sha256, d.trim_end_matches('=').to_string())),
+                Some(("sha384", d)) => Some((Algo::Sha384, d.trim_end_matches('=').to_string())),
+                Some(("sha512", d)) => Some((Algo::Sha512, d.trim_end_matches('=').to_string())),
+                _ => {
+                    record_problems.push((path.clone(), format!("unsupported RECORD hash `{h}`")));
+                    bad_hash.insert(path.clone());
+                    None
+                }
+            },
+        };
+        let size = match fields.get(2).map(|s| s.trim()).unwrap_or("") {
+            "" => None,
+            s => match s.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    record_problems.push((path.clone(), format!("bad RECORD size `{s}`")));
+                    None
+                }
+            },
+        };
+        if record.insert(path.clone(), RecordLine { hash, size }).is_some() {
+            record_problems.push((path, "listed twice in RECORD".into()));
+        }
+    }
+    // Everything RECORD can be checked against without decompressing: listing, hashes present,
+    // sizes against the zip headers. Content hashes are checked while extracting.
+    let signature_files = [format!("{dist_info}/RECORD.jws"), format!("{dist_info}/RECORD.p7s")];
+    let mut files_in_zip = HashSet::new();
+    for e in entries.iter().filter(|e| !e.is_dir) {
+        files_in_zip.insert(e.name.as_str());
+        if e.name == record_entry || signature_files.contains(&e.name) {
+            continue;
+        }
+        match record.get(&e.name) {
+            None => record_problems.push((e.name.clone(), "not listed in RECORD".into())),
+            Some(line) => {
+                if line.hash.is_none() && !bad_hash.contains(&e.name) {
+                    record_problems.push((e.name.clone(), "no hash in RECORD".into()));
+                }
+                if let Some(s) = line.size {
+                    if s != e.size {
+                        record_problems.push((e.name.clone(), format!("RECORD says {s} bytes, the zip {}", e.size)));
+                    }
+                }
+            }
+        }
+    }
+    let mut listed_missing: Vec<&String> =
+        record.keys().filter(|p| !p.ends_with('/') && !files_in_zip.contains(p.as_str())).collect();
+    listed_missing.sort();
+    for p in listed_missing {
+        record_problems.push((p.clone(), "listed in RECORD but not in the wheel".into()));
+    }
+    if let Some((entry, detail)) = record_problems.first() {
+        if opts.record_check == RecordCheck::Strict {
+            return Err(invalid(&label, "record_mismatch", Some(entry), detail.clone()));
+        }
+    }
+    warnings.extend(record_problems.into_iter().map(|(p, d)| format!("{p}: {d}")));
+
+    let meta = WheelMetadata {
+        name,
+        version,
+        metadata_version,
+        summary: header_one(&mh, "summary"),
+        requires_python: header_one(&mh, "requires-python"),
+        requires_dist: mh.get("requires-dist").cloned().unwrap_or_default(),
+        provides_extra: mh.get("provides-extra").cloned().unwrap_or_default(),
+        license: header_one(&mh, "license"),
+        license_expression: header_one(&mh, "license-expression"),
+        console_scripts,
+        gui_scripts,
+        wheel_version,
+        root_is_purelib,
+        tags: wh.get("tag").cloned().unwrap_or_default(),
+        dist_info: dist_info.clone(),
+        filename,
+    };
+    Ok(OpenedWheel {
+        path: path.to_path_buf(),
+        label,
+        archive,
+        entries,
+        data_dir: format!("{stem}.data"),
+        meta,
+        record,
+        warnings,
+    })
+}
+
+/// Reads and checks a wheel's metadata without installing it: the file name, the zip structure
+/// (entry names, types, duplicates, size caps), `WHEEL`, `METADATA`, `entry_points.txt`, and that
+/// `RECORD` lists every file (content hashes are only checked by [`check_wheel`] and installs).
+pub fn read_metadata(wheel: &Path) -> Result<WheelMetadata, WheelError> {
+    Ok(open_wheel(wheel, &InstallOptions::default())?.meta)
+}
+
+/// [`read_metadata`] plus every entry's content checked against `RECORD` (decompressed once,
+/// nothing written). Returns the metadata and, under [`RecordCheck::Warn`], the problems found.
+pub fn check_wheel(wheel: &Path, opts: &InstallOptions) -> Result<(WheelMetadata, Vec<String>), WheelError> {
+    let mut w = open_wheel(wheel, opts)?;
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut warnings = std::mem::take(&mut w.warnings);
+    let files: Vec<(usize, String, u64)> =
+        w.entries.iter().filter(|e| !e.is_dir).map(|e| (e.index, e.name.clone(), e.size)).collect();
+    for (index, name, size) in files {
+        let algo = w.record.get(&name).and_then(|r| r.hash.as_ref()).map(|(a, _)| *a);
+        let copied = stream_entry(&mut w, index, &name, size, &mut io::sink(), &mut buf, algo, None)?;
+        verify_record(&w, &name, &copied, opts, &mut warnings)?;
+    }
+    Ok((w.meta, warnings))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning: where each entry goes
+// ---------------------------------------------------------------------------------------------
+
+struct PlannedFile {
+    /// Index into `OpenedWheel::entries`.
+    entry: usize,
+    /// Destination relative to the venv root.
+    rel: PathBuf,
+    record_path: String,
+    mode: u32,
+    /// Scripts from `.data/scripts/` get `#!python` rewritten.
+    script: bool,
+}
+
+struct Generated {
+    name: String,
+    rel: PathBuf,
+    record_path: String,
+    content: Vec<u8>,
+}
+
+struct Plan {
+    /// PEP 503 name of the project.
+    project: String,
+    files: Vec<PlannedFile>,
+    launchers: Vec<Generated>,
+    dist_info_rel: PathBuf,
+    site_rel: PathBuf,
+}
+
+/// `path` (relative to the venv root) as RECORD wants it: relative to site-packages.
+fn record_path(rel: &Path, site_rel: &Path) -> String {
+    let s = match rel.strip_prefix(site_rel) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => {
+            let mut up = PathBuf::new();
+            for _ in site_rel.components() {
+                up.push("..");
+            }
+            up.join(rel)
+        }
+    };
+    s.to_string_lossy().into_owned()
+}
+
+/// The interpreter line for scripts and launchers. Kernels cut shebangs at 127 bytes and split
+/// them at spaces, so such interpreters get pypa/installer's `/bin/sh` + `exec` polyglot, which
+/// both sh and Python read correctly.
+fn shebang(python: &Path) -> Vec<u8> {
+    let exe = python.as_os_str().as_bytes();
+    if !exe.contains(&b' ') && !exe.contains(&b'\t') && exe.len() + 3 <= 127 {
+        return [b"#!".as_slice(), exe].concat();
+    }
+    let mut quoted = vec![b'\''];
+    for &b in exe {
+        if b == b'\'' {
+            quoted.extend_from_slice(b"'\"'\"'");
+        } else {
+            quoted.push(b);
+        }
+    }
+    quoted.push(b'\'');
+    [b"#!/bin/sh\n'''exec' ".as_slice(), &quoted, b" \"$0\" \"$@\"\n' '''"].concat()
+}
+
+/// The launcher for an entry point: import the object and exit with what it returns. No `import
+/// re` or argv rewriting (that is for Windows `.exe` launchers), so it starts as fast as possible.
+fn launcher(shebang: &[u8], ep: &EntryPoint) -> Vec<u8> {
+    let head = ep.attr.split('.').next().expect("validated non-empty");
+    let mut s = shebang.to_vec();
+    s.extend_from_slice(
+        format!(
+            "\n# -*- coding: utf-8 -*-\nimport sys\nfrom {} import {head}\nif __name__ == \"__main__\":\n    sys.exit({}())\n",
+            ep.module, ep.attr
+        )
+        .as_bytes(),
+    );
+    s
+}
+
+fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
+    let rel_to_root = |p: &Path| {
+        p.strip_prefix(&venv.root).map(Path::to_path_buf).map_err(|_| {
+            w.err("io", None, format!("venv path `{}` is not under its root `{}`", p.display(), venv.root.display()))
+        })
+    };
+    let site_rel = rel_to_root(&venv.site_packages)?;
+    let bin_rel = rel_to_root(&venv.bin)?;
+    let headers_rel = rel_to_root(&venv.headers_dir(&w.meta.name))?;
+    let dist_info = &w.meta.dist_info;
+    // We write these ourselves; a copy shipped in the wheel would describe some other install.
+    let skip: [String; 3] =
+        [format!("{dist_info}/RECORD"), format!("{dist_info}/INSTALLER"), format!("{dist_info}/REQUESTED")];
+    let data_prefix = format!("{}/", w.data_dir);
+
+    let mut files = Vec::new();
+    for (i, e) in w.entries.iter().enumerate() {
+        if e.is_dir || skip.contains(&e.name) {
+            continue;
+        }
+        let mode = if e.exec { 0o755 } else { 0o644 };
+        let (rel, script) = match e.name.strip_prefix(&data_prefix) {
+            None => (site_rel.join(&e.name), false),
+            Some(rest) => {
+                let (key, sub) = rest
+                    .split_once('/')
+                    .ok_or_else(|| w.err("invalid_metadata", Some(&e.name), "file directly in the .data directory"))?;
+                match key {
+                    "purelib" | "platlib" => (site_rel.join(sub), false),
+                    "scripts" => (bin_rel.join(sub), true),
+                    "headers" => (headers_rel.join(sub), false),
+                    "data" => (PathBuf::from(sub), false),
+                    other => {
+                        return Err(w.err("invalid_metadata", Some(&e.name), format!("unknown .data scheme `{other}`")))
+                    }
+                }
+            }
+        };
+        let record_path = record_path(&rel, &site_rel);
+        files.push(PlannedFile { entry: i, rel, record_path, mode: if script { 0o755 } else { mode }, script });
+    }
+
+    let sb = shebang(&venv.python);
+    let launchers = w
+        .meta
+        .console_scripts
+        .iter()
+        .chain(&w.meta.gui_scripts)
+        .map(|ep| {
+            let rel = bin_rel.join(&ep.name);
+            Generated {
+                name: ep.name.clone(),
+                record_path: record_path(&rel, &site_rel),
+                rel,
+                content: launcher(&sb, ep),
+            }
+        })
+        .collect();
+
+    let plan = Plan {
+        project: normalize_name(&w.meta.name),
+        files,
+        launchers,
+        dist_info_rel: site_rel.join(dist_info),
+        site_rel,
+    };
+    // Two entries of one wheel landing on one path (say `pkg/a.py` and `.data/purelib/pkg/a.py`),
+    // or a file where another needs a directory.
+    let mut owners: HashMap<&Path, &str> = HashMap::new();
+    let entry_name = |f: &PlannedFile| w.entries[f.entry].name.as_str();
+    let names = plan.files.iter().map(|f| (f.rel.as_path(), entry_name(f)));
+    let names = names.chain(plan.launchers.iter().map(|g| (g.rel.as_path(), g.name.as_str())));
+    for (rel, name) in names {
+        if let Some(prev) = owners.insert(rel, name) {
+            return Err(w.err("duplicate_entry", Some(name), format!("installs to the same path as `{prev}`")));
+        }
+    }
+    for (rel, name) in &owners {
+        for anc in rel.ancestors().skip(1) {
+            if let Some(other) = owners.get(anc) {
+                return Err(w.err("duplicate_entry", Some(name), format!("needs `{other}` to be a directory")));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extraction
+// ---------------------------------------------------------------------------------------------
+
+const COPY_BUF: usize = 256 * 1024;
+
+/// A checked and planned wheel; the zip is `None` when it was closed between the phases.
+type Prepared = (Option<OpenedWheel>, Plan);
+
+/// Batches up to this many wheels keep every zip open between checking and extracting.
+const KEEP_OPEN_MAX: usize = 256;
+
+enum VerifyHasher {
+    Sha256(Sha256),
+    Sha384(Sha384),
+    Sha512(Sha512),
+}
+
+impl VerifyHasher {
+    fn new(a: Algo) -> Self {
+        match a {
+            Algo::Sha256 => VerifyHasher::Sha256(Sha256::new()),
+            Algo::Sha384 => VerifyHasher::Sha384(Sha384::new()),
+            Algo::Sha512 => VerifyHasher::Sha512(Sha512::new()),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            VerifyHasher::Sha256(h) => h.update(b),
+            VerifyHasher::Sha384(h) => h.update(b),
+            VerifyHasher::Sha512(h) => h.update(b),
+        }
+    }
+    fn finish(self) -> String {
+        match self {
+            VerifyHasher::Sha256(h) => b64(&h.finalize()),
+            VerifyHasher::Sha384(h) => b64(&h.finalize()),
+            VerifyHasher::Sha512(h) => b64(&h.finalize()),
+        }
+    }
+}
+
+fn b64(digest: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
+struct Copied {
+    /// Bytes in the wheel.
+    original_size: u64,
+    /// Digest of the wheel's bytes in the RECORD's algorithm, when it had one.
+    original_digest: Option<String>,
+    /// Bytes and sha256 of what was written (differs from the original for rewritten scripts).
+    written_size: u64,
+    written_sha256: String,
+}
+
+/// Where a `#!python` / `#!pythonw` first line ends, if the chunk starts with one.
+fn python_shebang_end(chunk: &[u8], eof: bool) -> Option<usize> {
+    let line_end = match chunk.iter().position(|&b| b == b'\n') {
+        Some(p) => p,
+        None if eof => chunk.len(),
+        None => return None,
+    };
+    let line = &chunk[..line_end];
+    let content = line.strip_suffix(b"\r").unwrap_or(line);
+    (content == b"#!python" || content == b"#!pythonw").then_some(content.len())
+}
+
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => return Ok((n, true)),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, false))
+}
+
+/// Streams one entry into `out`, hashing as it goes; never reads past the size the zip declared.
+#[allow(clippy::too_many_arguments)]
+fn stream_entry(
+    w: &mut OpenedWheel,
+    index: usize,
+    name: &str,
+    declared: u64,
+    out: &mut impl Write,
+    buf: &mut [u8],
+    verify: Option<Algo>,
+    rewrite: Option<&[u8]>,
+) -> Result<Copied, WheelError> {
+    let label = w.label.clone();
+    let read_err = |e: String| invalid(&label, "invalid_zip", Some(name), e);
+    let write_err = |e: io::Error| WheelError::Io {
+        wheel: label.clone(),
+        entry: Some(name.to_string()),
+        action: "cannot write",
+        path: PathBuf::from(name),
+        source: e,
+    };
+    let mut reader = w.archive.by_index(index).map_err(|e| read_err(zip_detail(e)))?;
+    let mut written_hash = Sha256::new();
+    // One hasher serves both checks unless the bytes change or RECORD uses another algorithm.
+    let mut verify_hash = match verify {
+        Some(Algo::Sha256) if rewrite.is_none() => None,
+        Some(a) => Some(VerifyHasher::new(a)),
+        None => None,
+    };
+    let (mut original_size, mut written_size) = (0u64, 0u64);
+    let mut first = true;
+    loop {
+        let (n, eof) = fill(&mut reader, buf).map_err(|e| read_err(e.to_string()))?;
+        original_size += n as u64;
+        if original_size > declared {
+            return Err(invalid(
+                &label,
+                "zip_bomb",
+                Some(name),
+                format!("expands beyond its declared {declared} bytes"),
+            ));
+        }
+        let chunk = &buf[..n];
+        if let Some(h) = verify_hash.as_mut() {
+            h.update(chunk);
+        }
+        let mut body = chunk;
+        if first {
+            first = false;
+            if let (Some(new_line), Some(end)) = (rewrite, python_shebang_end(chunk, eof)) {
+                written_hash.update(new_line);
+                out.write_all(new_line).map_err(write_err)?;
+                written_size += new_line.len() as u64;
+                body = &chunk[end..];
+            }
+        }
+        written_hash.update(body);
+        out.write_all(body).map_err(write_err)?;
+        written_size += body.len() as u64;
+        if eof {
+            break;
+        }
+    }
+    if original_size != declared {
+        return Err(invalid(
+            &label,
+            "invalid_zip",
+            Some(name),
+            format!("{original_size} bytes, the zip declares {declared}"),
+        ));
+    }
+    let written_sha256 = b64(&written_hash.finalize());
+    let original_digest = match (verify, verify_hash) {
+        (_, Some(h)) => Some(h.finish()),
+        (Some(Algo::Sha256), None) => Some(written_sha256.clone()),
+        _ => None,
+    };
+    Ok(Copied { original_size, original_digest, written_size, written_sha256 })
+}
+
+fn verify_record(
+    w: &OpenedWheel,
+    name: &str,
+    copied: &Copied,
+    opts: &InstallOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(), WheelError> {
+    let Some(line) = w.record.get(name) else { return Ok(()) }; // absence was handled at open
+    let mut problems = Vec::new();
+    if let (Some((algo, want)), Some(got)) = (&line.hash, &copied.original_digest) {
+        if want != got {
+            let a = format!("{algo:?}").to_lowercase();
+            problems.push(format!("hash mismatch: RECORD says {a}={want}, content is {a}={got}"));
+        }
+    }
+    if let Some(s) = line.size {
+        if s != copied.original_size {
+            problems.push(format!("size mismatch: RECORD says {s}, content is {}", copied.original_size));
+        }
+    }
+    for p in problems {
+        if opts.record_check == RecordCheck::Strict {
+            return Err(w.err("record_mismatch", Some(name), p));
+        }
+        warnings.push(format!("{name}: {p}"));
+    }
+    Ok(())
+}
+
+/// What one install created, so a failure can take it back.
+#[derive(Default)]
+struct Undo {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Undo {
+    fn rollback(self) {
+        for f in self.files.iter().rev() {
+            let _ = fs::remove_file(f);
+        }
+        // Deepest first; a directory another install also uses is not empty and stays.
+        for d in self.dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+/// Creates directories under the venv, remembering which exist so each is checked once.
+struct Dirs {
+    known: HashSet<PathBuf>,
+}
+
+impl Dirs {
+    fn new(venv: &Venv) -> Self {
+        Dirs { known: [venv.root.clone(), venv.bin.clone(), venv.site_packages.clone()].into_iter().collect() }
+    }
+
+    fn ensure(&mut self, dir: &Path, undo: &mut Undo) -> io::Result<()> {
+        if self.known.contains(dir) {
+            return Ok(());
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => undo.dirs.push(dir.to_path_buf()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = dir.parent().ok_or(e)?;
+                self.ensure(parent, undo)?;
+                match fs::create_dir(dir) {
+                    Ok(()) => undo.dirs.push(dir.to_path_buf()),
+                    // Another wheel of the batch made it meanwhile (namespace packages).
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !dir.is_dir() {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory"));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.known.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+/// PEP 503 project name -> `.dist-info` directory, for what site-packages already holds.
+fn installed_projects(site_packages: &Path) -> HashMap<String, String> {
+    let Ok(rd) = fs::read_dir(site_packages) else { return HashMap::new() };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".dist-info")?;
+            let project = normalize_name(stem.split_once('-').map_or(stem, |(n, _)| n));
+            Some((project, name))
+        })
+        .collect()
+}
+
+/// Installing over another version would need an uninstall first; a release venv never needs one.
+fn not_installed(w: &OpenedWheel, installed: &HashMap<String, String>) -> Result<(), WheelError> {
+    match installed.get(&normalize_name(&w.meta.name)) {
+        Some(dir) => Err(w.err("already_installed", None, format!("{} is already installed (`{dir}`)", w.meta.name))),
+        None => Ok(()),
+    }
+}
+
+/// Which installed distribution's RECORD lists `record_path`; only used to explain a conflict.
+fn find_owner(site_packages: &Path, record_path: &str) -> Option<String> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(site_packages)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dist-info"))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().find_map(|d| {
+        let text = fs::read_to_string(d.join("RECORD")).ok()?;
+        text.lines()
+            .any(|l| parse_csv_line(l)[0] == record_path)
+            .then(|| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .flatten()
+    })
+}
+
+fn create_file(path: &Path, mode: u32) -> io::Result<File> {
+    let f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    // The process umask must not decide the modes of a release's files.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
+fn extract(
+    venv: &Venv,
+    w: &mut OpenedWheel,
+    plan: &Plan,
+    opts: &InstallOptions,
+    undo: &mut Undo,
+) -> Result<InstalledDist, WheelError> {
+    let label = w.label.clone();
+    let mut warnings = std::mem::take(&mut w.warnings);
+    let mut dirs = Dirs::new(venv);
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut record: Vec<(String, String, u64)> = Vec::with_capacity(plan.files.len() + 8);
+    let mut scripts = Vec::new();
+    let mut bytes = 0u64;
+    let sb = shebang(&venv.python);
+
+    let io_err = |entry: &str, action, path: &Path, e| WheelError::Io {
+        wheel: label.clone(),
+        entry: Some(entry.to_string()),
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let conflict_or = |entry: &str, path: &Path, record_path: &str, e: io::Error| match e.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => WheelError::Conflict {
+            wheel: label.clone(),
+            entry: entry.to_string(),
+            path: path.to_path_buf(),
+            owner: find_owner(&venv.site_packages, record_path),
+        },
+        _ => io_err(entry, "cannot create", path, e),
+    };
+    let open_dest = |dirs: &mut Dirs, undo: &mut Undo, entry: &str, rel: &Path, record_path: &str, mode| {
+        let dest = venv.root.join(rel);
+        if let Some(parent) = dest.parent() {
+            dirs.ensure(parent, undo).map_err(|e| conflict_or(entry, parent, record_path, e))?;
+        }
+        let f = create_file(&dest, mode).map_err(|e| conflict_or(entry, &dest, record_path, e))?;
+        undo.files.push(dest.clone());
+        Ok::<_, WheelError>((f, dest))
+    };
+
+    for pf in &plan.files {
+        let (index, name, size) = {
+            let e = &w.entries[pf.entry];
+            (e.index, e.name.clone(), e.size)
+        };
+        let (mut file, dest) = open_dest(&mut dirs, undo, &name, &pf.rel, &pf.record_path, pf.mode)?;
+        let algo = w.record.get(&name).and_then(|r| r.hash.as_ref()).map(|(a, _)| *a);
+        let copied = stream_entry(w, index, &name, size, &mut file, &mut buf, algo, pf.script.then_some(sb.as_slice()))
+            .map_err(|e| match e {
+                WheelError::Io { wheel, entry, action, source, .. } => {
+                    WheelError::Io { wheel, entry, action, path: dest.clone(), source }
+                }
+                other => other,
+            })?;
+        verify_record(w, &name, &copied, opts, &mut warnings)?;
+        if pf.script {
+            scripts.push(pf.rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+        bytes += copied.written_size;
+        record.push((pf.record_path.clone(), format!("sha256={}", copied.written_sha256), copied.written_size));
+    }
+
+    let write_whole =
+        |dirs: &mut Dirs, undo: &mut Undo, entry: &str, rel: &Path, record_path: &str, mode, content: &[u8]| {
+            let (mut f, dest) = open_dest(dirs, undo, entry, rel, record_path, mode)?;
+            f.write_all(content).map_err(|e| io_err(entry, "cannot write", &dest, e))?;
+            Ok::<_, WheelError>(())
+        };
+    let mut generated =
+        |dirs: &mut Dirs, undo: &mut Undo, entry: &str, rel: &Path, record_path: &str, mode, content: &[u8]| {
+            write_whole(dirs, undo, entry, rel, record_path, mode, content)?;
+            record.push((
+                record_path.to_string(),
+                format!("sha256={}", b64(&Sha256::digest(content))),
+                content.len() as u64,
+            ));
+            Ok::<_, WheelError>(content.len() as u64)
+        };
+    for g in &plan.launchers {
+        bytes += generated(&mut dirs, undo, "entry_points.txt", &g.rel, &g.record_path, 0o755, &g.content)?;
+        scripts.push(g.name.clone());
+    }
+    let di = &plan.dist_info_rel;
+    let installer = format!("{}\n", opts.installer);
+    bytes += generated(
+        &mut dirs,
+        undo,
+        "INSTALLER",
+        &di.join("INSTALLER"),
+        &record_path(&di.join("INSTALLER"), &plan.site_rel),
+        0o644,
+        installer.as_bytes(),
+    )?;
+    if opts.requested {
+        bytes += generated(
+            &mut dirs,
+            undo,
+            "REQUESTED",
+            &di.join("REQUESTED"),
+            &record_path(&di.join("REQUESTED"), &plan.site_rel),
+            0o644,
+            b"",
+        )?;
+    }
+    let record_rel = di.join("RECORD");
+    let record_rp = record_path(&record_rel, &plan.site_rel);
+    record.push((record_rp.clone(), String::new(), 0));
+    record.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = String::with_capacity(record.len() * 80);
+    for (p, h, s) in &record {
+        if p == &record_rp {
+            let _ = writeln!(text, "{},,", csv_field(p));
+        } else {
+            let _ = writeln!(text, "{},{h},{s}", csv_field(p));
+        }
+    }
+    write_whole(&mut dirs, undo, "RECORD", &record_rel, &record_rp, 0o644, text.as_bytes())?;
+    bytes += text.len() as u64;
+
+    Ok(InstalledDist {
+        name: w.meta.name.clone(),
+        version: w.meta.version.clone(),
+        wheel: w.path.clone(),
+        dist_info: venv.root.join(di),
+        files: record.len(),
+        bytes,
+        scripts,
+        warnings,
+    })
+}
+
+/// Installs one wheel into `venv`. On error, every file and directory this call created is
+/// removed again and the venv is as before.
+pub fn install_wheel(venv: &Venv, wheel: &Path, opts: &InstallOptions) -> Result<InstalledDist, WheelError> {
+    let mut w = open_wheel(wheel, opts)?;
+    not_installed(&w, &installed_projects(&venv.site_packages))?;
+    let plan = plan(venv, &w)?;
+    let mut undo = Undo::default();
+    extract(venv, &mut w, &plan, opts, &mut undo).inspect_err(|_| std::mem::take(&mut undo).rollback())
+}
+
+/// Installs several wheels, `opts.jobs` at a time. Every wheel is opened, checked and planned
+/// before anything is written, and two wheels installing the same path are refused up front with
+/// the same error whatever their order. Results are in input order. On error everything the batch
+/// created is removed.
+pub fn install_wheels(
+    venv: &Venv,
+    wheels: &[PathBuf],
+    opts: &InstallOptions,
+) -> Result<Vec<InstalledDist>, WheelError> {
+    let jobs = opts.jobs.max(1).min(wheels.len().max(1));
+
+    // Phase 1: open and plan (cheap: central directories and metadata files only). Large
+    // batches close each wheel again rather than hold a descriptor per wheel until phase 2.
+    let keep_open = wheels.len() <= KEEP_OPEN_MAX;
+    let all: Vec<usize> = (0..wheels.len()).collect();
+    let installed = installed_projects(&venv.site_packages);
+    let prepared = parallel_map(&all, jobs, None, |i| {
+        let w = open_wheel(&wheels[i], opts)?;
+        not_installed(&w, &installed)?;
+        let p = plan(venv, &w)?;
+        Ok::<_, WheelError>((keep_open.then_some(w), p))
+    });
+    let mut ready = Vec::with_capacity(wheels.len());
+    for r in prepared {
+        ready.push(r.expect("no stop flag in phase 1")?);
+    }
+
+    let labels: Vec<String> = wheels.iter().map(|w| wheel_label(w)).collect();
+    let label_of = |i: usize| (labels[i].clone(), wheels[i].clone());
+
+    // One project twice (two versions, or one wheel listed twice) is never what was meant.
+    let mut projects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (_, p)) in ready.iter().enumerate() {
+        projects.entry(p.project.as_str()).or_default().push(i);
+    }
+    if let Some((project, who)) = projects.iter().find(|(_, who)| who.len() > 1) {
+        let mut who = who.clone();
+        who.sort_by_key(|&i| label_of(i));
+        return Err(WheelError::SameProject {
+            first: labels[who[0]].clone(),
+            second: labels[who[1]].clone(),
+            project: project.to_string(),
+        });
+    }
+
+    // Cross-wheel conflicts, decided on sorted paths and sorted wheel names: order-independent.
+    let mut owners: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+    for (i, (_, p)) in ready.iter().enumerate() {
+        for f in &p.files {
+            owners.entry(f.rel.as_path()).or_default().push(i);
+        }
+        for g in &p.launchers {
+            owners.entry(g.rel.as_path()).or_default().push(i);
+        }
+    }
+    let site_rel = ready.first().map(|(_, p)| p.site_rel.clone()).unwrap_or_default();
+    for (path, who) in &owners {
+        let mut pair: Vec<usize> = who.clone();
+        for anc in path.ancestors().skip(1) {
+            if let Some(o) = owners.get(anc) {
+                pair.extend(o);
+            }
+        }
+        pair.sort_by_key(|&i| label_of(i));
+        pair.dedup();
+        if pair.len() >= 2 {
+            return Err(WheelError::WheelsConflict {
+                first: labels[pair[0]].clone(),
+                second: labels[pair[1]].clone(),
+                path: record_path(path, &site_rel),
+            });
+        }
+    }
+
+    // Phase 2: extract, largest wheels first so the workers finish together. Wheels are started
+    // in that fixed order and a started wheel always runs to its end, so the first failure in
+    // that order is always found, whichever worker gets there first: the error is deterministic.
+    let mut order: Vec<usize> = (0..wheels.len()).collect();
+    let size = |i: usize| fs::metadata(&wheels[i]).map(|m| m.len()).unwrap_or(0);
+    order.sort_by_key(|&i| (std::cmp::Reverse(size(i)), i));
+    let stop = AtomicBool::new(false);
+    let slots: Vec<std::sync::Mutex<Option<Prepared>>> =
+        ready.into_iter().map(|r| std::sync::Mutex::new(Some(r))).collect();
+    let results = parallel_map(&order, jobs, Some(&stop), |i| {
+        let (w, p) = slots[i].lock().expect("unpoisoned").take().expect("each wheel extracted once");
+        let mut undo = Undo::default();
+        let reopened = match w {
+            Some(w) => Ok((w, p)),
+            None => open_wheel(&wheels[i], opts).and_then(|w| plan(venv, &w).map(|p| (w, p))),
+        };
+        let r = reopened.and_then(|(mut w, p)| extract(venv, &mut w, &p, opts, &mut undo));
+        if r.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        (r, undo)
+    });
+    let mut out = Vec::with_capacity(wheels.len());
+    let mut first_err = None;
+    let mut undos = Vec::new();
+    let mut results: Vec<Option<_>> = results;
+    for &i in &order {
+        match results[i].take() {
+            Some((Err(e), undo)) => {
+                undos.push(undo);
+                first_err = first_err.or(Some(e));
+            }
+            Some((Ok(_), undo)) => undos.push(undo),
+            None => {}
+        }
+    }
+    if let Some(e) = first_err {
+        for u in undos.into_iter().rev() {
+            u.rollback();
+        }
+        return Err(e);
+    }
+    for r in results.into_iter().flatten() {
+        if let (Ok(d), _) = r {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `f(i)` for each `i` of `order` on `jobs` scoped threads, handing indices out in that
+/// order; slot `i` of the result holds `f(i)`. With `stop`, indices not yet handed out when it is
+/// set are skipped (their slot is `None`).
+fn parallel_map<T: Send>(
+    order: &[usize],
+    jobs: usize,
+    stop: Option<&AtomicBool>,
+    f: impl Fn(usize) -> T + Sync,
+) -> Vec<Option<T>> {
+    let next = AtomicUsize::new(0);
+    let n = order.iter().max().map_or(0, |m| m + 1);
+    let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                    break;
+                }
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&i) = order.get(k) else { break };
+                let r = f(i);
+                *slots[i].lock().expect("unpoisoned") = Some(r);
+            });
+        }
+    });
+    slots.into_iter().map(|m| m.into_inner().expect("unpoisoned")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wheel_filenames() {
+        let n = parse_wheel_filename("demo_pkg-1.2.0-py3-none-any.whl").unwrap();
+        assert_eq!((n.distribution.as_str(), n.version.as_str(), n.build.as_deref()), ("demo_pkg", "1.2.0", None));
+        assert_eq!((n.python_tag.as_str(), n.abi_tag.as_str(), n.platform_tag.as_str()), ("py3", "none", "any"));
+        assert_eq!(n.normalized_name(), "demo-pkg");
+        assert_eq!(n.to_string(), "demo_pkg-1.2.0-py3-none-any.whl");
+        let b = parse_wheel_filename("numpy-1.26.4-1local-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
+            .unwrap();
+        assert_eq!(b.build.as_deref(), Some("1local"));
+        assert_eq!(b.platform_tag, "manylinux_2_17_x86_64.manylinux2014_x86_64");
+        for bad in [
+            "demo-1.0-py3-none.whl",
+            "demo-1.0-py3-none-any.zip",
+            "demo-1.0-x-py3-none-any.whl",
+            "demo-not.a.version!-py3-none-any.whl",
+            "-1.0-py3-none-any.whl",
+            "dir/demo-1.0-py3-none-any.whl",
+            "demo-1.0-py3-none-a/y.whl",
+        ] {
+            assert_eq!(parse_wheel_filename(bad).unwrap_err().kind(), "invalid_wheel_filename", "{bad}");
+        }
+    }
+
+    #[test]
+    fn pep503_names() {
+        assert_eq!(normalize_name("Foo.Bar__baz-Qux"), "foo-bar-baz-qux");
+        assert_eq!(normalize_name("ruamel.yaml"), "ruamel-yaml");
+        assert_eq!(normalize_name("A"), "a");
+    }
+
+    #[test]
+    fn entry_names() {
+        assert_eq!(unsafe_name("pkg/mod.py"), None);
+        assert_eq!(unsafe_name("pkg/"), None);
+        for bad in ["../evil", "a/../../b", "/abs", "a\\b", "a//b", "./a", "C:/x", "a\nb", "a\0b", ""] {
+            assert!(unsafe_name(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn csv_round_trip() {
+        assert_eq!(parse_csv_line("a/b.py,sha256=xyz,12"), vec!["a/b.py", "sha256=xyz", "12"]);
+        assert_eq!(parse_csv_line("\"a,\"\"b\"\".py\",,"), vec!["a,\"b\".py", "", ""]);
+        assert_eq!(parse_csv_line(&csv_field("x,\"y")), vec!["x,\"y"]);
+    }
+
+    #[test]
+    fn entry_point_parsing() {
+        let text = "[console_scripts]\nfoo = pkg.cli:main\nbar=pkg:App.run [extra1, extra2]\n\n[gui_scripts]\nbaz = pkg:gui\n[other]\nx = not valid at all\n";
+        let (c, g) = parse_entry_points(text, "w.whl", "e").unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[1],
+            EntryPoint {
+                name: "bar".into(),
+                module: "pkg".into(),
+                attr: "App.run".into(),
+                extras: vec!["extra1".into(), "extra2".into()]
+            }
+        );
+        assert_eq!(g[0].name, "baz");
+        for bad in ["x/y = a:b", "x = a", "x = a:b; import os", "x = a b:c", ".. = a:b", "x = a:"] {
+            let e = parse_entry_points(&format!("[console_scripts]\n{bad}\n"), "w.whl", "e").unwrap_err();
+            assert_eq!(e.kind(), "invalid_entry_point", "{bad}");
+        }
+    }
+
+    #[test]
+    fn shebangs() {
+        assert_eq!(shebang(Path::new("/srv/app/venv/bin/python")), b"#!/srv/app/venv/bin/python");
+        let spaced = shebang(Path::new("/srv/my app/venv/bin/python"));
+        assert_eq!(spaced, b"#!/bin/sh\n'''exec' '/srv/my app/venv/bin/python' \"$0\" \"$@\"\n' '''");
+        let long = format!("/{}/bin/python", "x".repeat(120));
+        assert!(shebang(Path::new(&long)).starts_with(b"#!/bin/sh\n"));
+        let quote = shebang(Path::new("/it's here/python"));
+        let want: &[u8] = b"'/it'\"'\"'s here/python'";
+        assert!(quote.windows(want.len()).any(|w| w == want));
+        assert_eq!(python_shebang_end(b"#!python\nprint(1)", false), Some(8));
+        assert_eq!(python_shebang_end(b"#!pythonw\r\nx", false), Some(9));
+        assert_eq!(python_shebang_end(b"#!python", true), Some(8));
+        assert_eq!(python_shebang_end(b"#!python3\n", false), None);
+        assert_eq!(python_shebang_end(b"#!/usr/bin/env python\n", false), None);
+    }
+
+    #[test]
+    fn record_paths() {
+        let site = Path::new("lib/python3.11/site-packages");
+        assert_eq!(record_path(&site.join("pkg/a.py"), site), "pkg/a.py");
+        assert_eq!(record_path(Path::new("bin/tool"), site), "../../../bin/tool");
+        assert_eq!(record_path(Path::new("share/x/README"), site), "../../../share/x/README");
+    }
+
+    #[test]
+    fn headers() {
+        let h = parse_headers("Metadata-Version: 2.1\nName: x\nRequires-Dist: a\nRequires-Dist: b; extra == 'y'\nDescription: one\n  two\n\nBody: not a header\n");
+        assert_eq!(h["requires-dist"], vec!["a", "b; extra == 'y'"]);
+        assert_eq!(h["description"], vec!["one\ntwo"]);
+        assert!(!h.contains_key("body"));
+    }
+}
