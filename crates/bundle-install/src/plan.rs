@@ -59,6 +59,12 @@ pub struct Plan {
     pub backup: bool,
 }
 
+/// Highest release sequence accepted at all.
+pub const MAX_SEQUENCE: u64 = 1_000_000_000_000_000_000;
+/// Largest step forward from the highest sequence a site has installed (a thousand major versions
+/// in the derived numbering of `bundle-spec/spec.md`).
+pub const MAX_SEQUENCE_JUMP: u64 = 1_000_000_000_000_000;
+
 /// Options that change what is allowed.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -152,7 +158,22 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         )
         .with_hint(format!("use `bundle-install rollback --root {} --to {}`", site.root.display(), manifest.version)));
     }
-    if let Some(highest) = crate::state::highest_sequence(site)? {
+    let highest = crate::state::highest_sequence(site)?;
+    // A fast-forward attack (a stolen key signing sequence u64::MAX) would lock the site out of every
+    // later release; no flag overrides this.
+    let jump = highest.map(|h| manifest.sequence.saturating_sub(h)).unwrap_or(0);
+    if manifest.sequence > MAX_SEQUENCE || jump > MAX_SEQUENCE_JUMP {
+        return Err(InstallError::refused(
+            "absurd_sequence",
+            format!(
+                "bundle sequence {} is implausible (the site is at {}; at most {MAX_SEQUENCE_JUMP} ahead and {MAX_SEQUENCE} in all are accepted)",
+                manifest.sequence,
+                highest.map(|h| h.to_string()).unwrap_or_else(|| "none".into())
+            ),
+        )
+        .with_hint("this bundle may be signed with a stolen key; report it to the release engineer"));
+    }
+    if let Some(highest) = highest {
         if manifest.sequence < highest && !opts.allow_downgrade && kind != PlanKind::NothingToDo {
             return Err(InstallError::refused(
                 "lower_sequence",
