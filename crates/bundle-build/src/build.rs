@@ -1,6 +1,7 @@
 //! Packs a gathered [`Release`] into a signed bundle: `manifest.yaml`, its minisign signature, then
-//! every payload file in path order, written to a temporary file beside the target and renamed into
-//! place only when complete.
+//! every payload file in path order. Everything is written into a private temporary directory beside
+//! the target and renamed into place only when complete. With a split size, the bundle is written as
+//! parts plus a signed parts index (see `bundle_core::split`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use bundle_core::archive::{ArchiveWriter, Packing};
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::signature::{SecretKey, TrustedInfo};
+use bundle_core::split::{PartsIndex, SplitWriter, PARTS_FORMAT};
 
 use crate::release::Release;
 
@@ -22,9 +24,19 @@ pub enum BuildError {
     Sign(#[from] bundle_core::signature::SignatureError),
 }
 
+/// How to write the bundle.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildOptions {
+    /// Time stamp of every entry (`SOURCE_DATE_EPOCH`, or 0).
+    pub mtime: u64,
+    /// Cut the bundle into parts of this many bytes.
+    pub split_size: Option<u64>,
+}
+
 /// What was written.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Built {
+    /// The bundle, or for a split bundle its parts index.
     pub bundle: PathBuf,
     pub bytes: u64,
     pub sha256: String,
@@ -32,6 +44,8 @@ pub struct Built {
     pub entries: u64,
     pub payload_bytes: u64,
     pub key_id: String,
+    /// The parts of a split bundle, in order.
+    pub parts: Vec<PathBuf>,
 }
 
 /// The bundle's file name: `<app>-<version>.bundle.tar.gz`.
@@ -39,48 +53,107 @@ pub fn bundle_file_name(app: &str, version: &str) -> String {
     format!("{app}-{version}.bundle.tar.gz")
 }
 
-/// Writes the bundle into `out_dir`. `mtime` goes on every entry (`SOURCE_DATE_EPOCH`, or 0).
-pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, mtime: u64) -> Result<Built, BuildError> {
+/// Writes the archive into `out` and returns it.
+fn write_archive<W: Write>(release: &Release, manifest_bytes: &[u8], sig_bytes: &[u8], mtime: u64, out: W) -> Result<W, BuildError> {
+    let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
+    let mut ar = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, out), mtime).map_err(werr)?;
+    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(werr)?;
+    ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(werr)?;
+    for src in &release.sources {
+        let e = &src.entry;
+        let packing = Packing::for_path(&e.path);
+        match &src.content {
+            Some(bytes) => ar.add_file(&e.path, e.mode_bits(), e.size, &mut &bytes[..], packing).map_err(werr)?,
+            None => {
+                let rerr = |source| BuildError::Read { path: src.fs_path.clone(), source };
+                let mut f = File::open(&src.fs_path).map_err(rerr)?;
+                ar.add_file(&e.path, e.mode_bits(), e.size, &mut f, packing).map_err(rerr)?;
+            }
+        }
+    }
+    let w = ar.finish().map_err(werr)?;
+    w.into_inner().map_err(|e| werr(e.into_error()))
+}
+
+/// Writes the bundle into `out_dir`.
+pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOptions) -> Result<Built, BuildError> {
     let m = &release.manifest;
     let manifest_bytes = m.to_yaml();
     let info = TrustedInfo { app: m.app.clone(), version: m.version.clone(), sequence: m.sequence };
     let signature = key.sign(&manifest_bytes, &info.format())?;
     let sig_bytes = signature.to_minisign().into_bytes();
+    let name = bundle_file_name(&m.app, &m.version);
+    let manifest_sha256 = bundle_core::hash::sha256_hex(&manifest_bytes);
 
-    let target = out_dir.join(bundle_file_name(&m.app, &m.version));
-    let tmp = out_dir.join(format!(".{}.partial", bundle_file_name(&m.app, &m.version)));
-    let werr = |source| BuildError::Write { path: tmp.clone(), source };
     std::fs::create_dir_all(out_dir).map_err(|source| BuildError::Write { path: out_dir.to_path_buf(), source })?;
-    let result = (|| {
-        let file = File::create(&tmp).map_err(werr)?;
-        let mut ar = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), mtime).map_err(werr)?;
-        ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(werr)?;
-        ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(werr)?;
-        for src in &release.sources {
-            let rerr = |source| BuildError::Read { path: src.fs_path.clone(), source };
-            let mut f = File::open(&src.fs_path).map_err(rerr)?;
-            ar.add_file(&src.entry.path, src.entry.mode_bits(), src.entry.size, &mut f, Packing::for_path(&src.entry.path))
-                .map_err(rerr)?;
+    let tmp = out_dir.join(format!(".{name}.partial"));
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BuildError::Write { path, source }
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(werr(&tmp))?;
+    let result = (|| -> Result<(Vec<String>, String, u64), BuildError> {
+        match opts.split_size {
+            None => {
+                let file = File::create(tmp.join(&name)).map_err(werr(&tmp))?;
+                let file = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, file)?;
+                file.sync_all().map_err(werr(&tmp))?;
+                let (sha, size) = bundle_core::hash::hash_file(&tmp.join(&name)).map_err(werr(&tmp))?;
+                Ok((vec![name.clone()], sha, size))
+            }
+            Some(part_size) => {
+                let sink = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, SplitWriter::new(&tmp, &name, part_size))?;
+                let (parts, sha256, size) = sink.finish().map_err(werr(&tmp))?;
+                let index = PartsIndex {
+                    format: PARTS_FORMAT,
+                    bundle: name.clone(),
+                    app: m.app.clone(),
+                    version: m.version.clone(),
+                    sequence: m.sequence,
+                    manifest_sha256: manifest_sha256.clone(),
+                    size,
+                    sha256: sha256.clone(),
+                    parts: parts.clone(),
+                };
+                let index_bytes = serde_yaml::to_string(&index).expect("serialises").into_bytes();
+                let index_sig = key.sign(&index_bytes, &info.format())?.to_minisign();
+                let index_name = format!("{name}.parts");
+                std::fs::write(tmp.join(&index_name), &index_bytes).map_err(werr(&tmp))?;
+                std::fs::write(tmp.join(format!("{index_name}.minisig")), index_sig).map_err(werr(&tmp))?;
+                let mut files: Vec<String> = parts.into_iter().map(|p| p.name).collect();
+                files.push(format!("{index_name}.minisig"));
+                files.push(index_name);
+                Ok((files, sha256, size))
+            }
         }
-        let mut w = ar.finish().map_err(werr)?;
-        w.flush().map_err(werr)?;
-        let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
-        Ok(())
     })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let (files, sha256, bytes) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    for f in &files {
+        std::fs::rename(tmp.join(f), out_dir.join(f)).map_err(werr(&out_dir.join(f)))?;
     }
-    std::fs::rename(&tmp, &target).map_err(|source| BuildError::Write { path: target.clone(), source })?;
-    let (sha256, bytes) = bundle_core::hash::hash_file(&target).map_err(|source| BuildError::Read { path: target.clone(), source })?;
+    let _ = std::fs::remove_dir(&tmp);
+    let (bundle, parts) = match opts.split_size {
+        None => (out_dir.join(&name), Vec::new()),
+        Some(_) => (
+            out_dir.join(format!("{name}.parts")),
+            files.iter().filter(|f| !f.ends_with(".parts") && !f.ends_with(".minisig")).map(|f| out_dir.join(f)).collect(),
+        ),
+    };
     Ok(Built {
-        bundle: target,
+        bundle,
         bytes,
         sha256,
-        manifest_sha256: bundle_core::hash::sha256_hex(&manifest_bytes),
+        manifest_sha256,
         entries: m.payload.entries,
         payload_bytes: m.payload.bytes,
         key_id: key.key_id().to_string(),
+        parts,
     })
 }

@@ -4,5 +4,6 @@
 pub mod build;
 pub mod check;
 pub mod release;
+pub mod sbom;
 pub mod spec;
 pub mod wheels;

@@ -38,6 +38,10 @@ enum Command {
         key: PathBuf,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
+        /// Write the bundle as parts of at most SIZE bytes (suffixes K, M, G: e.g. 4000M for FAT32),
+        /// plus a signed NAME.parts index; `cat` of the parts gives the ordinary bundle.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        split_size: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -52,6 +56,9 @@ enum Command {
     /// Show a bundle's manifest (without checking its signature).
     Inspect {
         bundle: PathBuf,
+        /// Print the bundle's CycloneDX SBOM (JSON) instead.
+        #[arg(long)]
+        sbom: bool,
         #[arg(long)]
         json: bool,
     },
@@ -74,9 +81,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, json, result) = match cli.command {
         Command::Keygen { out, json } => ("keygen", json, keygen(&out)),
-        Command::Build { spec, key, out, json } => ("build", json, build_cmd(&spec, &key, &out)),
+        Command::Build { spec, key, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &out, split_size)),
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
-        Command::Inspect { bundle, json } => ("inspect", json, inspect(&bundle, json)),
+        Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
+        Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
         Command::Check { spec, previous, json } => ("check", json, check_cmd(&spec, previous.as_deref(), json)),
     };
     if json {
@@ -161,17 +169,33 @@ fn spec_failure(lints: &[Lint], spec: &Path) -> Failure {
         .hint(format!("{} error(s) in all; run `bundle-build check {}` to list them", errors.len(), spec.display()))
 }
 
-fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path) -> Result<Value, Failure> {
+/// `4000M`, `2G`, `512K` or plain bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a size like 4000M"))?;
+    match n.checked_mul(mult) {
+        Some(v) if v >= 1 << 20 => Ok(v),
+        _ => Err(format!("split size `{text}` must be at least 1M")),
+    }
+}
+
+fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
     let key = SecretKey::read_file(key_path).map_err(key_failure)?;
-    let (release, mut lints) = release::gather(&spec);
+    let (release, mut lints) = release::gather(&spec, mtime);
     if let Some(r) = &release {
         lints.extend(bundle_build::wheels::check_wheels(r));
     }
     print_lints(&lints);
     let release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
-    let built = build::build(&release, &key, out, mtime)
+    let built = build::build(&release, &key, out, &build::BuildOptions { mtime, split_size })
         .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
     eprintln!(
         "built {} ({} entries, {} payload bytes, {} bytes on disk, key {})",
@@ -236,9 +260,20 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
     }))
 }
 
+fn inspect_sbom(bundle: &Path, json: bool) -> Result<Value, Failure> {
+    let (manifest, _) = verify::read_unverified(bundle).map_err(verify_failure)?;
+    let path = manifest.sbom.ok_or_else(|| Failure::new(Exit::Usage, "no_sbom", format!("{} carries no SBOM", bundle.display())))?;
+    let bytes = verify::read_entry_unverified(bundle, &path, 64 << 20).map_err(verify_failure)?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Failure::new(Exit::Verification, "invalid_sbom", format!("{path}: {e}")))?;
+    if !json {
+        println!("{}", String::from_utf8_lossy(&bytes).trim_end());
+    }
+    Ok(json!({ "signature_checked": false, "sbom": doc }))
+}
+
 fn check_cmd(spec_path: &Path, previous: Option<&Path>, json: bool) -> Result<Value, Failure> {
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
-    let (release, mut lints) = release::gather(&spec);
+    let (release, mut lints) = release::gather(&spec, source_date_epoch()?);
     if let Some(release) = &release {
         lints.extend(bundle_build::wheels::check_wheels(release));
     }

@@ -3,19 +3,14 @@
 //! `python_version` may make a requirement irrelevant on the site).
 
 use bundle_core::version::{parse_release, VersionSpecifiers};
-use bundle_core::wheel::{normalize_name, read_metadata, WheelMetadata};
+use bundle_core::wheel::{normalize_name, WheelMetadata};
 
 use crate::release::{Level, Lint, Release};
 
+/// Requirements between the wheels (their METADATA was read and checked by `gather`).
 pub fn check_wheels(release: &Release) -> Vec<Lint> {
     let mut lints = Vec::new();
-    let mut metas: Vec<WheelMetadata> = Vec::new();
-    for src in release.sources.iter().filter(|s| release.manifest.wheels.contains(&s.entry.path)) {
-        match read_metadata(&src.fs_path) {
-            Ok(m) => metas.push(m),
-            Err(e) => lints.push(Lint { level: Level::Error, code: "bad_wheel", message: e.to_string() }),
-        }
-    }
+    let metas: Vec<&WheelMetadata> = release.wheel_meta.iter().map(|(_, m)| m).collect();
     for m in &metas {
         for req in &m.requires_dist {
             let (spec, markers) = req.split_once(';').map(|(a, b)| (a, Some(b))).unwrap_or((req, None));

@@ -100,3 +100,74 @@ mod tests {
         assert_eq!(hex, sha256_hex(b"abc"));
     }
 }
+
+/// A reader that hashes everything read through it on a second thread, so hashing the whole bundle
+/// file (for the evidence record) costs no time on the thread that hashes and checks each entry.
+pub struct ThreadedHashReader<R> {
+    inner: R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    worker: Option<std::thread::JoinHandle<(String, u64)>>,
+}
+
+impl<R: Read> ThreadedHashReader<R> {
+    pub fn new(inner: R) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let worker = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            for chunk in rx {
+                hasher.update(&chunk);
+                total += chunk.len() as u64;
+                // Hand the buffer back for reuse; the reader may already be gone.
+                let _ = spare_tx.send(chunk);
+            }
+            (to_hex(&hasher.finalize()), total)
+        });
+        ThreadedHashReader { inner, tx: Some(tx), spare, worker: Some(worker) }
+    }
+
+    /// The hex digest and byte count of everything read so far (normally: the whole file).
+    pub fn finish(mut self) -> (String, u64) {
+        drop(self.tx.take());
+        self.worker.take().map(|w| w.join().expect("hash worker does not panic")).unwrap_or_default()
+    }
+}
+
+impl<R: Read> Read for ThreadedHashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(tx) = &self.tx {
+                let mut chunk = self.spare.try_recv().unwrap_or_default();
+                chunk.clear();
+                chunk.extend_from_slice(&buf[..n]);
+                tx.send(chunk).map_err(|_| io::Error::other("hash worker stopped"))?;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod threaded_tests {
+    use super::*;
+
+    #[test]
+    fn threaded_reader_hashes_everything() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let mut r = ThreadedHashReader::new(&data[..]);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7777];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, data);
+        assert_eq!(r.finish(), (sha256_hex(&data), data.len() as u64));
+    }
+}

@@ -11,6 +11,8 @@ pub mod naming;
 pub mod paths;
 pub mod report;
 pub mod signature;
+pub mod split;
+pub mod time;
 pub mod tarfmt;
 pub mod verify;
 pub mod version;

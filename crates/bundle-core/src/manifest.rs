@@ -44,6 +44,9 @@ pub struct Manifest {
     pub config: Option<Config>,
     #[serde(default)]
     pub hooks: Hooks,
+    /// Bundle path of the CycloneDX SBOM of the wheels, when the bundle carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<String>,
     pub payload: Payload,
     pub files: Vec<FileEntry>,
 }
@@ -277,6 +280,9 @@ impl Manifest {
         for hook in [&self.hooks.pre_apply, &self.hooks.post_apply, &self.hooks.health_check].into_iter().flatten() {
             need("hook", hook)?;
         }
+        if let Some(sbom) = &self.sbom {
+            need("sbom", sbom)?;
+        }
         Ok(())
     }
 
@@ -376,6 +382,7 @@ pub(crate) mod tests {
             }],
             config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
+            sbom: None,
             payload: Payload { entries: 4, bytes: 12 },
             files,
         }

@@ -65,5 +65,7 @@ pub fn verified_fields(bundle: &VerifiedBundle) -> Value {
         "entries": m.payload.entries,
         "payload_bytes": m.payload.bytes,
         "bundle_bytes": bundle.compressed_bytes(),
+        "bundle_sha256": bundle.bundle_sha256(),
+        "parts": bundle.parts(),
     })
 }

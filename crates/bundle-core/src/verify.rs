@@ -94,6 +94,8 @@ pub struct VerifiedBundle {
     info: TrustedInfo,
     dir: Option<PathBuf>,
     compressed_bytes: u64,
+    bundle_sha256: String,
+    parts: Option<usize>,
 }
 
 impl VerifiedBundle {
@@ -131,13 +133,86 @@ impl VerifiedBundle {
     pub fn compressed_bytes(&self) -> u64 {
         self.compressed_bytes
     }
+    /// sha256 of the bundle file as read (of the parts joined, for a split bundle).
+    pub fn bundle_sha256(&self) -> &str {
+        &self.bundle_sha256
+    }
+    /// Number of parts, for a split bundle.
+    pub fn parts(&self) -> Option<usize> {
+        self.parts
+    }
 }
 
 /// Verifies the bundle at `path`. With `dest`, an existing empty directory, the manifest, its
 /// signature and every payload file are written there as they are checked.
+///
+/// `path` may also name a split bundle (`NAME.001`, `NAME.parts` or the directory holding them): the
+/// signed parts index is checked first, then the parts are read as one stream.
 pub fn verify_file(path: &Path, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
-    let file = open_bundle(path)?;
-    verify_reader(file, trusted, dest, limits)
+    verify_file_with_progress(path, trusted, dest, limits, &|_| {})
+}
+
+/// [`verify_file`], calling `progress` with the number of bundle bytes read so far.
+pub fn verify_file_with_progress(
+    path: &Path,
+    trusted: &[PublicKey],
+    dest: Option<&Path>,
+    limits: &Limits,
+    progress: &dyn Fn(u64),
+) -> Result<VerifiedBundle, VerifyError> {
+    match crate::split::locate_index(path) {
+        Some(index_path) => {
+            let (index, dir) = read_parts_index(&index_path, trusted)?;
+            let reader = crate::split::PartsReader::new(&dir, index.parts.clone());
+            let mut v = verify_stream(reader, trusted, dest, limits, progress)?;
+            if v.id() != index.manifest_sha256 || v.bundle_sha256 != index.sha256 {
+                return Err(VerifyError::bundle("parts_mismatch", None, "the parts index belongs to another bundle"));
+            }
+            v.parts = Some(index.parts.len());
+            Ok(v)
+        }
+        None => verify_stream(open_bundle(path)?, trusted, dest, limits, progress),
+    }
+}
+
+/// Total size of the bundle at `path` (all parts of a split bundle), for progress bars.
+pub fn bundle_size(path: &Path) -> Option<u64> {
+    match crate::split::locate_index(path) {
+        Some(index) => {
+            let text = std::fs::read_to_string(index).ok()?;
+            serde_yaml::from_str::<crate::split::PartsIndex>(&text).ok().map(|i| i.size)
+        }
+        None => std::fs::metadata(path).ok().map(|m| m.len()),
+    }
+}
+
+/// Reads and checks `NAME.parts` against `NAME.parts.minisig`; returns it and the parts' directory.
+fn read_parts_index(index_path: &Path, trusted: &[PublicKey]) -> Result<(crate::split::PartsIndex, PathBuf), VerifyError> {
+    let read = |p: &Path, cap: u64| -> Result<Vec<u8>, VerifyError> {
+        let f = open_bundle(p)?;
+        let mut bytes = Vec::new();
+        f.take(cap + 1).read_to_end(&mut bytes).map_err(|source| VerifyError::Open { path: p.to_path_buf(), source })?;
+        if bytes.len() as u64 > cap {
+            return Err(VerifyError::bundle("limit", None, format!("{} is larger than {cap} bytes", p.display())));
+        }
+        Ok(bytes)
+    };
+    let index_bytes = read(index_path, crate::split::MAX_INDEX_BYTES)?;
+    let sig_path = PathBuf::from(format!("{}.minisig", index_path.display()));
+    let sig_bytes = read(&sig_path, crate::signature::MAX_SIGNATURE_BYTES as u64)?;
+    let signature = Signature::parse_bytes(&sig_bytes, &sig_path.display().to_string())?;
+    signature::verify(&index_bytes, &signature, trusted)?;
+    let info = TrustedInfo::parse(&signature.trusted_comment)?;
+    let index: crate::split::PartsIndex = std::str::from_utf8(&index_bytes)
+        .ok()
+        .and_then(|t| serde_yaml::from_str(t).ok())
+        .ok_or_else(|| VerifyError::bundle("invalid_parts_index", None, format!("{} is not a parts index", index_path.display())))?;
+    if index.format != crate::split::PARTS_FORMAT || info.app != index.app || info.version != index.version || info.sequence != index.sequence {
+        return Err(VerifyError::bundle("invalid_parts_index", None, "the parts index and its signed trusted comment disagree"));
+    }
+    index.check_names().map_err(|m| VerifyError::bundle("invalid_parts_index", None, m))?;
+    let dir = index_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    Ok((index, dir))
 }
 
 /// Opens a bundle, refusing (without blocking) anything that is not a regular file.
@@ -148,22 +223,31 @@ fn open_bundle(path: &Path) -> Result<File, VerifyError> {
     })
 }
 
-/// Counts the bytes read from the bundle file.
-struct Counting<R> {
+/// Counts the bytes read from the bundle file and reports progress every few MiB.
+struct Counting<'p, R> {
     inner: R,
     count: u64,
+    reported: u64,
+    progress: &'p dyn Fn(u64),
 }
 
-impl<R: Read> Read for Counting<R> {
+impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
+        if self.count - self.reported >= 4 << 20 || n == 0 {
+            self.reported = self.count;
+            (self.progress)(self.count);
+        }
         Ok(n)
     }
 }
 
 /// Turns a read error inside the gzip/tar stream into a verification failure.
 fn read_error(e: io::Error, entry: Option<&str>) -> VerifyError {
+    if let Some(part) = e.get_ref().and_then(|inner| inner.downcast_ref::<crate::split::PartError>()) {
+        return VerifyError::bundle(part.kind, None, part.message.clone());
+    }
     if e.kind() == io::ErrorKind::UnexpectedEof {
         VerifyError::bundle("truncated", entry, "the bundle ends early (truncated copy?); copy it again")
     } else {
@@ -173,7 +257,12 @@ fn read_error(e: io::Error, entry: Option<&str>) -> VerifyError {
 
 /// See [`verify_file`].
 pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
-    let counting = Counting { inner: reader, count: 0 };
+    verify_stream(reader, trusted, dest, limits, &|_| {})
+}
+
+fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits, progress: &dyn Fn(u64)) -> Result<VerifiedBundle, VerifyError> {
+    let hashing = crate::hash::ThreadedHashReader::new(reader);
+    let counting = Counting { inner: hashing, count: 0, reported: 0, progress };
     let mut gz = GzDecoder::new(BufReader::with_capacity(1 << 20, counting));
     let mut block = [0u8; BLOCK];
 
@@ -296,8 +385,53 @@ pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Pa
     if !rest.is_empty() {
         return Err(VerifyError::bundle("trailing_data", None, "bytes after the end of the compressed stream"));
     }
-    let compressed_bytes = inner.get_ref().count;
-    Ok(VerifiedBundle { manifest, manifest_bytes, key_id, signature, info, dir: dest.map(Path::to_path_buf), compressed_bytes })
+    let counting = inner.into_inner();
+    let compressed_bytes = counting.count;
+    let (bundle_sha256, _) = counting.inner.finish();
+    Ok(VerifiedBundle { manifest, manifest_bytes, key_id, signature, info, dir: dest.map(Path::to_path_buf), compressed_bytes, bundle_sha256, parts: None })
+}
+
+/// One payload file of a bundle, read WITHOUT any check (for `inspect --sbom`), at most `cap` bytes.
+pub fn read_entry_unverified(path: &Path, wanted: &str, cap: u64) -> Result<Vec<u8>, VerifyError> {
+    let (manifest, _) = read_unverified(path)?;
+    let entry = manifest
+        .file(wanted)
+        .ok_or_else(|| VerifyError::bundle("missing_entry", Some(wanted), "not listed in the manifest"))?;
+    if entry.size > cap {
+        return Err(VerifyError::bundle("limit", Some(wanted), format!("{} bytes, more than {cap}", entry.size)));
+    }
+    let file: Box<dyn Read> = match crate::split::locate_index(path) {
+        Some(index_path) => {
+            let text = std::fs::read_to_string(&index_path).map_err(|source| VerifyError::Open { path: index_path.clone(), source })?;
+            let index: crate::split::PartsIndex =
+                serde_yaml::from_str(&text).map_err(|e| VerifyError::bundle("invalid_parts_index", None, e.to_string()))?;
+            index.check_names().map_err(|m| VerifyError::bundle("invalid_parts_index", None, m))?;
+            Box::new(crate::split::PartsReader::new(index_path.parent().unwrap_or(Path::new(".")), index.parts))
+        }
+        None => Box::new(open_bundle(path)?),
+    };
+    let mut gz = GzDecoder::new(BufReader::new(file));
+    let mut block = [0u8; BLOCK];
+    let mut skip = vec![0u8; 1 << 16];
+    loop {
+        gz.read_exact(&mut block).map_err(|e| read_error(e, None))?;
+        if tarfmt::is_zero_block(&block) {
+            return Err(VerifyError::bundle("missing_entry", Some(wanted), "not in the archive"));
+        }
+        let header = tarfmt::parse(&block).map_err(|p| VerifyError::bundle("corrupt", None, p.to_string()))?;
+        let padded = header.size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        if header.name == wanted.as_bytes() && header.size <= cap {
+            let mut data = vec![0u8; header.size as usize];
+            gz.read_exact(&mut data).map_err(|e| read_error(e, Some(wanted)))?;
+            return Ok(data);
+        }
+        let mut left = padded;
+        while left > 0 {
+            let n = left.min(skip.len() as u64) as usize;
+            gz.read_exact(&mut skip[..n]).map_err(|e| read_error(e, None))?;
+            left -= n as u64;
+        }
+    }
 }
 
 /// The signed head of a bundle: manifest and signature, checked.
@@ -336,8 +470,14 @@ fn read_head<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], trusted: &[PublicKey]
 /// The signed manifest of a bundle, checked against `trusted`, reading only the start of the file.
 /// For planning before the payload is streamed; the full [`verify_file`] checks it all again.
 pub fn read_verified_manifest(path: &Path, trusted: &[PublicKey]) -> Result<(Manifest, String, KeyId, TrustedInfo), VerifyError> {
-    let file = open_bundle(path)?;
-    let mut gz = GzDecoder::new(BufReader::new(file));
+    let reader: Box<dyn Read> = match crate::split::locate_index(path) {
+        Some(index_path) => {
+            let (index, dir) = read_parts_index(&index_path, trusted)?;
+            Box::new(crate::split::PartsReader::new(&dir, index.parts))
+        }
+        None => Box::new(open_bundle(path)?),
+    };
+    let mut gz = GzDecoder::new(BufReader::new(reader));
     let mut block = [0u8; BLOCK];
     let head = read_head(&mut gz, &mut block, trusted, &Limits::default())?;
     Ok((head.manifest, sha256_hex(&head.manifest_bytes), head.key_id, head.info))
@@ -391,7 +531,17 @@ fn write_whole(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), Ver
 /// Reads the manifest and signature of a bundle WITHOUT checking them, for `inspect`. Nothing here
 /// may be trusted; callers must say so.
 pub fn read_unverified(path: &Path) -> Result<(Manifest, Signature), VerifyError> {
-    let file = open_bundle(path)?;
+    let file: Box<dyn Read> = match crate::split::locate_index(path) {
+        Some(index_path) => {
+            let text = std::fs::read_to_string(&index_path).map_err(|source| VerifyError::Open { path: index_path.clone(), source })?;
+            let index: crate::split::PartsIndex = serde_yaml::from_str(&text)
+                .map_err(|e| VerifyError::bundle("invalid_parts_index", None, format!("{}: {e}", index_path.display())))?;
+            index.check_names().map_err(|m| VerifyError::bundle("invalid_parts_index", None, m))?;
+            let dir = index_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            Box::new(crate::split::PartsReader::new(&dir, index.parts))
+        }
+        None => Box::new(open_bundle(path)?),
+    };
     let limits = Limits::default();
     let mut gz = GzDecoder::new(BufReader::new(file));
     let mut block = [0u8; BLOCK];

@@ -26,6 +26,6 @@ pub mod rollback;
 pub mod site;
 pub mod state;
 pub mod status;
-pub mod time;
+pub use bundle_core::time;
 pub mod trust;
 pub mod wheel;
