@@ -99,7 +99,8 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     fsutil::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
     std::fs::create_dir(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
     reporter.step(&format!("verifying {} ({} files, {} bytes)", bundle.display(), manifest.payload.entries, manifest.payload.bytes));
-    let verified = match verify::verify_file(bundle, &keys, Some(&staging), &Limits::default()) {
+    let total = verify::bundle_size(bundle);
+    let verified = match verify::verify_file_with_progress(bundle, &keys, Some(&staging), &Limits::default(), &|done| reporter.progress(done, total)) {
         Ok(v) if v.id() == bundle_id => v,
         Ok(_) => {
             let _ = fsutil::remove_tree(&staging);

@@ -168,19 +168,71 @@ enum TrustAction {
     },
 }
 
-/// Prints progress lines on stderr unless quiet.
+/// Shows progress on stderr: a spinner or byte bar per step on a terminal, one `==>` line per step
+/// otherwise (logs), nothing with `--quiet` or `--json`.
 struct Lines {
     quiet: bool,
+    tty: bool,
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Lines {
+    fn new(quiet: bool) -> Lines {
+        use std::io::IsTerminal;
+        Lines { quiet, tty: std::io::stderr().is_terminal(), bar: std::sync::Mutex::new(None) }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.lock().map(|mut b| b.take()).unwrap_or(None) {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Reporter for Lines {
     fn step(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("==> {message}");
+        if self.quiet {
+            return;
         }
+        if !self.tty {
+            eprintln!("==> {message}");
+            return;
+        }
+        let mut slot = self.bar.lock().expect("progress lock");
+        if let Some(done) = slot.take() {
+            done.finish_with_message(format!("{} ✓", done.message()));
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        *slot = Some(bar);
     }
     fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
+        match self.bar.lock().expect("progress lock").as_ref() {
+            Some(bar) => bar.suspend(|| eprintln!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+    fn progress(&self, done: u64, total: Option<u64>) {
+        if self.quiet || !self.tty {
+            return;
+        }
+        if let Some(bar) = self.bar.lock().expect("progress lock").as_ref() {
+            if let Some(t) = total {
+                if bar.length() != Some(t) {
+                    bar.set_length(t);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                            .expect("template")
+                            .progress_chars("=> "),
+                    );
+                }
+            }
+            bar.set_position(done);
+        }
     }
 }
 
@@ -243,7 +295,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
     match command {
         Command::Verify { bundle, trust, root, common } => ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref()).map_err(failure)),
         Command::Plan { bundle, root, trust, allow_downgrade, reinstall, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 // A site with an interrupted run is recovered first, like by every other command, so
                 // the plan describes the state apply would really start from.
@@ -264,7 +316,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("plan", common, r.map_err(failure))
         }
         Command::Apply { bundle, root, trust, allow_downgrade, reinstall, yes: _, python, hook_timeout, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let opened = open_site(&root, "apply", &reporter, true)?;
                 let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, python, hook_timeout_secs: hook_timeout };
@@ -293,7 +345,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("apply", common, r.map_err(failure))
         }
         Command::Status { root, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, recovered, .. } = open_site(&root, "status", &reporter, false)?;
                 let st = status::status(&site)?;
@@ -305,7 +357,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("status", common, r.map_err(failure))
         }
         Command::History { root, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "history", &reporter, false)?;
                 let records = history::read(&site)?;
@@ -327,7 +379,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("history", common, r.map_err(failure))
         }
         Command::Rollback { root, to, restore_data, yes, hook_timeout, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "rollback", &reporter, false)?;
                 let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
@@ -340,7 +392,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("rollback", common, r.map_err(failure))
         }
         Command::Recover { root, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { recovered, .. } = open_site(&root, "recover", &reporter, false)?;
                 if !common.json {
@@ -357,7 +409,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("recover", common, r.map_err(failure))
         }
         Command::Check { root, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "check", &reporter, false)?;
                 let st = status::status(&site)?;
@@ -423,7 +475,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
             ("trust", common, r.map_err(failure))
         }
         TrustAction::Add { root, keys, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "trust add", &reporter, true)?;
                 let added = trust::store_keys(&site, &keys)?;
@@ -432,7 +484,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
             ("trust", common, r.map_err(failure))
         }
         TrustAction::Revoke { root, key, common } => {
-            let reporter = Lines { quiet: common.quiet || common.json };
+            let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "trust revoke", &reporter, false)?;
                 let k = trust::revoke(&site, &key)?;

@@ -6,6 +6,8 @@ pub trait Reporter: Sync {
     fn step(&self, message: &str);
     /// Something the admin should read, though the run goes on.
     fn warn(&self, message: &str);
+    /// Byte progress of the current step (verification), `total` when known.
+    fn progress(&self, _done: u64, _total: Option<u64>) {}
 }
 
 /// Reports nothing (tests, `--quiet`).
