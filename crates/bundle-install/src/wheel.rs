@@ -1527,17 +1527,20 @@ pub fn install_wheels(
         }
         (r, undo)
     });
-    let mut out = Vec::with_capacity(wheels.len());
+    let mut installed: Vec<Option<InstalledDist>> = (0..wheels.len()).map(|_| None).collect();
     let mut first_err = None;
     let mut undos = Vec::new();
-    let mut results: Vec<Option<_>> = results;
+    let mut results = results;
     for &i in &order {
         match results[i].take() {
             Some((Err(e), undo)) => {
                 undos.push(undo);
                 first_err = first_err.or(Some(e));
             }
-            Some((Ok(_), undo)) => undos.push(undo),
+            Some((Ok(d), undo)) => {
+                undos.push(undo);
+                installed[i] = Some(d);
+            }
             None => {}
         }
     }
@@ -1547,12 +1550,7 @@ pub fn install_wheels(
         }
         return Err(e);
     }
-    for r in results.into_iter().flatten() {
-        if let (Ok(d), _) = r {
-            out.push(d);
-        }
-    }
-    Ok(out)
+    Ok(installed.into_iter().map(|d| d.expect("every wheel installed when none failed")).collect())
 }
 
 /// Runs `f(i)` for each `i` of `order` on `jobs` scoped threads, handing indices out in that
