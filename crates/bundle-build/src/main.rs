@@ -70,6 +70,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) generated from this CLI.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) generated from this CLI.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let (name, json, result) = match cli.command {
+        Command::Completions { shell } => return print_completions(shell),
+        Command::Man => return print_man(),
         Command::Keygen { out, json } => ("keygen", json, keygen(&out)),
         Command::Build { spec, key, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &out, split_size)),
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
@@ -96,6 +102,20 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::from(result.err().map(|f| f.exit.code()).unwrap_or(0) as u8)
+}
+
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "bundle-build", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+fn print_man() -> ExitCode {
+    use clap::CommandFactory;
+    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
 }
 
 fn key_failure(e: SignatureError) -> Failure {

@@ -88,6 +88,18 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    if !plan.space.fits() {
+        return Err(InstallError::refused(
+            "disk_full",
+            format!(
+                "not enough disk space under {}: the apply needs about {} MiB, {} MiB are free",
+                site.root.display(),
+                plan.space.needed_bytes >> 20,
+                plan.space.free_bytes.unwrap_or(0) >> 20
+            ),
+        )
+        .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
+    }
     let interp = Interpreter::probe(&opts.python)
         .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
     interp
@@ -211,6 +223,9 @@ fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions
         "to": v,
         "kind": plan.kind,
         "bundle_id": verified.id(),
+        "bundle_sha256": verified.bundle_sha256(),
+        "bundle_bytes": verified.compressed_bytes(),
+        "bundle_parts": verified.parts(),
         "key_id": verified.key_id().to_string(),
         "sequence": m.sequence,
         "signature": "verified",

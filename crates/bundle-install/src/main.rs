@@ -138,6 +138,10 @@ enum Command {
         #[command(subcommand)]
         action: TrustAction,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) generated from this CLI.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) generated from this CLI.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -239,6 +243,21 @@ impl Reporter for Lines {
 fn main() -> ExitCode {
     restore_sigpipe();
     let cli = Cli::parse();
+    match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "bundle-install", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            };
+        }
+        _ => {}
+    }
     let (name, common, result) = run(cli.command);
     if common.json {
         println!("{}", envelope(name, &result));
@@ -434,6 +453,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("check", common, r.map_err(failure))
         }
         Command::Trust { action } => trust_cmd(action),
+        Command::Completions { .. } | Command::Man => unreachable!("handled in main"),
     }
 }
 

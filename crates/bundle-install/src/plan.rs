@@ -57,6 +57,43 @@ pub struct Plan {
     pub databases: Vec<DbPlan>,
     pub hooks: Vec<String>,
     pub backup: bool,
+    pub space: Space,
+}
+
+/// Disk space the apply needs under the site root, against what is free there.
+#[derive(Debug, Clone, Serialize)]
+pub struct Space {
+    /// The verified payload, kept in the release.
+    pub payload_bytes: u64,
+    /// The venv, estimated as three times the wheels' size: wheels are deflated zips, and
+    /// byte-compiled files come on top of the unpacked sources.
+    pub venv_estimate_bytes: u64,
+    /// Backups of every database that will be migrated.
+    pub backup_bytes: u64,
+    pub needed_bytes: u64,
+    pub free_bytes: Option<u64>,
+}
+
+impl Space {
+    pub fn fits(&self) -> bool {
+        self.free_bytes.is_none_or(|f| f >= self.needed_bytes)
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path` (or its nearest
+/// existing ancestor, for a site that does not exist yet).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        p = p.parent()?.to_path_buf();
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct we pass for a valid C path.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Highest release sequence accepted at all.
@@ -232,7 +269,20 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         .map(|(n, _)| n.to_string())
         .collect();
     let backup = databases.iter().any(|d| !d.steps.is_empty());
-    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup })
+    let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).map(|f| f.size).sum();
+    let backup_bytes = if backup {
+        databases
+            .iter()
+            .filter(|d| d.engine == "sqlite")
+            .filter_map(|d| std::fs::metadata(site.root.join(&d.path)).ok())
+            .map(|m| m.len())
+            .sum()
+    } else {
+        0
+    };
+    let mut space = Space { payload_bytes: manifest.payload.bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
+    space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
+    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space })
 }
 
 impl Plan {
@@ -276,9 +326,19 @@ impl Plan {
             }
         }
         out.push_str(&format!("  [ ] switch current → releases/{}\n", self.to));
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
         for h in self.hooks.iter().filter(|h| *h != "pre_apply") {
             out.push_str(&format!("  [ ] hook {h}\n"));
         }
+        out.push_str(&format!(
+            "disk: needs about {} (payload {}, venv ~{}, backups {}), {} free{}\n",
+            mib(self.space.needed_bytes),
+            mib(self.space.payload_bytes),
+            mib(self.space.venv_estimate_bytes),
+            mib(self.space.backup_bytes),
+            self.space.free_bytes.map(mib).unwrap_or_else(|| "unknown".into()),
+            if self.space.fits() { "" } else { "  — DOES NOT FIT" }
+        ));
         if let Some(from) = &self.from {
             let breaking: Vec<&str> = self.databases.iter().filter(|d| d.old_release_compatible == Some(false)).map(|d| d.name.as_str()).collect();
             if breaking.is_empty() {
