@@ -1,6 +1,8 @@
 //! The database layer of the installer: the engine-neutral model (step files, history, state), the
 //! pure planning functions that decide which migrations run (`plan_up`, `plan_down`), and the
-//! [`Engine`] trait each database engine implements (SQLite now, servers later).
+//! [`Engine`] trait each database engine implements: SQLite (`sqlite.rs`), PostgreSQL (`postgres.rs`)
+//! and MariaDB/MySQL (`mysql.rs`); the server engines share `server.rs` (connections from the site,
+//! password masking, SQL splitting, dump programs).
 //!
 //! Semantics, in one place (the brief's point 2):
 //! - A database's schema version is `schema_after` of the last *successful* row of
@@ -13,13 +15,16 @@
 //!   the database only "is" at `v` once both parts ran. A rerun after a failed `.py` resumes with the
 //!   `.py` alone (see `plan_up`).
 
+mod mysql;
+mod postgres;
+pub mod server;
 mod sqlite;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bundle_core::version::SchemaVersion;
 use serde::{Deserialize, Serialize};
@@ -244,6 +249,25 @@ pub fn current_version(history: &[HistoryRow]) -> SchemaVersion {
         .find(|r| r.success)
         .map(|r| r.schema_after)
         .unwrap_or(SchemaVersion::CLEAN)
+}
+
+/// Steps that started and never finished: a `success = false` row with no later successful row of
+/// the same file. On MariaDB/MySQL (DDL commits implicitly) such a row may mean a half-applied change:
+/// the database needs its backup restored, and `status` must not call it healthy. On SQLite and
+/// PostgreSQL a failed step was rolled back whole, so its row only says it was tried; after a
+/// successful retry it is no longer unfinished.
+pub fn unfinished_steps(history: &[HistoryRow]) -> Vec<&HistoryRow> {
+    history
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            !r.success
+                && !history[i + 1..]
+                    .iter()
+                    .any(|later| later.success && later.file == r.file && later.direction == r.direction)
+        })
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// What a database looks like before planning.
@@ -564,14 +588,40 @@ pub struct TableDiff {
 }
 
 /// One database engine. Every method names the database in its errors; none of them leaves a
-/// transaction open behind it.
+/// transaction open behind it, and none prints or returns a password (server URLs are masked).
 pub trait Engine: Send {
     /// The database's name in the spec (`metadata`, `client`).
     fn name(&self) -> &str;
-    /// `sqlite`, later `postgresql`, `mariadb`.
+    /// `sqlite`, `postgres` or `mysql` (the manifest's names).
     fn engine(&self) -> &'static str;
-    /// Where it is, for messages (a path, or a URL without credentials).
+    /// Where it is, for messages (a path, or a URL with its password masked).
     fn location(&self) -> String;
+    /// Checks, before anything changes, what backing up and restoring this database will need: for
+    /// the server engines the connection, the dump/restore programs (present, of one major version,
+    /// able to talk to this server, allowed to dump this database) and, on MariaDB/MySQL, that no step
+    /// was left half-applied. The installer calls it while planning a run that migrates. SQLite:
+    /// nothing to check.
+    fn preflight(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+    /// Takes the run lock of this database, waiting up to `wait` for another run (another node) to
+    /// finish: held until the returned [`RunLock`] is dropped or released, on its own connection,
+    /// so the engines opened per step meanwhile do not need to be kept. PostgreSQL: a session
+    /// advisory lock; MariaDB/MySQL: `GET_LOCK`. SQLite: none (the site lock covers a local file).
+    fn lock_for_run(&mut self, wait: Duration) -> Result<RunLock, DbError> {
+        let _ = wait;
+        Ok(RunLock::none(self.name()))
+    }
+    /// An engine on a new, empty scratch database of the same kind next to this one (same server),
+    /// removed when that engine is closed or dropped: where a backup can be restored and replayed
+    /// without touching the live database. Not available for SQLite (open a path in a scratch
+    /// directory instead).
+    fn scratch(&mut self) -> Result<Box<dyn Engine>, DbError> {
+        Err(DbError::Config {
+            db: self.name().into(),
+            message: format!("the {} engine has no scratch databases; open a scratch path instead", self.engine()),
+        })
+    }
     /// Reads the state without changing anything (a missing SQLite file stays missing).
     fn inspect(&mut self) -> Result<DbState, DbError>;
     /// A consistent online copy into `dir`, fsynced, with its sha256.
@@ -608,11 +658,99 @@ pub fn apply_plan(
 }
 
 /// Engines `open` knows.
-pub const ENGINES: &[&str] = &["sqlite"];
+pub const ENGINES: &[&str] = &["sqlite", "postgres", "mysql"];
 
-/// Opens database `name` of engine `engine`; `path` is relative to the site root. Nothing is created
-/// here: the SQLite file (and its directory) appear when something is first written, so `plan` and
-/// `status` leave a clean site untouched.
+/// A run lock (see [`Engine::lock_for_run`]); released when dropped (or when the process dies: the
+/// server ends the session and with it the lock).
+pub struct RunLock {
+    db: String,
+    holder: Option<Box<dyn RunLockHolder>>,
+}
+
+/// What an engine keeps to hold its lock (its dedicated connection).
+pub(crate) trait RunLockHolder: Send {
+    fn release(&mut self) -> Result<(), String>;
+}
+
+impl RunLock {
+    /// No lock (engines without one).
+    pub fn none(db: &str) -> RunLock {
+        RunLock { db: db.into(), holder: None }
+    }
+
+    pub(crate) fn held(db: &str, holder: Box<dyn RunLockHolder>) -> RunLock {
+        RunLock { db: db.into(), holder: Some(holder) }
+    }
+
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+
+    /// Whether a lock is really held (false for SQLite).
+    pub fn is_held(&self) -> bool {
+        self.holder.is_some()
+    }
+
+    /// Releases now (dropping does the same, ignoring errors).
+    pub fn release(mut self) -> Result<(), DbError> {
+        if let Some(mut h) = self.holder.take() {
+            h.release().map_err(|message| DbError::Engine {
+                db: self.db.clone(),
+                path: String::new(),
+                context: "releasing the run lock".into(),
+                message,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let Some(mut h) = self.holder.take() {
+            let _ = h.release();
+        }
+    }
+}
+
+impl fmt::Debug for RunLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunLock({}, held: {})", self.db, self.is_held())
+    }
+}
+
+/// How long a run waits for another run's lock on a server database: `BUNDLE_DB_LOCK_WAIT_SECS`, or
+/// 30 minutes (a whole apply of another node, staging included, may hold it).
+pub fn run_lock_wait() -> Duration {
+    std::env::var("BUNDLE_DB_LOCK_WAIT_SECS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30 * 60))
+}
+
+/// Takes the run lock of every database given as `(name, engine, path)`, in name order (so two
+/// nodes never deadlock on two databases), waiting [`run_lock_wait`]. Keep the result alive for the
+/// whole run; SQLite databases are skipped without being opened.
+pub fn lock_run<'a>(root: &Path, dbs: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Result<Vec<RunLock>, DbError> {
+    let mut dbs: Vec<(&str, &str, &str)> = dbs.into_iter().filter(|(_, engine, _)| *engine != "sqlite").collect();
+    dbs.sort();
+    dbs.dedup();
+    let wait = run_lock_wait();
+    let mut locks = Vec::new();
+    for (name, engine, path) in dbs {
+        let mut e = open(name, engine, root, path)?;
+        locks.push(e.lock_for_run(wait)?);
+        e.close()?;
+    }
+    Ok(locks)
+}
+
+/// Opens database `name` of engine `engine`. SQLite: `path` is relative to the site root, and
+/// nothing is created here: the file (and its directory) appear when something is first written, so
+/// `plan` and `status` leave a clean site untouched. PostgreSQL and MariaDB/MySQL: the connection
+/// comes from the site (`BUNDLE_DB_URL_<NAME>`, else `ROOT/site.yaml`, see [`server`]), never from
+/// the bundle; `path` is not used; nothing connects until a method needs it.
 pub fn open(name: &str, engine: &str, root: &Path, path: &str) -> Result<Box<dyn Engine>, DbError> {
     // The name becomes a backup file name.
     if name.is_empty()
@@ -628,6 +766,14 @@ pub fn open(name: &str, engine: &str, root: &Path, path: &str) -> Result<Box<dyn
     }
     match engine {
         "sqlite" => Ok(Box::new(sqlite::SqliteEngine::new(name, root, path)?)),
+        "postgres" => {
+            let url = server::resolve_url(name, engine, root)?;
+            Ok(Box::new(postgres::PgEngine::new(name, url, root)))
+        }
+        "mysql" => {
+            let url = server::resolve_url(name, engine, root)?;
+            Ok(Box::new(mysql::MyEngine::new(name, url, root)))
+        }
         other => Err(DbError::UnknownEngine {
             db: name.into(),
             engine: other.into(),
@@ -655,6 +801,13 @@ pub enum DbError {
     Io { db: String, path: String, message: String },
     #[error("database `{db}`: migration {file} failed at statement `{statement}`: {message} (the whole file was rolled back)")]
     Step {
+        db: String,
+        file: String,
+        statement: String,
+        message: String,
+    },
+    #[error("database `{db}`: migration {file} failed at statement `{statement}`: {message} (MariaDB/MySQL commits DDL as it goes, so what ran before that statement stayed applied; the step stays recorded as unfinished until the backup taken before it is restored)")]
+    StepPartial {
         db: String,
         file: String,
         statement: String,
@@ -725,6 +878,21 @@ pub enum DbError {
         current: SchemaVersion,
         target: SchemaVersion,
     },
+    #[error("database `{db}` ({location}) is locked by another run ({holder}); waited {waited_secs}s. Run again when it has finished (BUNDLE_DB_LOCK_WAIT_SECS sets the wait)")]
+    Locked {
+        db: String,
+        location: String,
+        holder: String,
+        waited_secs: u64,
+    },
+    #[error("database `{db}` ({location}): {message}; nothing was changed")]
+    Tools { db: String, location: String, message: String },
+    #[error("database `{db}`: migration {file} started on {applied_at} and never finished; the engine cannot roll DDL back, so the database may hold half of it. Restore the backup taken before it (`bundle-install recover`, or rollback --restore-data) before migrating again")]
+    Unfinished {
+        db: String,
+        file: String,
+        applied_at: String,
+    },
 }
 
 impl DbError {
@@ -736,7 +904,7 @@ impl DbError {
             DbError::Open { .. } => "open",
             DbError::Engine { .. } => "engine",
             DbError::Io { .. } => "io",
-            DbError::Step { .. } => "step_failed",
+            DbError::Step { .. } | DbError::StepPartial { .. } => "step_failed",
             DbError::Script { .. } => "script_failed",
             DbError::Hash { .. } => "step_hash_mismatch",
             DbError::BackupCorrupt { .. } => "backup_corrupt",
@@ -749,6 +917,9 @@ impl DbError {
             DbError::NeedsRestore { .. } => "needs_restore",
             DbError::AlreadyVersioned { .. } => "already_versioned",
             DbError::NotARollback { .. } => "not_a_rollback",
+            DbError::Locked { .. } => "db_locked",
+            DbError::Tools { .. } => "db_tools",
+            DbError::Unfinished { .. } => "unfinished_step",
         }
     }
 
@@ -761,6 +932,7 @@ impl DbError {
                 | DbError::Unversioned { .. }
                 | DbError::NeedsRestore { .. }
                 | DbError::AlreadyVersioned { .. }
+                | DbError::Locked { .. }
         )
     }
 
@@ -773,6 +945,7 @@ impl DbError {
             | DbError::Engine { db, .. }
             | DbError::Io { db, .. }
             | DbError::Step { db, .. }
+            | DbError::StepPartial { db, .. }
             | DbError::Script { db, .. }
             | DbError::Hash { db, .. }
             | DbError::BackupCorrupt { db, .. }
@@ -784,7 +957,10 @@ impl DbError {
             | DbError::Unversioned { db, .. }
             | DbError::NeedsRestore { db, .. }
             | DbError::AlreadyVersioned { db, .. }
-            | DbError::NotARollback { db, .. } => db,
+            | DbError::NotARollback { db, .. }
+            | DbError::Locked { db, .. }
+            | DbError::Tools { db, .. }
+            | DbError::Unfinished { db, .. } => db,
         }
     }
 }

@@ -1032,7 +1032,7 @@ fn literal(v: ValueRef<'_>) -> String {
     }
 }
 
-fn describe_status(status: std::process::ExitStatus) -> String {
+pub(super) fn describe_status(status: std::process::ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit code {code}");
     }
@@ -1047,7 +1047,7 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 }
 
 /// The last few non-empty lines of a script's stderr, on one line.
-fn stderr_tail(stderr: &[u8]) -> String {
+pub(super) fn stderr_tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.is_empty() {
@@ -1057,18 +1057,18 @@ fn stderr_tail(stderr: &[u8]) -> String {
     one_line(&tail.join(" | "), 600)
 }
 
-fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+pub(super) fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }
 
-fn fsync_file(path: &Path) -> std::io::Result<()> {
+pub(super) fn fsync_file(path: &Path) -> std::io::Result<()> {
     fs::OpenOptions::new().write(true).open(path)?.sync_all()
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
