@@ -84,6 +84,9 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let (keys, first_install_keys) = keys_for(site, &opts.trust)?;
     reporter.step("checking the bundle's signature");
     let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
+    // Server databases: one run at a time across every node sharing them, held until this function
+    // returns (undo included); a node that waited plans afresh and finds the schema migrated.
+    let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
     let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
@@ -187,14 +190,18 @@ fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions
         hook("post_apply", &om.hooks.post_apply, &dir, &dir.join("bundle"), Some(v.clone()), f.clone())
     });
     let new_bundle = new_dir.join("bundle");
-    let mut a = vec![
+    let mut a = Vec::new();
+    if plan.replaces_kept {
+        a.push(Action::RetireRelease { version: v.clone(), aside: format!(".retired-{v}-{id}") });
+    }
+    a.extend([
         Action::StageRelease { version: v.clone() },
         Action::CreateVenv { version: v.clone() },
         Action::InstallWheels { version: v.clone() },
         Action::CompileBytecode { version: v.clone() },
         Action::WriteConfig { version: v.clone() },
         Action::MarkComplete { version: v.clone() },
-    ];
+    ]);
     if let Some(call) = hook("pre_apply", &m.hooks.pre_apply, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
         a.push(Action::Hook { call, undo: old_start });
     }
@@ -262,6 +269,7 @@ fn step_message(a: &Action) -> String {
         Action::MarkComplete { .. } => "syncing the staged release to disk".into(),
         Action::Hook { call, .. } => format!("running hook {}", call.hook),
         Action::Backup { id, .. } => format!("backing up the databases to backups/{id}"),
+        Action::RetireRelease { version, .. } => format!("setting aside the kept releases/{version}"),
         Action::Migrate { db, file, direction, .. } => format!("database {}: {} {file}", db.name, direction.as_str()),
         Action::RestoreData { db, source, .. } => format!("database {}: restoring backups/{source}", db.name),
         Action::Swap { to, .. } => format!("switching current → releases/{to}"),
@@ -274,6 +282,10 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let m = ctx.manifest;
     let dir = site.release_dir(&m.version);
     match action {
+        Action::RetireRelease { version, aside } => {
+            std::fs::rename(site.release_dir(version), site.releases().join(aside)).map_err(|e| InstallError::io(format!("setting aside releases/{version}"), e))?;
+            fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))
+        }
         Action::StageRelease { .. } => {
             fsutil::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             std::fs::create_dir(&dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
@@ -371,7 +383,10 @@ fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
                 })
                 .collect();
             let python = dir.join("venv").join("bin").join("python");
-            config::convert(&old, &out, from, c.version, &converters, &python).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            config::convert(&old, &out, from, c.version, &converters, &python).map_err(|e| {
+                InstallError::failed(e.kind(), format!("converting {}: {}", old.display(), name_user_config(&e.to_string(), &old)))
+                    .with_hint(format!("fix what it reports in {} (the running release's config), then apply again", old.display()))
+            })?;
         }
         (from, _) => {
             if from.is_some() {
@@ -381,6 +396,23 @@ fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Converter scripts see temporary copies (`…/bundle-config-XXXX/config-v2.yaml`) and name them in
+/// their errors; the admin needs the file they can edit instead.
+fn name_user_config(message: &str, user_file: &Path) -> String {
+    message
+        .split(' ')
+        .map(|word| match word.find("/bundle-config-") {
+            Some(_) => {
+                let trail: String = word.chars().rev().take_while(|c| !c.is_alphanumeric()).collect::<Vec<_>>().into_iter().rev().collect();
+                let version = word.rsplit("config-v").next().and_then(|r| r.split('.').next()).unwrap_or("?");
+                format!("{} (as converted to config version {version}){trail}", user_file.display())
+            }
+            None => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The point of no return: the highest sequence seen, history, then trimming old releases.
@@ -395,5 +427,13 @@ pub fn commit(site: &Site, history: &serde_json::Value, keep: u32, protect: &[St
         }
     }
     crate::history::append_success(site, history)?;
+    // Releases set aside for this run (and any a crash left behind) go now.
+    if let Ok(entries) = std::fs::read_dir(site.releases()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".retired-") {
+                fsutil::remove_tree(&e.path()).map_err(|err| InstallError::io(format!("removing {}", e.path().display()), err))?;
+            }
+        }
+    }
     crate::prune::prune(site, keep, protect, reporter)
 }

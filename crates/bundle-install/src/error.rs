@@ -77,7 +77,8 @@ impl From<VerifyError> for InstallError {
 
 impl From<crate::db::DbError> for InstallError {
     fn from(e: crate::db::DbError) -> Self {
-        let outcome = if e.is_policy() { Outcome::Refused } else { Outcome::Failed };
+        // Nothing has changed when a rollback is found not to be one: a refusal, not a failure.
+        let outcome = if e.is_policy() || e.kind() == "not_a_rollback" { Outcome::Refused } else { Outcome::Failed };
         InstallError::new(outcome, e.kind(), e.to_string())
     }
 }

@@ -49,6 +49,9 @@ pub struct DbRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Moves a kept `releases/<version>` aside to `releases/<aside>` so the version can be staged
+    /// afresh. Undo: move it back. The commit deletes it.
+    RetireRelease { version: String, aside: String },
     /// Creates `releases/<version>/` (marked incomplete) holding the verified payload.
     /// Undo: remove the directory.
     StageRelease { version: String },
@@ -76,6 +79,7 @@ impl Action {
     /// Short stable name, used in messages, history and the test fault hooks.
     pub fn name(&self) -> String {
         match self {
+            Action::RetireRelease { .. } => "retire_release".into(),
             Action::StageRelease { .. } => "stage_release".into(),
             Action::CreateVenv { .. } => "create_venv".into(),
             Action::InstallWheels { .. } => "install_wheels".into(),
@@ -271,6 +275,20 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// Takes the run lock of every server database the journal touches (for `recover`, which may
+/// restore them; see `db::lock_run`).
+pub fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock>> {
+    let mut dbs: Vec<&DbRef> = Vec::new();
+    for s in &journal.steps {
+        match &s.action {
+            Action::Backup { dbs: d, .. } => dbs.extend(d.iter()),
+            Action::Migrate { db, .. } | Action::RestoreData { db, .. } => dbs.push(db),
+            _ => {}
+        }
+    }
+    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?)
+}
+
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
     Ok(db::open(&db.name, &db.engine, &site.root, &db.path)?)
 }
@@ -304,6 +322,15 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
     match action {
         Action::StageRelease { version } => {
             fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))
+        }
+        Action::RetireRelease { version, aside } => {
+            let from = site.releases().join(aside);
+            if from.symlink_metadata().is_ok() {
+                fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))?;
+                std::fs::rename(&from, site.release_dir(version)).map_err(|e| InstallError::io(format!("restoring releases/{version}"), e))?;
+                fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
+            }
+            Ok(())
         }
         Action::CreateVenv { .. }
         | Action::InstallWheels { .. }

@@ -58,6 +58,8 @@ pub struct Plan {
     pub hooks: Vec<String>,
     pub backup: bool,
     pub space: Space,
+    /// `releases/<to>` exists (a release kept after a rollback) and is replaced.
+    pub replaces_kept: bool,
 }
 
 /// Disk space the apply needs under the site root, against what is free there.
@@ -188,13 +190,9 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         };
         old_manifest = Some(old);
     }
-    if kind != PlanKind::NothingToDo && kind != PlanKind::Reinstall && site.release_dir(&manifest.version).join("release.json").exists() {
-        return Err(InstallError::refused(
-            "release_exists",
-            format!("releases/{} is already on the site (a kept release)", manifest.version),
-        )
-        .with_hint(format!("use `bundle-install rollback --root {} --to {}`", site.root.display(), manifest.version)));
-    }
+    // A kept copy of this version (left by a rollback) is stale: its config was converted from an
+    // older config and its place is needed for the venv. It is set aside, and deleted on commit.
+    let replaces_kept = kind != PlanKind::NothingToDo && site.release_dir(&manifest.version).symlink_metadata().is_ok();
     let highest = crate::state::highest_sequence(site)?;
     // A fast-forward attack (a stolen key signing sequence u64::MAX) would lock the site out of every
     // later release; no flag overrides this.
@@ -247,6 +245,10 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         engine.close()?;
         let steps = db_steps(manifest, db, &release_bundle);
         let planned = if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
+        if !planned.is_empty() {
+            // Before anything changes: what backing up and restoring will need (server engines).
+            db::open(&db.name, &db.engine, &site.root, &db.path)?.preflight()?;
+        }
         let after = planned.last().map(|s| s.schema_after).or(state.version());
         let old_schema = old_manifest.as_ref().and_then(|m| m.database(&db.name)).map(|d| d.schema);
         databases.push(DbPlan {
@@ -282,7 +284,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     };
     let mut space = Space { payload_bytes: manifest.payload.bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
     space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
-    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space })
+    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept })
 }
 
 impl Plan {
@@ -297,6 +299,9 @@ impl Plan {
             PlanKind::NothingToDo => return format!("{} {} is already installed: nothing to do\n", self.app, self.to),
         };
         out.push_str(&format!("{what}\n"));
+        if self.replaces_kept {
+            out.push_str(&format!("  [ ] set aside the kept releases/{} (replaced by this bundle's)\n", self.to));
+        }
         out.push_str(&format!("  [ ] stage releases/{} (venv, wheels, bytecode) beside the running release\n", self.to));
         if let Some(c) = &self.config {
             match c.from_version {

@@ -134,7 +134,8 @@ impl Site {
         };
         for entry in entries {
             let entry = entry?;
-            if !entry.file_type()?.is_dir() || entry.path().join(INCOMPLETE).exists() {
+            // Dot-names are releases set aside during a run, not kept releases.
+            if !entry.file_type()?.is_dir() || entry.path().join(INCOMPLETE).exists() || entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             if let Ok(info) = self.release_info(&entry.file_name().to_string_lossy()) {
