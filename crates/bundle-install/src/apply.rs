@@ -209,6 +209,9 @@ fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions
         a.push(Action::Backup { id: id.to_string(), dbs: plan.databases.iter().map(db_ref).collect() });
     }
     for d in &plan.databases {
+        if let Some(version) = d.baseline {
+            a.push(Action::Baseline { db: db_ref(d), version, restore_from: id.to_string() });
+        }
         for s in &d.steps {
             a.push(Action::Migrate { db: db_ref(d), version: s.version, file: s.file.file.clone(), direction: s.direction, restore_from: id.to_string() });
         }
@@ -270,6 +273,7 @@ fn step_message(a: &Action) -> String {
         Action::Hook { call, .. } => format!("running hook {}", call.hook),
         Action::Backup { id, .. } => format!("backing up the databases to backups/{id}"),
         Action::RetireRelease { version, .. } => format!("setting aside the kept releases/{version}"),
+        Action::Baseline { db, version, .. } => format!("database {}: recording baseline {version}", db.name),
         Action::Migrate { db, file, direction, .. } => format!("database {}: {} {file}", db.name, direction.as_str()),
         Action::RestoreData { db, source, .. } => format!("database {}: restoring backups/{source}", db.name),
         Action::Swap { to, .. } => format!("switching current → releases/{to}"),
@@ -348,6 +352,12 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
         }
         Action::RestoreData { .. } => unreachable!("apply never restores data"),
+        Action::Baseline { db: dbr, version, .. } => {
+            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let result = engine.baseline(*version, &m.version);
+            engine.close()?;
+            result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
+        }
         Action::Swap { to, .. } => {
             fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to)).map_err(|e| InstallError::io("switching `current`", e))
         }

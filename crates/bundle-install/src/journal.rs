@@ -65,6 +65,9 @@ pub enum Action {
     Hook { call: HookCall, undo: Option<HookCall> },
     /// Takes `backups/<id>/` of every database and the config. Undo: remove it.
     Backup { id: String, dbs: Vec<DbRef> },
+    /// Records that an existing database without history is at `version` (`--baseline`).
+    /// Undo: restore the database from backup `restore_from`.
+    Baseline { db: DbRef, version: SchemaVersion, restore_from: String },
     /// Runs one migration file. Undo: restore the database from backup `restore_from`.
     Migrate { db: DbRef, version: SchemaVersion, file: String, direction: Direction, restore_from: String },
     /// Restores a database from backup `source` (rollback --restore-data). Undo: restore from `restore_from`.
@@ -92,6 +95,7 @@ impl Action {
             Action::Migrate { db, version, direction, file, .. } if file.ends_with(".py") => format!("migrate:{}:{}:{}-data", db.name, version, direction.as_str()),
             Action::Migrate { db, version, direction, .. } => format!("migrate:{}:{}:{}", db.name, version, direction.as_str()),
             Action::RestoreData { db, .. } => format!("restore_data:{}", db.name),
+            Action::Baseline { db, .. } => format!("baseline:{}", db.name),
             Action::Swap { .. } => "swap".into(),
             Action::Commit { .. } => "commit".into(),
         }
@@ -350,7 +354,7 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
             Ok(())
         }
         Action::Backup { id, .. } => fsutil::remove_tree(&site.backups().join(id)).map_err(|e| InstallError::io(format!("removing backups/{id}"), e)),
-        Action::Migrate { db, restore_from, .. } | Action::RestoreData { db, restore_from, .. } => {
+        Action::Migrate { db, restore_from, .. } | Action::RestoreData { db, restore_from, .. } | Action::Baseline { db, restore_from, .. } => {
             // Several steps of one database restore the same backup; once is enough.
             if restored.contains(&db.name) {
                 return Ok(());

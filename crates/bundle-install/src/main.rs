@@ -75,6 +75,10 @@ enum Command {
         /// Replace an installed release of the same version built from a different bundle.
         #[arg(long)]
         reinstall: bool,
+        /// Declare an existing database that has tables but no history to be at VERSION
+        /// (e.g. `--baseline client=1.1`); recorded in its history as a baseline.
+        #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
+        baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -270,6 +274,12 @@ fn main() -> ExitCode {
     ExitCode::from(result.err().map(|f| f.exit.code()).unwrap_or(0) as u8)
 }
 
+/// `client=1.1` → (`client`, 1.1).
+fn parse_baseline(text: &str) -> std::result::Result<(String, bundle_core::version::SchemaVersion), String> {
+    let (db, v) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected DB=VERSION, e.g. client=1.1"))?;
+    Ok((db.to_string(), v.parse()?))
+}
+
 /// `bundle-install status | head` should end quietly, like any Unix tool, not panic on EPIPE.
 fn restore_sigpipe() {
     // SAFETY: resetting a signal disposition at start-up, before any thread exists.
@@ -325,7 +335,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 } else {
                     &Site::new(&root)
                 };
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, ..ApplyOptions::default() };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline: Vec::new() }, trust, ..ApplyOptions::default() };
                 let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());
@@ -334,11 +344,11 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             })();
             ("plan", common, r.map_err(failure))
         }
-        Command::Apply { bundle, root, trust, allow_downgrade, reinstall, yes: _, python, hook_timeout, common } => {
+        Command::Apply { bundle, root, trust, allow_downgrade, reinstall, baseline, yes: _, python, hook_timeout, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let opened = open_site(&root, "apply", &reporter, true)?;
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall }, trust, python, hook_timeout_secs: hook_timeout };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout };
                 let applied = match apply::apply(&opened.site, &bundle, &opts, &reporter) {
                     Ok(a) => a,
                     Err(e) => {

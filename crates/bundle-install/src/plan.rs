@@ -42,6 +42,9 @@ pub struct DbPlan {
     pub current: String,
     pub target: SchemaVersion,
     pub steps: Vec<PlannedStep>,
+    /// Recorded as the database's version before the steps (`--baseline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<SchemaVersion>,
     /// Whether the release being replaced can still run on the database afterwards (same major):
     /// then a later code rollback keeps all data.
     pub old_release_compatible: Option<bool>,
@@ -109,6 +112,8 @@ pub const MAX_SEQUENCE_JUMP: u64 = 1_000_000_000_000_000;
 pub struct PlanOptions {
     pub allow_downgrade: bool,
     pub reinstall: bool,
+    /// `--baseline DB=VERSION`: declare an existing database without history to be at VERSION.
+    pub baseline: Vec<(String, SchemaVersion)>,
 }
 
 /// The steps of each database as shipped, with their files at their place in the new release.
@@ -241,8 +246,23 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     let mut databases = Vec::new();
     for db in &manifest.databases {
         let mut engine = db::open(&db.name, &db.engine, &site.root, &db.path)?;
-        let state = engine.inspect()?;
+        let mut state = engine.inspect()?;
         engine.close()?;
+        let requested = opts.baseline.iter().find(|(n, _)| n == &db.name).map(|(_, v)| *v);
+        let baseline = match (&state, requested) {
+            (DbState::Unversioned { .. }, Some(v)) => {
+                // Plan as if the baseline were recorded; the apply records it after the backup.
+                state = DbState::Versioned { version: v, history: Vec::new() };
+                Some(v)
+            }
+            (_, Some(v)) => {
+                return Err(InstallError::usage(
+                    "baseline_not_needed",
+                    format!("database `{}` is {}; --baseline {}={v} only applies to a database with tables but no history", db.name, if matches!(state, DbState::Clean) { "empty" } else { "already versioned" }, db.name),
+                ))
+            }
+            _ => None,
+        };
         let steps = db_steps(manifest, db, &release_bundle);
         let planned = if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
         if !planned.is_empty() {
@@ -262,6 +282,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             },
             target: db.schema,
             steps: planned,
+            baseline,
             old_release_compatible: old_schema.zip(after).map(|(o, a)| o.runs_on(a)),
         });
     }
@@ -270,7 +291,12 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         .filter(|(_, h)| h.is_some())
         .map(|(n, _)| n.to_string())
         .collect();
-    let backup = databases.iter().any(|d| !d.steps.is_empty());
+    for (name, _) in &opts.baseline {
+        if !databases.iter().any(|d| &d.name == name) {
+            return Err(InstallError::usage("unknown_database", format!("--baseline names `{name}`, which the bundle does not declare")));
+        }
+    }
+    let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
     let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).map(|f| f.size).sum();
     let backup_bytes = if backup {
         databases
@@ -322,6 +348,9 @@ impl Plan {
             out.push_str("  [ ] back up every database to backups/\n");
         }
         for db in &self.databases {
+            if let Some(b) = db.baseline {
+                out.push_str(&format!("  [ ] database {}: record baseline {b} (tables exist, no history)\n", db.name));
+            }
             if db.steps.is_empty() {
                 out.push_str(&format!("  [ ] database {} ({}): at {}, nothing to migrate (release needs {})\n", db.name, db.engine, db.current, db.target));
             }
