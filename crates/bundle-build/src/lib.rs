@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod check;
+pub mod lint_sql;
 pub mod release;
 pub mod sbom;
 pub mod spec;

@@ -266,6 +266,11 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
             continue;
         }
         *slot = Some(bundle_path.clone());
+        if parsed.kind == MigrationKind::Up && parsed.version.minor > 0 {
+            for f in crate::lint_sql::check_file(&dir.join(&file)) {
+                g.warn("minor_not_additive", format!("database `{name}`: {file} is a minor step (old code of major {} must keep working) but {f}; move that change to the next major step (or make it additive)", parsed.version.major));
+            }
+        }
         g.add(bundle_path, &dir.join(&file), 0o644);
     }
     let mut prev = SchemaVersion::CLEAN;

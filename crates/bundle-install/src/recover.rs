@@ -47,6 +47,7 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
         return Ok(Recovered::Completed { id, command, version: to });
     }
     reporter.step(&format!("undoing interrupted {command} {id}"));
+    let _db_locks = crate::journal::lock_dbs(site, &journal).map_err(|e| attention(site, &e))?;
     let mut runner = Runner::resume(site, journal, reporter);
     runner.journal.error.get_or_insert_with(|| "interrupted (killed or power lost)".into());
     runner.undo_all().map_err(|e| attention(site, &e))?;

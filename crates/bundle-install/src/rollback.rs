@@ -91,6 +91,8 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     let to = target(site, &current, opts.to.as_deref())?;
     let cur_m = site.release_manifest(&current).map_err(|e| InstallError::attention("current_release_unreadable", e.to_string()))?;
     let to_m = site.release_manifest(&to).map_err(|e| InstallError::failed("release_unreadable", format!("releases/{to}: {e}")))?;
+    // Server databases: no other node migrates while this rollback decides and runs.
+    let _db_locks = db::lock_run(&site.root, cur_m.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
 
     // Decide per database, refusing before anything changes.
     let cur_bundle = site.release_dir(&current).join("bundle");
@@ -107,6 +109,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         match db::plan_down(&d.name, &steps, &state, target_db.schema) {
             Ok(p) if p.is_empty() => decisions.push(DbRollback::CodeOnly { db: d.name.clone() }),
             Ok(p) => {
+                engine.preflight()?;
                 decisions.push(DbRollback::Down { db: d.name.clone(), steps: p.iter().map(|s| s.file.file.clone()).collect() });
                 downs.push((dbr, p));
             }
@@ -122,6 +125,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
                         return Err(InstallError::refused("no_backup", format!("no backup of database `{}` taken while {to} was running is kept", d.name)))
                     }
                     (true, Some(b)) => {
+                        engine.preflight()?;
                         let records = journal::read_backup_records(site, &b)?;
                         let record = records.iter().find(|r| r.db == d.name).ok_or_else(|| InstallError::refused("no_backup", format!("backup {b} has no copy of `{}`", d.name)))?;
                         let live_version = state.version().unwrap_or(bundle_core::version::SchemaVersion::CLEAN);
@@ -245,7 +249,9 @@ fn rows_written_since(
     fsutil::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
     std::fs::create_dir_all(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
     let result = (|| {
-        let mut copy = db::open(&d.name, &d.engine, &scratch.join("root"), &d.path)?;
+        // A server database is copied into a scratch database on its server: opening the same name at
+        // another root would reach the live database (its connection comes from the environment).
+        let mut copy = if d.engine == "sqlite" { db::open(&d.name, &d.engine, &scratch.join("root"), &d.path)? } else { live.scratch()? };
         copy.restore(record, &site.backups().join(backup_id))?;
         let state = copy.inspect()?;
         let plan = db::plan_up(&d.name, steps, &state, live_version)?;

@@ -629,3 +629,79 @@ fn pg_preflight_names_missing_or_mismatched_programs() {
     // Nothing was changed: the database is still clean.
     assert_eq!(engine.inspect().unwrap(), DbState::Clean);
 }
+
+/// Measurements for the report (not run by default):
+/// `BUNDLE_TEST_PG=… cargo test -p bundle-install --release --test db_postgres -- --ignored --nocapture pg_bench`
+/// 1. the chain (four .sql files) through the engine vs the same files through `psql -1 -f`, on
+///    fresh databases; 2. backup and restore of a ~1 GB database made with generate_series.
+#[test]
+#[ignore]
+fn pg_bench_chain_vs_psql_and_backup_restore_1gb() {
+    let Some(server) = server_url() else { return };
+    let rounds = 10;
+    let (mut engine_time, mut psql_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let site = Site::new(&server);
+        std::fs::remove_file(site.migrations.join("2.1_slug.py")).unwrap();
+        let t = Instant::now();
+        let mut engine = site.open();
+        assert_eq!(site.upgrade(engine.as_mut(), "2.1").unwrap(), 4);
+        engine.close().unwrap();
+        engine_time += t.elapsed();
+        let other = TestDb::new(&server);
+        let t = Instant::now();
+        for f in ["1.0_init.sql", "1.1_add_tags.sql", "2.0_rename.sql", "2.1_slug.sql"] {
+            let st = Command::new("psql")
+                .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", &other.url, "-f"])
+                .arg(site.migrations.join(f))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        psql_time += t.elapsed();
+    }
+    println!(
+        "chain of 4 .sql steps on an empty database, mean of {rounds}: engine {:?} (connect, inspect, plan, 4 transactions with history rows), psql -1 per file {:?}",
+        engine_time / rounds,
+        psql_time / rounds
+    );
+
+    let site = Site::new(&server);
+    let mut engine = site.open();
+    site.upgrade(engine.as_mut(), "1.0").unwrap();
+    let mut c = site.db.client();
+    let t = Instant::now();
+    c.batch_execute(
+        "CREATE TABLE readings AS
+           SELECT i AS id, now() - i * interval '1 second' AS taken_at, (i % 977)::int AS sensor,
+                  random() * 100 AS value,
+                  md5(i::text) || md5((i + 1)::text) || md5((i * 3)::text) || md5((i * 7)::text)
+                  || md5((i * 11)::text) || md5((i * 13)::text) || md5((i * 17)::text) AS payload
+           FROM generate_series(1, 3600000) i;
+         ALTER TABLE readings ADD PRIMARY KEY (id);",
+    )
+    .unwrap();
+    let size: i64 = c.query_one("SELECT pg_database_size(current_database())", &[]).unwrap().get(0);
+    println!("generated {:.2} GB in {:?}", size as f64 / 1e9, t.elapsed());
+    let t = Instant::now();
+    let record = engine.backup(&site.backups).unwrap();
+    println!(
+        "backup (pg_dump -Fc, fsync, sha256): {:?}, dump {:.2} GB",
+        t.elapsed(),
+        record.bytes as f64 / 1e9
+    );
+    c.batch_execute("DELETE FROM readings WHERE id % 2 = 0").unwrap();
+    let t = Instant::now();
+    engine.restore(&record, &site.backups).unwrap();
+    println!("restore (sha256 check, one psql transaction: drop schemas, pg_restore -f - | psql): {:?}", t.elapsed());
+    let n: i64 = c.query_one("SELECT count(*) FROM readings", &[]).unwrap().get(0);
+    assert_eq!(n, 3_600_000);
+    let t = Instant::now();
+    let st = Command::new("pg_restore")
+        .args(["--clean", "--if-exists", "--single-transaction", "-d", &site.db.url])
+        .arg(site.backups.join(record.file.as_ref().unwrap()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    println!("reference: pg_restore --clean --if-exists --single-transaction -d: {:?}", t.elapsed());
+}
