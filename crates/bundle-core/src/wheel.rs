@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-/// The parts of a wheel file name.
+/// The parts of `{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WheelName {
     pub distribution: String,
@@ -14,6 +14,23 @@ pub struct WheelName {
     pub python_tag: String,
     pub abi_tag: String,
     pub platform_tag: String,
+}
+
+impl WheelName {
+    /// The PEP 503 normalised distribution name.
+    pub fn normalized_name(&self) -> String {
+        normalize_name(&self.distribution)
+    }
+}
+
+impl std::fmt::Display for WheelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.distribution, self.version)?;
+        if let Some(b) = &self.build {
+            write!(f, "-{b}")?;
+        }
+        write!(f, "-{}-{}-{}.whl", self.python_tag, self.abi_tag, self.platform_tag)
+    }
 }
 
 /// The METADATA fields we use.
@@ -44,28 +61,49 @@ pub fn normalize_name(name: &str) -> String {
                 out.push('-');
             }
             sep = false;
-            out.push(c.to_ascii_lowercase());
+            out.extend(c.to_lowercase());
         }
     }
     out
 }
 
+/// A valid PEP 508 distribution name (also safe as a path component).
+pub fn is_valid_dist_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
 pub fn parse_filename(file_name: &str) -> Result<WheelName, WheelInfoError> {
-    let err = |m: &str| WheelInfoError { wheel: file_name.to_string(), message: m.to_string() };
-    let stem = file_name.strip_suffix(".whl").ok_or_else(|| err("not a .whl file"))?;
+    let bad = |m: &str| WheelInfoError { wheel: file_name.to_string(), message: m.to_string() };
+    if file_name.contains('/') {
+        return Err(bad("expected a file name, not a path"));
+    }
+    let stem = file_name.strip_suffix(".whl").ok_or_else(|| bad("does not end in .whl"))?;
     let parts: Vec<&str> = stem.split('-').collect();
-    let (build, tags) = match parts.len() {
-        5 => (None, &parts[2..]),
-        6 => (Some(parts[2].to_string()), &parts[3..]),
-        _ => return Err(err("expected name-version[-build]-python-abi-platform.whl")),
+    let (dist, version, build, tags) = match parts.as_slice() {
+        [d, v, py, abi, plat] => (*d, *v, None, [*py, *abi, *plat]),
+        [d, v, b, py, abi, plat] => (*d, *v, Some(*b), [*py, *abi, *plat]),
+        _ => return Err(bad("expected {name}-{version}[-{build}]-{python}-{abi}-{platform}.whl")),
     };
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(err("empty part in the file name"));
+    if !is_valid_dist_name(dist) {
+        return Err(bad("invalid distribution name"));
+    }
+    if crate::version::parse_release(version).is_err() {
+        return Err(bad("version is not a valid PEP 440 version"));
+    }
+    if build.is_some_and(|b| !b.starts_with(|c: char| c.is_ascii_digit())) {
+        return Err(bad("build tag must start with a digit"));
+    }
+    if tags.iter().any(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c))) {
+        return Err(bad("invalid compatibility tag"));
     }
     Ok(WheelName {
-        distribution: parts[0].to_string(),
-        version: parts[1].to_string(),
-        build,
+        distribution: dist.to_string(),
+        version: version.to_string(),
+        build: build.map(str::to_string),
         python_tag: tags[0].to_string(),
         abi_tag: tags[1].to_string(),
         platform_tag: tags[2].to_string(),

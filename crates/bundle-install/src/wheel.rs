@@ -67,96 +67,12 @@ impl WheelError {
     }
 }
 
-/// The parts of `{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WheelName {
-    pub distribution: String,
-    pub version: String,
-    pub build: Option<String>,
-    pub python_tag: String,
-    pub abi_tag: String,
-    pub platform_tag: String,
-}
-
-impl WheelName {
-    /// The PEP 503 normalised distribution name.
-    pub fn normalized_name(&self) -> String {
-        normalize_name(&self.distribution)
-    }
-}
-
-impl std::fmt::Display for WheelName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.distribution, self.version)?;
-        if let Some(b) = &self.build {
-            write!(f, "-{b}")?;
-        }
-        write!(f, "-{}-{}-{}.whl", self.python_tag, self.abi_tag, self.platform_tag)
-    }
-}
-
-/// PEP 503: lowercase, runs of `-`, `_`, `.` become one `-`.
-pub fn normalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.extend(c.to_lowercase());
-        }
-    }
-    out
-}
-
-/// A valid PEP 508 distribution name (also safe as a path component).
-fn is_valid_dist_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
+// File names and PEP 503 names are parsed in one place, shared with `bundle-build check`.
+pub use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
 
 /// Splits a wheel file name (the last path component only) into its tags.
 pub fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
-    let bad = |detail: &str| WheelError::Filename { name: name.to_string(), detail: detail.to_string() };
-    if name.contains('/') {
-        return Err(bad("expected a file name, not a path"));
-    }
-    let stem = name.strip_suffix(".whl").ok_or_else(|| bad("does not end in .whl"))?;
-    let parts: Vec<&str> = stem.split('-').collect();
-    let (dist, version, build, tags) = match parts.as_slice() {
-        [d, v, py, abi, plat] => (*d, *v, None, [*py, *abi, *plat]),
-        [d, v, b, py, abi, plat] => (*d, *v, Some(*b), [*py, *abi, *plat]),
-        _ => return Err(bad("expected {name}-{version}[-{build}]-{python}-{abi}-{platform}.whl")),
-    };
-    if !is_valid_dist_name(dist) {
-        return Err(bad("invalid distribution name"));
-    }
-    if version.is_empty() || pep440_rs::Version::from_str(version).is_err() {
-        return Err(bad("version is not a valid PEP 440 version"));
-    }
-    if let Some(b) = build {
-        if !b.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(bad("build tag must start with a digit"));
-        }
-    }
-    if tags.iter().any(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c))) {
-        return Err(bad("invalid compatibility tag"));
-    }
-    Ok(WheelName {
-        distribution: dist.to_string(),
-        version: version.to_string(),
-        build: build.map(str::to_string),
-        python_tag: tags[0].to_string(),
-        abi_tag: tags[1].to_string(),
-        platform_tag: tags[2].to_string(),
-    })
+    bundle_core::wheel::parse_filename(name).map_err(|e| WheelError::Filename { name: name.to_string(), detail: e.message })
 }
 
 /// One `console_scripts` / `gui_scripts` entry: `name = module:attr [extras]`.
