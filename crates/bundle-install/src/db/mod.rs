@@ -860,7 +860,7 @@ pub enum DbError {
         recorded: String,
         shipped: String,
     },
-    #[error("database `{db}` has tables ({}) but no {HISTORY_TABLE}; if you know its schema version, run again with `--baseline VERSION`", short_list(.tables))]
+    #[error("database `{db}` has tables ({}) but no {HISTORY_TABLE}; if you know its schema version, run again with `--baseline {db}=VERSION`", short_list(.tables))]
     Unversioned { db: String, tables: Vec<String> },
     #[error("database `{db}` is at schema {current} and cannot be migrated down to one that code for {target} runs on: {}; restore the backup taken before the upgrade (--restore-data)", needs_restore_reason(.missing, *.reachable, *.target))]
     NeedsRestore {
@@ -1201,7 +1201,7 @@ mod tests {
         assert!(err.is_policy());
         let msg = err.to_string();
         assert!(
-            msg.contains("--baseline VERSION") && msg.contains("client") && msg.contains("a, b"),
+            msg.contains("--baseline client=VERSION") && msg.contains("client") && msg.contains("a, b"),
             "{msg}"
         );
     }
