@@ -146,8 +146,10 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
     };
     let ctx = Ctx { site, manifest: &manifest, plan: &plan, interp: &interp, staging: &staging, verified: &verified, reporter, id: &id };
-    let journal_id = execute(runner, &ctx)?;
+    let result = execute(runner, &ctx);
+    // Staging is empty once stage_release moved the payload; a run that failed earlier leaves it.
     let _ = fsutil::remove_tree(&staging);
+    let journal_id = result?;
     Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
 }
 
@@ -253,6 +255,11 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
         ctx.reporter.step(&step_message(&runner.journal.steps[i].action));
         if let Err(e) = runner.run(i, |action| forward(ctx, action)) {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
+            if runner.journal.committed() {
+                // Past the point of no return the new release is in place: finish, never undo.
+                return Err(InstallError::attention("commit_failed", format!("the new release is in place but finishing failed: {}", e.message))
+                    .with_hint(format!("fix the cause, then run `bundle-install recover --root {}` to finish", ctx.site.root.display())));
+            }
             let (err, journal) = runner.undo(e);
             crate::history::append_failure(ctx.site, &journal, &err);
             return Err(err);

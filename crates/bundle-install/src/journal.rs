@@ -156,9 +156,11 @@ impl Journal {
         fsutil::write_atomic(&site.journal(), &bytes).map_err(|e| InstallError::io(format!("writing {}", site.journal().display()), e))
     }
 
-    /// Whether the run passed its point of no return.
+    /// Whether the run passed its point of no return: its commit step started while going forward.
+    /// A run already being undone stays undone, whatever its commit step says.
     pub fn committed(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s.action, Action::Commit { .. }) && s.status != Status::Pending)
+        self.phase != Phase::Undoing
+            && self.steps.iter().any(|s| matches!(s.action, Action::Commit { .. }) && matches!(s.status, Status::Started | Status::Done))
     }
 }
 

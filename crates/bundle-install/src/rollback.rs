@@ -202,6 +202,10 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         let r = runner.run(i, |a| forward(site, a, &downs, &current, reporter));
         if let Err(e) = r {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
+            if runner.journal.committed() {
+                return Err(InstallError::attention("commit_failed", format!("the rollback is in place but finishing failed: {}", e.message))
+                    .with_hint(format!("fix the cause, then run `bundle-install recover --root {}` to finish", site.root.display())));
+            }
             let (err, journal) = runner.undo(e);
             crate::history::append_failure(site, &journal, &err);
             return Err(err);

@@ -815,6 +815,27 @@ fn journal_case(slot: &mut Slot, r: &Reference, fault: &Fault) -> Result<(), Str
     let o = install(&site, &args, fail.as_deref(), kill.as_deref());
 
     if let Fault::Fail(step) = fault {
+        if step == "commit" {
+            // Past the point of no return a failure is finished, never undone: exit 5 with the
+            // journal kept, and `recover` completes the run.
+            expect_code(&o, 5, "the run whose commit failed")?;
+            let j = o.json().ok_or_else(|| format!("no JSON:\n{o}"))?;
+            if j["error"]["kind"] != "commit_failed" {
+                return Err(format!("expected error kind commit_failed:\n{o}"));
+            }
+            if !site.join("state/journal.json").exists() {
+                return Err("a failed commit must leave its journal for recover".into());
+            }
+            let rec = install(&site, &["recover"], None, None);
+            expect_code(&rec, 0, "recover after a failed commit")?;
+            let rj = rec.json().ok_or_else(|| format!("recover printed no JSON:\n{rec}"))?;
+            if rj["recovery"]["recovered"] != "completed" {
+                return Err(format!("recover should complete the committed run:\n{rec}"));
+            }
+            same(&r.fingerprint(&site), new, old).map_err(|e| format!("after recover: {e}"))?;
+            site_runs(&site, &r.new_version)?;
+            return Ok(());
+        }
         expect_code(&o, 1, "the failed run")?;
         let j = o.json().ok_or_else(|| format!("no JSON:\n{o}"))?;
         if j["ok"] != false || j["error"]["kind"] != "injected_failure" {
@@ -993,11 +1014,8 @@ fn apply_killed_while_undoing_a_failure_recovers_to_old() {
     ] {
         faults.push(Fault::FailThenKillUndo { fail: "health_check".into(), undo: step_named(r, undo), when });
     }
-    // The commit step itself failing, then killed while undoing: the journal has a started (or
-    // undone) commit step *and* undone steps.
-    for (undo, when) in [("commit", "before"), ("commit", "after"), ("health_check", "after"), ("swap", "after"), ("migrate:metadata:2.1:up", "after"), ("backup", "after")] {
-        faults.push(Fault::FailThenKillUndo { fail: "commit".into(), undo: step_named(r, undo), when });
-    }
+    // A failing commit step is not undone (it is finished by recover), so there is no undo of it
+    // to kill; `Fault::Fail("commit")` in `all_faults` covers it.
     run_all("apply undo KILL", journal_cases(r, "apply 1.0.0→4.0.0", faults));
 }
 
@@ -1149,9 +1167,6 @@ fn rollback_across_a_major_failed_or_killed_at_every_step() {
     for (undo, when) in [("restore_data:client", "before"), ("restore_data:client", "after"), ("migrate:metadata:2.0:down", "before"), ("migrate:metadata:2.0:down", "after"), ("backup", "after"), ("swap", "after")] {
         faults.push(Fault::FailThenKillUndo { fail: "health_check".into(), undo: undo.into(), when });
     }
-    // A failed commit step, killed while undoing.
-    faults.push(Fault::FailThenKillUndo { fail: "commit".into(), undo: "swap".into(), when: "after" });
-    faults.push(Fault::FailThenKillUndo { fail: "commit".into(), undo: "restore_data:client".into(), when: "after" });
     run_all("rollback 3→2", journal_cases(r, "rollback 3.0.0→2.0.0 (down + restore)", faults));
 }
 
