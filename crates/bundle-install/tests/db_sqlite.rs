@@ -585,7 +585,7 @@ fn db_unversioned_is_refused_then_baselined() {
     let err = plan_up("client", &site.steps(), &state, v("2.1")).unwrap_err();
     assert_eq!(err.kind(), "unversioned");
     assert!(err.is_policy());
-    assert!(err.to_string().contains("--baseline VERSION"), "{err}");
+    assert!(err.to_string().contains("--baseline client=VERSION"), "{err}");
 
     engine.baseline(v("1.1"), RELEASE).unwrap();
     let DbState::Versioned { version, history } = engine.inspect().unwrap() else {
