@@ -164,7 +164,12 @@ pub fn verify_file_with_progress(
         Some(index_path) => {
             let (index, dir) = read_parts_index(&index_path, trusted)?;
             let reader = crate::split::PartsReader::new(&dir, index.parts.clone());
-            let mut v = verify_stream(reader, trusted, dest, limits, progress)?;
+            let mut v = match verify_stream(reader, trusted, dest, limits, progress) {
+                Ok(v) => v,
+                Err(e @ VerifyError::Write { .. }) => return Err(e),
+                // Damage is often noticed by the decompressor before the part's end: name the part.
+                Err(e) => return Err(damaged_part(&dir, &index).unwrap_or(e)),
+            };
             if v.id() != index.manifest_sha256 || v.bundle_sha256 != index.sha256 {
                 return Err(VerifyError::bundle("parts_mismatch", None, "the parts index belongs to another bundle"));
             }
@@ -184,6 +189,29 @@ pub fn bundle_size(path: &Path) -> Option<u64> {
         }
         None => std::fs::metadata(path).ok().map(|m| m.len()),
     }
+}
+
+/// The first part that is missing or differs from the signed index, as the error to report.
+fn damaged_part(dir: &Path, index: &crate::split::PartsIndex) -> Option<VerifyError> {
+    let n = index.parts.len();
+    for (i, part) in index.parts.iter().enumerate() {
+        let which = format!("part {} of {n} ({})", i + 1, part.name);
+        let path = dir.join(&part.name);
+        if crate::input::open_regular(&path).is_err() {
+            return Some(VerifyError::bundle("missing_part", None, format!("{which} cannot be read; copy that part again")));
+        }
+        match crate::hash::hash_file(&path) {
+            Ok((sha, size)) if sha == part.sha256 && size == part.size => {}
+            _ => {
+                return Some(VerifyError::bundle(
+                    "damaged_part",
+                    None,
+                    format!("{which} is damaged (its size or sha256 differs from the signed index); copy that part again"),
+                ))
+            }
+        }
+    }
+    None
 }
 
 /// Reads and checks `NAME.parts` against `NAME.parts.minisig`; returns it and the parts' directory.
@@ -470,16 +498,22 @@ fn read_head<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], trusted: &[PublicKey]
 /// The signed manifest of a bundle, checked against `trusted`, reading only the start of the file.
 /// For planning before the payload is streamed; the full [`verify_file`] checks it all again.
 pub fn read_verified_manifest(path: &Path, trusted: &[PublicKey]) -> Result<(Manifest, String, KeyId, TrustedInfo), VerifyError> {
+    let mut split = None;
     let reader: Box<dyn Read> = match crate::split::locate_index(path) {
         Some(index_path) => {
             let (index, dir) = read_parts_index(&index_path, trusted)?;
-            Box::new(crate::split::PartsReader::new(&dir, index.parts))
+            let reader = crate::split::PartsReader::new(&dir, index.parts.clone());
+            split = Some((index, dir));
+            Box::new(reader)
         }
         None => Box::new(open_bundle(path)?),
     };
     let mut gz = GzDecoder::new(BufReader::new(reader));
     let mut block = [0u8; BLOCK];
-    let head = read_head(&mut gz, &mut block, trusted, &Limits::default())?;
+    let head = read_head(&mut gz, &mut block, trusted, &Limits::default()).map_err(|e| match &split {
+        Some((index, dir)) => damaged_part(dir, index).unwrap_or(e),
+        None => e,
+    })?;
     Ok((head.manifest, sha256_hex(&head.manifest_bytes), head.key_id, head.info))
 }
 

@@ -252,7 +252,10 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
     let id = runner.journal.id.clone();
     for i in 0..runner.journal.steps.len() {
         let name = runner.journal.steps[i].action.name();
-        ctx.reporter.step(&step_message(&runner.journal.steps[i].action));
+        match &runner.journal.steps[i].action {
+            Action::Hook { .. } => ctx.reporter.step_with_output(&step_message(&runner.journal.steps[i].action)),
+            other => ctx.reporter.step(&step_message(other)),
+        }
         if let Err(e) = runner.run(i, |action| forward(ctx, action)) {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
             if runner.journal.committed() {

@@ -254,7 +254,10 @@ impl<'a> Runner<'a> {
             }
             let action = self.journal.steps[i].action.clone();
             let name = action.name();
-            self.reporter.step(&format!("undoing {name}"));
+            match &action {
+                Action::Hook { .. } => self.reporter.step_with_output(&format!("undoing {name}")),
+                _ => self.reporter.step(&format!("undoing {name}")),
+            }
             checkpoint(&format!("undo:{name}"), "before")?;
             undo_action(self.site, &action, &mut restored, self.reporter).map_err(|e| {
                 InstallError::attention(

@@ -191,6 +191,24 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// Ends the live spinner (marking its step done), so what is printed next stays readable.
+    fn settle(&self) {
+        if let Some(bar) = self.bar.lock().expect("progress lock").take() {
+            bar.finish_with_message(format!("{} ✓", bar.message()));
+        }
+    }
+
+    /// A result line for a person: nothing with `--quiet` or `--json`.
+    fn say(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        self.settle();
+        eprintln!("{message}");
+    }
+}
+
 impl Drop for Lines {
     fn drop(&mut self) {
         if let Some(bar) = self.bar.lock().map(|mut b| b.take()).unwrap_or(None) {
@@ -223,6 +241,15 @@ impl Reporter for Lines {
             Some(bar) => bar.suspend(|| eprintln!("warning: {message}")),
             None => eprintln!("warning: {message}"),
         }
+    }
+    fn step_with_output(&self, message: &str) {
+        // Hooks and scripts write to the terminal themselves: a spinner redrawing over their lines
+        // would garble both, so the step gets a plain line instead.
+        if self.quiet {
+            return;
+        }
+        self.settle();
+        eprintln!("==> {message}");
     }
     fn progress(&self, done: u64, total: Option<u64>) {
         if self.quiet || !self.tty {
@@ -322,7 +349,10 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
 
 fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Failure>) {
     match command {
-        Command::Verify { bundle, trust, root, common } => ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref()).map_err(failure)),
+        Command::Verify { bundle, trust, root, common } => {
+            let reporter = Lines::new(common.quiet || common.json);
+            ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref(), &reporter).map_err(failure))
+        }
         Command::Plan { bundle, root, trust, allow_downgrade, reinstall, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
@@ -364,9 +394,9 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 let recovered = opened.recovered;
                 if !common.json {
                     if applied.changed {
-                        eprintln!("done: {} {} is now current", applied.plan.app, applied.plan.to);
+                        reporter.say(&format!("done: {} {} is now current", applied.plan.app, applied.plan.to));
                     } else {
-                        eprintln!("{} {} is already installed: nothing to do", applied.plan.app, applied.plan.to);
+                        reporter.say(&format!("{} {} is already installed: nothing to do", applied.plan.app, applied.plan.to));
                     }
                 }
                 Ok(json!({ "applied": applied, "recovered": recovered }))
@@ -414,7 +444,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
                 let done = rollback::rollback(&site, &opts, &reporter)?;
                 if !common.json {
-                    eprintln!("done: rolled back {} → {}", done.from, done.to);
+                    reporter.say(&format!("done: rolled back {} → {}", done.from, done.to));
                 }
                 Ok(json!({ "rollback": done }))
             })();
@@ -426,10 +456,10 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 let Opened { recovered, .. } = open_site(&root, "recover", &reporter, false)?;
                 if !common.json {
                     match &recovered {
-                        Recovered::Nothing => eprintln!("nothing to recover"),
-                        Recovered::Completed { id, version, .. } => eprintln!("finished interrupted run {id}: {version} is current"),
+                        Recovered::Nothing => reporter.say("nothing to recover"),
+                        Recovered::Completed { id, version, .. } => reporter.say(&format!("finished interrupted run {id}: {version} is current")),
                         Recovered::Undone { id, version, .. } => {
-                            eprintln!("undid interrupted run {id}: {}", version.as_deref().map(|v| format!("{v} is current")).unwrap_or_else(|| "nothing installed".into()))
+                            reporter.say(&format!("undid interrupted run {id}: {}", version.as_deref().map(|v| format!("{v} is current")).unwrap_or_else(|| "nothing installed".into())))
                         }
                     }
                 }
@@ -456,7 +486,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                     return Err(InstallError::refused("incompatible", format!("the current release may not run: {why}")));
                 }
                 if !common.json {
-                    eprintln!("ok: {} {} may run on its databases", st.app.clone().unwrap_or_default(), st.current.clone().unwrap_or_default());
+                    reporter.say(&format!("ok: {} {} may run on its databases", st.app.clone().unwrap_or_default(), st.current.clone().unwrap_or_default()));
                 }
                 Ok(json!({ "current": st.current, "databases": st.databases }))
             })();
@@ -467,7 +497,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
     }
 }
 
-fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>) -> Result<Value> {
+fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &Lines) -> Result<Value> {
     let keys = match root {
         Some(r) if trust.is_empty() => {
             let site = Site::new(r);
@@ -481,7 +511,7 @@ fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>) -> Result<V
     };
     let verified = verify::verify_file(bundle, &keys, None, &Limits::default())?;
     let m = verified.manifest();
-    eprintln!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes);
+    reporter.say(&format!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes));
     Ok(verified_fields(&verified))
 }
 

@@ -6,6 +6,10 @@ pub trait Reporter: Sync {
     fn step(&self, message: &str);
     /// Something the admin should read, though the run goes on.
     fn warn(&self, message: &str);
+    /// A step whose own output (hooks, scripts) goes to the terminal: no animation over it.
+    fn step_with_output(&self, message: &str) {
+        self.step(message)
+    }
     /// Byte progress of the current step (verification), `total` when known.
     fn progress(&self, _done: u64, _total: Option<u64>) {}
 }

@@ -198,7 +198,11 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     let mut runner = Runner::begin(site, Journal::new(id, "rollback", Some(current.clone()), to.clone(), actions), reporter)?;
     for i in 0..runner.journal.steps.len() {
         let name = runner.journal.steps[i].action.name();
-        reporter.step(&format!("rollback: {name}"));
+        if matches!(runner.journal.steps[i].action, Action::Hook { .. }) {
+            reporter.step_with_output(&format!("rollback: {name}"));
+        } else {
+            reporter.step(&format!("rollback: {name}"));
+        }
         let r = runner.run(i, |a| forward(site, a, &downs, &current, reporter));
         if let Err(e) = r {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
