@@ -22,13 +22,11 @@ mod sqlite;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bundle_core::version::SchemaVersion;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The table every engine keeps its migration history in.
 pub const HISTORY_TABLE: &str = "bundle_schema_history";
@@ -1000,69 +998,9 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-/// Hex sha256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Hex sha256 and size of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((hex(&hasher.finalize()), total))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Now, as UTC RFC 3339 with milliseconds (`2024-05-01T12:34:56.789Z`).
-pub fn utc_now_rfc3339() -> String {
-    format_rfc3339(SystemTime::now())
-}
-
-/// Formats a time as UTC RFC 3339 with milliseconds; times before 1970 clamp to the epoch.
-pub fn format_rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m as u32, d as u32)
-}
+// Hashing and time stamps are shared with the rest of the toolkit.
+pub use bundle_core::hash::{hash_file as sha256_file, sha256_hex};
+pub use bundle_core::time::{now_rfc3339_millis as utc_now_rfc3339, rfc3339_millis as format_rfc3339};
 
 #[cfg(test)]
 mod tests {
@@ -1387,6 +1325,7 @@ mod tests {
 
     #[test]
     fn rfc3339() {
+        use std::time::UNIX_EPOCH;
         assert_eq!(format_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(951_782_400_000 + 3_723_456); // 2000-02-29T01:02:03.456
         assert_eq!(format_rfc3339(t), "2000-02-29T01:02:03.456Z");
