@@ -52,7 +52,8 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
                 DbState::Unversioned { .. } => ("unversioned".to_string(), false),
                 DbState::Versioned { version, .. } => (version.to_string(), d.schema.runs_on(*version)),
             };
-            let unfinished_steps: Vec<String> = state.history().iter().filter(|r| !r.success).map(|r| r.file.clone()).collect();
+            // A failed step that was later retried successfully is history, not a problem.
+            let unfinished_steps: Vec<String> = db::unfinished_steps(state.history()).iter().map(|r| r.file.clone()).collect();
             databases.push(DbStatus {
                 name: d.name.clone(),
                 engine: d.engine.clone(),
