@@ -245,9 +245,10 @@ impl<'a> Runner<'a> {
 
     /// Undoes what was started, newest first. Safe to call again after a crash part-way.
     pub fn undo_all(&mut self) -> Result<()> {
+        // Databases another node carried further are left as they are (see `moved_on`).
+        let mut restored: Vec<String> = self.moved_on()?;
         self.journal.phase = Phase::Undoing;
         self.journal.persist(self.site)?;
-        let mut restored: Vec<String> = Vec::new();
         for i in (0..self.journal.steps.len()).rev() {
             if !matches!(self.journal.steps[i].status, Status::Started | Status::Done) {
                 continue;
@@ -271,6 +272,38 @@ impl<'a> Runner<'a> {
             self.journal.persist(self.site)?;
         }
         self.finish()
+    }
+
+    /// A server database is shared by several nodes. If this run died and another node then carried
+    /// the schema further than this run ever took it, restoring this run's backup would throw that
+    /// node's work away underneath it. Such databases are not restored: the undo puts this node's
+    /// code back and the admin brings the node up to the database with `apply` (`check` says so).
+    fn moved_on(&self) -> Result<Vec<String>> {
+        let mut reached: Vec<(DbRef, SchemaVersion)> = Vec::new();
+        for step in &self.journal.steps {
+            if let Action::Migrate { db, version, .. } = &step.action {
+                if db.engine != "sqlite" && matches!(step.status, Status::Started | Status::Done) {
+                    match reached.iter_mut().find(|(d, _)| d.name == db.name) {
+                        Some((_, v)) => *v = (*v).max(*version),
+                        None => reached.push((db.clone(), *version)),
+                    }
+                }
+            }
+        }
+        let mut leave = Vec::new();
+        for (db, ours) in reached {
+            let mut engine = open_db(self.site, &db)?;
+            let live = engine.inspect()?.version();
+            engine.close()?;
+            if let Some(live) = live.filter(|l| *l > ours) {
+                self.reporter.warn(&format!(
+                    "database `{}` is at {live}, beyond {ours} where this interrupted run left it: another node migrated it since, so it is left as it is; run `bundle-install apply` with the same bundle to bring this node up to it",
+                    db.name
+                ));
+                leave.push(db.name);
+            }
+        }
+        Ok(leave)
     }
 
     /// Removes the journal: the run is over.
