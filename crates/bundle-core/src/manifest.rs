@@ -244,7 +244,8 @@ impl Manifest {
         let mut names = BTreeSet::new();
         let mut db_paths = BTreeSet::new();
         for db in &self.databases {
-            if !names.insert(db.name.as_str()) || !db_paths.insert(db.path.as_str()) {
+            // Only SQLite paths name files on the site; server databases are located by the site.
+            if !names.insert(db.name.as_str()) || (db.engine == "sqlite" && !db_paths.insert(db.path.as_str())) {
                 return err(format!("database `{}` (or its path) declared twice", db.name));
             }
             validate_database(db, &need)?;
