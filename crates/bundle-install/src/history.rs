@@ -2,6 +2,7 @@
 //! fsynced. The evidence an auditor asks for: which bundle, which key, what ran and how it ended.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use serde_json::{json, Value};
 
@@ -17,7 +18,12 @@ fn append(site: &Site, record: &Value) -> Result<()> {
             return Ok(());
         }
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| InstallError::io(path.display(), e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| InstallError::io(path.display(), e))?;
     let mut line = serde_json::to_vec(record).expect("serialises");
     line.push(b'\n');
     f.write_all(&line).and_then(|_| f.sync_all()).map_err(|e| InstallError::io(path.display(), e))

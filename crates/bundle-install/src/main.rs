@@ -321,20 +321,23 @@ fn failure(e: InstallError) -> Failure {
     f
 }
 
-/// A locked site; `new` when this command created its layout.
+/// A locked site; `created` holds what this command created for a new site.
 struct Opened {
     site: Site,
     _lock: SiteLock,
     recovered: Recovered,
-    new: bool,
+    created: Option<Vec<PathBuf>>,
 }
 
 /// The site at `root`, locked, with any interrupted run finished or undone first.
 fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) -> Result<Opened> {
     let site = Site::new(root);
-    let mut new = false;
+    site.check_planted_links().map_err(|e| {
+        InstallError::refused("planted_symlink", e.to_string()).with_hint("remove the link (and check who put it there), then run the command again")
+    })?;
+    let mut created = None;
     if create {
-        new = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        created = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
     } else if !site.state().is_dir() {
         return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
             .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
@@ -344,7 +347,7 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
         _ => InstallError::refused("locked", e.to_string()).with_hint("wait for the other run to finish"),
     })?;
     let recovered = recover::recover(&site, reporter)?;
-    Ok(Opened { site, _lock: lock, recovered, new })
+    Ok(Opened { site, _lock: lock, recovered, created })
 }
 
 fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Failure>) {
@@ -383,10 +386,10 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                     Ok(a) => a,
                     Err(e) => {
                         // A first install that failed leaves no empty skeleton behind.
-                        if opened.new {
+                        if let Some(created) = opened.created.clone() {
                             let site = opened.site.clone();
                             drop(opened);
-                            site.remove_new_layout();
+                            site.remove_new_layout(&created);
                         }
                         return Err(e);
                     }

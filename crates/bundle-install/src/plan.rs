@@ -197,7 +197,19 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     }
     // A kept copy of this version (left by a rollback) is stale: its config was converted from an
     // older config and its place is needed for the venv. It is set aside, and deleted on commit.
-    let replaces_kept = kind != PlanKind::NothingToDo && site.release_dir(&manifest.version).symlink_metadata().is_ok();
+    let existing = site.release_dir(&manifest.version);
+    let replaces_kept = kind != PlanKind::NothingToDo && existing.symlink_metadata().is_ok();
+    if replaces_kept {
+        let ours = !existing.join(crate::site::INCOMPLETE).exists()
+            && site.release_info(&manifest.version).is_ok_and(|i| i.app == manifest.app && i.version == manifest.version);
+        if !ours {
+            return Err(InstallError::refused(
+                "foreign_release_dir",
+                format!("{} exists but is not a release this installer completed; it is left alone", existing.display()),
+            )
+            .with_hint("move it out of releases/ (it may hold someone's files), then apply again"));
+        }
+    }
     let highest = crate::state::highest_sequence(site)?;
     // A fast-forward attack (a stolen key signing sequence u64::MAX) would lock the site out of every
     // later release; no flag overrides this.

@@ -77,21 +77,34 @@ impl Site {
         self.state().join("history.jsonl")
     }
 
-    /// Creates the layout's directories, refusing any that is a planted symlink. Returns whether the
-    /// site is new (no `state/` before), so a first run that fails early can leave nothing behind.
-    pub fn ensure_layout(&self) -> io::Result<bool> {
+    /// Creates the layout's directories, refusing any that is a planted symlink. For a new site (no
+    /// `state/` before) returns every directory it created above the layout, the root included, so
+    /// a first run that fails early can leave nothing behind.
+    pub fn ensure_layout(&self) -> io::Result<Option<Vec<PathBuf>>> {
         let new = !self.state().exists();
-        if !self.root.exists() {
-            fs::create_dir_all(&self.root)?;
+        let mut created = Vec::new();
+        let mut missing = Vec::new();
+        let mut p = self.root.as_path();
+        while !p.exists() {
+            missing.push(p.to_path_buf());
+            match p.parent() {
+                Some(parent) => p = parent,
+                None => break,
+            }
+        }
+        for dir in missing.into_iter().rev() {
+            fs::create_dir(&dir)?;
+            created.push(dir);
         }
         for dir in [self.releases(), self.root.join("data"), self.backups(), self.trust(), self.state(), self.staging()] {
             fsutil::ensure_real_dir(&dir)?;
         }
-        Ok(new)
+        Ok(new.then_some(created))
     }
 
-    /// Removes the skeleton a failed first run created, if nothing else was put in it.
-    pub fn remove_new_layout(&self) {
+    /// Removes the skeleton a failed first run created, if nothing else was put in it; `created`
+    /// is what [`Site::ensure_layout`] returned.
+    pub fn remove_new_layout(&self, created: &[PathBuf]) {
         if self.current_link().symlink_metadata().is_ok() {
             return;
         }
@@ -101,7 +114,37 @@ impl Site {
         let _ = fs::remove_file(self.state().join("lock"));
         let _ = fs::remove_dir(self.staging());
         let _ = fs::remove_dir(self.state());
-        let _ = fs::remove_dir(&self.root);
+        for dir in created.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
+    /// Refuses a site where someone planted a symlink where the installer writes: anything in the
+    /// root but `current`, and the entries of `releases/`, `data/`, `backups/`, `trust/`, `state/`.
+    /// Writing through such a link could reach any file on the machine (the installer runs as root).
+    pub fn check_planted_links(&self) -> io::Result<()> {
+        let mut dirs = vec![self.root.clone()];
+        for d in ["releases", "data", "backups", "trust", "state"] {
+            dirs.push(self.root.join(d));
+        }
+        for dir in dirs {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_symlink() && entry.path() != self.current_link() {
+                    let target = fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
+                    return Err(io::Error::other(format!(
+                        "{} is a symbolic link (to {target}); the installer never writes through links in a site",
+                        entry.path().display()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The version `current` points at, if any.
