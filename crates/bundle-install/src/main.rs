@@ -31,7 +31,7 @@ struct Common {
     /// Print one JSON object on stdout instead of human output.
     #[arg(long, global = true)]
     json: bool,
-    /// Print nothing but errors.
+    /// Print nothing but errors and warnings.
     #[arg(long, short, global = true)]
     quiet: bool,
 }
@@ -59,6 +59,9 @@ enum Command {
         allow_downgrade: bool,
         #[arg(long)]
         reinstall: bool,
+        /// As for apply: declare an unversioned database's version (`DB=VERSION`).
+        #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
+        baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
         #[command(flatten)]
         common: Common,
     },
@@ -356,7 +359,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref(), &reporter).map_err(failure))
         }
-        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, common } => {
+        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 // A site with an interrupted run is recovered first, like by every other command, so
@@ -368,7 +371,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 } else {
                     &Site::new(&root)
                 };
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline: Vec::new() }, trust, ..ApplyOptions::default() };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, ..ApplyOptions::default() };
                 let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());

@@ -172,7 +172,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
                     "same_version_different_content",
                     format!("{} {cur} is installed from a different bundle than this one", manifest.app),
                 )
-                .with_hint("pass --reinstall if this bundle is meant to replace it"));
+                .with_hint("release the change under a new version number; installing a second build of the same version is not supported"));
             }
         } else if cur_v > new_version {
             if !opts.allow_downgrade {
@@ -254,6 +254,11 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         }
     }
 
+    for (name, _) in &opts.baseline {
+        if manifest.database(name).is_none() {
+            return Err(InstallError::usage("unknown_database", format!("--baseline names `{name}`, which the bundle does not declare")));
+        }
+    }
     let release_bundle = site.release_dir(&manifest.version).join("bundle");
     let mut databases = Vec::new();
     for db in &manifest.databases {
@@ -303,11 +308,6 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         .filter(|(_, h)| h.is_some())
         .map(|(n, _)| n.to_string())
         .collect();
-    for (name, _) in &opts.baseline {
-        if !databases.iter().any(|d| &d.name == name) {
-            return Err(InstallError::usage("unknown_database", format!("--baseline names `{name}`, which the bundle does not declare")));
-        }
-    }
     let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
     let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).map(|f| f.size).sum();
     let backup_bytes = if backup {

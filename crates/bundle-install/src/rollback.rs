@@ -147,7 +147,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     }
     if !refusals.is_empty() {
         return Err(InstallError::refused("needs_restore", format!("rolling back to {to} would break the data: {}", refusals.join("; ")))
-            .with_hint(format!("`bundle-install rollback --root {} --to {to} --restore-data` shows what restoring the pre-upgrade backup would lose, without changing anything", site.root.display())));
+            .with_hint(format!("`bundle-install rollback --root {} --to {to} --restore-data` restores the pre-upgrade backup; when rows written since would be lost it only reports them and asks for --yes", site.root.display())));
     }
     let mut losses = Vec::new();
     for d in &decisions {
