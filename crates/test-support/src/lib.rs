@@ -17,15 +17,25 @@
 //!   its manifest, and write hostile archives with arbitrary raw headers ([`Hdr`]) and gzip damage
 //!   (truncation, trailing bytes, a second member, a broken CRC, flipped bytes, no end-of-archive).
 //! * [`snapshot`]: every node of a tree with its kind and sha256, for "nothing changed" assertions.
+//! * [`catalogue`]: the bad-archive catalogue shared by `bundle-build verify` and `bundle-install`
+//!   (`verify`, `apply`) tests, one `#[test]` per case through [`hostile_cases!`];
+//!   [`many_empty_entries`] makes a bundle flooded with a million empty entries cheaply.
+//! * [`copy_site`], [`site_python`], [`snapshot_ignoring_lock`], [`make_sentinel`]: installed sites
+//!   for `bundle-install` tests.
 
+pub mod catalogue;
 mod craft;
 mod fixtures;
 mod keys;
+mod many;
 mod run;
+mod sites;
 mod snapshot;
 
 pub use craft::{gunzip, gzip, CraftedBundle, Hdr, PartFile, Parts};
 pub use fixtures::{bin, build_fixture_bundle, copy_dir, copy_spec, fixture_specs, process_dir, scratch_dir, workspace_root};
+pub use many::many_empty_entries;
 pub use keys::{legacy_ed_signature, seed_of, test_secret_key, KeyPair};
 pub use run::{run, run_timeout, tool, Run, DEFAULT_TIMEOUT};
+pub use sites::{copy_site, make_sentinel, site_python, snapshot_ignoring_lock};
 pub use snapshot::{diff_snapshots, snapshot, NodeKind, Snapshot};
