@@ -544,7 +544,7 @@ fn run_script(
     let stderr = File::create(&stderr_log).map_err(io("cannot create", &stderr_log))?;
     let cwd = work.join(format!("{name}.cwd"));
     fs::create_dir(&cwd).map_err(io("cannot create", &cwd))?;
-    let status = Command::new(python)
+    let status = crate::child::die_with_parent(&mut Command::new(python))
         .arg(script)
         .arg(input)
         .arg(output)

@@ -34,7 +34,7 @@ pub fn run(site: &Site, call: &HookCall) -> Result<()> {
     let stderr = std::io::stderr();
     let out = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| fail(format!("cannot start: {e}")))?;
     let err = out.try_clone().map_err(|e| fail(format!("cannot start: {e}")))?;
-    let mut child = Command::new(&call.script)
+    let mut child = crate::child::die_with_parent(&mut Command::new(&call.script))
         .current_dir(&site.root)
         .env("BUNDLE_ROOT", &site.root)
         .env("BUNDLE_RELEASE_DIR", &call.release_dir)

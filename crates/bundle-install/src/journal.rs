@@ -196,9 +196,12 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    /// Writes the journal; from here on the run is recoverable.
+    /// Writes the journal; from here on the run is recoverable. Also sets aside a little disk
+    /// space (`state/.reserve`), given back when an undo finds the disk full, so the journal can
+    /// always be written while undoing.
     pub fn begin(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Result<Runner<'a>> {
         journal.persist(site)?;
+        let _ = std::fs::write(reserve_path(site), vec![0u8; RESERVE_BYTES]).and_then(|_| std::fs::File::open(reserve_path(site))?.sync_all());
         Ok(Runner { site, journal, reporter })
     }
 
@@ -247,8 +250,21 @@ impl<'a> Runner<'a> {
     pub fn undo_all(&mut self) -> Result<()> {
         // Databases another node carried further are left as they are (see `moved_on`).
         let mut restored: Vec<String> = self.moved_on()?;
+        // Undoing must be possible on a full disk (often the very reason for the failure). Before
+        // the swap the staged release is nobody's and the largest thing the run wrote: it goes first.
+        let swapped = self.journal.steps.iter().any(|s| matches!(s.action, Action::Swap { .. }) && matches!(s.status, Status::Started | Status::Done));
+        if !swapped {
+            for s in &self.journal.steps {
+                if let (Action::StageRelease { version }, Status::Started | Status::Done) = (&s.action, s.status) {
+                    let _ = fsutil::remove_tree(&self.site.release_dir(version));
+                }
+            }
+        }
         self.journal.phase = Phase::Undoing;
-        self.journal.persist(self.site)?;
+        if self.journal.persist(self.site).is_err() {
+            let _ = std::fs::remove_file(reserve_path(self.site));
+            self.journal.persist(self.site)?;
+        }
         for i in (0..self.journal.steps.len()).rev() {
             if !matches!(self.journal.steps[i].status, Status::Started | Status::Done) {
                 continue;
@@ -269,7 +285,10 @@ impl<'a> Runner<'a> {
             })?;
             checkpoint(&format!("undo:{name}"), "after")?;
             self.journal.steps[i].status = Status::Undone;
-            self.journal.persist(self.site)?;
+            if self.journal.persist(self.site).is_err() {
+                let _ = std::fs::remove_file(reserve_path(self.site));
+                self.journal.persist(self.site)?;
+            }
         }
         self.finish()
     }
@@ -308,6 +327,7 @@ impl<'a> Runner<'a> {
 
     /// Removes the journal: the run is over.
     pub fn finish(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(reserve_path(self.site));
         match std::fs::remove_file(self.site.journal()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -329,6 +349,13 @@ pub fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock>> {
         }
     }
     Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?)
+}
+
+/// Space held back for writing the journal while undoing on a full disk.
+const RESERVE_BYTES: usize = 1 << 20;
+
+fn reserve_path(site: &Site) -> std::path::PathBuf {
+    site.state().join(".reserve")
 }
 
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {

@@ -85,6 +85,14 @@ impl Space {
     }
 }
 
+/// Whether this process may write `path` (access(2) sees read-only mounts and immutable files even
+/// for root).
+fn writable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: access only reads the C string.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 /// Free bytes for an unprivileged writer on the file system holding `path` (or its nearest
 /// existing ancestor, for a site that does not exist yet).
 pub fn free_bytes(path: &Path) -> Option<u64> {
@@ -309,6 +317,18 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         .map(|(n, _)| n.to_string())
         .collect();
     let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
+    // A database that cannot be written would fail its first step and then its restore: say so now.
+    for d in databases.iter().filter(|d| d.engine == "sqlite" && (!d.steps.is_empty() || d.baseline.is_some())) {
+        let file = site.root.join(&d.path);
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| site.root.clone());
+        let dir = if dir.exists() { dir } else { site.root.join("data") };
+        for p in [Some(dir), file.exists().then_some(file)].into_iter().flatten() {
+            if !writable(&p) {
+                return Err(InstallError::failed("data_not_writable", format!("database `{}`: {} is not writable (read-only mount or immutable?)", d.name, p.display()))
+                    .with_hint("make the site's data/ writable, then apply again; nothing was changed"));
+            }
+        }
+    }
     let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).map(|f| f.size).sum();
     let backup_bytes = if backup {
         databases

@@ -543,7 +543,7 @@ fn worker_err(exe: &Path, detail: String) -> PythonError {
 }
 
 fn run_compile_worker(python: &Path, files: Vec<PathBuf>) -> Result<(usize, Vec<CompileFailure>), PythonError> {
-    let mut child = Command::new(python)
+    let mut child = crate::child::die_with_parent(&mut Command::new(python))
         .args(["-I", "-c", COMPILE_WORKER])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

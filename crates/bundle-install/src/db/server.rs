@@ -511,7 +511,7 @@ pub(crate) fn run_python(
         python.to_path_buf()
     };
     let cwd = if root.is_dir() { root.to_path_buf() } else { PathBuf::from("/") };
-    let out = Command::new(&python)
+    let out = crate::child::die_with_parent(&mut Command::new(&python))
         .arg(&script)
         .current_dir(&cwd)
         .env("BUNDLE_DB_NAME", db)

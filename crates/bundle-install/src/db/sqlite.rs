@@ -179,7 +179,7 @@ impl SqliteEngine {
         let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| ctx.io(&dir, e))?;
         // Our connection stays open but idle: it holds no lock, so the script can write.
-        let out = Command::new(&python)
+        let out = crate::child::die_with_parent(&mut Command::new(&python))
             .arg(&script)
             .current_dir(&dir)
             .env("BUNDLE_DB_NAME", &ctx.db)
