@@ -320,8 +320,14 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     // A database that cannot be written would fail its first step and then its restore: say so now.
     for d in databases.iter().filter(|d| d.engine == "sqlite" && (!d.steps.is_empty() || d.baseline.is_some())) {
         let file = site.root.join(&d.path);
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| site.root.clone());
-        let dir = if dir.exists() { dir } else { site.root.join("data") };
+        // The nearest existing directory is where the file (and any missing parents) will be made.
+        let mut dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| site.root.clone());
+        while !dir.exists() {
+            match dir.parent() {
+                Some(p) => dir = p.to_path_buf(),
+                None => break,
+            }
+        }
         for p in [Some(dir), file.exists().then_some(file)].into_iter().flatten() {
             if !writable(&p) {
                 return Err(InstallError::failed("data_not_writable", format!("database `{}`: {} is not writable (read-only mount or immutable?)", d.name, p.display()))
