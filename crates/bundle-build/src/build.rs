@@ -96,10 +96,10 @@ pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOpt
     let result = (|| -> Result<(Vec<String>, String, u64), BuildError> {
         match opts.split_size {
             None => {
-                let file = File::create(tmp.join(&name)).map_err(werr(&tmp))?;
-                let file = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, file)?;
+                // Hashed as it is written: re-reading a multi-gigabyte bundle would double the work.
+                let file = bundle_core::hash::HashingWriter::new(File::create(tmp.join(&name)).map_err(werr(&tmp))?);
+                let (file, sha, size) = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, file)?.finish();
                 file.sync_all().map_err(werr(&tmp))?;
-                let (sha, size) = bundle_core::hash::hash_file(&tmp.join(&name)).map_err(werr(&tmp))?;
                 Ok((vec![name.clone()], sha, size))
             }
             Some(part_size) => {

@@ -12,6 +12,12 @@ pub fn now_compact() -> String {
     now_rfc3339().replace(['-', ':'], "")
 }
 
+/// A compact stamp with milliseconds, for run ids that must differ between runs in one second:
+/// `20261122T001500.123Z`.
+pub fn now_compact_millis() -> String {
+    now_rfc3339_millis().replace(['-', ':'], "")
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

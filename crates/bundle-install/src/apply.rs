@@ -136,7 +136,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
             return Err(e);
         }
     }
-    let id = format!("{}-{}", crate::time::now_compact(), manifest.version);
+    let id = format!("{}-{}", crate::time::now_compact_millis(), manifest.version);
     let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified));
     let runner = match Runner::begin(site, journal, reporter) {
         Ok(r) => r,

@@ -163,7 +163,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
             .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {to} --restore-data --yes`", site.root.display())));
     }
 
-    let id = format!("{}-rollback-{to}", crate::time::now_compact());
+    let id = format!("{}-rollback-{to}", crate::time::now_compact_millis());
     let hook = |name: &str, m: &bundle_core::manifest::Manifest, version: &str, script: &Option<String>, from: &str, to: &str| {
         let dir = site.release_dir(version);
         script.as_ref().map(|s| HookCall { hook: name.into(), script: dir.join("bundle").join(s), release_dir: dir.clone(), from: Some(from.into()), to: to.into(), timeout_secs: opts.hook_timeout_secs })
