@@ -998,6 +998,24 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
     }
 }
 
+/// A backup record must belong to this database and engine before anything is restored from it.
+pub(crate) fn check_backup_record(db: &str, engine: &str, backup: &BackupRecord) -> Result<(), DbError> {
+    if backup.db != db || backup.engine != engine {
+        return Err(DbError::Config { db: db.into(), message: format!("backup record is for {} database `{}`", backup.engine, backup.db) });
+    }
+    Ok(())
+}
+
+/// The backup file must still hash to what was recorded when it was taken.
+pub(crate) fn verify_backup_file(db: &str, backup: &BackupRecord, path: &Path) -> Result<(), DbError> {
+    let (actual, _) = sha256_file(path).map_err(|e| DbError::Io { db: db.into(), path: path.display().to_string(), message: e.to_string() })?;
+    let expected = backup.sha256.clone().unwrap_or_default();
+    if !actual.eq_ignore_ascii_case(&expected) {
+        return Err(DbError::BackupCorrupt { db: db.into(), file: path.display().to_string(), expected, actual });
+    }
+    Ok(())
+}
+
 // Hashing and time stamps are shared with the rest of the toolkit.
 pub use bundle_core::hash::{hash_file as sha256_file, sha256_hex};
 pub use bundle_core::time::{now_rfc3339_millis as utc_now_rfc3339, rfc3339_millis as format_rfc3339};

@@ -759,12 +759,12 @@ impl Engine for MyEngine {
 
     fn restore(&mut self, backup: &BackupRecord, dir: &Path) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        check_record(&ctx, backup)?;
+        super::check_backup_record(&ctx.db, ENGINE, backup)?;
         let path = match &backup.file {
             None => None,
             Some(file) => {
                 let path = dir.join(file);
-                verify_backup(&ctx, backup, &path)?;
+                super::verify_backup_file(&ctx.db, backup, &path)?;
                 // The client must exist before anything is dropped.
                 self.client_tool()?;
                 Some(path)
@@ -839,7 +839,7 @@ impl Engine for MyEngine {
 
     fn diff_since(&mut self, backup: &BackupRecord, dir: &Path) -> Result<Vec<TableDiff>, DbError> {
         let ctx = self.ctx.clone();
-        check_record(&ctx, backup)?;
+        super::check_backup_record(&ctx.db, ENGINE, backup)?;
         let dbname = ctx.url.dbname.clone();
         let Some(file) = &backup.file else {
             let tables = self.data_tables()?;
@@ -854,7 +854,7 @@ impl Engine for MyEngine {
             return Ok(out);
         };
         let path = dir.join(file);
-        verify_backup(&ctx, backup, &path)?;
+        super::verify_backup_file(&ctx.db, backup, &path)?;
         // Restored into a scratch database on the same server, then compared across databases.
         let scratch = self.create_scratch()?;
         let result = (|| {
@@ -890,29 +890,7 @@ impl Engine for MyEngine {
     }
 }
 
-fn check_record(ctx: &Ctx, backup: &BackupRecord) -> Result<(), DbError> {
-    if backup.db != ctx.db || backup.engine != ENGINE {
-        return Err(DbError::Config {
-            db: ctx.db.clone(),
-            message: format!("backup record is for {} database `{}`", backup.engine, backup.db),
-        });
-    }
-    Ok(())
-}
 
-fn verify_backup(ctx: &Ctx, backup: &BackupRecord, path: &Path) -> Result<(), DbError> {
-    let (actual, _) = sha256_file(path).map_err(|e| ctx.io(path, e))?;
-    let expected = backup.sha256.clone().unwrap_or_default();
-    if !actual.eq_ignore_ascii_case(&expected) {
-        return Err(DbError::BackupCorrupt {
-            db: ctx.db.clone(),
-            file: path.display().to_string(),
-            expected,
-            actual,
-        });
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -831,12 +831,12 @@ impl Engine for PgEngine {
 
     fn restore(&mut self, backup: &BackupRecord, dir: &Path) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        check_record(&ctx, backup)?;
+        super::check_backup_record(&ctx.db, ENGINE, backup)?;
         match &backup.file {
             None => self.restore_file(None),
             Some(file) => {
                 let path = dir.join(file);
-                verify_backup(&ctx, backup, &path)?;
+                super::verify_backup_file(&ctx.db, backup, &path)?;
                 self.restore_file(Some(&path))
             }
         }
@@ -900,7 +900,7 @@ impl Engine for PgEngine {
 
     fn diff_since(&mut self, backup: &BackupRecord, dir: &Path) -> Result<Vec<TableDiff>, DbError> {
         let ctx = self.ctx.clone();
-        check_record(&ctx, backup)?;
+        super::check_backup_record(&ctx.db, ENGINE, backup)?;
         let schema = self.schema_name()?;
         let Some(file) = &backup.file else {
             let tables = self.data_tables()?;
@@ -915,7 +915,7 @@ impl Engine for PgEngine {
             return Ok(out);
         };
         let path = dir.join(file);
-        verify_backup(&ctx, backup, &path)?;
+        super::verify_backup_file(&ctx.db, backup, &path)?;
         // The backup goes into a scratch database on the same server, compared row by row (hashes)
         // from here: PostgreSQL cannot join across databases.
         let scratch = self.create_scratch()?;
@@ -1015,29 +1015,7 @@ impl PgEngine {
     }
 }
 
-fn check_record(ctx: &Ctx, backup: &BackupRecord) -> Result<(), DbError> {
-    if backup.db != ctx.db || backup.engine != ENGINE {
-        return Err(DbError::Config {
-            db: ctx.db.clone(),
-            message: format!("backup record is for {} database `{}`", backup.engine, backup.db),
-        });
-    }
-    Ok(())
-}
 
-fn verify_backup(ctx: &Ctx, backup: &BackupRecord, path: &Path) -> Result<(), DbError> {
-    let (actual, _) = sha256_file(path).map_err(|e| ctx.io(path, e))?;
-    let expected = backup.sha256.clone().unwrap_or_default();
-    if !actual.eq_ignore_ascii_case(&expected) {
-        return Err(DbError::BackupCorrupt {
-            db: ctx.db.clone(),
-            file: path.display().to_string(),
-            expected,
-            actual,
-        });
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -338,7 +338,7 @@ impl Engine for SqliteEngine {
 
     fn restore(&mut self, backup: &BackupRecord, dir: &Path) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        check_record(&ctx, backup)?;
+        super::check_backup_record(&ctx.db, "sqlite", backup)?;
         let Some(file) = &backup.file else {
             // The database did not exist before: delete it. Sidecars first, so a crash in between
             // never leaves a stale journal or WAL next to a database that could adopt it.
@@ -353,7 +353,7 @@ impl Engine for SqliteEngine {
             return Ok(());
         };
         let src_path = dir.join(file);
-        verify_backup(&ctx, backup, &src_path)?;
+        super::verify_backup_file(&ctx.db, backup, &src_path)?;
         let src =
             open_backup(&src_path).map_err(|e| ctx.engine(&format!("opening backup {}", src_path.display()), e))?;
         // Restore through the backup API into the live connection rather than renaming a copy over
@@ -439,7 +439,7 @@ impl Engine for SqliteEngine {
 
     fn diff_since(&mut self, backup: &BackupRecord, dir: &Path) -> Result<Vec<TableDiff>, DbError> {
         let ctx = self.ctx.clone();
-        check_record(&ctx, backup)?;
+        super::check_backup_record(&ctx.db, "sqlite", backup)?;
         let live_exists = self.exists();
         let Some(file) = &backup.file else {
             // Nothing existed before: everything live would be lost.
@@ -460,7 +460,7 @@ impl Engine for SqliteEngine {
                 .collect());
         };
         let src_path = dir.join(file);
-        verify_backup(&ctx, backup, &src_path)?;
+        super::verify_backup_file(&ctx.db, backup, &src_path)?;
         if !live_exists {
             let src = open_backup(&src_path).map_err(|e| ctx.engine("opening the backup", e))?;
             let counts = table_counts(&src, "main").map_err(|e| ctx.engine("counting rows", e))?;
@@ -568,29 +568,7 @@ fn copy_database(src: &Connection, dst: &mut Connection) -> rusqlite::Result<()>
     }
 }
 
-fn check_record(ctx: &Ctx, backup: &BackupRecord) -> Result<(), DbError> {
-    if backup.db != ctx.db || backup.engine != "sqlite" {
-        return Err(DbError::Config {
-            db: ctx.db.clone(),
-            message: format!("backup record is for {} database `{}`", backup.engine, backup.db),
-        });
-    }
-    Ok(())
-}
 
-fn verify_backup(ctx: &Ctx, backup: &BackupRecord, path: &Path) -> Result<(), DbError> {
-    let (actual, _) = sha256_file(path).map_err(|e| ctx.io(path, e))?;
-    let expected = backup.sha256.clone().unwrap_or_default();
-    if !actual.eq_ignore_ascii_case(&expected) {
-        return Err(DbError::BackupCorrupt {
-            db: ctx.db.clone(),
-            file: path.display().to_string(),
-            expected,
-            actual,
-        });
-    }
-    Ok(())
-}
 
 fn run_sql_step(
     conn: &mut Connection,
