@@ -112,7 +112,9 @@ pub struct ThreadedHashReader<R> {
 
 impl<R: Read> ThreadedHashReader<R> {
     pub fn new(inner: R) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        // Two chunks in flight: enough to keep both threads busy, and memory stays flat however
+        // long the bundle (a deeper queue only fills up when hashing is the slower side).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let worker = std::thread::spawn(move || {
             let mut hasher = Sha256::new();
