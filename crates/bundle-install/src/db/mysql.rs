@@ -26,7 +26,7 @@ use bundle_core::version::SchemaVersion;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
-use super::server::{self, ConnUrl, Dialect};
+use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{describe_status, fsync_dir, fsync_file, remove_if_exists, stderr_tail};
 use super::{
     current_version, one_line, sha256_file, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError,
@@ -37,40 +37,14 @@ use super::{
 const ENGINE: &str = "mysql";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Clone)]
-struct Ctx {
-    db: String,
-    url: ConnUrl,
+/// The driver's errors, as messages that name the database and never its password.
+trait DriverError {
+    fn my(&self, context: &str, e: &mysql::Error) -> DbError;
 }
 
-impl Ctx {
-    fn engine(&self, context: &str, e: impl std::fmt::Display) -> DbError {
-        DbError::Engine {
-            db: self.db.clone(),
-            path: self.url.masked.clone(),
-            context: context.into(),
-            message: one_line(&self.url.scrub(&e.to_string()), 300),
-        }
-    }
-
+impl DriverError for Ctx {
     fn my(&self, context: &str, e: &mysql::Error) -> DbError {
         self.engine(context, my_msg(e))
-    }
-
-    fn io(&self, path: &Path, e: std::io::Error) -> DbError {
-        DbError::Io {
-            db: self.db.clone(),
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
-    }
-
-    fn tools(&self, message: String) -> DbError {
-        DbError::Tools {
-            db: self.db.clone(),
-            location: self.url.masked.clone(),
-            message: one_line(&self.url.scrub(&message), 400),
-        }
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bundle_core::version::SchemaVersion;
 use postgres::{Client, NoTls};
 
-use super::server::{self, ConnUrl, Dialect};
+use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{fsync_dir, fsync_file, remove_if_exists};
 use super::{
     current_version, one_line, sha256_file, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction,
@@ -44,41 +44,14 @@ fn lock_key() -> i64 {
     i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
-/// Who we are, for messages: the name and the URL with its password masked.
-#[derive(Clone)]
-struct Ctx {
-    db: String,
-    url: ConnUrl,
+/// The driver's errors, as messages that name the database and never its password.
+trait DriverError {
+    fn pg(&self, context: &str, e: &postgres::Error) -> DbError;
 }
 
-impl Ctx {
-    fn engine(&self, context: &str, e: impl std::fmt::Display) -> DbError {
-        DbError::Engine {
-            db: self.db.clone(),
-            path: self.url.masked.clone(),
-            context: context.into(),
-            message: one_line(&self.url.scrub(&e.to_string()), 300),
-        }
-    }
-
+impl DriverError for Ctx {
     fn pg(&self, context: &str, e: &postgres::Error) -> DbError {
         self.engine(context, pg_msg(e))
-    }
-
-    fn io(&self, path: &Path, e: std::io::Error) -> DbError {
-        DbError::Io {
-            db: self.db.clone(),
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
-    }
-
-    fn tools(&self, message: String) -> DbError {
-        DbError::Tools {
-            db: self.db.clone(),
-            location: self.url.masked.clone(),
-            message: one_line(&self.url.scrub(&message), 400),
-        }
     }
 }
 

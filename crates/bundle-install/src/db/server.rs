@@ -16,6 +16,40 @@ use std::process::{Command, Stdio};
 
 use super::{one_line, DbError, PlannedStep};
 
+/// Who a server engine is, for messages: the database's name and its URL with the password masked.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub db: String,
+    pub url: ConnUrl,
+}
+
+impl Ctx {
+    pub fn engine(&self, context: &str, e: impl std::fmt::Display) -> DbError {
+        DbError::Engine {
+            db: self.db.clone(),
+            path: self.url.masked.clone(),
+            context: context.into(),
+            message: one_line(&self.url.scrub(&e.to_string()), 300),
+        }
+    }
+
+    pub fn io(&self, path: &Path, e: std::io::Error) -> DbError {
+        DbError::Io {
+            db: self.db.clone(),
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn tools(&self, message: String) -> DbError {
+        DbError::Tools {
+            db: self.db.clone(),
+            location: self.url.masked.clone(),
+            message: one_line(&self.url.scrub(&message), 400),
+        }
+    }
+}
+
 /// The file a site keeps its connections in (relative to the root).
 pub const SITE_FILE: &str = "site.yaml";
 
