@@ -48,12 +48,21 @@ impl SiteLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(match serde_json::from_str(&text) {
-                    Ok(h) => LockError::Held(h),
-                    Err(_) => LockError::HeldUnknown,
-                });
+                // The holder writes its name just after taking the lock: right then the file still
+                // names the previous (finished) holder. Read again briefly until it names a live one.
+                let mut holder = None;
+                for _ in 0..50 {
+                    let mut text = String::new();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut text);
+                    holder = serde_json::from_str::<Holder>(&text).ok();
+                    // SAFETY: kill with signal 0 only checks that the process exists.
+                    if holder.as_ref().is_some_and(|h| unsafe { libc::kill(h.pid as i32, 0) } == 0) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                return Err(holder.map(LockError::Held).unwrap_or(LockError::HeldUnknown));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
