@@ -2,12 +2,17 @@
 //! every payload file in path order. Everything is written into a private temporary directory beside
 //! the target and renamed into place only when complete. With a split size, the bundle is written as
 //! parts plus a signed parts index (see `bundle_core::split`).
+//!
+//! A whole bundle is written by one thread that only compresses and copies, while a second one
+//! hashes what it wrote (the bundle's sha256 costs as much as the rest of the stored-content path),
+//! and the kernel is asked to start writing it to disk every few tens of MB, so the final fsync has
+//! little left to wait for.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use bundle_core::archive::{ArchiveWriter, Packing};
+use bundle_core::archive::{ArchiveSink, ArchiveWriter, Packing};
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::signature::{SecretKey, TrustedInfo};
 use bundle_core::split::{PartsIndex, SplitWriter, PARTS_FORMAT};
@@ -53,10 +58,11 @@ pub fn bundle_file_name(app: &str, version: &str) -> String {
     format!("{app}-{version}.bundle.tar.gz")
 }
 
-/// Writes the archive into `out` and returns it.
-fn write_archive<W: Write>(release: &Release, manifest_bytes: &[u8], sig_bytes: &[u8], mtime: u64, out: W) -> Result<W, BuildError> {
+/// Writes the archive into `out` (which should buffer: the archive writer makes many small writes)
+/// and returns it.
+fn write_archive<W: ArchiveSink>(release: &Release, manifest_bytes: &[u8], sig_bytes: &[u8], mtime: u64, out: W) -> Result<W, BuildError> {
     let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
-    let mut ar = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, out), mtime).map_err(werr)?;
+    let mut ar = ArchiveWriter::new(out, mtime).map_err(werr)?;
     ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(werr)?;
     ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(werr)?;
     for src in &release.sources {
@@ -71,9 +77,57 @@ fn write_archive<W: Write>(release: &Release, manifest_bytes: &[u8], sig_bytes: 
             }
         }
     }
-    let w = ar.finish().map_err(werr)?;
-    w.into_inner().map_err(|e| werr(e.into_error()))
+    ar.finish().map_err(werr)
 }
+
+/// Bytes between two writeback requests: large enough that each request is one big sequential
+/// write, small enough that little is left for the final fsync.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// The bundle file, handed to the kernel for writing to disk while the rest is still being produced:
+/// every [`WRITEBACK_STEP`] bytes the range just written is submitted for writeback
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the I/O without waiting for it). The disk
+/// then works during the build instead of after it, and the final fsync only waits for the tail.
+struct EarlyWriteback {
+    file: File,
+    written: u64,
+    submitted: u64,
+}
+
+impl EarlyWriteback {
+    fn new(file: File) -> Self {
+        EarlyWriteback { file, written: 0, submitted: 0 }
+    }
+
+    fn submit(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (start, len) = (self.submitted as libc::off64_t, (self.written - self.submitted) as libc::off64_t);
+            // Only a hint: a failure here (or a file system without it) still ends in the fsync,
+            // which reports any real error.
+            unsafe { libc::sync_file_range(self.file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        self.submitted = self.written;
+    }
+}
+
+impl Write for EarlyWriteback {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.submitted >= WRITEBACK_STEP {
+            self.submit();
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Size of each write to the bundle file.
+const WRITE_BLOCK: usize = 1 << 20;
 
 /// Writes the bundle into `out_dir`.
 pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOptions) -> Result<Built, BuildError> {
@@ -96,14 +150,19 @@ pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOpt
     let result = (|| -> Result<(Vec<String>, String, u64), BuildError> {
         match opts.split_size {
             None => {
-                // Hashed as it is written: re-reading a multi-gigabyte bundle would double the work.
-                let file = bundle_core::hash::HashingWriter::new(File::create(tmp.join(&name)).map_err(werr(&tmp))?);
-                let (file, sha, size) = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, file)?.finish();
-                file.sync_all().map_err(werr(&tmp))?;
+                // Hashed as it is written (re-reading a multi-gigabyte bundle would double the work),
+                // on a second thread so that this one only produces and writes bytes.
+                let file = EarlyWriteback::new(File::create(tmp.join(&name)).map_err(werr(&tmp))?);
+                let out = bundle_core::hash::ThreadedHashWriter::new(file, WRITE_BLOCK);
+                let out = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, out)?;
+                let (written, sha, size) = out.finish().map_err(werr(&tmp))?;
+                written.file.sync_all().map_err(werr(&tmp))?;
                 Ok((vec![name.clone()], sha, size))
             }
             Some(part_size) => {
-                let sink = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, SplitWriter::new(&tmp, &name, part_size))?;
+                let sink = BufWriter::with_capacity(WRITE_BLOCK, SplitWriter::new(&tmp, &name, part_size));
+                let sink = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, sink)?;
+                let sink = sink.into_inner().map_err(|e| werr(&tmp)(e.into_error()))?;
                 let (parts, sha256, size) = sink.finish().map_err(werr(&tmp))?;
                 let index = PartsIndex {
                     format: PARTS_FORMAT,
