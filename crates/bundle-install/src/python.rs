@@ -6,14 +6,17 @@
 //! with the venv's own interpreter. Everything here is at the venv's *final* path, because venvs are
 //! not relocatable (interpreter symlinks, absolute shebangs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pep440_rs::{Version, VersionSpecifiers};
@@ -428,27 +431,55 @@ pub struct CompileReport {
 }
 
 /// Worker run by the venv's interpreter: compiles each path read from stdin (one per line, raw
-/// bytes) and reports failures by input index, so odd file names never need escaping on the way
-/// back. `py_compile` picks the invalidation mode (timestamp, or checked-hash when
-/// `SOURCE_DATE_EPOCH` is set, for reproducible `.pyc`) and writes atomically.
+/// bytes) and answers every input with one line, `ok` or a JSON error carrying the input's index,
+/// so odd file names never need escaping on the way back and the installer knows when to send the
+/// next path. At end of input it prints its total. `py_compile` picks the invalidation mode
+/// (timestamp, or checked-hash when `SOURCE_DATE_EPOCH` is set, for reproducible `.pyc`) and
+/// writes atomically.
 const COMPILE_WORKER: &str = r#"
-import json, os, py_compile, sys, warnings
+import os, py_compile, sys, warnings
 # SyntaxWarnings (e.g. invalid escapes, shown by default since 3.12) are not failures.
 warnings.simplefilter("ignore")
-out = sys.stdout
-done = 0
-for i, line in enumerate(sys.stdin.buffer):
+read = sys.stdin.buffer.readline
+out = sys.stdout.buffer
+i = done = 0
+while True:
+    line = read()
+    if not line:
+        break
     path = os.fsdecode(line[:-1] if line.endswith(b"\n") else line)
     try:
         py_compile.compile(path, doraise=True)
         done += 1
-    except py_compile.PyCompileError as e:
-        msg = "%s: %s" % (e.exc_type_name, e.exc_value)
-        out.write(json.dumps({"i": i, "error": " ".join(msg.split())}) + "\n")
+        out.write(b"ok\n")
     except Exception as e:
-        out.write(json.dumps({"i": i, "error": " ".join(("%s: %s" % (type(e).__name__, e)).split())}) + "\n")
-out.write(json.dumps({"done": done}) + "\n")
+        import json
+        if isinstance(e, py_compile.PyCompileError):
+            msg = "%s: %s" % (e.exc_type_name, e.exc_value)
+        else:
+            msg = "%s: %s" % (type(e).__name__, e)
+        out.write(json.dumps({"i": i, "error": " ".join(msg.split())}).encode() + b"\n")
+    out.flush()
+    i += 1
+out.write(b'{"done": %d}\n' % done)
+out.flush()
 "#;
+
+/// Interpreter flags for the workers: isolated (`-I`: no user site, no `PYTHON*` variables), no
+/// `site` (`-S`: py_compile needs only the standard library, and `.pth` files in the base
+/// interpreter's site-packages may import a lot at every start), and no `.pyc` writes for the
+/// worker's own imports (`-B`), so a run as root never writes into the system's standard library.
+/// `py_compile.compile` writes its `.pyc` regardless of `-B`.
+const WORKER_FLAGS: [&str; 3] = ["-I", "-S", "-B"];
+
+/// Paths sent to a worker ahead of its answers: with two, the next path is already in its pipe
+/// when it finishes one, so the round trip never idles it, and the queue's tail is still shared
+/// out to whichever worker is free.
+const WORKER_WINDOW: usize = 2;
+
+/// How long a worker whose pipes broke may take to exit before it is killed, so that a worker
+/// that closed its pipes but lives on cannot hang the installer.
+const BROKEN_WORKER_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 struct WorkerLine {
@@ -459,8 +490,10 @@ struct WorkerLine {
 
 /// Byte-compiles every `.py` under the venv's site-packages with the venv's own interpreter (so
 /// the `.pyc` match the target's magic number and cache tag), using `jobs` worker processes
-/// (`0` = one per CPU). Files are spread over the workers by size, largest first, so they finish
-/// together. Any file that does not compile makes the whole call fail, listing every such file.
+/// (`0` = one per CPU). The files form one queue, largest first, and each worker is fed the next
+/// file as soon as it finishes one: fixed shards made the slowest shard decide the wall time.
+/// Any file that does not compile makes the whole call fail, listing every such file; a worker
+/// that dies makes it fail naming the files it left unfinished.
 pub fn compile_bytecode(venv: &Venv, interp: &Interpreter, jobs: usize) -> Result<CompileReport, PythonError> {
     let start = Instant::now();
     if (venv.version.0, venv.version.1) != (interp.version.0, interp.version.1) {
@@ -498,28 +531,42 @@ pub fn compile_bytecode(venv: &Venv, interp: &Interpreter, jobs: usize) -> Resul
     let jobs = if jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { jobs };
     let workers = jobs.min(files.len()).max(1);
 
-    // Longest-processing-time-first: compile time is roughly proportional to source size.
+    // Largest first: compile time is roughly proportional to source size, so the last files handed
+    // out are small and the workers finish close together.
     files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let mut shards: Vec<(u64, Vec<PathBuf>)> = vec![(0, Vec::new()); workers];
-    for (path, size) in files {
-        let shard = shards.iter_mut().min_by_key(|s| s.0).expect("at least one worker");
-        shard.0 += size.max(1);
-        shard.1.push(path);
-    }
+    let files: Vec<PathBuf> = files.into_iter().map(|(path, _)| path).collect();
+    let queue = Queue { next: AtomicUsize::new(0), len: files.len(), stopped: AtomicBool::new(false) };
 
-    let results: Vec<Result<(usize, Vec<CompileFailure>), PythonError>> = std::thread::scope(|scope| {
+    // Each worker is spawned from, and waited for by, its own thread (see `child::die_with_parent`).
+    let results: Vec<Result<WorkerDone, WorkerFailed>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            shards.into_iter().map(|(_, shard)| scope.spawn(move || run_compile_worker(&venv.python, shard))).collect();
+            (0..workers).map(|_| scope.spawn(|| run_compile_worker(&venv.python, &files, &queue))).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(worker_err(&venv.python, "worker thread panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    let first = queue.stop();
+                    Err(WorkerFailed { first, error: worker_err(&venv.python, "worker thread panicked".into()) })
+                })
+            })
             .collect()
     });
+    let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    // Report the failure that stopped the queue, not one of the others it cut short.
+    let mut failed: Vec<WorkerFailed> = failed.into_iter().filter_map(Result::err).collect();
+    if !failed.is_empty() {
+        let at = failed.iter().position(|f| f.first).unwrap_or(0);
+        return Err(failed.swap_remove(at).error);
+    }
     let mut compiled = 0;
-    for r in results {
-        let (n, mut f) = r?;
-        compiled += n;
-        failures.append(&mut f);
+    let mut handled = 0;
+    for mut done in done.into_iter().filter_map(Result::ok) {
+        compiled += done.compiled;
+        handled += done.compiled + done.failures.len();
+        failures.append(&mut done.failures);
+    }
+    if handled != files.len() {
+        return Err(worker_err(&venv.python, format!("the workers handled {handled} of {} files", files.len())));
     }
     finish(failures, total, compiled, workers, start)
 }
@@ -542,52 +589,232 @@ fn worker_err(exe: &Path, detail: String) -> PythonError {
     PythonError::CompileWorker { exe: exe.to_path_buf(), detail }
 }
 
-fn run_compile_worker(python: &Path, files: Vec<PathBuf>) -> Result<(usize, Vec<CompileFailure>), PythonError> {
+/// The shared work queue: indices into the sorted file list, handed out in order. Once a worker
+/// fails the call fails anyway, so the others stop taking files and finish early.
+struct Queue {
+    next: AtomicUsize,
+    len: usize,
+    stopped: AtomicBool,
+}
+
+impl Queue {
+    fn take(&self) -> Option<usize> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        (k < self.len).then_some(k)
+    }
+
+    /// Whether this call is the one that stopped it.
+    fn stop(&self) -> bool {
+        !self.stopped.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// What one worker got through.
+#[derive(Default)]
+struct WorkerDone {
+    compiled: usize,
+    failures: Vec<CompileFailure>,
+}
+
+/// Why a conversation with a worker ended before its final line.
+enum Broken {
+    /// Its stdout ended or its stdin was closed (it exited or is exiting), or it exited.
+    Gone,
+    /// It printed something outside the protocol.
+    Garbled(String),
+    Io(io::Error),
+}
+
+/// A worker's error, and whether its failure is what stopped the queue.
+struct WorkerFailed {
+    first: bool,
+    error: PythonError,
+}
+
+fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue) -> Result<WorkerDone, WorkerFailed> {
     let mut child = crate::child::die_with_parent(&mut Command::new(python))
-        .args(["-I", "-c", COMPILE_WORKER])
+        .args(WORKER_FLAGS)
+        .args(["-c", COMPILE_WORKER])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| worker_err(python, e.to_string()))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let mut input = Vec::with_capacity(files.iter().map(|f| f.as_os_str().len() + 1).sum());
-    for f in &files {
-        input.extend_from_slice(f.as_os_str().as_bytes());
-        input.push(b'\n');
-    }
-    // Feed stdin from a thread: the worker may fill its stdout pipe before we finish writing.
-    // `wait_with_output` drains stdout and stderr together, so neither pipe can block the worker.
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().map_err(|e| worker_err(python, e.to_string()));
-    let fed = feeder.join().unwrap_or_else(|_| Err(io::Error::other("feeder panicked")));
-    let output = output?;
-    let status = output.status;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last_err = || stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-    if !status.success() {
-        return Err(worker_err(python, format!("exited with {status}: {}", last_err())));
-    }
-    fed.map_err(|e| worker_err(python, format!("sending it file names: {e}")))?;
-    let mut failures = Vec::new();
-    let mut done = None;
-    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let parsed: WorkerLine =
-            serde_json::from_str(line).map_err(|e| worker_err(python, format!("unexpected output `{line}`: {e}")))?;
-        match (parsed.i, parsed.error, parsed.done) {
-            (Some(i), Some(error), _) if i < files.len() => {
-                failures.push(CompileFailure { file: files[i].clone(), error })
+        .map_err(|e| WorkerFailed { first: queue.stop(), error: worker_err(python, e.to_string()) })?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    // Drained apart, so a worker writing much to stderr never blocks on a full pipe.
+    let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+    let (tx, stderr_done) = std::sync::mpsc::channel();
+    let tail = Arc::clone(&stderr_tail);
+    std::thread::spawn(move || {
+        read_tail(stderr, &tail, 8192);
+        let _ = tx.send(());
+    });
+
+    let mut done = WorkerDone::default();
+    let mut pending = VecDeque::new();
+    let talk = converse(&mut child, stdin, stdout, files, queue, &mut pending, &mut done);
+    let first = talk.is_err() && queue.stop();
+    let status = match talk {
+        Ok(()) => child.wait(),
+        Err(Broken::Gone) => reap(&mut child, BROKEN_WORKER_GRACE),
+        Err(_) => reap(&mut child, Duration::ZERO),
+    };
+    // The worker has exited, so its stderr is at its end, unless something it started holds it.
+    let _ = stderr_done.recv_timeout(Duration::from_secs(1));
+    let stderr = String::from_utf8_lossy(&stderr_tail.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let last_err = stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output on stderr");
+    let failed = |detail: String| WorkerFailed { first, error: worker_err(python, detail) };
+    let status = status.map_err(|e| failed(format!("waiting for it: {e}")))?;
+    let detail = match talk {
+        Ok(()) if status.success() => return Ok(done),
+        Ok(()) => format!("exited with {status}: {last_err}"),
+        Err(Broken::Gone) => match pending.front() {
+            Some(&k) => format!(
+                "exited with {status} leaving {} file(s) unfinished, first `{}`: {last_err}",
+                pending.len(),
+                files[k].display()
+            ),
+            None => format!("exited with {status} before its final report: {last_err}"),
+        },
+        Err(Broken::Garbled(line)) => format!("unexpected output `{line}`"),
+        Err(Broken::Io(e)) => format!("talking to it: {e}"),
+    };
+    Err(failed(detail))
+}
+
+/// Feeds `files` from the queue to one worker, at most [`WORKER_WINDOW`] unanswered at a time,
+/// and collects its answers; closes its stdin once the queue is empty and reads its total.
+/// `pending` holds what was sent and not yet answered, oldest first.
+fn converse(
+    child: &mut Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    files: &[PathBuf],
+    queue: &Queue,
+    pending: &mut VecDeque<usize>,
+    done: &mut WorkerDone,
+) -> Result<(), Broken> {
+    let mut stdin = Some(stdin);
+    let mut stdout = BufReader::new(stdout);
+    let mut answered = 0usize;
+    let mut line = Vec::new();
+    let mut msg = Vec::new();
+    loop {
+        while pending.len() < WORKER_WINDOW {
+            let Some(input) = stdin.as_mut() else { break };
+            let Some(k) = queue.take() else {
+                stdin = None; // end of input: the worker prints its total and exits
+                break;
+            };
+            pending.push_back(k);
+            msg.clear();
+            msg.extend_from_slice(files[k].as_os_str().as_bytes());
+            msg.push(b'\n');
+            input.write_all(&msg).map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe => Broken::Gone,
+                _ => Broken::Io(e),
+            })?;
+        }
+        line.clear();
+        wait_readable(&stdout, child)?;
+        stdout.read_until(b'\n', &mut line).map_err(Broken::Io)?;
+        if line.pop() != Some(b'\n') {
+            return Err(Broken::Gone);
+        }
+        let text = String::from_utf8_lossy(&line);
+        let garbled = || Broken::Garbled(text.chars().take(200).collect());
+        let Some(k) = pending.pop_front() else {
+            // Everything is answered and stdin is closed: this is the total.
+            let total: WorkerLine = serde_json::from_str(&text).map_err(|_| garbled())?;
+            return match total.done {
+                Some(n) if n == done.compiled => Ok(()),
+                _ => Err(garbled()),
+            };
+        };
+        if text == "ok" {
+            done.compiled += 1;
+        } else {
+            let answer: WorkerLine = serde_json::from_str(&text).map_err(|_| garbled())?;
+            match (answer.i, answer.error) {
+                (Some(i), Some(error)) if i == answered => {
+                    done.failures.push(CompileFailure { file: files[k].clone(), error })
+                }
+                _ => return Err(garbled()),
             }
-            (_, _, Some(n)) => done = Some(n),
-            _ => return Err(worker_err(python, format!("unexpected output `{line}`"))),
+        }
+        answered += 1;
+    }
+}
+
+/// Waits until the worker's stdout has a line (or its end) to read. A worker that died gives its
+/// end, unless a process it started still holds the pipe: so every 100 ms without output, check
+/// that the worker itself still runs.
+fn wait_readable(stdout: &BufReader<ChildStdout>, child: &mut Child) -> Result<(), Broken> {
+    if !stdout.buffer().is_empty() {
+        return Ok(());
+    }
+    let mut pfd = libc::pollfd { fd: stdout.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut exited = false;
+    loop {
+        // SAFETY: one valid pollfd for a descriptor we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, if exited { 0 } else { 100 }) };
+        if n > 0 {
+            return Ok(()); // readable, at its end, or in error: the read says which
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Broken::Io(e));
+        }
+        if exited {
+            return Err(Broken::Gone); // it exited and wrote nothing more
+        }
+        // Polled once more after the exit: what it wrote before exiting is in the pipe by then.
+        exited = child.try_wait().map_err(Broken::Io)?.is_some();
+    }
+}
+
+/// Waits for a worker's exit, killing it if it takes longer than `grace`.
+fn reap(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> {
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads `r` to its end into `tail`, keeping only about the last `keep` bytes. Shared rather than
+/// returned, so what arrived is there even if the end never comes.
+fn read_tail(mut r: impl Read, tail: &Mutex<Vec<u8>>, keep: usize) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * keep {
+                    let cut = tail.len() - keep;
+                    tail.drain(..cut);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
-    let done = done.ok_or_else(|| worker_err(python, format!("stopped early: {}", last_err())))?;
-    if done + failures.len() != files.len() {
-        return Err(worker_err(python, format!("handled {} of {} files", done + failures.len(), files.len())));
-    }
-    Ok((done, failures))
 }
 
 #[cfg(test)]
