@@ -81,6 +81,62 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes sure `path` is a regular file with at least `len` bytes of disk space allocated to it, so
+/// that deleting it gives that much back. Returns `Ok(false)` when it already was (one `lstat`:
+/// the usual case), `Ok(true)` when it was (re)created: the space is taken with `fallocate(2)`
+/// (writing zeros where the file system cannot), then fsynced; the caller makes the directory
+/// entry durable. A file that cannot be completed is removed again. Never follows a symlink.
+pub fn ensure_allocated(path: &Path, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = fs::symlink_metadata(path) {
+        // st_blocks counts 512-byte units, whatever the file system's block size.
+        if m.file_type().is_file() && m.len() >= len && m.blocks().saturating_mul(512) >= len {
+            return Ok(false);
+        }
+    }
+    let result = (|| {
+        let f = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        if !f.metadata()?.file_type().is_file() {
+            return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+        }
+        let off_len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let allocated = loop {
+            // SAFETY: fallocate only acts on the descriptor, which stays open for the call.
+            if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, off_len) } == 0 {
+                break true;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => break false,
+                _ => return Err(e),
+            }
+        };
+        if !allocated {
+            // No fallocate here (some network and older file systems): real zeros take real blocks.
+            f.set_len(0)?;
+            let zeros = vec![0u8; 64 << 10];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                (&f).write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+        }
+        f.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+                let _ = fs::remove_file(path);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Creates a directory that must be a real directory, not a symlink planted by someone else.
 pub fn ensure_real_dir(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
@@ -104,6 +160,30 @@ mod tests {
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("releases/2"));
         remove_symlink(&link).unwrap();
         assert!(fs::symlink_metadata(&link).is_err());
+    }
+
+    #[test]
+    fn allocated_once_then_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".reserve");
+        assert!(ensure_allocated(&p, 1 << 20).unwrap());
+        let m = fs::metadata(&p).unwrap();
+        assert!(m.len() >= 1 << 20 && m.blocks() * 512 >= 1 << 20);
+        assert!(!ensure_allocated(&p, 1 << 20).unwrap(), "a complete file is left alone");
+        // Short, or sparse: made whole again.
+        fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(4096).unwrap();
+        assert!(ensure_allocated(&p, 1 << 20).unwrap());
+        fs::remove_file(&p).unwrap();
+        fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        assert!(ensure_allocated(&p, 1 << 20).unwrap());
+        assert!(fs::metadata(&p).unwrap().blocks() * 512 >= 1 << 20);
+        // Never through a planted link.
+        let target = d.path().join("target");
+        std::os::unix::fs::symlink(&target, d.path().join("planted")).unwrap();
+        assert!(ensure_allocated(&d.path().join("planted"), 1 << 20).is_err());
+        assert!(!target.exists());
+        assert!(fs::symlink_metadata(d.path().join("planted")).unwrap().file_type().is_symlink());
     }
 
     #[test]

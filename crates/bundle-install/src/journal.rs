@@ -1,11 +1,18 @@
 //! The on-disk journal of a run (`state/journal.json`) and the state machine that drives it.
 //!
 //! A run (apply or rollback) is planned as a list of [`Action`]s, written to the journal before the
-//! first change. Each step is marked `started` (fsynced) before it is done and `done` after, so at any
-//! moment — kill -9 and power loss included — the journal says how far the run got. The rule for an
+//! first change. Each step is durably marked `started` before it does anything, so at any moment —
+//! kill -9 and power loss included — the journal says how far the run got. The rule for an
 //! interrupted run is simple: if its `commit` step had started, it is completed; otherwise every
 //! started step is undone in reverse order. Undo actions are idempotent (they may have to run again
 //! after a crash while undoing), and each needs only what the journal records, never the bundle.
+//!
+//! Nothing reads a `done` from disk that a `started` would not do as well (undo treats them alike,
+//! the commit rule looks for `started` or `done`, and a committed run redoes only its `commit`), so
+//! `done` is not written on its own: it goes to disk with the next step's `started` (one atomic
+//! write per step), and the last step's is followed by the removal of the journal. The first
+//! step's `started` goes out with the journal itself. A step's `millis` thus reach the journal
+//! before the `commit` step, which copies them into the history record, begins.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -193,34 +200,56 @@ pub struct Runner<'a> {
     pub site: &'a Site,
     pub journal: Journal,
     pub reporter: &'a dyn Reporter,
+    /// `begin` wrote the journal with its first step already `started`: running that step need
+    /// not write it again.
+    first_started: bool,
 }
 
 impl<'a> Runner<'a> {
-    /// Writes the journal; from here on the run is recoverable. Also sets aside a little disk
-    /// space (`state/.reserve`), given back when an undo finds the disk full, so the journal can
-    /// always be written while undoing.
-    pub fn begin(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Result<Runner<'a>> {
-        journal.persist(site)?;
-        let _ = std::fs::write(reserve_path(site), vec![0u8; RESERVE_BYTES]).and_then(|_| std::fs::File::open(reserve_path(site))?.sync_all());
-        Ok(Runner { site, journal, reporter })
+    /// Writes the journal, its first step already marked `started` (the caller runs the steps in
+    /// order from the first, and does nothing to the site before): from here on the run is
+    /// recoverable. Also makes sure a little disk space is set aside (`state/.reserve`, kept between
+    /// runs, given back when an undo finds the disk full) so the journal can always be written while
+    /// undoing; it is only allocated when missing or short, before the journal, whose fsync of
+    /// `state/` then also makes the new file's entry durable.
+    pub fn begin(site: &'a Site, mut journal: Journal, reporter: &'a dyn Reporter) -> Result<Runner<'a>> {
+        let made_reserve = ensure_reserve(site);
+        if let Some(first) = journal.steps.first_mut() {
+            first.status = Status::Started;
+        }
+        if let Err(e) = journal.persist(site) {
+            // No run: leave state/ as it was (a first install that fails here removes it).
+            if made_reserve {
+                let _ = std::fs::remove_file(reserve_path(site));
+            }
+            return Err(e);
+        }
+        let first_started = !journal.steps.is_empty();
+        Ok(Runner { site, journal, reporter, first_started })
     }
 
     pub fn resume(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Runner<'a> {
-        Runner { site, journal, reporter }
+        Runner { site, journal, reporter, first_started: false }
     }
 
-    /// Runs step `i` with `work`, journaling before and after.
+    /// Runs step `i` with `work`. Its `started` is on disk before `work` begins, in the same write
+    /// as the previous step's `done` (or in `begin`'s, for the first step); its own `done` and
+    /// `millis` stay in memory until the next step's write, or [`Runner::finish`] (see the module
+    /// documentation for why that is enough).
     pub fn run(&mut self, i: usize, work: impl FnOnce(&Action) -> Result<()>) -> Result<()> {
         let name = self.journal.steps[i].action.name();
         self.journal.steps[i].status = Status::Started;
-        self.journal.persist(self.site)?;
+        let on_disk = std::mem::take(&mut self.first_started) && i == 0;
+        if !on_disk {
+            self.journal.persist(self.site)?;
+        }
         let t = Instant::now();
         checkpoint(&name, "before")?;
         work(&self.journal.steps[i].action.clone())?;
         checkpoint(&name, "after")?;
         self.journal.steps[i].status = Status::Done;
         self.journal.steps[i].millis = Some(t.elapsed().as_millis() as u64);
-        self.journal.persist(self.site)
+        Ok(())
     }
 
     /// Undoes every started step in reverse order after `cause`, then removes the journal. Returns
@@ -325,9 +354,13 @@ impl<'a> Runner<'a> {
         Ok(leave)
     }
 
-    /// Removes the journal: the run is over.
+    /// Removes the journal: the run is over. The reserve stays for the next run, unless this was a
+    /// first install that ended undone: then there is no site to protect, and state/ must be
+    /// removable with the rest of the empty layout.
     pub fn finish(&mut self) -> Result<()> {
-        let _ = std::fs::remove_file(reserve_path(self.site));
+        if self.journal.phase == Phase::Undoing && self.journal.from.is_none() {
+            let _ = std::fs::remove_file(reserve_path(self.site));
+        }
         match std::fs::remove_file(self.site.journal()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -352,10 +385,16 @@ pub fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock>> {
 }
 
 /// Space held back for writing the journal while undoing on a full disk.
-const RESERVE_BYTES: usize = 1 << 20;
+const RESERVE_BYTES: u64 = 1 << 20;
 
 fn reserve_path(site: &Site) -> std::path::PathBuf {
     site.state().join(".reserve")
+}
+
+/// Allocates `state/.reserve` if it is missing or short; true if it was made now. Best effort: a
+/// disk too full for it fails later, at the journal, if at all.
+fn ensure_reserve(site: &Site) -> bool {
+    matches!(fsutil::ensure_allocated(&reserve_path(site), RESERVE_BYTES), Ok(true))
 }
 
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
@@ -438,5 +477,112 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
             .map_err(|e| InstallError::io("restoring `current`", e))
         }
         Action::Commit { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Silent;
+    use std::os::unix::fs::MetadataExt;
+
+    fn site() -> (tempfile::TempDir, Site) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("state")).unwrap();
+        let site = Site::new(d.path());
+        (d, site)
+    }
+
+    fn on_disk(site: &Site) -> Vec<Status> {
+        Journal::load(site).unwrap().expect("a journal on disk").steps.iter().map(|s| s.status).collect()
+    }
+
+    fn actions() -> Vec<Action> {
+        vec![
+            Action::StageRelease { version: "2.0.0".into() },
+            Action::Swap { from: Some("1.0.0".into()), to: "2.0.0".into() },
+            Action::Commit { history: serde_json::json!({}), keep_releases: 2, protect: vec![] },
+        ]
+    }
+
+    /// Each step's `started` is on disk before its work, carrying the previous step's `done` and
+    /// millis; a `done` is never the only news of a write.
+    #[test]
+    fn started_is_durable_before_work_and_carries_the_previous_done() {
+        let (_d, site) = site();
+        let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
+        let mut r = Runner::begin(&site, journal, &Silent).unwrap();
+        assert_eq!(on_disk(&site), [Status::Started, Status::Pending, Status::Pending]);
+        r.run(0, |_| {
+            assert_eq!(on_disk(&site), [Status::Started, Status::Pending, Status::Pending]);
+            Ok(())
+        })
+        .unwrap();
+        r.run(1, |_| {
+            assert_eq!(on_disk(&site), [Status::Done, Status::Started, Status::Pending]);
+            Ok(())
+        })
+        .unwrap();
+        r.run(2, |_| {
+            let j = Journal::load(&site).unwrap().unwrap();
+            assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Done, Status::Started]);
+            assert!(j.steps[0].millis.is_some() && j.steps[1].millis.is_some() && j.steps[2].millis.is_none());
+            assert!(j.committed());
+            Ok(())
+        })
+        .unwrap();
+        r.finish().unwrap();
+        assert!(Journal::load(&site).unwrap().is_none());
+    }
+
+    /// A failed step is undone from what is in memory, whatever reached the disk.
+    #[test]
+    fn failure_undoes_every_step_run_so_far() {
+        let (_d, site) = site();
+        std::fs::create_dir_all(site.release_dir("2.0.0")).unwrap();
+        let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
+        let mut r = Runner::begin(&site, journal, &Silent).unwrap();
+        r.run(0, |_| Ok(())).unwrap();
+        let e = r.run(1, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
+        assert!(!r.journal.committed());
+        let (_, j) = r.undo(e);
+        assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Undone, Status::Pending]);
+        assert!(!site.release_dir("2.0.0").exists());
+        assert!(Journal::load(&site).unwrap().is_none());
+    }
+
+    fn allocated(p: &std::path::Path) -> u64 {
+        std::fs::metadata(p).map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+
+    /// The reserve is made once and kept between runs; an undo that needs the space frees it, the
+    /// next run makes it again; an undone first install takes it away with the empty layout.
+    #[test]
+    fn reserve_is_kept_between_runs() {
+        let (_d, site) = site();
+        let reserve = reserve_path(&site);
+        let mut r = Runner::begin(&site, Journal::new("a".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions()), &Silent).unwrap();
+        assert!(allocated(&reserve) >= RESERVE_BYTES);
+        let ino = std::fs::metadata(&reserve).unwrap().ino();
+        for i in 0..3 {
+            r.run(i, |_| Ok(())).unwrap();
+        }
+        r.finish().unwrap();
+        assert!(allocated(&reserve) >= RESERVE_BYTES, "a finished run keeps the reserve");
+        let mut r = Runner::begin(&site, Journal::new("b".into(), "apply", Some("2.0.0".into()), "3.0.0".into(), actions()), &Silent).unwrap();
+        assert_eq!(std::fs::metadata(&reserve).unwrap().ino(), ino, "an existing reserve is reused");
+        r.finish().unwrap();
+
+        std::fs::remove_file(&reserve).unwrap(); // as an undo on a full disk does
+        let mut r = Runner::begin(&site, Journal::new("c".into(), "apply", Some("2.0.0".into()), "3.0.0".into(), actions()), &Silent).unwrap();
+        assert!(allocated(&reserve) >= RESERVE_BYTES, "the next run makes it again");
+        r.finish().unwrap();
+
+        std::fs::remove_file(&reserve).unwrap();
+        let mut r = Runner::begin(&site, Journal::new("d".into(), "apply", None, "1.0.0".into(), actions()), &Silent).unwrap();
+        assert!(reserve.exists());
+        let e = r.run(0, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
+        let _ = r.undo(e);
+        assert!(!reserve.exists(), "an undone first install leaves no reserve");
     }
 }
