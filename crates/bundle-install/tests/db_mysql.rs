@@ -300,7 +300,7 @@ fn my_failed_step_stays_unfinished_until_restored() {
     let record = engine.backup(&site.backups).unwrap();
     assert_eq!((record.engine.as_str(), record.version), ("mysql", v("1.1")));
     let file = site.backups.join(record.file.as_ref().unwrap());
-    assert_eq!(Some(db::sha256_file(&file).unwrap().0), record.sha256);
+    assert_eq!(Some(db::backup_checksum(&file).unwrap().0), record.blake3);
 
     let err = site.upgrade(engine.as_mut(), "2.1").unwrap_err();
     assert_eq!(err.kind(), "step_failed");

@@ -305,7 +305,7 @@ fn pg_failed_step_rolls_back_whole_and_restore_is_identical() {
     let record = engine.backup(&site.backups).unwrap();
     assert_eq!((record.engine.as_str(), record.version), ("postgres", v("1.0")));
     let file = site.backups.join(record.file.as_ref().unwrap());
-    assert_eq!(Some(db::sha256_file(&file).unwrap().0), record.sha256);
+    assert_eq!(Some(db::backup_checksum(&file).unwrap().0), record.blake3);
 
     let err = site.upgrade(engine.as_mut(), "2.1").unwrap_err();
     assert_eq!(err.kind(), "step_failed");
@@ -329,7 +329,7 @@ fn pg_failed_step_rolls_back_whole_and_restore_is_identical() {
     engine.restore(&record, &site.backups).unwrap();
     assert_eq!(engine.dump().unwrap(), before);
     assert_eq!(version_of(engine.as_mut()), v("1.0"));
-    assert_eq!(Some(db::sha256_file(&file).unwrap().0), record.sha256);
+    assert_eq!(Some(db::backup_checksum(&file).unwrap().0), record.blake3);
     // A damaged backup is refused before anything is dropped.
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len() - 1;

@@ -422,8 +422,9 @@ fn backup_restore_roundtrip(journal_mode: &str) {
     let record = engine.backup(&site.backups).unwrap();
     assert_eq!(record.version, v("1.0"));
     let file = site.backups.join(record.file.as_ref().unwrap());
-    let (sha, bytes) = db::sha256_file(&file).unwrap();
-    assert_eq!((Some(sha), bytes), (record.sha256.clone(), record.bytes));
+    let (sum, bytes) = db::backup_checksum(&file).unwrap();
+    assert_eq!((Some(sum), bytes), (record.blake3.clone(), record.bytes));
+    assert_eq!(record.sha256, None);
     let json = serde_json::to_string(&record).unwrap();
     assert_eq!(serde_json::from_str::<db::BackupRecord>(&json).unwrap(), record);
 
@@ -447,7 +448,7 @@ fn backup_restore_roundtrip(journal_mode: &str) {
     let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     // The backup itself was not touched by the restore.
-    assert_eq!(Some(db::sha256_file(&file).unwrap().0), record.sha256);
+    assert_eq!(Some(db::backup_checksum(&file).unwrap().0), record.blake3);
 }
 
 #[test]
@@ -483,7 +484,7 @@ fn db_clean_install_backup_is_absent_and_restore_deletes() {
     let site = Site::new();
     let mut engine = site.open();
     let record = engine.backup(&site.backups).unwrap();
-    assert!(record.is_absent() && record.sha256.is_none());
+    assert!(record.is_absent() && record.blake3.is_none() && record.sha256.is_none());
     site.upgrade(engine.as_mut(), "2.1").unwrap();
     site.sql()
         .execute("INSERT INTO items (title) VALUES ('x')", [])
@@ -845,4 +846,176 @@ fn db_bench_backup_restore_100mb() {
         "db {:.1} MB: backup {backup:?} (incl. fsync + sha256), cp+fsync {cp:?}, restore {restore:?} (incl. sha256 check), diff {diff_time:?}",
         size as f64 / 1e6
     );
+}
+
+/// A process that had the database open before a restore (the app, not stopped) must read the
+/// restored rows afterwards, not pages it cached before: the restore copies the backup over the file
+/// in place and marks the header changed. It also waits for that process's open read transaction
+/// instead of copying underneath it.
+#[test]
+fn db_restore_in_place_is_seen_by_an_open_connection_and_waits_for_its_lock() {
+    let site = Site::new();
+    let mut engine = site.open();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    site.sql().execute("INSERT INTO items (name) VALUES ('kept')", []).unwrap();
+    let record = engine.backup(&site.backups).unwrap();
+    let before = engine.dump().unwrap();
+    site.upgrade(engine.as_mut(), "2.0").unwrap();
+    site.sql().execute("INSERT INTO items (title) VALUES ('lost on restore')", []).unwrap();
+
+    // The "app": counts rows (caching the pages), then holds a read transaction for a moment when
+    // told to, then counts again when told to.
+    let script = r#"
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+print(db.execute("SELECT count(*) FROM items").fetchone()[0], flush=True)
+sys.stdin.readline()
+db.execute("BEGIN")
+db.execute("SELECT count(*) FROM items").fetchone()
+print("holding", flush=True)
+time.sleep(1.0)
+db.execute("COMMIT")
+sys.stdin.readline()
+print(db.execute("SELECT count(*) FROM items").fetchone()[0], flush=True)
+print(db.execute("PRAGMA integrity_check").fetchone()[0], flush=True)
+"#;
+    use std::io::{BufRead, BufReader, Write};
+    let mut app = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(site.db_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_app = app.stdin.take().unwrap();
+    let mut from_app = BufReader::new(app.stdout.take().unwrap()).lines();
+    assert_eq!(from_app.next().unwrap().unwrap(), "3");
+    writeln!(to_app).unwrap();
+    assert_eq!(from_app.next().unwrap().unwrap(), "holding");
+    let t = Instant::now();
+    engine.restore(&record, &site.backups).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(500), "the restore did not wait for the reader: {:?}", t.elapsed());
+    writeln!(to_app).unwrap();
+    assert_eq!(from_app.next().unwrap().unwrap(), "2", "the open connection saw stale pages");
+    assert_eq!(from_app.next().unwrap().unwrap(), "ok");
+    assert!(app.wait().unwrap().success());
+    assert_eq!(engine.dump().unwrap(), before);
+    assert_eq!(version_of(engine.as_mut()), v("1.1"));
+}
+
+/// A restore interrupted half-way leaves a damaged file; `recover` restores again, so a restore must
+/// succeed over whatever an interrupted one left: a file cut short, or garbage SQLite cannot open.
+#[test]
+fn db_restore_repairs_what_an_interrupted_restore_left() {
+    let site = Site::new();
+    let mut engine = site.open();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    {
+        let c = site.sql();
+        for i in 0..2000 {
+            c.execute("INSERT INTO items (name) VALUES (?1)", [format!("row {i} {}", "x".repeat(200))]).unwrap();
+        }
+    }
+    let record = engine.backup(&site.backups).unwrap();
+    let before = engine.dump().unwrap();
+    site.upgrade(engine.as_mut(), "2.1").unwrap();
+    drop(engine);
+
+    // Cut short: the first half of the backup, as if killed during the copy.
+    let backup = std::fs::read(site.backups.join(record.file.as_ref().unwrap())).unwrap();
+    std::fs::write(site.db_path(), &backup[..backup.len() / 2]).unwrap();
+    let mut engine = site.open();
+    engine.restore(&record, &site.backups).unwrap();
+    assert_eq!(engine.dump().unwrap(), before);
+    drop(engine);
+
+    // Not a database at all.
+    std::fs::write(site.db_path(), vec![0x5a; 10_000]).unwrap();
+    let mut engine = site.open();
+    engine.restore(&record, &site.backups).unwrap();
+    assert_eq!(engine.dump().unwrap(), before);
+    let ok: String = site.sql().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+}
+
+/// Records written before backups were checked with BLAKE3 carry a sha256: still restorable, and a
+/// damaged file is still refused.
+#[test]
+fn db_restore_honours_sha256_records() {
+    let site = Site::new();
+    let mut engine = site.open();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    let mut record = engine.backup(&site.backups).unwrap();
+    let before = engine.dump().unwrap();
+    let file = site.backups.join(record.file.as_ref().unwrap());
+    record.blake3 = None;
+    record.sha256 = Some(db::sha256_file(&file).unwrap().0);
+    site.upgrade(engine.as_mut(), "2.0").unwrap();
+    engine.restore(&record, &site.backups).unwrap();
+    assert_eq!(engine.dump().unwrap(), before);
+    record.sha256 = Some("0".repeat(64));
+    let err = engine.restore(&record, &site.backups).unwrap_err();
+    assert_eq!(err.kind(), "backup_corrupt");
+    assert!(err.to_string().contains("sha256"), "{err}");
+}
+
+/// SQLite keeps a connection's page cache while the header's change counter is the one it last saw.
+/// After a restore copies an older file back, the counter would go back too, and a later write could
+/// bring it to the very value a connection cached under other content. The restore sets a counter no
+/// connection has seen, so this reader must see the second write, not its stale cache of the first.
+#[test]
+fn db_restore_never_reuses_a_change_counter() {
+    let site = Site::new();
+    let mut engine = site.open();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    let record = engine.backup(&site.backups).unwrap();
+    let writer = site.sql();
+    let reader = site.sql();
+    let last = |c: &Connection| -> String { c.query_row("SELECT name FROM items ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).unwrap() };
+    writer.execute("INSERT INTO items (name) VALUES ('first write')", []).unwrap();
+    assert_eq!(last(&reader), "first write");
+    engine.restore(&record, &site.backups).unwrap();
+    writer.execute("INSERT INTO items (name) VALUES ('second write')", []).unwrap();
+    assert_eq!(last(&reader), "second write");
+    assert_eq!(count(&reader, "SELECT count(*) FROM items"), 2);
+}
+
+/// A migration killed mid-transaction leaves a hot `-journal`; the restore that `recover` then runs
+/// must leave exactly the backup, with no journal beside it.
+#[test]
+fn db_restore_after_a_writer_was_killed_mid_transaction() {
+    let site = Site::new();
+    let mut engine = site.open();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    let record = engine.backup(&site.backups).unwrap();
+    let before = engine.dump().unwrap();
+    drop(engine);
+    let script = r#"
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+for i in range(5000):
+    db.execute("INSERT INTO items (name) VALUES (?)", ("x" * 300,))
+db.execute("UPDATE items SET name = 'changed'")
+print("mid-transaction", flush=True)
+sys.stdin.readline()
+"#;
+    use std::io::{BufRead, BufReader};
+    let mut writer = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(site.db_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(writer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "mid-transaction");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let journal = PathBuf::from(format!("{}-journal", site.db_path().display()));
+    assert!(journal.exists(), "the killed writer left no journal");
+    let mut engine = site.open();
+    engine.restore(&record, &site.backups).unwrap();
+    assert!(!journal.exists(), "a journal was left beside the restored database");
+    assert_eq!(engine.dump().unwrap(), before);
 }

@@ -2,10 +2,11 @@
 //!
 //! Builds a SQLite database of about N MB at `DIR/site/data/client.db` (kept between runs when it
 //! already has the size), then alternates, R times: the installer's backup of it
-//! (`bundle_install::db::open(...).backup()`, which includes the fsync and the sha256 of the copy)
-//! and `cp` of the same file followed by an fsync of the copy; then the installer's restore from that
-//! backup (which checks the backup's sha256 and copies every page into the live database through
-//! SQLite's journal) and `cp` of the backup over a scratch copy followed by an fsync. Prints one JSON
+//! (`bundle_install::db::open(...).backup()`, which includes the fsync and the BLAKE3 checksum of the
+//! copy) and `cp` of the same file followed by an fsync of the copy; then the installer's restore from
+//! that backup (which checks the backup's checksum, then copies it over the live database in place
+//! under an EXCLUSIVE lock and fsyncs it) and `cp` of the backup over a scratch copy followed by an
+//! fsync. Prints one JSON
 //! object with every sample in milliseconds (`cp_ms` without its fsync too).
 
 use std::fs::{self, File};

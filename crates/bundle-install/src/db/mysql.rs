@@ -29,7 +29,7 @@ use mysql::{Conn, Opts, OptsBuilder, Value};
 use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{describe_status, fsync_dir, fsync_file, remove_if_exists, stderr_tail};
 use super::{
-    current_version, one_line, sha256_file, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError,
+    current_version, one_line, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError,
     DbState, Direction, Engine, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE,
     HISTORY_TABLE,
 };
@@ -719,12 +719,13 @@ impl Engine for MyEngine {
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         fs::rename(&tmp, &target).map_err(|e| ctx.io(&target, e))?;
         fsync_dir(dir).map_err(|e| ctx.io(dir, e))?;
-        let (sha256, bytes) = sha256_file(&target).map_err(|e| ctx.io(&target, e))?;
+        let (blake3, bytes) = super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?;
         Ok(BackupRecord {
             db: ctx.db,
             engine: ENGINE.into(),
             file: Some(name),
-            sha256: Some(sha256),
+            blake3: Some(blake3),
+            sha256: None,
             bytes,
             version,
             taken_at,

@@ -1,9 +1,11 @@
 //! The SQLite engine: one file under the site root, migrated with rusqlite.
 //!
 //! Each `.sql` file runs in one `BEGIN IMMEDIATE` transaction together with its history row, statement
-//! by statement so a failure names the statement. Backups use SQLite's online backup API (a consistent
-//! snapshot, never a raw copy of a live file) and restores write through it too, so SQLite's own journal
-//! makes a restore atomic.
+//! by statement so a failure names the statement. Backups are consistent snapshots: a database with a
+//! rollback journal is copied as a file under a SHARED lock (writers wait), checksummed on a second
+//! thread; a WAL database goes through SQLite's online backup API. Restores copy the backup over the
+//! live file in place under an EXCLUSIVE lock (WAL: through the backup API); the run's journal makes
+//! an interrupted restore one that `recover` repeats.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::CString;
@@ -18,7 +20,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Batch, Connection, OpenFlags, TransactionBehavior};
 
 use super::{
-    current_version, one_line, sha256_file, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction,
+    current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction,
     Engine, HistoryRow, PlannedStep, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
 
@@ -122,14 +124,7 @@ impl SqliteEngine {
     }
 
     fn sidecars(&self) -> Vec<PathBuf> {
-        ["-wal", "-shm", "-journal"]
-            .iter()
-            .map(|s| {
-                let mut p = self.path.clone().into_os_string();
-                p.push(s);
-                PathBuf::from(p)
-            })
-            .collect()
+        ["-wal", "-shm", "-journal"].iter().map(|s| sidecar(&self.path, s)).collect()
     }
 
     fn apply_sql(&mut self, ctx: &Ctx, step: &PlannedStep, release: &str, bytes: &[u8]) -> Result<(), DbError> {
@@ -247,22 +242,22 @@ impl SqliteEngine {
         let _ = record();
     }
 
-    /// Fallback restore for a live file that SQLite cannot open as a database at all: replace the file.
-    /// There is no committed data in it to protect, and the order (copy beside, fsync, delete the
+    /// Restore where there is no live database to keep consistent: the file is missing (a scratch
+    /// copy, or a database deleted by hand) or SQLite cannot open it at all. There is no committed
+    /// data in it to protect, and the order (copy beside, fsync, delete the
     /// sidecars so no stale journal/WAL is replayed onto the restored file, rename, fsync dir) means a
     /// crash leaves either the broken file or the backup; `recover` then restores again.
     fn replace_file(&mut self, ctx: &Ctx, src: &Path) -> Result<(), DbError> {
         self.conn = None;
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".restoring");
-        let tmp = PathBuf::from(tmp);
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(parent).map_err(|e| ctx.io(parent, e))?;
+        let tmp = sidecar(&self.path, ".restoring");
         fs::copy(src, &tmp).map_err(|e| ctx.io(&tmp, e))?;
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         for side in self.sidecars() {
             remove_if_exists(&side).map_err(|e| ctx.io(&side, e))?;
         }
         fs::rename(&tmp, &self.path).map_err(|e| ctx.io(&self.path, e))?;
-        let parent = self.path.parent().unwrap_or(Path::new("/"));
         fsync_dir(parent).map_err(|e| ctx.io(parent, e))
     }
 }
@@ -297,6 +292,7 @@ impl Engine for SqliteEngine {
                 db: ctx.db,
                 engine: "sqlite".into(),
                 file: None,
+                blake3: None,
                 sha256: None,
                 bytes: 0,
                 version: SchemaVersion::CLEAN,
@@ -337,29 +333,25 @@ impl Engine for SqliteEngine {
             // than the page-by-page backup API followed by a second read for the hash.
             let tx = src.transaction().map_err(|e| ctx.engine("starting the backup read", e))?;
             tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(|e| ctx.engine("locking for the backup", e))?;
-            let copied = (|| -> std::io::Result<(String, u64)> {
-                let mut input = fs::File::open(&live)?;
-                let mut out = bundle_core::hash::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?));
-                std::io::copy(&mut input, &mut out)?;
-                let (w, sha, n) = out.finish();
-                w.into_inner().map_err(|e| e.into_error())?;
-                Ok((sha, n))
-            })();
+            let copied = copy_and_checksum(&live, &tmp);
+            // Only now may the lock go: closing our own descriptors of the file released SQLite's
+            // POSIX locks with them, and nothing runs between that and here.
             drop(tx);
             Some(copied.map_err(|e| ctx.io(&tmp, e))?)
         };
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         fs::rename(&tmp, &target).map_err(|e| ctx.io(&target, e))?;
         fsync_dir(dir).map_err(|e| ctx.io(dir, e))?;
-        let (sha256, bytes) = match hashed {
+        let (blake3, bytes) = match hashed {
             Some(h) => h,
-            None => sha256_file(&target).map_err(|e| ctx.io(&target, e))?,
+            None => super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?,
         };
         Ok(BackupRecord {
             db: ctx.db,
             engine: "sqlite".into(),
             file: Some(name),
-            sha256: Some(sha256),
+            blake3: Some(blake3),
+            sha256: None,
             bytes,
             version,
             taken_at,
@@ -384,21 +376,56 @@ impl Engine for SqliteEngine {
         };
         let src_path = dir.join(file);
         super::verify_backup_file(&ctx.db, backup, &src_path)?;
-        let src =
-            open_backup(&src_path).map_err(|e| ctx.engine(&format!("opening backup {}", src_path.display()), e))?;
-        // Restore through the backup API into the live connection rather than renaming a copy over
-        // the file: SQLite writes the pages in one transaction through the database's own journal
-        // (rollback journal or WAL), so a crash halfway is rolled back by SQLite on next open and the
-        // database is either entirely as before or entirely the backup. Renaming a file over a live
-        // database instead has to delete the -wal/-shm of the old one, and a crash between the rename
-        // and that cleanup replays the old WAL's frames onto the restored file, corrupting it. The
-        // rename is kept only as a fallback for a live file that is not a database at all.
+        if !self.exists() {
+            // Nothing live to protect or to keep consistent for other connections.
+            return self.replace_file(&ctx, &src_path);
+        }
+        let live = self.path.clone();
         let conn = match self.conn() {
             Ok(conn) => conn,
+            // A live file SQLite cannot open as a database has no committed data to protect.
             Err(DbError::Open { .. }) => return self.replace_file(&ctx, &src_path),
             Err(e) => return Err(e),
         };
-        copy_database(&src, conn).map_err(|e| ctx.engine(&format!("restoring from {}", src_path.display()), e))
+        let wal = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .map_err(|e| ctx.engine("reading the journal mode", e))?
+            .eq_ignore_ascii_case("wal");
+        let wal_file = sidecar(&live, "-wal");
+        if wal || fs::metadata(&wal_file).is_ok_and(|m| m.len() > 0) {
+            // WAL: other connections map the -shm index of the live file, so its pages may only be
+            // changed through SQLite. The backup API writes them in one transaction.
+            let src = open_backup(&src_path)
+                .map_err(|e| ctx.engine(&format!("opening backup {}", src_path.display()), e))?;
+            return copy_database(&src, conn)
+                .map_err(|e| ctx.engine(&format!("restoring from {}", src_path.display()), e));
+        }
+        // Rollback journal: the file is the whole database, so the backup is copied over it in place,
+        // in the kernel, under an EXCLUSIVE lock (no other connection reads or writes meanwhile, and
+        // one that had the file open keeps its inode and sees the restored pages once the lock goes,
+        // which a rename over the file would not give it). Restoring through the backup API instead
+        // writes every page twice (journal and file) and took 15x a `cp` of 1 GB. A crash in the
+        // middle leaves a damaged file, never a silently mixed one: the run's journal still lists
+        // the restore as not undone, and `recover` copies the (still intact) backup again.
+        conn.execute_batch("BEGIN EXCLUSIVE").map_err(|e| ctx.engine("locking the database for the restore", e))?;
+        let written = overwrite_in_place(&src_path, &live).and_then(|f| {
+            // A journal still here under our EXCLUSIVE lock is not hot (SQLite rolled a hot one back
+            // when the lock was taken): typically a writer killed before its journal was synced.
+            // SQLite would leave it until the next write; it belongs to no transaction of this file.
+            let journal = sidecar(&live, "-journal");
+            if journal.exists() {
+                remove_if_exists(&journal)?;
+                fsync_dir(live.parent().unwrap_or(Path::new("/")))?;
+            }
+            Ok(f)
+        });
+        // Our descriptor of the live file must outlive SQLite's lock: closing any descriptor of a
+        // file drops every POSIX lock this process holds on it.
+        let unlocked = conn.execute_batch("COMMIT");
+        // Pages this connection cached before are stale; the next use opens afresh.
+        self.conn = None;
+        drop(written.map_err(|e| ctx.io(&live, e))?);
+        unlocked.map_err(|e| ctx.engine("unlocking the database after the restore", e))
     }
 
     fn apply(&mut self, step: &PlannedStep, release: &str, python: Option<&Path>) -> Result<(), DbError> {
@@ -530,6 +557,62 @@ impl Engine for SqliteEngine {
         }
         Ok(())
     }
+}
+
+/// `path` with `suffix` appended (`-wal`, `-journal`, `-shm`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// Copies `live` to a new file `to` (a backup) while a second thread computes the BLAKE3 of the same
+/// bytes, read separately from the page cache: the copy stays in the kernel (`copy_file_range`) and
+/// the checksum costs no time of its own. The caller holds a lock that keeps writers out.
+fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
+    // Both descriptors stay open until both readers are done: closing one would drop the caller's
+    // SQLite lock (POSIX locks belong to the process and go with any descriptor of the file).
+    let for_checksum = fs::File::open(live)?;
+    let mut input = fs::File::open(live)?;
+    let mut out = fs::File::create(to)?;
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| super::checksum_reader(&for_checksum));
+        let copied = std::io::copy(&mut input, &mut out);
+        let hashed = hasher.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")));
+        let (n, (sum, m)) = (copied?, hashed?);
+        if n != m {
+            return Err(std::io::Error::other(format!("copied {n} bytes but read {m} for the checksum: the database changed during the backup")));
+        }
+        Ok((sum, n))
+    })
+}
+
+/// Writes the backup file over the live database file in place, cuts it to the backup's length,
+/// marks it changed for other connections and fsyncs it. Returns the open descriptor, which the
+/// caller closes only after giving up its SQLite lock.
+fn overwrite_in_place(backup: &Path, live: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::FileExt;
+    let mut src = fs::File::open(backup)?;
+    let len = src.metadata()?.len();
+    let mut dst = fs::OpenOptions::new().read(true).write(true).open(live)?;
+    let counter = |f: &fs::File| -> std::io::Result<u32> {
+        let mut b = [0u8; 4];
+        f.read_exact_at(&mut b, 24).map(|_| u32::from_be_bytes(b))
+    };
+    let live_counter = counter(&dst).unwrap_or(0);
+    let backup_counter = counter(&src).unwrap_or(0);
+    std::io::copy(&mut src, &mut dst)?;
+    dst.set_len(len)?;
+    if len >= 100 {
+        // Other connections keep their page cache while the header's change counter (offset 24) is
+        // the one they last saw; the backup's own counter may be exactly that. A value neither had
+        // forces them to reread. Offset 92 must match it for the header's page count to be trusted.
+        let next = live_counter.max(backup_counter).wrapping_add(1).to_be_bytes();
+        dst.write_all_at(&next, 24)?;
+        dst.write_all_at(&next, 92)?;
+    }
+    dst.sync_all()?;
+    Ok(dst)
 }
 
 /// Opens the live database. The journal mode is left as the app set it (it is stored in the file for
