@@ -4,7 +4,7 @@
 # runs each comparison as alternating pairs and writes medians and ratios to bench/results.json and
 # bench/results.md. The driver is bench/bench.py; inputs come from bench/make_inputs.py.
 #
-#   scripts/bench.sh                      # full scale: 1 GB wheelhouse, 2 GB bundle, 1 GB database (~15 min on 2 cores)
+#   scripts/bench.sh                      # full scale: 1 GB wheelhouse, 2 GB bundle, 1 GB database (~4 min quiet, 10+ busy)
 #   BENCH_SCALE=small scripts/bench.sh    # ~100 MB inputs, a few minutes; writes bench/results.small.*
 #   BENCH_ONLY=verify,stage scripts/bench.sh   # some sections only: build, verify, stage, swap, rss, db
 #   BENCH_NICE=-10 scripts/bench.sh       # on a shared machine (root): see below

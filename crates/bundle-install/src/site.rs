@@ -6,7 +6,7 @@
 //! data/                           SQLite databases, shared by all releases
 //! backups/<id>/                   databases + config taken before each apply, record.json
 //! trust/*.pub, trust/revoked/     keys this site accepts / refuses
-//! state/                          lock, journal.json, history.jsonl, staging/
+//! state/                          lock, journal.json, .reserve, history.jsonl, site.json, staging/
 //! ```
 
 use std::fs;

@@ -235,7 +235,7 @@ impl PgEngine {
         for s in &statements {
             let w = server::first_word(s);
             if matches!(w.as_str(), "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "START")
-                && !(w == "START" && !strip_ws_upper(s).starts_with("STARTTRANSACTION"))
+                && (w != "START" || strip_ws_upper(s).starts_with("STARTTRANSACTION"))
             {
                 return Err(fail(
                     s,
