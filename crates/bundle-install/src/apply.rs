@@ -145,7 +145,8 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
             return Err(e);
         }
     };
-    let ctx = Ctx { site, manifest: &manifest, plan: &plan, interp: &interp, staging: &staging, verified: &verified, reporter, id: &id };
+    let script_limit = std::time::Duration::from_secs(opts.hook_timeout_secs);
+    let ctx = Ctx { site, manifest: &manifest, plan: &plan, interp: &interp, staging: &staging, verified: &verified, reporter, id: &id, script_limit };
     let result = execute(runner, &ctx);
     // Staging is empty once stage_release moved the payload; a run that failed earlier leaves it.
     let _ = fsutil::remove_tree(&staging);
@@ -164,6 +165,8 @@ struct Ctx<'a> {
     reporter: &'a dyn Reporter,
     /// The run's id, which also names its backup.
     id: &'a str,
+    /// How long a config converter script may run (`--hook-timeout`).
+    script_limit: std::time::Duration,
 }
 
 fn db_ref(d: &plan::DbPlan) -> DbRef {
@@ -403,7 +406,7 @@ fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
                 })
                 .collect();
             let python = dir.join("venv").join("bin").join("python");
-            config::convert(&old, &out, from, c.version, &converters, &python).map_err(|e| {
+            config::convert_within(&old, &out, from, c.version, &converters, &python, ctx.script_limit).map_err(|e| {
                 InstallError::failed(e.kind(), format!("converting {}: {}", old.display(), name_user_config(&e.to_string(), &old)))
                     .with_hint(format!("fix what it reports in {} (the running release's config), then apply again", old.display()))
             })?;

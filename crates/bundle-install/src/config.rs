@@ -36,7 +36,9 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
@@ -95,6 +97,8 @@ pub enum ConfigError {
         status: String,
         stderr_tail: String,
     },
+    #[error("config converter {script} did not finish within {secs} s and was killed; raise --hook-timeout if it is slow on purpose, or ask the vendor for a fixed bundle")]
+    ScriptTimeout { script: String, secs: u64 },
     #[error("config converter {script} exited successfully but {message}; the converter is broken, ask the vendor for a fixed bundle")]
     ScriptOutput { script: String, message: String },
     #[error("config converter {step}: {source}")]
@@ -120,6 +124,7 @@ impl ConfigError {
             ConfigError::OutputIsInput { .. } => "output_is_input",
             ConfigError::ScriptFailed { .. } => "converter_failed",
             ConfigError::ScriptOutput { .. } => "converter_bad_output",
+            ConfigError::ScriptTimeout { .. } => "converter_timeout",
             ConfigError::InStep { source, .. } => source.kind(),
         }
     }
@@ -529,6 +534,7 @@ fn run_script(
     input: &Path,
     output: &Path,
     work: &Path,
+    limit: Duration,
 ) -> Result<(), ConfigError> {
     let name = script.file_name().map_or_else(
         || script.display().to_string(),
@@ -544,7 +550,7 @@ fn run_script(
     let stderr = File::create(&stderr_log).map_err(io("cannot create", &stderr_log))?;
     let cwd = work.join(format!("{name}.cwd"));
     fs::create_dir(&cwd).map_err(io("cannot create", &cwd))?;
-    let status = crate::child::die_with_parent(&mut Command::new(python))
+    let mut child = crate::child::die_with_parent(&mut Command::new(python))
         .arg(script)
         .arg(input)
         .arg(output)
@@ -552,8 +558,13 @@ fn run_script(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .status()
+        // Its own process group, so the time limit kills whatever it started too.
+        .process_group(0)
+        .spawn()
         .map_err(io("cannot run the Python interpreter", python))?;
+    let status = crate::child::wait_or_kill(&mut child, limit)
+        .map_err(io("cannot wait for the Python interpreter", python))?
+        .ok_or_else(|| ConfigError::ScriptTimeout { script: name.clone(), secs: limit.as_secs() })?;
     if !status.success() {
         let mut tail = tail_of(&stderr_log);
         if tail.is_empty() {
@@ -640,6 +651,24 @@ pub fn convert(
     to: u32,
     converters: &[Converter],
     python: &Path,
+) -> Result<Vec<u32>, ConfigError> {
+    convert_within(input, output, from, to, converters, python, DEFAULT_SCRIPT_LIMIT)
+}
+
+/// How long one converter script may run by default (as a hook: `--hook-timeout` sets both).
+pub const DEFAULT_SCRIPT_LIMIT: Duration = Duration::from_secs(crate::hooks::DEFAULT_TIMEOUT_SECS);
+
+/// [`convert`] with a time limit for each converter script: a script still running after `limit` is
+/// killed with everything it started, and the conversion fails (`converter_timeout`). A converter
+/// that hangs would otherwise hold the site's lock forever.
+pub fn convert_within(
+    input: &Path,
+    output: &Path,
+    from: u32,
+    to: u32,
+    converters: &[Converter],
+    python: &Path,
+    limit: Duration,
 ) -> Result<Vec<u32>, ConfigError> {
     if from > to {
         return Err(ConfigError::Downgrade { from, to });
@@ -734,7 +763,7 @@ pub fn convert(
                 } else {
                     python.to_path_buf()
                 };
-                run_script(&python, &script, &current, &next, &work_dir)?;
+                run_script(&python, &script, &current, &next, &work_dir, limit)?;
             }
         }
         done.push(step.from);
@@ -1377,6 +1406,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "");
+    }
+
+    /// A converter that never finishes is killed at the limit with what it started, and the
+    /// output is never written.
+    #[test]
+    fn hanging_script_is_killed_at_the_limit() {
+        let python = python_or_skip!();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = put(d, "app.yaml", "a: 1\n");
+        let out = d.join("out.yaml");
+        let pid_file = d.join("grandchild.pid");
+        let script = put(
+            d,
+            "1-to-2.py",
+            &format!(
+                "import subprocess, sys, time\n\
+                 p = subprocess.Popen(['sleep', '60'])\n\
+                 open({pid:?}, 'w').write(str(p.pid))\n\
+                 time.sleep(60)\n",
+                pid = pid_file.display().to_string()
+            ),
+        );
+        let t = std::time::Instant::now();
+        let err = convert_within(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python, Duration::from_secs(1))
+            .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(20), "not killed in time: {:?}", t.elapsed());
+        assert_eq!(err.kind(), "converter_timeout", "{err}");
+        assert!(err.to_string().contains("within 1 s") && err.to_string().contains("--hook-timeout"), "{err}");
+        assert!(!out.exists());
+        let pid: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // The grandchild went with the script's process group (it may linger a moment as a zombie
+        // of a dead parent until init reaps it, so allow a short wait).
+        let gone = (0..100).any(|_| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let dead = stat.is_empty() || stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'));
+            if !dead {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            dead
+        });
+        assert!(gone, "the converter's child process {pid} survived");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,22 +48,11 @@ pub fn run(site: &Site, call: &HookCall) -> Result<()> {
         .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("could not be started: {e}")))?;
-    let deadline = Instant::now() + Duration::from_secs(call.timeout_secs);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(fail(format!("failed with {status}"))),
-            Ok(None) if Instant::now() >= deadline => {
-                // SAFETY: signalling the process group we created.
-                unsafe {
-                    libc::kill(-(child.id() as i32), libc::SIGKILL);
-                }
-                let _ = child.wait();
-                return Err(fail(format!("did not finish within {} s and was killed", call.timeout_secs))
-                    .with_hint("raise --hook-timeout if the hook is slow on purpose"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(fail(format!("could not be waited for: {e}"))),
-        }
+    match crate::child::wait_or_kill(&mut child, Duration::from_secs(call.timeout_secs)) {
+        Ok(Some(status)) if status.success() => Ok(()),
+        Ok(Some(status)) => Err(fail(format!("failed with {status}"))),
+        Ok(None) => Err(fail(format!("did not finish within {} s and was killed", call.timeout_secs))
+            .with_hint("raise --hook-timeout if the hook is slow on purpose")),
+        Err(e) => Err(fail(format!("could not be waited for: {e}"))),
     }
 }

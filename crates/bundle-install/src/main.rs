@@ -88,7 +88,7 @@ enum Command {
         /// The site's Python interpreter.
         #[arg(long, default_value = "python3")]
         python: PathBuf,
-        /// Seconds a hook may run before it is killed and counts as failed.
+        /// Seconds a hook or a config converter script may run before it is killed and counts as failed.
         #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
         hook_timeout: u64,
         #[command(flatten)]
@@ -121,6 +121,7 @@ enum Command {
         /// Confirm: go ahead with a data restore after its loss report.
         #[arg(long)]
         yes: bool,
+        /// Seconds a hook may run before it is killed and counts as failed.
         #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
         hook_timeout: u64,
         #[command(flatten)]

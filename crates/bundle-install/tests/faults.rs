@@ -5,7 +5,8 @@
 //!   migrations run out of space;
 //! * `kill -9` of `bundle-install apply` at 20 pseudo-random moments (fixed seed), then `recover`;
 //! * two applies started together;
-//! * a hook that hangs (`--hook-timeout 2`), before the swap and after it (health check);
+//! * a hook that hangs (`--hook-timeout 2`), before the swap and after it (health check), and a
+//!   config converter that hangs;
 //! * a missing interpreter (`--python /nonexistent`);
 //! * a read-only `data/` (`chattr +i`, and a read-only bind mount): tests run as root, where
 //!   `chmod 0555` stops nothing.
@@ -75,6 +76,16 @@ fn hanging_variant(dir: &Path, key: &KeyPair) -> PathBuf {
         );
         std::fs::write(&path, text.replacen("set -eu\n", &hang, 1)).unwrap();
     }
+    // The 2-to-3 config converter hangs the same way when the installer's environment has
+    // TEST_HANG_CONVERTER (a converter sees no site root; it inherits the environment).
+    let conv = spec.join("config/converters/2-to-3.py");
+    let text = std::fs::read_to_string(&conv).unwrap();
+    let hang = "import os, subprocess\n\
+                if os.environ.get('TEST_HANG_CONVERTER'):\n\
+                \x20   p = subprocess.Popen(['sleep', '600'])\n\
+                \x20   open(os.environ['TEST_HANG_CONVERTER'], 'w').write(str(p.pid))\n\
+                \x20   p.wait()\n\n";
+    std::fs::write(&conv, text.replacen("import sys\n", &format!("{hang}import sys\n"), 1)).unwrap();
     let r = run(Command::new(test_support::bin("bundle-build"))
         .arg("build")
         .arg(spec.join("spec.yaml"))
@@ -678,6 +689,29 @@ fn hook_that_hangs_before_the_swap() {
 #[test]
 fn health_check_that_hangs_after_the_swap() {
     hang("HANG_HEALTH");
+}
+
+/// A config converter that hangs is killed at `--hook-timeout` with what it started, like a hook,
+/// and the apply is undone.
+#[test]
+fn config_converter_that_hangs() {
+    let w = world();
+    let tmp = tempfile::tempdir_in(scratch_dir("faults-hang-converter")).unwrap();
+    let site = fresh_site(tmp.path());
+    let old = fingerprint(&site);
+    let pid_file = tmp.path().join("converter.pid");
+    let t = Instant::now();
+    let r = install_env(&site, &["apply", w.hanging.to_str().unwrap(), "--hook-timeout", "2"], &[("TEST_HANG_CONVERTER", pid_file.to_str().unwrap())]);
+    let took = t.elapsed();
+    assert_eq!(r.code, Some(1), "a converter that hangs must fail the apply (exit 1) and be undone:\n{r}");
+    let (kind, message) = error_of(&r);
+    assert_eq!(kind, "converter_timeout", "{r}");
+    assert!(message.contains("2-to-3.py") && message.contains("2 s"), "the error should name the converter and its limit: {message}");
+    assert!(took < Duration::from_secs(60), "apply took {took:?} with a 2 s limit");
+    assert!(pid_file.exists(), "the converter never started its sleep: the test is void\n{r}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(pid_alive(&pid_file), Some(false), "the converter's child (sleep 600) survived the timeout");
+    assert_eq!(consistent(&site, &old), Ok("1.0.0"), "{r}");
 }
 
 // ---------------------------------------------------------------------------------------------
