@@ -67,6 +67,10 @@ enum Command {
         spec: PathBuf,
         #[arg(long, value_name = "OLD_BUNDLE")]
         previous: Option<PathBuf>,
+        /// Check the previous bundle's signature against these keys before comparing with it
+        /// (without, its manifest is read unverified).
+        #[arg(long, value_name = "PUBKEY", num_args = 1.., requires = "previous")]
+        trust: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -91,7 +95,7 @@ fn main() -> ExitCode {
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
         Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
-        Command::Check { spec, previous, json } => ("check", json, check_cmd(&spec, previous.as_deref(), json)),
+        Command::Check { spec, previous, trust, json } => ("check", json, check_cmd(&spec, previous.as_deref(), &trust, json)),
     };
     if json {
         println!("{}", envelope(name, &result));
@@ -291,14 +295,24 @@ fn inspect_sbom(bundle: &Path, json: bool) -> Result<Value, Failure> {
     Ok(json!({ "signature_checked": false, "sbom": doc }))
 }
 
-fn check_cmd(spec_path: &Path, previous: Option<&Path>, json: bool) -> Result<Value, Failure> {
+fn check_cmd(spec_path: &Path, previous: Option<&Path>, trust: &[PathBuf], json: bool) -> Result<Value, Failure> {
+    let keys = load_keys(trust)?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
     let (release, mut lints) = release::gather(&spec, source_date_epoch()?);
     if let Some(release) = &release {
         lints.extend(bundle_build::wheels::check_wheels(release));
     }
+    // Whether the manifest compared against is the one the release key signed: without keys a
+    // doctored previous bundle could hide an edited migration.
+    let mut previous_checked = None;
     if let (Some(release), Some(old)) = (&release, previous) {
-        let (old_manifest, _) = verify::read_unverified(old).map_err(verify_failure)?;
+        let old_manifest = if keys.is_empty() {
+            previous_checked = Some(false);
+            verify::read_unverified(old).map_err(verify_failure)?.0
+        } else {
+            previous_checked = Some(true);
+            verify::read_verified_manifest(old, &keys).map_err(verify_failure)?.0
+        };
         lints.extend(check::compare_with_previous(release, &old_manifest));
     }
     if !json {
@@ -312,6 +326,15 @@ fn check_cmd(spec_path: &Path, previous: Option<&Path>, json: bool) -> Result<Va
         f.details = Some(json!({ "errors": errors, "warnings": warnings, "lints": lints }));
         return Err(f);
     }
-    eprintln!("{}: ok ({warnings} warning(s))", spec_path.display());
-    Ok(json!({ "errors": errors, "warnings": warnings, "lints": lints }))
+    let against = match previous_checked {
+        Some(true) => "; previous bundle's signature checked",
+        Some(false) => "; previous bundle read without checking its signature (add --trust KEY)",
+        None => "",
+    };
+    eprintln!("{}: ok ({warnings} warning(s){against})", spec_path.display());
+    let mut out = json!({ "errors": errors, "warnings": warnings, "lints": lints });
+    if let Some(checked) = previous_checked {
+        out["previous_signature_checked"] = json!(checked);
+    }
+    Ok(out)
 }

@@ -330,6 +330,31 @@ fn check_previous_refuses_an_edited_released_step() {
     assert!(codes.iter().any(|c| c == "sequence_not_increasing"), "{codes:?}\n{r}");
 }
 
+/// With `--trust`, the previous bundle is compared only once its signature checks out.
+#[test]
+fn check_previous_with_trust_checks_its_signature() {
+    let e = env();
+    let spec = fixture_specs().join("4.0.0/spec.yaml");
+    let r = run(bb().arg("check").arg(&spec).arg("--previous").arg(&e.bundle3).arg("--json"));
+    r.expect_ok();
+    assert_eq!(r.json()["previous_signature_checked"], false, "{r}");
+    assert!(r.stderr.contains("add --trust KEY"), "{r}");
+
+    let r = run(bb().arg("check").arg(&spec).arg("--previous").arg(&e.bundle3).arg("--trust").arg(&e.signer.public_path).arg("--json"));
+    r.expect_ok();
+    assert_eq!(r.json()["previous_signature_checked"], true, "{r}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let stranger = KeyPair::keygen(&tmp.path().join("stranger"));
+    let r = run(bb().arg("check").arg(&spec).arg("--previous").arg(&e.bundle3).arg("--trust").arg(&stranger.public_path).arg("--json"));
+    assert_eq!(r.code, Some(3), "a previous bundle signed by an untrusted key must fail verification:\n{r}");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains(&e.signer.key_id), "the error should name the signing key: {r}");
+
+    // --trust means nothing without --previous.
+    let r = run(bb().arg("check").arg(&spec).arg("--trust").arg(&e.signer.public_path).arg("--json"));
+    assert_eq!(r.code, Some(2), "{r}");
+}
+
 #[test]
 fn inspect_shows_the_manifest_without_checking_it() {
     let e = env();
