@@ -705,3 +705,79 @@ fn pg_bench_chain_vs_psql_and_backup_restore_1gb() {
     assert!(st.success());
     println!("reference: pg_restore --clean --if-exists --single-transaction -d: {:?}", t.elapsed());
 }
+
+/// The installer's own connection follows libpq's `sslmode` (the same URL goes to pg_dump/psql):
+/// checked against the server's own view (`pg_stat_ssl`) of the engine's connection. The test
+/// server runs with `ssl = on` and Debian's snake-oil certificate (self-signed, for `localhost`),
+/// which serves as the root certificate here; without TLS on the server the test says so and stops.
+#[test]
+fn pg_tls_follows_libpq_sslmode() {
+    let Some(server) = server_url() else { return };
+    let db = TestDb::new(&server);
+    let mut c = db.client();
+    let ssl: String = c.query_one("SHOW ssl", &[]).unwrap().get(0);
+    if ssl != "on" {
+        eprintln!("skipped: the server behind BUNDLE_TEST_PG has ssl = off");
+        return;
+    }
+    let cert: String = c.query_one("SHOW ssl_cert_file", &[]).unwrap().get(0);
+    let cert = Path::new(&cert).canonicalize().unwrap_or_else(|_| PathBuf::from(&cert));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("site");
+    std::fs::create_dir_all(&root).unwrap();
+    let with = |params: &str| {
+        let sep = if db.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}{params}", db.url)
+    };
+    let host_url = |host: &str, params: &str| with(params).replacen("127.0.0.1", host, 1);
+    // Whether the engine's open connection is encrypted, as the server sees it.
+    let mut engine_uses_tls = |url: &str| -> Result<bool, DbError> {
+        std::fs::write(root.join("site.yaml"), format!("databases:\n  client:\n    url: \"{url}\"\n")).unwrap();
+        let mut engine = db::open("client", "postgres", &root, "")?;
+        engine.inspect()?;
+        let row = c
+            .query_one(
+                "SELECT coalesce(bool_or(s.ssl), false) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+                &[&db.name],
+            )
+            .unwrap();
+        drop(engine);
+        Ok(row.get(0))
+    };
+    assert!(!engine_uses_tls(&with("sslmode=disable")).unwrap());
+    assert!(engine_uses_tls(&db.url).unwrap(), "prefer (the default) encrypts when the server can");
+    assert!(engine_uses_tls(&with("sslmode=require")).unwrap());
+    let root_param = format!("sslrootcert={}", cert.display());
+    if std::fs::read(&cert).is_err() {
+        eprintln!("skipped the certificate checks: {} is not readable here", cert.display());
+        return;
+    }
+    // verify-ca: the chain is checked, the name is not (the certificate is for localhost).
+    assert!(engine_uses_tls(&with(&format!("sslmode=verify-ca&{root_param}"))).unwrap());
+    // verify-full: the name must match too.
+    assert!(engine_uses_tls(&host_url("localhost", &format!("sslmode=verify-full&{root_param}"))).unwrap());
+    let err = engine_uses_tls(&with(&format!("sslmode=verify-full&{root_param}"))).unwrap_err();
+    assert_eq!(err.kind(), "open", "{err}");
+    assert!(err.to_string().to_lowercase().contains("certificate"), "the refusal should be about the certificate: {err}");
+    // A root that did not sign the server's certificate fails require and verify-ca alike.
+    let other = tmp.path().join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(tmp.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output();
+    if made.is_ok_and(|o| o.status.success()) {
+        for mode in ["require", "verify-ca"] {
+            let err = engine_uses_tls(&with(&format!("sslmode={mode}&sslrootcert={}", other.display()))).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("certificate"), "{mode} with a foreign root: {err}");
+        }
+    } else {
+        eprintln!("skipped the foreign-root check: openssl could not make a certificate");
+    }
+    // verify-full without any root certificate is a configuration error, named.
+    let err = engine_uses_tls(&with("sslmode=verify-full")).unwrap_err();
+    assert!(err.to_string().contains("sslrootcert"), "{err}");
+}

@@ -16,6 +16,7 @@
 //!   `.py` alone (see `plan_up`).
 
 mod mysql;
+mod pg_tls;
 mod postgres;
 pub mod server;
 mod sqlite;

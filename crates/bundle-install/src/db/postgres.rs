@@ -82,14 +82,19 @@ fn connect(ctx: &Ctx, purpose: &str) -> Result<Client, DbError> {
         path: ctx.url.masked.clone(),
         message: one_line(&ctx.url.scrub(&message), 300),
     };
-    let mut cfg: postgres::Config = ctx.url.full.parse().map_err(|e: postgres::Error| open_err(pg_msg(&e)))?;
+    let (url, tls) = super::pg_tls::split_url(&ctx.url.full).map_err(open_err)?;
+    let mut cfg: postgres::Config = url.parse().map_err(|e: postgres::Error| open_err(pg_msg(&e)))?;
     if cfg.get_application_name().is_none() {
         cfg.application_name(&format!("{} {purpose}", server::whoami()));
     }
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(CONNECT_TIMEOUT);
     }
-    cfg.connect(NoTls).map_err(|e| open_err(pg_msg(&e)))
+    match super::pg_tls::connector(&tls).map_err(open_err)? {
+        Some(tls) => cfg.connect(tls),
+        None => cfg.connect(NoTls),
+    }
+    .map_err(|e| open_err(pg_msg(&e)))
 }
 
 pub(crate) struct PgEngine {

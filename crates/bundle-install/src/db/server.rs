@@ -217,7 +217,7 @@ fn mask_query(tail: &str) -> String {
     format!("{head}?{}", parts.join("&"))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
