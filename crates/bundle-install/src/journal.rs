@@ -238,10 +238,16 @@ impl<'a> Runner<'a> {
     /// documentation for why that is enough).
     pub fn run(&mut self, i: usize, work: impl FnOnce(&Action) -> Result<()>) -> Result<()> {
         let name = self.journal.steps[i].action.name();
+        let before = self.journal.steps[i].status;
         self.journal.steps[i].status = Status::Started;
         let on_disk = std::mem::take(&mut self.first_started) && i == 0;
         if !on_disk {
-            self.journal.persist(self.site)?;
+            if let Err(e) = self.journal.persist(self.site) {
+                // The step's work never began: the undo that follows must not undo it (a hook's
+                // undo would run the old release's post_apply for a pre_apply that never ran).
+                self.journal.steps[i].status = before;
+                return Err(e);
+            }
         }
         let t = Instant::now();
         checkpoint(&name, "before")?;
@@ -549,6 +555,30 @@ mod tests {
         assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Undone, Status::Pending]);
         assert!(!site.release_dir("2.0.0").exists());
         assert!(Journal::load(&site).unwrap().is_none());
+    }
+
+    /// A step whose `started` could not be written never ran: the undo leaves it alone.
+    #[test]
+    fn a_step_whose_start_was_not_written_is_not_undone() {
+        let (_d, site) = site();
+        std::fs::create_dir_all(site.release_dir("2.0.0")).unwrap();
+        let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
+        let mut r = Runner::begin(&site, journal, &Silent).unwrap();
+        r.run(0, |_| Ok(())).unwrap();
+        // The journal's temporary file cannot be created: the next write fails.
+        let blocker = site.state().join(format!(".journal.json.tmp-{}", std::process::id()));
+        std::fs::create_dir(&blocker).unwrap();
+        let mut ran = false;
+        let e = r.run(1, |_| {
+            ran = true;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(!ran);
+        assert_eq!(r.journal.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Pending, Status::Pending]);
+        std::fs::remove_dir(&blocker).unwrap();
+        let (_, j) = r.undo(e);
+        assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Pending, Status::Pending]);
     }
 
     fn allocated(p: &std::path::Path) -> u64 {
