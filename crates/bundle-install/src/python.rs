@@ -481,6 +481,11 @@ const WORKER_WINDOW: usize = 2;
 /// that closed its pipes but lives on cannot hang the installer.
 const BROKEN_WORKER_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a worker may go without answering while it has files: a worker stuck on one file
+/// (a pathological source, a hung interpreter) is killed and the call fails naming the file, as uv
+/// does (its default is 60 s). Compiling the largest real modules takes well under a second.
+pub const COMPILE_ANSWER_LIMIT: Duration = Duration::from_secs(120);
+
 #[derive(Deserialize)]
 struct WorkerLine {
     i: Option<usize>,
@@ -495,6 +500,11 @@ struct WorkerLine {
 /// Any file that does not compile makes the whole call fail, listing every such file; a worker
 /// that dies makes it fail naming the files it left unfinished.
 pub fn compile_bytecode(venv: &Venv, interp: &Interpreter, jobs: usize) -> Result<CompileReport, PythonError> {
+    compile_bytecode_within(venv, interp, jobs, COMPILE_ANSWER_LIMIT)
+}
+
+/// [`compile_bytecode`] with `answer_limit` instead of [`COMPILE_ANSWER_LIMIT`].
+pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, answer_limit: Duration) -> Result<CompileReport, PythonError> {
     let start = Instant::now();
     if (venv.version.0, venv.version.1) != (interp.version.0, interp.version.1) {
         return Err(PythonError::InvalidVenv {
@@ -540,7 +550,7 @@ pub fn compile_bytecode(venv: &Venv, interp: &Interpreter, jobs: usize) -> Resul
     // Each worker is spawned from, and waited for by, its own thread (see `child::die_with_parent`).
     let results: Vec<Result<WorkerDone, WorkerFailed>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            (0..workers).map(|_| scope.spawn(|| run_compile_worker(&venv.python, &files, &queue))).collect();
+            (0..workers).map(|_| scope.spawn(|| run_compile_worker(&venv.python, &files, &queue, answer_limit))).collect();
         handles
             .into_iter()
             .map(|h| {
@@ -625,6 +635,8 @@ enum Broken {
     Gone,
     /// It printed something outside the protocol.
     Garbled(String),
+    /// It gave no answer within the time limit.
+    Stuck,
     Io(io::Error),
 }
 
@@ -634,7 +646,7 @@ struct WorkerFailed {
     error: PythonError,
 }
 
-fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue) -> Result<WorkerDone, WorkerFailed> {
+fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue, answer_limit: Duration) -> Result<WorkerDone, WorkerFailed> {
     let mut child = crate::child::die_with_parent(&mut Command::new(python))
         .args(WORKER_FLAGS)
         .args(["-c", COMPILE_WORKER])
@@ -657,7 +669,7 @@ fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue) -> Result
 
     let mut done = WorkerDone::default();
     let mut pending = VecDeque::new();
-    let talk = converse(&mut child, stdin, stdout, files, queue, &mut pending, &mut done);
+    let talk = converse(&mut child, stdin, stdout, files, queue, &mut pending, &mut done, answer_limit);
     let first = talk.is_err() && queue.stop();
     let status = match talk {
         Ok(()) => child.wait(),
@@ -682,6 +694,11 @@ fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue) -> Result
             None => format!("exited with {status} before its final report: {last_err}"),
         },
         Err(Broken::Garbled(line)) => format!("unexpected output `{line}`"),
+        Err(Broken::Stuck) => format!(
+            "gave no answer for {} s while compiling `{}` and was killed: {last_err}",
+            answer_limit.as_secs(),
+            pending.front().map(|&k| files[k].display().to_string()).unwrap_or_default()
+        ),
         Err(Broken::Io(e)) => format!("talking to it: {e}"),
     };
     Err(failed(detail))
@@ -690,6 +707,7 @@ fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue) -> Result
 /// Feeds `files` from the queue to one worker, at most [`WORKER_WINDOW`] unanswered at a time,
 /// and collects its answers; closes its stdin once the queue is empty and reads its total.
 /// `pending` holds what was sent and not yet answered, oldest first.
+#[allow(clippy::too_many_arguments)]
 fn converse(
     child: &mut Child,
     stdin: ChildStdin,
@@ -698,6 +716,7 @@ fn converse(
     queue: &Queue,
     pending: &mut VecDeque<usize>,
     done: &mut WorkerDone,
+    answer_limit: Duration,
 ) -> Result<(), Broken> {
     let mut stdin = Some(stdin);
     let mut stdout = BufReader::new(stdout);
@@ -721,7 +740,7 @@ fn converse(
             })?;
         }
         line.clear();
-        wait_readable(&stdout, child)?;
+        wait_readable(&stdout, child, answer_limit)?;
         stdout.read_until(b'\n', &mut line).map_err(Broken::Io)?;
         if line.pop() != Some(b'\n') {
             return Err(Broken::Gone);
@@ -753,11 +772,12 @@ fn converse(
 
 /// Waits until the worker's stdout has a line (or its end) to read. A worker that died gives its
 /// end, unless a process it started still holds the pipe: so every 100 ms without output, check
-/// that the worker itself still runs.
-fn wait_readable(stdout: &BufReader<ChildStdout>, child: &mut Child) -> Result<(), Broken> {
+/// that the worker itself still runs. A worker silent for `limit` is [`Broken::Stuck`].
+fn wait_readable(stdout: &BufReader<ChildStdout>, child: &mut Child, limit: Duration) -> Result<(), Broken> {
     if !stdout.buffer().is_empty() {
         return Ok(());
     }
+    let deadline = Instant::now() + limit;
     let mut pfd = libc::pollfd { fd: stdout.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let mut exited = false;
     loop {
@@ -775,6 +795,9 @@ fn wait_readable(stdout: &BufReader<ChildStdout>, child: &mut Child) -> Result<(
         }
         if exited {
             return Err(Broken::Gone); // it exited and wrote nothing more
+        }
+        if Instant::now() >= deadline {
+            return Err(Broken::Stuck);
         }
         // Polled once more after the exit: what it wrote before exiting is in the pipe by then.
         exited = child.try_wait().map_err(Broken::Io)?.is_some();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bundle_install::python::{compile_bytecode, create_venv, CompileReport, Interpreter, PythonError, Venv};
+use bundle_install::python::{compile_bytecode, compile_bytecode_within, create_venv, CompileReport, Interpreter, PythonError, Venv};
 
 fn python() -> Interpreter {
     Interpreter::probe("python3").expect("python3 on PATH")
@@ -184,4 +184,25 @@ fn a_dead_worker_whose_child_holds_the_pipes_is_still_noticed() {
     let msg = e.to_string();
     assert!(msg.contains("exit status: 4") && msg.contains("unfinished") && msg.contains("left a child"), "{msg}");
     assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+}
+
+/// A worker that takes a file and never answers is killed at the answer limit, and the call fails
+/// naming the file it was stuck on.
+#[test]
+fn a_worker_that_stops_answering_is_killed_at_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let interp = python();
+    let (venv, _) = venv_with_modules(tmp.path(), &interp, 5);
+    let mut fake = venv.clone();
+    fake.python = fake_python(tmp.path(), "read -r line\necho 'thinking hard' >&2\nexec sleep 60");
+    let t = std::time::Instant::now();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(compile_bytecode_within(&fake, &interp, 1, Duration::from_secs(1)));
+    });
+    let e = rx.recv_timeout(Duration::from_secs(60)).expect("no return within 60 s").unwrap_err();
+    assert_eq!(e.kind(), "bytecode_worker_failed", "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("no answer for 1 s") && msg.contains("big.py") && msg.contains("thinking hard"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
 }
