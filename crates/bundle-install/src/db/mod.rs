@@ -1032,29 +1032,51 @@ pub(crate) fn verify_backup_file(db: &str, backup: &BackupRecord, path: &Path) -
 /// gigabyte in about a tenth of the time SHA-256 takes even with SHA-NI, spread over every core.
 /// A restore reads the whole backup before touching the live database, so this is downtime.
 pub fn backup_checksum(path: &Path) -> std::io::Result<(String, u64)> {
-    blake3_of(std::fs::File::open(path)?, 4 << 20, true)
+    // Reading (a copy out of the page cache, one core) overlaps hashing (every core): a second
+    // thread fills one buffer while the other is hashed. Reading and then hashing each buffer in
+    // turn took twice as long.
+    use std::sync::mpsc::sync_channel;
+    let mut file = std::fs::File::open(path)?;
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(1);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        empty_tx.send(vec![0u8; 4 << 20]).expect("room for both buffers");
+    }
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> std::io::Result<()> {
+            for mut buf in empty_rx {
+                let n = fill_buf(&mut file, &mut buf)?;
+                if n == 0 || full_tx.send((buf, n)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut hasher = blake3::Hasher::new();
+        let mut total = 0u64;
+        for (buf, n) in full_rx {
+            hasher.update_rayon(&buf[..n]);
+            total += n as u64;
+            let _ = empty_tx.send(buf);
+        }
+        drop(empty_tx);
+        reader.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum reader panicked")))?;
+        Ok((hasher.finalize().to_hex().to_string(), total))
+    })
 }
 
 /// BLAKE3 of everything read from `r`, on the calling thread (for hashing beside another thread
 /// that copies the same bytes).
-pub(crate) fn checksum_reader(r: impl std::io::Read) -> std::io::Result<(String, u64)> {
-    blake3_of(r, 1 << 20, false)
-}
-
-fn blake3_of(mut r: impl std::io::Read, chunk: usize, on_every_core: bool) -> std::io::Result<(String, u64)> {
+pub(crate) fn checksum_reader(mut r: impl std::io::Read) -> std::io::Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; chunk];
+    let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
         let n = fill_buf(&mut r, &mut buf)?;
         if n == 0 {
             break;
         }
-        if on_every_core {
-            hasher.update_rayon(&buf[..n]);
-        } else {
-            hasher.update(&buf[..n]);
-        }
+        hasher.update(&buf[..n]);
         total += n as u64;
     }
     Ok((hasher.finalize().to_hex().to_string(), total))
