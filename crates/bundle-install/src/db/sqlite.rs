@@ -577,7 +577,7 @@ fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
     let mut out = fs::File::create(to)?;
     std::thread::scope(|scope| {
         let hasher = scope.spawn(|| super::checksum_reader(&for_checksum));
-        let copied = std::io::copy(&mut input, &mut out);
+        let copied = crate::fsutil::copy_with_writeback(&mut input, &mut out);
         let hashed = hasher.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")));
         let (n, (sum, m)) = (copied?, hashed?);
         if n != m {
@@ -601,7 +601,7 @@ fn overwrite_in_place(backup: &Path, live: &Path) -> std::io::Result<fs::File> {
     };
     let live_counter = counter(&dst).unwrap_or(0);
     let backup_counter = counter(&src).unwrap_or(0);
-    std::io::copy(&mut src, &mut dst)?;
+    crate::fsutil::copy_with_writeback(&mut src, &mut dst)?;
     dst.set_len(len)?;
     if len >= 100 {
         // Other connections keep their page cache while the header's change counter (offset 24) is
