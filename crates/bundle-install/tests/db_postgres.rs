@@ -781,3 +781,74 @@ fn pg_tls_follows_libpq_sslmode() {
     let err = engine_uses_tls(&with("sslmode=verify-full")).unwrap_err();
     assert!(err.to_string().contains("sslrootcert"), "{err}");
 }
+
+/// A proxy in front of `upstream` whose first `bad` connections answer the SSLRequest with `S` and
+/// then send bytes that are not TLS; later connections are passed through unchanged. Returns its
+/// port and a count of the connections it took.
+fn bad_tls_proxy(upstream: String, bad: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < bad {
+                let mut request = [0u8; 8];
+                // The SSLRequest: length 8, code 80877103.
+                if client.read_exact(&mut request).is_ok() && request == [0, 0, 0, 8, 4, 210, 22, 47] {
+                    let _ = client.write_all(b"S");
+                    let _ = client.write_all(b"this is not a TLS server hello\n");
+                }
+                continue; // dropped: closed
+            }
+            let Ok(server) = TcpStream::connect(&upstream) else { return };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// `prefer` (the default) falls back to a connection without TLS when the TLS handshake fails, as
+/// libpq does; `require` does not.
+#[test]
+fn pg_prefer_falls_back_without_tls_when_the_handshake_fails() {
+    let Some(server) = server_url() else { return };
+    let db = TestDb::new(&server);
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let (userinfo, upstream) = authority.rsplit_once('@').map_or(("", authority), |(u, h)| (u, h));
+    let at = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
+    let tmp = tempfile::tempdir().unwrap();
+    let open = |port: u16, params: &str| {
+        let url = format!("{scheme}://{at}127.0.0.1:{port}/{path}{params}");
+        std::fs::write(tmp.path().join("site.yaml"), format!("databases:\n  client:\n    url: \"{url}\"\n")).unwrap();
+        db::open("client", "postgres", tmp.path(), "").unwrap()
+    };
+    let count = |seen: &Arc<std::sync::atomic::AtomicUsize>| seen.load(std::sync::atomic::Ordering::SeqCst);
+
+    let (port, seen) = bad_tls_proxy(upstream.to_string(), 1);
+    let mut engine = open(port, "");
+    assert_eq!(engine.inspect().unwrap(), DbState::Clean);
+    assert_eq!(count(&seen), 2, "one TLS attempt, then one without");
+    drop(engine);
+
+    let (port, seen) = bad_tls_proxy(upstream.to_string(), usize::MAX);
+    let mut engine = open(port, "?sslmode=require");
+    let err = engine.inspect().unwrap_err();
+    assert_eq!(err.kind(), "open", "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert_eq!(count(&seen), 1, "require must not try again without TLS");
+}

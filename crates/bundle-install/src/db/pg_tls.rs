@@ -4,7 +4,7 @@
 //! | `sslmode` | here |
 //! |---|---|
 //! | `disable` | no TLS |
-//! | `allow`, `prefer` (default) | TLS when the server offers it, certificate not checked (as libpq) |
+//! | `allow`, `prefer` (default) | TLS when the server offers it, certificate not checked; when the TLS handshake fails, once more without TLS (as libpq) |
 //! | `require` | TLS or no connection; the certificate is checked against the root certificate when there is one (`sslrootcert`, else `~/.postgresql/root.crt`), else not at all (as libpq) |
 //! | `verify-ca` | TLS; the certificate chain must lead to the root certificate |
 //! | `verify-full` | as `verify-ca`, and the certificate must name the host |
@@ -103,6 +103,19 @@ pub(crate) fn connector(settings: &TlsSettings) -> Result<Option<MakeRustlsConne
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Some(MakeRustlsConnect::new(config)))
+}
+
+/// Whether a failed connection failed in the TLS handshake (rather than reaching the server, or
+/// logging in): only then does `prefer` try again without TLS.
+pub(crate) fn is_tls_failure(e: &postgres::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() || c.to_string().contains("TLS") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// libpq's default root certificate file, when it exists.

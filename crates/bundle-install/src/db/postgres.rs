@@ -90,11 +90,18 @@ fn connect(ctx: &Ctx, purpose: &str) -> Result<Client, DbError> {
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(CONNECT_TIMEOUT);
     }
-    match super::pg_tls::connector(&tls).map_err(open_err)? {
-        Some(tls) => cfg.connect(tls),
+    let first = match super::pg_tls::connector(&tls).map_err(open_err)? {
+        Some(connector) => cfg.connect(connector),
         None => cfg.connect(NoTls),
+    };
+    match first {
+        // `prefer` as libpq means it: when the TLS attempt fails, try again without TLS.
+        Err(e) if tls.mode == super::pg_tls::SslMode::Prefer && super::pg_tls::is_tls_failure(&e) => {
+            cfg.ssl_mode(postgres::config::SslMode::Disable);
+            cfg.connect(NoTls).map_err(|e2| open_err(format!("{} (and without TLS: {})", pg_msg(&e), pg_msg(&e2))))
+        }
+        r => r.map_err(|e| open_err(pg_msg(&e))),
     }
-    .map_err(|e| open_err(pg_msg(&e)))
 }
 
 pub(crate) struct PgEngine {
