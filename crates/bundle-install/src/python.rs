@@ -40,7 +40,7 @@ pub enum PythonError {
     #[error("{action} `{}`: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: io::Error },
     #[error("byte-compiling failed for {} file(s), first `{}`: {}{}",
-        failures.len(), failures[0].file.display(), failures[0].error,
+        failures.len(), one_line_path(&failures[0].file), failures[0].error,
         if failures.len() > 1 { format!(" (and {} more)", failures.len() - 1) } else { String::new() })]
     Compile { failures: Vec<CompileFailure> },
     #[error("byte-compile worker `{}` failed: {detail}", exe.display())]
@@ -62,6 +62,11 @@ impl PythonError {
             PythonError::CompileWorker { .. } => "bytecode_worker_failed",
         }
     }
+}
+
+/// A path for a one-line message: control characters (a newline in a file name) are escaped.
+fn one_line_path(p: &Path) -> String {
+    p.display().to_string().chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PythonError + 'a {

@@ -78,6 +78,8 @@ fn syntax_errors_among_many_good_files_are_listed_and_the_rest_compiled() {
     assert_eq!(e.kind(), "bytecode_compile_failed", "{e}");
     let msg = e.to_string();
     assert!(msg.starts_with("byte-compiling failed for 3 file(s)") && msg.ends_with("(and 2 more)"), "{msg}");
+    // The first failure (in path order) is the file with a newline in its name: escaped, one line.
+    assert!(!msg.contains('\n') && msg.contains("new\\nline.py"), "{msg}");
     let PythonError::Compile { failures } = e else { unreachable!() };
     let mut want: Vec<PathBuf> = bad.to_vec();
     want.push(newline.clone());
