@@ -1013,6 +1013,22 @@ pub(crate) fn check_backup_record(db: &str, engine: &str, backup: &BackupRecord)
     Ok(())
 }
 
+/// What every engine's `apply` does first: a baseline is not a step to run, and the file must still
+/// be the bytes that were verified with the bundle (nothing runs otherwise, and no failure is
+/// recorded). Returns the file's bytes.
+pub(crate) fn read_step_file(db: &str, step: &PlannedStep) -> Result<Vec<u8>, DbError> {
+    if step.direction == Direction::Baseline {
+        return Err(DbError::Config { db: db.into(), message: "a baseline is recorded with `baseline`, not applied".into() });
+    }
+    let bytes = std::fs::read(&step.file.path)
+        .map_err(|e| DbError::Io { db: db.into(), path: step.file.path.display().to_string(), message: e.to_string() })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(&step.file.sha256) {
+        return Err(DbError::Hash { db: db.into(), file: step.file.file.clone(), expected: step.file.sha256.clone(), actual });
+    }
+    Ok(bytes)
+}
+
 /// The backup file must still hash to what was recorded when it was taken.
 pub(crate) fn verify_backup_file(db: &str, backup: &BackupRecord, path: &Path) -> Result<(), DbError> {
     let io = |e: std::io::Error| DbError::Io { db: db.into(), path: path.display().to_string(), message: e.to_string() };

@@ -830,22 +830,7 @@ impl Engine for PgEngine {
 
     fn apply(&mut self, step: &PlannedStep, release: &str, python: Option<&Path>) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        if step.direction == Direction::Baseline {
-            return Err(DbError::Config {
-                db: ctx.db,
-                message: "a baseline is recorded with `baseline`, not applied".into(),
-            });
-        }
-        let bytes = fs::read(&step.file.path).map_err(|e| ctx.io(&step.file.path, e))?;
-        let actual = sha256_hex(&bytes);
-        if !actual.eq_ignore_ascii_case(&step.file.sha256) {
-            return Err(DbError::Hash {
-                db: ctx.db,
-                file: step.file.file.clone(),
-                expected: step.file.sha256.clone(),
-                actual,
-            });
-        }
+        let bytes = super::read_step_file(&ctx.db, step)?;
         let result = match step.file.kind {
             StepKind::Sql => self.apply_sql(step, release, &bytes),
             StepKind::Python => self.apply_python(step, release, python),
