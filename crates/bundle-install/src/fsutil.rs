@@ -147,6 +147,34 @@ pub fn ensure_real_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// How much of a large copy is written before it is handed to the disk (see [`copy_with_writeback`]).
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// Copies the rest of `from` into `to` at its current position in the kernel (`copy_file_range`, no
+/// trip through user space), and submits each written stretch for writeback as it goes
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the I/O without waiting): the disk works
+/// while the copy goes on, and the caller's fsync waits only for the tail. 1 GB in place on this
+/// machine: copy + fsync 0.19 s against 0.22–0.27 s. Returns the bytes copied.
+pub fn copy_with_writeback(from: &mut File, to: &File) -> io::Result<u64> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut to = to;
+    let start = to.stream_position()?;
+    let mut copied = 0u64;
+    loop {
+        let n = io::copy(&mut Read::by_ref(from).take(WRITEBACK_STEP), &mut to)?;
+        if n == 0 {
+            return Ok(copied);
+        }
+        // SAFETY: a plain system call on a descriptor we own. Only a hint: a failure here (or a
+        // file system without it) still ends in the caller's fsync, which reports real errors.
+        unsafe {
+            libc::sync_file_range(to.as_raw_fd(), (start + copied) as libc::off64_t, n as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        copied += n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,31 +225,19 @@ mod tests {
         assert!(ensure_real_dir(&d.path().join("planted")).is_err());
         ensure_real_dir(&d.path().join("real")).unwrap();
     }
-}
 
-/// How much of a large copy is written before it is handed to the disk (see [`copy_with_writeback`]).
-const WRITEBACK_STEP: u64 = 32 << 20;
-
-/// Copies the rest of `from` into `to` at its current position in the kernel (`copy_file_range`, no
-/// trip through user space), and submits each written stretch for writeback as it goes
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the I/O without waiting): the disk works
-/// while the copy goes on, and the caller's fsync waits only for the tail. 1 GB in place on this
-/// machine: copy + fsync 0.19 s against 0.22–0.27 s. Returns the bytes copied.
-pub fn copy_with_writeback(from: &mut File, to: &mut File) -> io::Result<u64> {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    let start = to.stream_position()?;
-    let mut copied = 0u64;
-    loop {
-        let n = io::copy(&mut Read::by_ref(from).take(WRITEBACK_STEP), to)?;
-        if n == 0 {
-            return Ok(copied);
-        }
-        // SAFETY: a plain system call on a descriptor we own. Only a hint: a failure here (or a
-        // file system without it) still ends in the caller's fsync, which reports real errors.
-        unsafe {
-            libc::sync_file_range(to.as_raw_fd(), (start + copied) as libc::off64_t, n as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
-        }
-        copied += n;
+    #[test]
+    fn copy_with_writeback_overwrites_in_place_from_the_start() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let data: Vec<u8> = (0..(3 * WRITEBACK_STEP + 12_345)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&a, &data).unwrap();
+        std::fs::write(&b, vec![7u8; data.len() + 100]).unwrap();
+        let mut from = File::open(&a).unwrap();
+        let to = OpenOptions::new().read(true).write(true).open(&b).unwrap();
+        assert_eq!(copy_with_writeback(&mut from, &to).unwrap(), data.len() as u64);
+        let got = std::fs::read(&b).unwrap();
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert_eq!(&got[data.len()..], &[7u8; 100][..], "nothing past the copy is touched");
     }
 }

@@ -408,7 +408,16 @@ impl Engine for SqliteEngine {
         // middle leaves a damaged file, never a silently mixed one: the run's journal still lists
         // the restore as not undone, and `recover` copies the (still intact) backup again.
         conn.execute_batch("BEGIN EXCLUSIVE").map_err(|e| ctx.engine("locking the database for the restore", e))?;
-        let written = overwrite_in_place(&src_path, &live).and_then(|f| {
+        // Our descriptor of the live file must outlive SQLite's lock, on every path: closing any
+        // descriptor of a file drops every POSIX lock this process holds on it.
+        let file = match fs::OpenOptions::new().read(true).write(true).open(&live) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(ctx.io(&live, e));
+            }
+        };
+        let written = overwrite_in_place(&src_path, &file).and_then(|()| {
             // A journal still here under our EXCLUSIVE lock is not hot (SQLite rolled a hot one back
             // when the lock was taken): typically a writer killed before its journal was synced.
             // SQLite would leave it until the next write; it belongs to no transaction of this file.
@@ -417,14 +426,13 @@ impl Engine for SqliteEngine {
                 remove_if_exists(&journal)?;
                 fsync_dir(live.parent().unwrap_or(Path::new("/")))?;
             }
-            Ok(f)
+            Ok(())
         });
-        // Our descriptor of the live file must outlive SQLite's lock: closing any descriptor of a
-        // file drops every POSIX lock this process holds on it.
         let unlocked = conn.execute_batch("COMMIT");
         // Pages this connection cached before are stale; the next use opens afresh.
         self.conn = None;
-        drop(written.map_err(|e| ctx.io(&live, e))?);
+        drop(file);
+        written.map_err(|e| ctx.io(&live, e))?;
         unlocked.map_err(|e| ctx.engine("unlocking the database after the restore", e))
     }
 
@@ -558,10 +566,10 @@ fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
     // SQLite lock (POSIX locks belong to the process and go with any descriptor of the file).
     let for_checksum = fs::File::open(live)?;
     let mut input = fs::File::open(live)?;
-    let mut out = fs::File::create(to)?;
+    let out = fs::File::create(to)?;
     std::thread::scope(|scope| {
         let hasher = scope.spawn(|| super::checksum_reader(&for_checksum));
-        let copied = crate::fsutil::copy_with_writeback(&mut input, &mut out);
+        let copied = crate::fsutil::copy_with_writeback(&mut input, &out);
         let hashed = hasher.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")));
         let (n, (sum, m)) = (copied?, hashed?);
         if n != m {
@@ -571,21 +579,21 @@ fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
     })
 }
 
-/// Writes the backup file over the live database file in place, cuts it to the backup's length,
-/// marks it changed for other connections and fsyncs it. Returns the open descriptor, which the
-/// caller closes only after giving up its SQLite lock.
-fn overwrite_in_place(backup: &Path, live: &Path) -> std::io::Result<fs::File> {
+/// Writes the backup file over the live database file (`live`, opened by the caller, who closes it
+/// only after giving up its SQLite lock) in place, cuts it to the backup's length, marks it changed
+/// for other connections and fsyncs it.
+fn overwrite_in_place(backup: &Path, live: &fs::File) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut src = fs::File::open(backup)?;
     let len = src.metadata()?.len();
-    let mut dst = fs::OpenOptions::new().read(true).write(true).open(live)?;
+    let dst = live;
     let counter = |f: &fs::File| -> std::io::Result<u32> {
         let mut b = [0u8; 4];
         f.read_exact_at(&mut b, 24).map(|_| u32::from_be_bytes(b))
     };
-    let live_counter = counter(&dst).unwrap_or(0);
+    let live_counter = counter(dst).unwrap_or(0);
     let backup_counter = counter(&src).unwrap_or(0);
-    crate::fsutil::copy_with_writeback(&mut src, &mut dst)?;
+    crate::fsutil::copy_with_writeback(&mut src, dst)?;
     dst.set_len(len)?;
     if len >= 100 {
         // Other connections keep their page cache while the header's change counter (offset 24) is
@@ -595,8 +603,7 @@ fn overwrite_in_place(backup: &Path, live: &Path) -> std::io::Result<fs::File> {
         dst.write_all_at(&next, 24)?;
         dst.write_all_at(&next, 92)?;
     }
-    dst.sync_all()?;
-    Ok(dst)
+    dst.sync_all()
 }
 
 /// Opens the live database. The journal mode is left as the app set it (it is stored in the file for
