@@ -19,7 +19,7 @@ use crate::plan::{self, Plan, PlanKind, PlanOptions};
 use crate::python::{self, Interpreter};
 use crate::report::Reporter;
 use crate::site::{ReleaseInfo, Site, INCOMPLETE};
-use crate::wheel;
+use crate::store;
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -201,6 +201,7 @@ fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions
     }
     a.extend([
         Action::StageRelease { version: v.clone() },
+        Action::StoreWheels { version: v.clone(), run: id.to_string() },
         Action::CreateVenv { version: v.clone() },
         Action::InstallWheels { version: v.clone() },
         Action::CompileBytecode { version: v.clone() },
@@ -279,7 +280,8 @@ fn step_message(a: &Action) -> String {
     match a {
         Action::StageRelease { version } => format!("staging releases/{version}"),
         Action::CreateVenv { .. } => "creating the Python environment".into(),
-        Action::InstallWheels { .. } => "installing wheels".into(),
+        Action::StoreWheels { .. } => "unpacking new wheels into store/".into(),
+        Action::InstallWheels { .. } => "linking the wheels from store/".into(),
         Action::CompileBytecode { .. } => "byte-compiling".into(),
         Action::WriteConfig { .. } => "writing the config".into(),
         Action::MarkComplete { .. } => "syncing the staged release to disk".into(),
@@ -313,21 +315,24 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             python::create_venv(ctx.interp, &dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
+        Action::StoreWheels { run, .. } => {
+            let wheels = store::wheels_of(m, &dir.join("bundle"));
+            let done = store::ensure_entries(site, &wheels, ctx.interp, run)?;
+            for (sha, why) in &done.repaired {
+                ctx.reporter.warn(&format!("store entry {sha} could not be used ({why}); unpacked again from the bundle"));
+            }
+            Ok(())
+        }
         Action::InstallWheels { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            let wheels: Vec<PathBuf> = m.wheels.iter().map(|w| dir.join("bundle").join(w)).collect();
-            let installed = wheel::install_wheels(&venv, &wheels, &wheel::InstallOptions::default())
-                .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            for d in &installed {
-                for w in &d.warnings {
-                    ctx.reporter.warn(w);
-                }
-            }
+            store::link_into(site, &venv, &store::wheels_of(m, &dir.join("bundle")))?;
             Ok(())
         }
         Action::CompileBytecode { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            python::compile_bytecode(&venv, ctx.interp, 2).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            // The store's entries bring their `.pyc`; only what lacks one is compiled here.
+            python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&ctx.interp.cache_tag), 2)
+                .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
         Action::WriteConfig { .. } => write_config(ctx, &dir),
@@ -458,5 +463,8 @@ pub fn commit(site: &Site, history: &serde_json::Value, keep: u32, protect: &[St
             }
         }
     }
-    crate::prune::prune(site, keep, protect, reporter)
+    crate::prune::prune(site, keep, protect, reporter)?;
+    // Store entries only pruned releases used go with them (kept releases hold their own links).
+    store::prune(site)?;
+    Ok(())
 }

@@ -62,7 +62,13 @@ pub enum Action {
     /// Creates `releases/<version>/` (marked incomplete) holding the verified payload.
     /// Undo: remove the directory.
     StageRelease { version: String },
-    /// The next four happen inside the release directory; undoing `stage_release` covers them.
+    /// Makes sure the site's store (`store/wheels/<sha256>/`) holds an intact, sealed entry for
+    /// every wheel of the release, building missing or damaged ones from the verified wheels.
+    /// Undo: remove the entries built by run `run` (`created_by` in their `entry.json`).
+    StoreWheels { version: String, run: String },
+    /// The next five happen inside the release directory; undoing `stage_release` covers them.
+    /// `install_wheels` hardlinks the store's entries into the venv; `compile_bytecode` compiles
+    /// only what has no `.pyc` yet (the store's entries are compiled when built).
     CreateVenv { version: String },
     InstallWheels { version: String },
     CompileBytecode { version: String },
@@ -91,6 +97,7 @@ impl Action {
         match self {
             Action::RetireRelease { .. } => "retire_release".into(),
             Action::StageRelease { .. } => "stage_release".into(),
+            Action::StoreWheels { .. } => "store_wheels".into(),
             Action::CreateVenv { .. } => "create_venv".into(),
             Action::InstallWheels { .. } => "install_wheels".into(),
             Action::CompileBytecode { .. } => "compile_bytecode".into(),
@@ -437,6 +444,7 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
         Action::StageRelease { version } => {
             fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))
         }
+        Action::StoreWheels { run, .. } => crate::store::remove_run(site, run),
         Action::RetireRelease { version, aside } => {
             let from = site.releases().join(aside);
             if from.symlink_metadata().is_ok() {

@@ -27,6 +27,7 @@ pub mod rollback;
 pub mod site;
 pub mod state;
 pub mod status;
+pub mod store;
 pub use bundle_core::time;
 pub mod trust;
 pub mod wheel;

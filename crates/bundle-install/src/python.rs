@@ -257,7 +257,7 @@ impl Interpreter {
     }
 
     /// Site-packages relative to a venv root, e.g. `lib/python3.11/site-packages`.
-    fn venv_purelib(&self) -> PathBuf {
+    pub fn venv_purelib(&self) -> PathBuf {
         self.venv_paths
             .get("purelib")
             .cloned()
@@ -520,15 +520,46 @@ pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, a
             ),
         });
     }
+    compile_under(&venv.python, std::slice::from_ref(&venv.site_packages), None, jobs, answer_limit, start)
+}
+
+/// Byte-compiles the `.py` files under each of `roots` with `python`, as [`compile_bytecode`]
+/// does. With `skip_tag` (an interpreter's cache tag, e.g. `cpython-311`), a file that already has
+/// its `__pycache__/<stem>.<tag>.pyc` is left alone: a release venv whose files are hardlinked
+/// from the site's store (see `store.rs`) already holds the `.pyc` compiled there, and compiling
+/// again would only write new copies of them.
+pub fn compile_trees(python: &Path, roots: &[PathBuf], skip_tag: Option<&str>, jobs: usize) -> Result<CompileReport, PythonError> {
+    compile_under(python, roots, skip_tag, jobs, COMPILE_ANSWER_LIMIT, Instant::now())
+}
+
+/// Whether `py` has a `.pyc` for the interpreter with cache tag `tag`.
+fn has_pyc(py: &Path, tag: &str) -> bool {
+    let (Some(dir), Some(stem)) = (py.parent(), py.file_stem()) else { return false };
+    let mut name = stem.to_os_string();
+    name.push(format!(".{tag}.pyc"));
+    dir.join("__pycache__").join(name).is_file()
+}
+
+fn compile_under(
+    python: &Path,
+    roots: &[PathBuf],
+    skip_tag: Option<&str>,
+    jobs: usize,
+    answer_limit: Duration,
+    start: Instant,
+) -> Result<CompileReport, PythonError> {
     let mut files: Vec<(PathBuf, u64)> = Vec::new();
     let mut failures = Vec::new();
-    for entry in walkdir::WalkDir::new(&venv.site_packages).follow_links(false) {
+    for entry in roots.iter().flat_map(|r| walkdir::WalkDir::new(r).follow_links(false)) {
         let entry = entry.map_err(|e| PythonError::Io {
             action: "cannot list",
-            path: e.path().unwrap_or(&venv.site_packages).to_path_buf(),
+            path: e.path().map(Path::to_path_buf).unwrap_or_default(),
             source: e.into_io_error().unwrap_or_else(|| io::Error::other("directory loop")),
         })?;
         if !entry.file_type().is_file() || entry.path().extension() != Some(OsStr::new("py")) {
+            continue;
+        }
+        if skip_tag.is_some_and(|t| has_pyc(entry.path(), t)) {
             continue;
         }
         if entry.path().as_os_str().as_bytes().contains(&b'\n') {
@@ -555,13 +586,13 @@ pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, a
     // Each worker is spawned from, and waited for by, its own thread (see `child::die_with_parent`).
     let results: Vec<Result<WorkerDone, WorkerFailed>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            (0..workers).map(|_| scope.spawn(|| run_compile_worker(&venv.python, &files, &queue, answer_limit))).collect();
+            (0..workers).map(|_| scope.spawn(|| run_compile_worker(python, &files, &queue, answer_limit))).collect();
         handles
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
                     let first = queue.stop();
-                    Err(WorkerFailed { first, error: worker_err(&venv.python, "worker thread panicked".into()) })
+                    Err(WorkerFailed { first, error: worker_err(python, "worker thread panicked".into()) })
                 })
             })
             .collect()
@@ -581,7 +612,7 @@ pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, a
         failures.append(&mut done.failures);
     }
     if handled != files.len() {
-        return Err(worker_err(&venv.python, format!("the workers handled {handled} of {} files", files.len())));
+        return Err(worker_err(python, format!("the workers handled {handled} of {} files", files.len())));
     }
     finish(failures, total, compiled, workers, start)
 }

@@ -64,8 +64,9 @@ fn attention(site: &Site, e: &InstallError) -> InstallError {
         .with_hint(format!("fix the cause and run `bundle-install recover --root {}` again; see bundle-spec/recovery.md", site.root.display()))
 }
 
-/// Leftovers of a verification that never reached its journal.
+/// Leftovers of a verification that never reached its journal, and store work of no run.
 fn clean_staging(site: &Site) {
+    let _ = crate::store::remove_work(site, None);
     if let Ok(entries) = std::fs::read_dir(site.staging()) {
         for e in entries.flatten() {
             let _ = fsutil::remove_tree(&e.path());

@@ -5,6 +5,7 @@
 //! releases/<version>/             bundle/ (verified payload), venv/, config/<file>, release.json
 //! data/                           SQLite databases, shared by all releases
 //! backups/<id>/                   databases + config taken before each apply, record.json
+//! store/wheels/<sha256>/         unpacked wheels shared by the releases (hardlinked into their venvs)
 //! trust/*.pub, trust/revoked/     keys this site accepts / refuses
 //! state/                          lock, journal.json, .reserve, history.jsonl, site.json, staging/
 //! ```
@@ -61,6 +62,10 @@ impl Site {
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
     }
+    /// The content-addressed store of unpacked wheels (`store.rs`).
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
     pub fn trust(&self) -> PathBuf {
         self.root.join("trust")
     }
@@ -108,7 +113,7 @@ impl Site {
         if self.current_link().symlink_metadata().is_ok() {
             return;
         }
-        for dir in ["releases", "data", "backups", "trust"] {
+        for dir in ["releases", "data", "backups", "trust", "store/wheels", "store"] {
             let _ = fs::remove_dir(self.root.join(dir));
         }
         let _ = fs::remove_file(self.state().join("lock"));
@@ -124,7 +129,7 @@ impl Site {
     /// Writing through such a link could reach any file on the machine (the installer runs as root).
     pub fn check_planted_links(&self) -> io::Result<()> {
         let mut dirs = vec![self.root.clone()];
-        for d in ["releases", "data", "backups", "trust", "state"] {
+        for d in ["releases", "data", "backups", "trust", "state", "store", "store/wheels"] {
             dirs.push(self.root.join(d));
         }
         for dir in dirs {

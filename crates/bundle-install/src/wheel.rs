@@ -329,7 +329,7 @@ fn header_one(h: &HashMap<String, Vec<String>>, key: &str) -> Option<String> {
 }
 
 /// One CSV record (RECORD uses Python's csv module: `,` separated, `"` quoting, `""` escapes).
-fn parse_csv_line(line: &str) -> Vec<String> {
+pub(crate) fn parse_csv_line(line: &str) -> Vec<String> {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -350,7 +350,7 @@ fn parse_csv_line(line: &str) -> Vec<String> {
     fields
 }
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -792,7 +792,7 @@ fn record_path(rel: &Path, site_rel: &Path) -> String {
 /// The interpreter line for scripts and launchers. Kernels cut shebangs at 127 bytes and split
 /// them at spaces, so such interpreters get pypa/installer's `/bin/sh` + `exec` polyglot, which
 /// both sh and Python read correctly.
-fn shebang(python: &Path) -> Vec<u8> {
+pub(crate) fn shebang(python: &Path) -> Vec<u8> {
     let exe = python.as_os_str().as_bytes();
     if !exe.contains(&b' ') && !exe.contains(&b'\t') && exe.len() + 3 <= 127 {
         return [b"#!".as_slice(), exe].concat();

@@ -369,6 +369,37 @@ struct Fingerprint {
     databases: BTreeMap<String, Vec<String>>,
     /// `current/config/*`: name → content.
     config: Option<BTreeMap<String, String>>,
+    /// Every entry of `store/` and `store/wheels/` (a work directory left behind shows here), and
+    /// each sealed entry's files (`entry.json` but its inode and time stamps, which differ from
+    /// run to run).
+    store: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn store_fingerprint(site: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    out.insert("store/".to_string(), entries(&site.join("store")).into_iter().map(|e| (e, String::new())).collect());
+    for e in entries(&site.join("store/wheels")) {
+        let dir = site.join("store/wheels").join(&e);
+        let mut t = tree(&dir, site);
+        if let Ok(bytes) = std::fs::read(dir.join("entry.json")) {
+            let mut j: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if let Some(o) = j.as_object_mut() {
+                o.remove("created_by");
+            }
+            for f in j["files"].as_array_mut().into_iter().flatten() {
+                let o = f.as_object_mut().unwrap();
+                o.remove("ino");
+                o.remove("mtime_ns");
+                // A timestamp-based .pyc holds its source's mtime.
+                if o["path"].as_str().is_some_and(|p| p.ends_with(".pyc")) {
+                    o.remove("hash");
+                }
+            }
+            t.insert("entry.json".into(), j.to_string());
+        }
+        out.insert(e, t);
+    }
+    out
 }
 
 fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -511,7 +542,8 @@ fn fingerprint(site: &Path) -> Fingerprint {
     });
     let mut root_entries = entries(site);
     root_entries.remove("hooks.log");
-    Fingerprint { root_entries, current, release_entries, releases, data_entries, databases, config }
+    let store = store_fingerprint(site);
+    Fingerprint { root_entries, current, release_entries, releases, data_entries, databases, config, store }
 }
 
 /// What differs between two fingerprints, briefly.
@@ -554,6 +586,10 @@ fn diff(a: &Fingerprint, b: &Fingerprint) -> Vec<String> {
     }
     if a.config != b.config {
         d.push(format!("config: {:?} vs {:?}", a.config, b.config));
+    }
+    if a.store != b.store {
+        let keys: BTreeSet<&String> = a.store.keys().chain(b.store.keys()).filter(|k| a.store.get(*k) != b.store.get(*k)).collect();
+        d.push(format!("store: {} entr(ies) differ, e.g. {:?}", keys.len(), keys.iter().take(4).collect::<Vec<_>>()));
     }
     d
 }
@@ -612,8 +648,12 @@ fn make_reference(tpl: Tpl, args: Vec<String>, command: &str, new_version: &str)
 /// do not count.
 fn normalised(tpl: Tpl, mut fp: Fingerprint) -> Fingerprint {
     if tpl == Tpl::Empty {
-        for d in ["backups", "data", "releases", "state", "trust"] {
+        for d in ["backups", "data", "releases", "state", "store", "trust"] {
             fp.root_entries.remove(d);
+        }
+        // An undone first install may leave the empty store/ and store/wheels/ directories.
+        if fp.store.values().all(|t| t.keys().all(|k| k == "wheels")) && fp.store.len() == 1 {
+            fp.store.clear();
         }
     }
     fp
@@ -648,6 +688,7 @@ fn apply_ref() -> &'static Reference {
         let r = make_reference(Tpl::V1, vec!["apply".into(), b], "apply", "4.0.0");
         let must_have = [
             "stage_release",
+            "store_wheels",
             "create_venv",
             "install_wheels",
             "compile_bytecode",
