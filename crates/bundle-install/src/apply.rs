@@ -331,7 +331,7 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         Action::CompileBytecode { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             // The store's entries bring their `.pyc`; only what lacks one is compiled here.
-            python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&ctx.interp.cache_tag), 2)
+            python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&ctx.interp.cache_tag), false, 2)
                 .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }

@@ -445,6 +445,9 @@ const COMPILE_WORKER: &str = r#"
 import os, py_compile, sys, warnings
 # SyntaxWarnings (e.g. invalid escapes, shown by default since 3.12) are not failures.
 warnings.simplefilter("ignore")
+# The store compiles outside any venv: the name recorded in the .pyc is then the path below
+# site-packages (imports replace it with the file's real path when they load it).
+relative = "--site-relative" in sys.argv[1:]
 read = sys.stdin.buffer.readline
 out = sys.stdout.buffer
 i = done = 0
@@ -454,7 +457,11 @@ while True:
         break
     path = os.fsdecode(line[:-1] if line.endswith(b"\n") else line)
     try:
-        py_compile.compile(path, doraise=True)
+        dfile = None
+        if relative:
+            _, sep, tail = path.rpartition("/site-packages/")
+            dfile = tail if sep else None
+        py_compile.compile(path, dfile=dfile, doraise=True)
         done += 1
         out.write(b"ok\n")
     except Exception as e:
@@ -520,16 +527,18 @@ pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, a
             ),
         });
     }
-    compile_under(&venv.python, std::slice::from_ref(&venv.site_packages), None, jobs, answer_limit, start)
+    compile_under(&venv.python, std::slice::from_ref(&venv.site_packages), None, false, jobs, answer_limit, start)
 }
 
 /// Byte-compiles the `.py` files under each of `roots` with `python`, as [`compile_bytecode`]
 /// does. With `skip_tag` (an interpreter's cache tag, e.g. `cpython-311`), a file that already has
 /// its `__pycache__/<stem>.<tag>.pyc` is left alone: a release venv whose files are hardlinked
 /// from the site's store (see `store.rs`) already holds the `.pyc` compiled there, and compiling
-/// again would only write new copies of them.
-pub fn compile_trees(python: &Path, roots: &[PathBuf], skip_tag: Option<&str>, jobs: usize) -> Result<CompileReport, PythonError> {
-    compile_under(python, roots, skip_tag, jobs, COMPILE_ANSWER_LIMIT, Instant::now())
+/// again would only write new copies of them. With `site_relative`, each `.pyc` records its
+/// source's path below `site-packages/` rather than where it was compiled (the store's entries are
+/// compiled in a work directory; imports put the file's real path in its place when loading).
+pub fn compile_trees(python: &Path, roots: &[PathBuf], skip_tag: Option<&str>, site_relative: bool, jobs: usize) -> Result<CompileReport, PythonError> {
+    compile_under(python, roots, skip_tag, site_relative, jobs, COMPILE_ANSWER_LIMIT, Instant::now())
 }
 
 /// Whether `py` has a `.pyc` for the interpreter with cache tag `tag`.
@@ -544,6 +553,7 @@ fn compile_under(
     python: &Path,
     roots: &[PathBuf],
     skip_tag: Option<&str>,
+    site_relative: bool,
     jobs: usize,
     answer_limit: Duration,
     start: Instant,
@@ -586,7 +596,7 @@ fn compile_under(
     // Each worker is spawned from, and waited for by, its own thread (see `child::die_with_parent`).
     let results: Vec<Result<WorkerDone, WorkerFailed>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            (0..workers).map(|_| scope.spawn(|| run_compile_worker(python, &files, &queue, answer_limit))).collect();
+            (0..workers).map(|_| scope.spawn(|| run_compile_worker(python, &files, &queue, site_relative, answer_limit))).collect();
         handles
             .into_iter()
             .map(|h| {
@@ -682,10 +692,11 @@ struct WorkerFailed {
     error: PythonError,
 }
 
-fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue, answer_limit: Duration) -> Result<WorkerDone, WorkerFailed> {
+fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue, site_relative: bool, answer_limit: Duration) -> Result<WorkerDone, WorkerFailed> {
     let mut child = crate::child::die_with_parent(&mut Command::new(python))
         .args(WORKER_FLAGS)
         .args(["-c", COMPILE_WORKER])
+        .args(site_relative.then_some("--site-relative"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

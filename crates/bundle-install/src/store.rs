@@ -246,7 +246,7 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         trees.push((tmp, venv, wheel::normalize_name(&dist.name)));
     }
     let roots: Vec<PathBuf> = trees.iter().map(|(_, v, _)| v.site_packages.clone()).collect();
-    python::compile_trees(&interp.executable, &roots, None, 2).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+    python::compile_trees(&interp.executable, &roots, None, true, 2).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
     for ((tmp, _, project), w) in trees.iter().zip(wheels) {
         let files = seal(tmp)?;
         let record = EntryRecord {
@@ -284,8 +284,13 @@ fn seal(tmp: &Path) -> Result<Vec<FileRecord>> {
     for entry in walkdir::WalkDir::new(&tree).sort_by_file_name() {
         let entry = entry.map_err(|e| store_err("io", format!("listing {}: {e}", tree.display())))?;
         let rel = entry.path().strip_prefix(&tree).expect("under the tree").to_path_buf();
-        // The scaffolding of the venv the wheel was unpacked into is not part of the entry.
-        if !entry.file_type().is_file() || rel == Path::new("pyvenv.cfg") {
+        // The scaffolding of the venv the wheel was unpacked into (`pyvenv.cfg` names the work
+        // directory; `bin/python*` and `lib64` are links) is not part of the entry.
+        if entry.file_type().is_symlink() || rel == Path::new("pyvenv.cfg") {
+            fs::remove_file(entry.path()).map_err(|e| InstallError::io(entry.path().display(), e))?;
+            continue;
+        }
+        if !entry.file_type().is_file() {
             continue;
         }
         let rel = rel_str(&rel)?;

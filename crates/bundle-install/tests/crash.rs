@@ -589,7 +589,17 @@ fn diff(a: &Fingerprint, b: &Fingerprint) -> Vec<String> {
     }
     if a.store != b.store {
         let keys: BTreeSet<&String> = a.store.keys().chain(b.store.keys()).filter(|k| a.store.get(*k) != b.store.get(*k)).collect();
-        d.push(format!("store: {} entr(ies) differ, e.g. {:?}", keys.len(), keys.iter().take(4).collect::<Vec<_>>()));
+        let empty = BTreeMap::new();
+        let detail: Vec<String> = keys
+            .iter()
+            .take(2)
+            .map(|k| {
+                let (x, y) = (a.store.get(*k).unwrap_or(&empty), b.store.get(*k).unwrap_or(&empty));
+                let paths: Vec<String> = x.keys().chain(y.keys()).filter(|p| x.get(*p) != y.get(*p)).take(3).map(|p| format!("{p}: {:?} vs {:?}", x.get(p), y.get(p))).collect();
+                format!("{k}: {paths:?}")
+            })
+            .collect();
+        d.push(format!("store: {} entr(ies) differ, e.g. {detail:?}", keys.len()));
     }
     d
 }
