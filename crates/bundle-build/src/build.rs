@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use bundle_core::archive::{ArchiveSink, ArchiveWriter, Packing};
-use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
+use bundle_core::manifest::{Base, Manifest, MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::signature::{SecretKey, TrustedInfo};
 use bundle_core::split::{PartsIndex, SplitWriter, PARTS_FORMAT};
 
@@ -54,6 +54,16 @@ pub struct Built {
 }
 
 /// The bundle's file name: `<app>-<version>.bundle.tar.gz`.
+/// The `base` of a delta bundle of `m` against the full bundle `base` (id `base_id`): every file
+/// of `m` whose sha256 the base also carries (under any path) is left out. `None` when nothing is
+/// shared.
+pub fn delta_base(m: &Manifest, base: &Manifest, base_id: &str) -> Option<Base> {
+    let carried: std::collections::HashSet<(&str, u64)> = base.files.iter().map(|f| (f.sha256.as_str(), f.size)).collect();
+    let mut omitted: Vec<String> = m.files.iter().filter(|f| carried.contains(&(f.sha256.as_str(), f.size))).map(|f| f.path.clone()).collect();
+    omitted.sort();
+    (!omitted.is_empty()).then(|| Base { app: base.app.clone(), version: base.version.clone(), bundle_id: base_id.to_string(), omitted })
+}
+
 pub fn bundle_file_name(app: &str, version: &str) -> String {
     format!("{app}-{version}.bundle.tar.gz")
 }
@@ -67,6 +77,9 @@ fn write_archive<W: ArchiveSink>(release: &Release, manifest_bytes: &[u8], sig_b
     ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(werr)?;
     for src in &release.sources {
         let e = &src.entry;
+        if release.manifest.is_omitted(&e.path) {
+            continue;
+        }
         let packing = Packing::for_path(&e.path);
         match &src.content {
             Some(bytes) => ar.add_file(&e.path, e.mode_bits(), e.size, &mut &bytes[..], packing).map_err(werr)?,

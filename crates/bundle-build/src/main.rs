@@ -42,6 +42,15 @@ enum Command {
         /// plus a signed NAME.parts index; `cat` of the parts gives the ordinary bundle.
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         split_size: Option<u64>,
+        /// Build a delta bundle against this earlier bundle of the app: the manifest still lists
+        /// and signs every file, but the archive leaves out each file the base carries with the
+        /// same sha256. The base's signature is checked first (with --base-trust, or the public
+        /// half of --key).
+        #[arg(long, value_name = "OLD.bundle.tar.gz")]
+        base: Option<PathBuf>,
+        /// Keys to check the base bundle's signature with (default: the signing key's own).
+        #[arg(long, value_name = "PUBKEY", num_args = 1.., requires = "base")]
+        base_trust: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -91,7 +100,9 @@ fn main() -> ExitCode {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
         Command::Keygen { out, json } => ("keygen", json, keygen(&out)),
-        Command::Build { spec, key, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &out, split_size)),
+        Command::Build { spec, key, out, split_size, base, base_trust, json } => {
+            ("build", json, build_cmd(&spec, &key, &out, split_size, base.as_deref(), &base_trust))
+        }
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
         Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
@@ -209,7 +220,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u64>, base: Option<&Path>, base_trust: &[PathBuf]) -> Result<Value, Failure> {
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
     let key = SecretKey::read_file(key_path).map_err(key_failure)?;
@@ -218,7 +229,24 @@ fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u
         lints.extend(bundle_build::wheels::check_wheels(r));
     }
     print_lints(&lints);
-    let release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
+    let mut release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
+    if let Some(base) = base {
+        let keys = if base_trust.is_empty() { vec![key.public_key()] } else { load_keys(base_trust)? };
+        let (base_manifest, base_id, _, _) = verify::read_verified_manifest(base, &keys).map_err(|e| {
+            let f = verify_failure(e);
+            Failure { message: format!("base bundle {}: {}", base.display(), f.message), ..f }
+        })?;
+        if base_manifest.base.is_some() {
+            return Err(Failure::new(Exit::Usage, "base_is_delta", format!("{} is itself a delta bundle; build against a full bundle", base.display())));
+        }
+        if base_manifest.app != release.manifest.app {
+            return Err(Failure::new(Exit::Usage, "base_other_app", format!("{} is a bundle of {}, not {}", base.display(), base_manifest.app, release.manifest.app)));
+        }
+        release.manifest.base = build::delta_base(&release.manifest, &base_manifest, &base_id);
+        if release.manifest.base.is_none() {
+            eprintln!("warning: the base {} {} shares no file with this release; writing a full bundle", base_manifest.app, base_manifest.version);
+        }
+    }
     let built = build::build(&release, &key, out, &build::BuildOptions { mtime, split_size })
         .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
     eprintln!(
@@ -275,8 +303,26 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
             }
         }
         println!("payload: {} files, {} bytes", m.payload.entries, m.payload.bytes);
+        match &m.base {
+            None => println!("full bundle: carries every file"),
+            Some(b) => {
+                let bytes: u64 = b.omitted.iter().filter_map(|p| m.file(p)).map(|f| f.size).sum();
+                println!(
+                    "delta bundle on {} {} (bundle id {}): {} files ({bytes} bytes) are not in the archive; the site needs them from that release (its store) or from its full bundle",
+                    b.app, b.version, b.bundle_id, b.omitted.len()
+                );
+            }
+        }
     }
+    let delta = manifest.base.as_ref().map(|b| {
+        json!({
+            "base": { "app": b.app, "version": b.version, "bundle_id": b.bundle_id },
+            "needs": b.omitted.iter().filter_map(|p| manifest.file(p)).map(|f| json!({"path": f.path, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
+        })
+    });
     Ok(json!({
+        "kind": if delta.is_some() { "delta" } else { "full" },
+        "delta": delta,
         "signature_checked": false,
         "key_id": signature.key_id.to_string(),
         "trusted_comment": signature.trusted_comment,

@@ -236,6 +236,7 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
         sbom: Some(crate::sbom::SBOM_PATH.into()),
         payload: Payload { entries: sources.len() as u64, bytes: sources.iter().map(|s| s.entry.size).sum() },
         files: sources.iter().map(|s| s.entry.clone()).collect(),
+        base: None,
     };
     // The spec checks above and the manifest's own rules overlap on purpose: the manifest's are what
     // every installer enforces, so a spec that passes here but not there must never be packed.

@@ -49,6 +49,22 @@ pub struct Manifest {
     pub sbom: Option<String>,
     pub payload: Payload,
     pub files: Vec<FileEntry>,
+    /// Present in a delta bundle only: the release it was built against and the files of `files`
+    /// its archive leaves out because that release's bundle carries them with the same sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
+}
+
+/// The base of a delta bundle ([`Manifest::base`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    pub app: String,
+    pub version: String,
+    /// The base bundle's id (sha256 of its manifest).
+    pub bundle_id: String,
+    /// Bundle paths listed in `files` that the archive does not hold, sorted.
+    pub omitted: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,7 +300,24 @@ impl Manifest {
         if let Some(sbom) = &self.sbom {
             need("sbom", sbom)?;
         }
+        if let Some(base) = &self.base {
+            if base.app != self.app || !crate::hash::is_sha256_hex(&base.bundle_id) {
+                return err(format!("base {} {} (bundle id `{}`) is not a bundle of {}", base.app, base.version, base.bundle_id, self.app));
+            }
+            version::parse_release(&base.version).map_err(ManifestError)?;
+            if base.omitted.is_empty() || base.omitted.windows(2).any(|w| w[0] >= w[1]) {
+                return err("base.omitted must be a non-empty sorted list without repeats".into());
+            }
+            if let Some(p) = base.omitted.iter().find(|p| !listed.contains(p.as_str())) {
+                return err(format!("base.omitted names `{p}`, which `files` does not list"));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the archive leaves `path` out (a delta bundle's file the base carries).
+    pub fn is_omitted(&self, path: &str) -> bool {
+        self.base.as_ref().is_some_and(|b| b.omitted.binary_search_by(|p| p.as_str().cmp(path)).is_ok())
     }
 
     /// The entry for a bundle path, if listed.
@@ -386,6 +419,7 @@ pub(crate) mod tests {
             sbom: None,
             payload: Payload { entries: 4, bytes: 12 },
             files,
+            base: None,
         }
     }
 

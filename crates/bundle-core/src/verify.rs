@@ -386,7 +386,8 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
             return Err(VerifyError::bundle("corrupt", Some(name), "non-zero padding after the entry's content"));
         }
     }
-    let missing: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).filter(|p| !seen.contains(*p)).collect();
+    // A delta bundle's omitted files are the caller's to supply (and check) from elsewhere.
+    let missing: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).filter(|p| !seen.contains(*p) && !manifest.is_omitted(p)).collect();
     if let Some(first) = missing.first() {
         return Err(VerifyError::bundle(
             "missing_entry",

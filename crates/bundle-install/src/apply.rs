@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::config;
 use crate::db;
+use crate::delta;
 use crate::error::{InstallError, Result};
 use crate::fsutil;
 use crate::hooks::{self, HookCall};
@@ -77,7 +78,11 @@ pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> 
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
     let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
-    plan::plan(site, &manifest, &bundle_id, &opts.plan)
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    if plan.kind != PlanKind::NothingToDo {
+        plan.delta = delta::locate(site, &manifest)?;
+    }
+    Ok(plan)
 }
 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
@@ -87,10 +92,12 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
     let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
-    let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    // A delta bundle whose omitted files the site lacks is refused before anything is written.
+    plan.delta = delta::locate(site, &manifest)?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -128,6 +135,12 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
     };
 
+    if let Some(d) = &plan.delta {
+        if let Err(e) = delta::fill(&manifest, d, &staging) {
+            let _ = fsutil::remove_tree(&staging);
+            return Err(e);
+        }
+    }
     if first_install_keys {
         // The admin named these keys explicitly and they verified the bundle: the site trusts them
         // from now on, whatever happens to this run.

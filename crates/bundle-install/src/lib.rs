@@ -12,6 +12,7 @@ pub mod backup;
 pub mod child;
 pub mod config;
 pub mod db;
+pub mod delta;
 pub mod error;
 pub mod fsutil;
 pub mod history;

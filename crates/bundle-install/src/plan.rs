@@ -63,6 +63,9 @@ pub struct Plan {
     pub space: Space,
     /// `releases/<to>` exists (a release kept after a rollback) and is replaced.
     pub replaces_kept: bool,
+    /// A delta bundle: its base and where each file it leaves out comes from on this site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::delta::DeltaPlan>,
 }
 
 /// Disk space the apply needs under the site root, against what is free there.
@@ -348,7 +351,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     };
     let mut space = Space { payload_bytes: manifest.payload.bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
     space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
-    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept })
+    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept, delta: None })
 }
 
 impl Plan {
@@ -365,6 +368,14 @@ impl Plan {
         out.push_str(&format!("{what}\n"));
         if self.replaces_kept {
             out.push_str(&format!("  [ ] set aside the kept releases/{} (replaced by this bundle's)\n", self.to));
+        }
+        if let Some(d) = &self.delta {
+            out.push_str(&format!(
+                "  delta bundle on {} {}: {} files it leaves out are taken from this site (store/ or a kept release)\n",
+                d.base_app,
+                d.base_version,
+                d.files.len()
+            ));
         }
         out.push_str(&format!("  [ ] stage releases/{} (venv, wheels, bytecode) beside the running release\n", self.to));
         if let Some(c) = &self.config {

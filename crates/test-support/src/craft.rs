@@ -200,6 +200,7 @@ impl Parts {
             sbom: None,
             payload: Payload { entries: entries.len() as u64, bytes: entries.iter().map(|e| e.size).sum() },
             files: entries,
+            base: None,
         };
         m.validate().expect("the synthetic manifest is valid");
         let mut parts = Parts { manifest: Vec::new(), signature: Vec::new(), files };
