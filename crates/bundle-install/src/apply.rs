@@ -29,11 +29,13 @@ pub struct ApplyOptions {
     pub trust: Vec<PathBuf>,
     pub python: PathBuf,
     pub hook_timeout_secs: u64,
+    /// `--base-bundle`: the full bundle a delta bundle was built on.
+    pub base_bundle: Option<PathBuf>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { plan: PlanOptions::default(), trust: Vec::new(), python: "python3".into(), hook_timeout_secs: hooks::DEFAULT_TIMEOUT_SECS }
+        ApplyOptions { plan: PlanOptions::default(), trust: Vec::new(), python: "python3".into(), hook_timeout_secs: hooks::DEFAULT_TIMEOUT_SECS, base_bundle: None }
     }
 }
 
@@ -80,7 +82,8 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
     let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind != PlanKind::NothingToDo {
-        plan.delta = delta::locate(site, &manifest)?;
+        let base = delta::find_base_bundle(&manifest, bundle, opts.base_bundle.as_deref(), &keys)?;
+        plan.delta = delta::locate(site, &manifest, base.as_ref())?;
     }
     Ok(plan)
 }
@@ -97,7 +100,8 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
     // A delta bundle whose omitted files the site lacks is refused before anything is written.
-    plan.delta = delta::locate(site, &manifest)?;
+    let base_bundle = delta::find_base_bundle(&manifest, bundle, opts.base_bundle.as_deref(), &keys)?;
+    plan.delta = delta::locate(site, &manifest, base_bundle.as_ref())?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -136,7 +140,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     };
 
     if let Some(d) = &plan.delta {
-        if let Err(e) = delta::fill(&manifest, d, &staging) {
+        if let Err(e) = fill_delta(site, &manifest, d, &staging, base_bundle.as_ref(), &keys, reporter) {
             let _ = fsutil::remove_tree(&staging);
             return Err(e);
         }
@@ -165,6 +169,24 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let _ = fsutil::remove_tree(&staging);
     let journal_id = result?;
     Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
+}
+
+/// Adds a delta bundle's omitted files to `staging`, verifying the full base bundle first when
+/// some come only from it.
+fn fill_delta(site: &Site, m: &Manifest, d: &delta::DeltaPlan, staging: &Path, base: Option<&delta::BaseBundle>, keys: &[PublicKey], reporter: &dyn Reporter) -> Result<()> {
+    let Some(b) = base.filter(|_| delta::needs_base_bundle(d)) else { return delta::fill(m, d, staging, None) };
+    let scratch = site.staging().join(format!("base-{}", std::process::id()));
+    fsutil::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
+    std::fs::create_dir(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
+    reporter.step(&format!("verifying the base bundle {}", b.file.display()));
+    let r = verify::verify_file(&b.file, keys, Some(&scratch), &Limits::default())
+        .map_err(InstallError::from)
+        .and_then(|v| match v.id() == d.base_bundle_id {
+            true => delta::fill(m, d, staging, Some((b, &scratch))),
+            false => Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the base bundle file changed while it was being read")),
+        });
+    let _ = fsutil::remove_tree(&scratch);
+    r
 }
 
 /// Everything the forward steps need.

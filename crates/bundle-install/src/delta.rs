@@ -5,7 +5,10 @@
 //! (`delta_base_missing`, exit 4) naming the files and the release to apply first. After the
 //! archive was verified into staging, the omitted files are added there: a store wheel is linked
 //! (it is trusted for the sha256 it was sealed under, while its seal holds), any other file is
-//! copied while its sha256 is checked again.
+//! copied while its sha256 is checked again. The full base bundle, given with `--base-bundle` or
+//! lying beside the delta bundle as `<app>-<base version>.bundle.tar.gz` (or `.parts`), supplies
+//! what the site lacks: its signature and id are checked when planning, and every byte of it is
+//! verified (into a scratch directory) before its files are used.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -27,6 +30,47 @@ pub enum Source {
     Store { path: PathBuf },
     /// A kept release's `bundle/` file with the same sha256 (checked again when copied).
     Release { path: PathBuf },
+    /// The file `path` of the full base bundle.
+    BaseBundle { path: String },
+}
+
+/// The full base bundle given beside a delta bundle, its signature and id checked.
+#[derive(Debug, Clone)]
+pub struct BaseBundle {
+    pub file: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// The full bundle of `m`'s base: `given`, or the one beside `bundle` if there is one. A given
+/// bundle that is not the base is an error; one found beside that is not is ignored.
+pub fn find_base_bundle(m: &Manifest, bundle: &Path, given: Option<&Path>, keys: &[bundle_core::signature::PublicKey]) -> Result<Option<BaseBundle>> {
+    let Some(base) = &m.base else { return Ok(None) };
+    let check = |file: &Path| -> Result<BaseBundle> {
+        let (bm, id, _, _) = bundle_core::verify::read_verified_manifest(file, keys).map_err(|e| {
+            let e: InstallError = e.into();
+            InstallError { message: format!("base bundle {}: {}", file.display(), e.message), ..e }
+        })?;
+        if id != base.bundle_id || bm.base.is_some() {
+            return Err(InstallError::usage(
+                "wrong_base_bundle",
+                format!("{} is {} {} (bundle id {id}), not the full bundle this delta was built on ({} {}, bundle id {})", file.display(), bm.app, bm.version, base.app, base.version, base.bundle_id),
+            ));
+        }
+        Ok(BaseBundle { file: file.to_path_buf(), manifest: bm })
+    };
+    if let Some(g) = given {
+        return check(g).map(Some);
+    }
+    let dir = bundle.parent().unwrap_or(Path::new("."));
+    let name = format!("{}-{}.bundle.tar.gz", base.app, base.version);
+    for candidate in [dir.join(&name), dir.join(format!("{name}.parts"))] {
+        if candidate.exists() {
+            if let Ok(b) = check(&candidate) {
+                return Ok(Some(b));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// What `plan` reports about a delta bundle.
@@ -41,7 +85,7 @@ pub struct DeltaPlan {
 
 /// Finds every omitted file of `m` on the site; refuses (exit 4) naming those it cannot find.
 /// `None` for a full bundle.
-pub fn locate(site: &Site, m: &Manifest) -> Result<Option<DeltaPlan>> {
+pub fn locate(site: &Site, m: &Manifest, base_bundle: Option<&BaseBundle>) -> Result<Option<DeltaPlan>> {
     let Some(base) = &m.base else { return Ok(None) };
     let releases: Vec<(String, Manifest)> = site
         .releases_installed()
@@ -53,7 +97,10 @@ pub fn locate(site: &Site, m: &Manifest) -> Result<Option<DeltaPlan>> {
     let mut missing = Vec::new();
     for path in &base.omitted {
         let f = m.file(path).expect("validated: omitted files are listed");
-        let sources = sources_of(site, f, &releases);
+        let mut sources = sources_of(site, f, &releases);
+        if let Some(bf) = base_bundle.and_then(|b| b.manifest.files.iter().find(|bf| bf.sha256 == f.sha256 && bf.size == f.size)) {
+            sources.push(Source::BaseBundle { path: bf.path.clone() });
+        }
         if sources.is_empty() {
             missing.push(f);
         }
@@ -106,7 +153,7 @@ fn missing_error(m: &Manifest, missing: &[&FileEntry]) -> InstallError {
         ),
     )
     .with_hint(format!(
-        "apply the full bundle of {} {} first, or use the full bundle of {} (nothing was changed)",
+        "apply the full bundle of {} {} first, or put it beside this one (or pass --base-bundle), or use the full bundle of {} (nothing was changed)",
         base.app, base.version, m.version
     ))
 }
@@ -114,7 +161,7 @@ fn missing_error(m: &Manifest, missing: &[&FileEntry]) -> InstallError {
 /// Adds every omitted file to the verified `staging` directory from the sources `plan` found.
 /// A source whose bytes no longer have the manifest's sha256 is skipped; if none is left, the run
 /// is refused before any change (`delta_base_damaged`).
-pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path) -> Result<()> {
+pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path, base: Option<(&BaseBundle, &Path)>) -> Result<()> {
     for (path, sources) in &plan.files {
         let f = m.file(path).expect("omitted files are listed");
         let dest = staging.join(path);
@@ -127,6 +174,10 @@ pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path) -> Result<()> {
             let r = match s {
                 Source::Store { path } => fs::hard_link(path, &dest).or_else(|_| copy_checked(path, &dest, f).map(|_| ())),
                 Source::Release { path } => copy_checked(path, &dest, f),
+                Source::BaseBundle { path } => match base {
+                    Some((_, dir)) => copy_checked(&dir.join(path), &dest, f),
+                    None => Err(std::io::Error::other("the base bundle was not verified")),
+                },
             };
             match r {
                 Ok(()) => {
@@ -148,6 +199,11 @@ pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether any omitted file must come from the base bundle (then it is verified first).
+pub fn needs_base_bundle(plan: &DeltaPlan) -> bool {
+    plan.files.iter().any(|(_, s)| s.iter().all(|s| matches!(s, Source::BaseBundle { .. })))
 }
 
 /// Copies `from` to `to` with the manifest's mode, checking size and sha256 on the way.

@@ -62,6 +62,9 @@ enum Command {
         /// As for apply: declare an unversioned database's version (`DB=VERSION`).
         #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
         baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
+        /// For a delta bundle: the full bundle it was built on (default: one beside it, if any).
+        #[arg(long, value_name = "FULL.bundle.tar.gz")]
+        base_bundle: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -91,6 +94,10 @@ enum Command {
         /// Seconds a hook or a config converter script may run before it is killed and counts as failed.
         #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
         hook_timeout: u64,
+        /// For a delta bundle: the full bundle it was built on, used for the files this site lacks
+        /// (default: `<app>-<base version>.bundle.tar.gz` beside it, if there is one).
+        #[arg(long, value_name = "FULL.bundle.tar.gz")]
+        base_bundle: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -360,7 +367,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref(), &reporter).map_err(failure))
         }
-        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, common } => {
+        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, base_bundle, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 // A site with an interrupted run is recovered first, like by every other command, so
@@ -372,7 +379,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 } else {
                     &Site::new(&root)
                 };
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, ..ApplyOptions::default() };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, base_bundle, ..ApplyOptions::default() };
                 let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());
@@ -381,11 +388,11 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             })();
             ("plan", common, r.map_err(failure))
         }
-        Command::Apply { bundle, root, trust, allow_downgrade, reinstall, baseline, yes: _, python, hook_timeout, common } => {
+        Command::Apply { bundle, root, trust, allow_downgrade, reinstall, baseline, yes: _, python, hook_timeout, base_bundle, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let opened = open_site(&root, "apply", &reporter, true)?;
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout, base_bundle };
                 let applied = match apply::apply(&opened.site, &bundle, &opts, &reporter) {
                     Ok(a) => a,
                     Err(e) => {

@@ -191,3 +191,32 @@ fn split_delta_applies() {
     let v = fieldlog(&root, &["version"]);
     assert_eq!(v.stdout, "fieldlog 4.0.0\n", "{v}");
 }
+
+/// The full base bundle beside the delta one (or named with --base-bundle) supplies what the site
+/// lacks; a bundle that is not the base is refused by name.
+#[test]
+fn full_base_bundle_beside_the_delta_supplies_what_the_site_lacks() {
+    let (r, out) = delta_build("beside", &[]);
+    assert_eq!(r.code, Some(0), "{r}");
+    let d = PathBuf::from(r.json()["bundle"].as_str().unwrap());
+    std::fs::copy(bundle("3.0.0"), out.join("fieldlog-3.0.0.bundle.tar.gz")).unwrap();
+    let root = new_root("delta-beside");
+    let trust = ["--trust", pubkey().to_str().unwrap()];
+    let p = plan(&root, &d, &trust);
+    assert_eq!(p.code, Some(0), "{p}");
+    assert!(p.stdout.contains("base_bundle"), "{p}");
+    let a = apply(&root, &d, &trust);
+    assert_eq!(a.code, Some(0), "{a}");
+    let v = fieldlog(&root, &["version"]);
+    assert_eq!(v.stdout, "fieldlog 4.0.0\n", "{v}");
+
+    // Named explicitly, from elsewhere; and a wrong one.
+    let root = new_root("delta-given");
+    let given = ["--trust", pubkey().to_str().unwrap(), "--base-bundle", bundle("3.0.0").to_str().unwrap()];
+    assert_eq!(plan(&root, delta_4(), &given).code, Some(0));
+    let wrong = ["--trust", pubkey().to_str().unwrap(), "--base-bundle", bundle("2.0.0").to_str().unwrap()];
+    let w = plan(&root, delta_4(), &wrong);
+    assert_eq!(expect_error(&w, 2).0, "wrong_base_bundle", "{w}");
+    apply(&root, delta_4(), &given);
+    assert_eq!(fieldlog(&root, &["version"]).stdout, "fieldlog 4.0.0\n");
+}
