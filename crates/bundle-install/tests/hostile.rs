@@ -23,7 +23,8 @@
 //! app, a site too old for the bundle; keys revoked on the site (also when the key file is put
 //! back into `trust/`), and `--trust` naming a key the site does not trust.
 //!
-//! **Planted symlinks.** A site with `releases/4.0.0`, `data`, `state/staging`, `backups`,
+//! **Planted symlinks.** A site with `releases/4.0.0`, `data`, `state/staging`, `backups`, `store`,
+//! `store/wheels`, a store entry,
 //! `data/client.db`, … pointing elsewhere: apply must fail cleanly and never write through the
 //! link (the target is a sentinel, compared before and after).
 //!
@@ -898,4 +899,26 @@ fn preexisting_release_dir_is_not_deleted() {
         r.code,
         diff.join("\n")
     );
+}
+
+#[test]
+fn planted_store_dir() {
+    planted("store", Target::Dir);
+}
+
+#[test]
+fn planted_store_wheels_dir() {
+    planted("store/wheels", Target::Dir);
+}
+
+/// A store entry the next release would link from, replaced by a link to elsewhere.
+#[test]
+fn planted_store_entry() {
+    let wheels = base_site().join("store/wheels");
+    let entry = std::fs::read_dir(&wheels)
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path().join("entry.json")).unwrap_or_default().contains("\"wheel\": \"fieldkit-"))
+        .expect("the base site's store holds fieldkit");
+    planted(&format!("store/wheels/{}", entry.file_name().to_string_lossy()), Target::Dir);
 }
