@@ -7,7 +7,7 @@ A reference tool that cannot be had (uv, pip, real wheels from the package index
 `skipped` with the reason; nothing else is allowed to fail quietly.
 
 Environment: BENCH_SCALE=small (about 100 MB instead of 1-2 GB: a quick run), BENCH_ONLY=a,b (run
-only these sections: verify, build, stage, swap, rss, db).
+only these sections: verify, build, stage, swap, rss, db, store).
 """
 
 import datetime
@@ -382,6 +382,127 @@ def sec_stage():
         rm(v / d)
 
 
+def du_bytes(path):
+    """Disk used under `path`, each hardlinked file counted once (du does that within one call)."""
+    _, p = sh(["du", "-s", "-B1", str(path)])
+    return int(p.stdout.split()[0])
+
+
+def stage_steps_ms(record):
+    """The staging part of an apply from its history record: store, venv, wheels, bytecode."""
+    names = ("store_wheels", "create_venv", "install_wheels", "compile_bytecode")
+    return sum(step_ms(record, n) or 0 for n in names)
+
+
+def sec_store():
+    """The site's store and delta bundles on the 1 GB synthetic wheelhouse, one of 40 wheels changed
+    per release: delta size, staging a next release vs a cold stage, disk for 3 kept releases, and
+    staging from the warm store vs uv from its warm cache with --link-mode hardlink."""
+    main = W / f"wheels-main-{SCALE}"
+    count = P["main_count"]
+    changed = [7, 13]
+    for n in changed:
+        gen("wheels", W / f"wheels-alt{n}-{SCALE}", "--mb", P["main_mb"], "--count", count, "--prefix", "synth",
+            "--seed", 100 + n, "--only", n)
+    # Wheelhouses of three releases: A; B = A with synth007 changed; C = B with synth013 changed.
+    houses = []
+    for i, alts in enumerate(([], changed[:1], changed)):
+        h = W / f"wheels-store-{'ABC'[i]}-{SCALE}"
+        rm(h)
+        h.mkdir(parents=True)
+        for w in sorted(main.glob("*.whl")):
+            n = int(w.name[len("synth"):len("synth") + 3])
+            src = W / f"wheels-alt{n}-{SCALE}" / w.name if n in alts else w
+            os.link(src, h / w.name)
+        houses.append(h)
+    specs = []
+    for i, (fx, h) in enumerate(zip(("2.0.0", "3.0.0", "4.0.0"), houses)):
+        spec = W / f"spec-store-{'ABC'[i]}"
+        gen("spec", spec, "--fixture", FX / fx, "--no-hooks", "--wheels", h)
+        specs.append(spec)
+    full = [build_bundle(sp, W / f"out-store-{'ABC'[i]}") for i, sp in enumerate(specs)]
+    deltas = []
+    for i in (1, 2):
+        out = W / f"out-store-{'ABC'[i]}-delta"
+        rm(out)
+        _, p = sh([BB, "build", str(specs[i] / "spec.yaml"), "--key", str(KEY), "--out", str(out), "--base", str(full[i - 1]), "--json"],
+                  env=BUILD_ENV)
+        deltas.append(Path(json.loads(p.stdout)["bundle"]))
+    fs, ds = full[1].stat().st_size, deltas[0].stat().st_size
+    wdesc = f"{count} synthetic wheels, {sum(w.stat().st_size for w in main.glob('*.whl')) / 1e6:.0f} MB; 1 wheel changed per release"
+    add_row("store", "delta bundle size vs full bundle size", wdesc, ds, fs, "delta bundle bytes", "full bundle bytes", 0.05,
+            unit="B", extra={"bytes_delta": ds, "bytes_full": fs})
+
+    site = W / "site-store"
+    cold, nxt, du1, du3 = [], [], [], []
+    for r in range(P["slow_reps"]):
+        rm(site)
+        sh([BI, "apply", str(full[0]), "--root", str(site), "--trust", str(PUB), "--quiet", "--json", "--python", PY])
+        du1.append(du_bytes(site))
+        sh([BI, "apply", str(deltas[0]), "--root", str(site), "--quiet", "--json", "--python", PY])
+        sh([BI, "apply", str(deltas[1]), "--root", str(site), "--quiet", "--json", "--python", PY])
+        du3.append(du_bytes(site))
+        applies = [h for h in history(site) if h.get("command") == "apply" and h.get("outcome") == "success"]
+        cold.append(stage_steps_ms(applies[0]) / 1000)
+        nxt.append(stage_steps_ms(applies[1]) / 1000)
+        log(f"  rep {r + 1}: cold stage {cold[-1]:.3f}s, next {nxt[-1]:.3f}s, du {du1[-1] / 1e6:.0f} -> {du3[-1] / 1e6:.0f} MB")
+    steps = {s["step"]: s.get("millis") for s in applies[1]["steps"]}
+    add_row("store", "staging the next release (delta, store warm) vs a cold stage", wdesc, med(nxt), med(cold),
+            "store_wheels + create_venv + install_wheels + compile_bytecode of the 2nd apply",
+            "the same steps of the 1st apply (empty site)", 0.10, samples={"next": nxt, "cold": cold},
+            extra={"next_apply_steps_ms": steps})
+    add_row("store", "disk used by 3 kept releases vs 1 (du, hardlinks once)", wdesc, med(du3), med(du1), "du -s -B1 after 3 applies",
+            "du -s -B1 after 1 apply", 1.1, unit="B", extra={"du_1": du1, "du_3": du3})
+
+    uv, uv_reason, _, _ = tools()
+    wheels = sorted(houses[0].glob("*.whl"))
+    v = W / "venvs"
+    v.mkdir(parents=True, exist_ok=True)
+    store_site = W / "site-stage-store"
+    cache = W / "uv-cache"
+
+    def ours(compile_):
+        def f():
+            rm(v / "ours-store")
+            _, p = sh([STAGE, "--python", PY, "--venv", str(v / "ours-store"), "--store", str(store_site),
+                       *(["--compile"] if compile_ else []), *map(str, wheels)])
+            return json.loads(p.stdout)["staging_ms"] / 1000
+        return f
+
+    def uv_run(compile_):
+        def f():
+            rm(v / "uv-link")
+            t1, _ = sh([uv, "venv", "-q", "--python", PY, str(v / "uv-link")])
+            t2, _ = sh([uv, "pip", "install", "-q", "--offline", "--no-deps", "--link-mode", "hardlink", "--cache-dir", str(cache),
+                        "--python", str(v / "uv-link" / "bin" / "python"), *(["--compile-bytecode"] if compile_ else []),
+                        *map(str, wheels)])
+            return t1 + t2
+        return f
+
+    if uv is None:
+        add_row("store", "staging from the warm store vs uv warm cache --link-mode hardlink", wdesc, skipped=uv_reason)
+        return
+    # Warm both: the store holds every entry (compiled), uv's cache every wheel.
+    rm(store_site)
+    rm(cache)
+    ours(True)()
+    uv_run(False)()
+    log("staging from the warm store vs uv from its warm cache (hardlinks)")
+    s = paired(P["fast_reps"], [("ours", ours(False)), ("uv", uv_run(False)), ("ours+bytecode", ours(True)),
+                                ("uv --compile-bytecode", uv_run(True))])
+    add_row("store", "staging from the warm store vs uv warm cache --link-mode hardlink", wdesc, med(s["ours"]), med(s["uv"]),
+            "stage --store (check store, venv, link)", "uv venv + uv pip install --offline --link-mode hardlink (warm cache)", 1.0,
+            samples={"ours": s["ours"], "uv": s["uv"]}, extra=cpu_ratio("ours", "uv"))
+    add_row("store", "same with bytecode vs uv --compile-bytecode", wdesc, med(s["ours+bytecode"]), med(s["uv --compile-bytecode"]),
+            "stage --store --compile (.pyc linked from the store)", "same + --compile-bytecode", 1.0,
+            samples={"ours": s["ours+bytecode"], "uv": s["uv --compile-bytecode"]},
+            extra=cpu_ratio("ours+bytecode", "uv --compile-bytecode"))
+    for d in ("ours-store", "uv-link"):
+        rm(v / d)
+    rm(site)
+    rm(store_site)
+
+
 def history(site):
     _, p = sh([BI, "history", "--root", str(site), "--json"])
     return json.loads(p.stdout)["history"]
@@ -598,7 +719,7 @@ def main():
             sys.exit(f"{tool} is missing: run `cargo build --release` first (scripts/bench.sh does)")
     FX, KEY, PUB = inputs()
     sections = [("build", sec_build_and_verify), ("verify", None), ("stage", sec_stage), ("swap", sec_swap),
-                ("rss", sec_rss), ("db", sec_db)]
+                ("rss", sec_rss), ("db", sec_db), ("store", sec_store)]
     for name, fn in sections:
         if fn is None:
             continue

@@ -113,6 +113,8 @@ def build_wheel(path, dist, version, members):
 def cmd_wheels(a):
     out = Path(a.out)
     params = {"kind": "wheels", "mb": a.mb, "count": a.count, "prefix": a.prefix, "seed": a.seed, "v": 2}
+    if a.only:
+        params["only"] = a.only
     if stamp_ok(out, params):
         print(f"{out}: up to date", file=sys.stderr)
         return
@@ -121,6 +123,8 @@ def cmd_wheels(a):
     rnd = pool.rnd
     per_wheel = a.mb * 1_000_000 // a.count
     for i in range(1, a.count + 1):
+        if a.only and i != a.only:
+            continue
         dist = f"{a.prefix}{i:03d}"
         members = [(f"{dist}/__init__.py", f'"""{dist}"""\nVERSION = "1.0.0"\n'.encode(), True, 0o644)]
         for m in range(6):
@@ -135,7 +139,7 @@ def cmd_wheels(a):
             j += 1
         build_wheel(out / f"{dist}-1.0.0-py3-none-any.whl", dist, "1.0.0", members)
     write_stamp(out, params)
-    print(f"{out}: {a.count} wheels, {sum(p.stat().st_size for p in out.glob('*.whl')) / 1e6:.0f} MB", file=sys.stderr)
+    print(f"{out}: {1 if a.only else a.count} wheels, {sum(p.stat().st_size for p in out.glob('*.whl')) / 1e6:.0f} MB", file=sys.stderr)
 
 
 def cmd_pywheels(a):
@@ -275,6 +279,9 @@ def main():
     w.add_argument("--count", type=int, required=True)
     w.add_argument("--prefix", required=True)
     w.add_argument("--seed", type=int, default=1)
+    # Only wheel N of the set (same name and size, other content with another seed): a release in
+    # which one wheel changed.
+    w.add_argument("--only", type=int, default=0)
     m = sub.add_parser("manyfiles")
     m.add_argument("out")
     m.add_argument("--files", type=int, required=True)
