@@ -316,7 +316,7 @@ fn step_message(a: &Action) -> String {
         Action::StageRelease { version } => format!("staging releases/{version}"),
         Action::CreateVenv { .. } => "creating the Python environment".into(),
         Action::StoreWheels { .. } => "unpacking new wheels into store/".into(),
-        Action::InstallWheels { .. } => "linking the wheels from store/".into(),
+        Action::InstallWheels { .. } => "installing wheels".into(),
         Action::CompileBytecode { .. } => "byte-compiling".into(),
         Action::WriteConfig { .. } => "writing the config".into(),
         Action::MarkComplete { .. } => "syncing the staged release to disk".into(),
