@@ -450,6 +450,49 @@ pub(crate) mod tests {
         }
     }
 
+    fn with_base(omitted: &[&str]) -> Manifest {
+        let mut m = sample();
+        m.base = Some(Base {
+            app: "app".into(),
+            version: "0.9.0".into(),
+            bundle_id: crate::hash::sha256_hex(b"base"),
+            omitted: omitted.iter().map(|s| s.to_string()).collect(),
+        });
+        m
+    }
+
+    #[test]
+    fn delta_base_round_trips_and_full_manifests_do_not_mention_it() {
+        let m = with_base(&["config/defaults.yaml", "wheels/app-1.0.0-py3-none-any.whl"]);
+        m.validate().unwrap();
+        assert_eq!(Manifest::parse(&m.to_yaml()).unwrap(), m);
+        assert!(m.is_omitted("wheels/app-1.0.0-py3-none-any.whl") && !m.is_omitted("hooks/start.sh"));
+        assert!(!String::from_utf8(sample().to_yaml()).unwrap().contains("base"));
+    }
+
+    #[test]
+    fn refuses_inconsistent_delta_bases() {
+        let cases: Vec<(&str, Manifest)> = vec![
+            ("unlisted", with_base(&["wheels/other.whl"])),
+            ("unsorted", with_base(&["wheels/app-1.0.0-py3-none-any.whl", "config/defaults.yaml"])),
+            ("repeated", with_base(&["config/defaults.yaml", "config/defaults.yaml"])),
+            ("empty", with_base(&[])),
+            ("other app", {
+                let mut m = with_base(&["config/defaults.yaml"]);
+                m.base.as_mut().unwrap().app = "other".into();
+                m
+            }),
+            ("bad id", {
+                let mut m = with_base(&["config/defaults.yaml"]);
+                m.base.as_mut().unwrap().bundle_id = "xyz".into();
+                m
+            }),
+        ];
+        for (what, m) in cases {
+            assert!(m.validate().is_err(), "{what} accepted");
+        }
+    }
+
     #[test]
     fn newer_format_says_so() {
         let e = Manifest::parse(b"format: 2\napp: x\n").unwrap_err();

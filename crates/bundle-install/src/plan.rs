@@ -71,10 +71,11 @@ pub struct Plan {
 /// Disk space the apply needs under the site root, against what is free there.
 #[derive(Debug, Clone, Serialize)]
 pub struct Space {
-    /// The verified payload, kept in the release.
+    /// The verified payload, kept in the release (wheels the store holds and files a delta bundle
+    /// leaves out excepted: they are linked or come from the site).
     pub payload_bytes: u64,
-    /// The venv, estimated as three times the wheels' size: wheels are deflated zips, and
-    /// byte-compiled files come on top of the unpacked sources.
+    /// The venv, estimated as three times the size of the wheels the store does not hold yet:
+    /// wheels are deflated zips, and byte-compiled files come on top of the unpacked sources.
     pub venv_estimate_bytes: u64,
     /// Backups of every database that will be migrated.
     pub backup_bytes: u64,
@@ -338,7 +339,11 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             }
         }
     }
-    let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).map(|f| f.size).sum();
+    // Wheels the site's store already holds cost neither payload (the release links the stored
+    // wheel) nor venv space (their files are linked); nor do files a delta bundle leaves out.
+    let stored = |f: &&bundle_core::manifest::FileEntry| site.store().join("wheels").join(&f.sha256).join("entry.json").is_file();
+    let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).filter(|f| !stored(f)).map(|f| f.size).sum();
+    let payload_bytes: u64 = manifest.files.iter().filter(|f| !manifest.is_omitted(&f.path) && !stored(f)).map(|f| f.size).sum();
     let backup_bytes = if backup {
         databases
             .iter()
@@ -349,7 +354,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     } else {
         0
     };
-    let mut space = Space { payload_bytes: manifest.payload.bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
+    let mut space = Space { payload_bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
     space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
     Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept, delta: None })
 }

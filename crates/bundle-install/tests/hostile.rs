@@ -922,3 +922,57 @@ fn planted_store_entry() {
         .expect("the base site's store holds fieldkit");
     planted(&format!("store/wheels/{}", entry.file_name().to_string_lossy()), Target::Dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Delta bundles: a validly signed manifest that leaves files out of the archive.
+
+/// 4.0.0 as a delta whose archive leaves out `omitted` (and, to be hostile, also `also_missing`).
+fn delta_of_4(omitted: &[&str], also_missing: &[&str]) -> Vec<u8> {
+    let mut p = parts4();
+    let mut m = p.parsed();
+    let mut list: Vec<String> = omitted.iter().map(|s| s.to_string()).collect();
+    list.sort();
+    m.base = Some(bundle_core::manifest::Base {
+        app: m.app.clone(),
+        version: "3.0.0".into(),
+        bundle_id: bundle_core::hash::sha256_hex(b"a base this site never saw"),
+        omitted: list,
+    });
+    p.set_manifest(&m, &env().key());
+    p.files.retain(|f| !omitted.contains(&f.path.as_str()) && !also_missing.contains(&f.path.as_str()));
+    p.bundle().to_bytes()
+}
+
+fn wheel_path(parts: &Parts, prefix: &str) -> String {
+    parts.files.iter().find(|f| f.path.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}*")).path.clone()
+}
+
+/// The site (on 1.0.0) has no file with the app wheel's sha256: refused before any change, naming
+/// the file and the base; verification alone passes (the manifest says the file is omitted).
+#[test]
+fn delta_whose_omitted_file_the_site_lacks() {
+    let app = wheel_path(&parts4(), "wheels/fieldlog-");
+    let b = delta_of_4(&[&app], &[]);
+    run_scenario(
+        Scenario::new("delta_base_missing", Input::Bytes(b))
+            .run(Where::SiteApply, Expect::err(4, "delta_base_missing", &["fieldlog-4.0.0", "3.0.0"]))
+            .run(Where::FreshApply, Expect::err(4, "delta_base_missing", &["fieldlog-4.0.0"]))
+            .run(Where::SiteVerify, Expect::ok())
+            .run(Where::KeyVerify, Expect::ok()),
+    );
+}
+
+/// Leaving out a file the manifest does not declare omitted is still `missing_entry`, even when
+/// every declared one is on the site (fieldkit is in its store).
+#[test]
+fn delta_whose_archive_lacks_an_undeclared_file() {
+    let kit = wheel_path(&parts4(), "wheels/fieldkit-");
+    let b = delta_of_4(&[&kit], &["hooks/health.sh"]);
+    run_scenario(
+        Scenario::new("delta_missing_entry", Input::Bytes(b))
+            .run(Where::SiteApply, Expect::err(3, "missing_entry", &[]))
+            .run(Where::FreshApply, Expect::err(4, "delta_base_missing", &["fieldkit"]))
+            .run(Where::SiteVerify, Expect::err(3, "missing_entry", &[]))
+            .run(Where::KeyVerify, Expect::err(3, "missing_entry", &[])),
+    );
+}
