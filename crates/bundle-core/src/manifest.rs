@@ -467,7 +467,7 @@ pub(crate) mod tests {
         m.validate().unwrap();
         assert_eq!(Manifest::parse(&m.to_yaml()).unwrap(), m);
         assert!(m.is_omitted("wheels/app-1.0.0-py3-none-any.whl") && !m.is_omitted("hooks/start.sh"));
-        assert!(!String::from_utf8(sample().to_yaml()).unwrap().contains("base"));
+        assert!(!String::from_utf8(sample().to_yaml()).unwrap().contains("\nbase:"));
     }
 
     #[test]
