@@ -483,30 +483,47 @@ fn next_header<R: Read>(gz: &mut R, block: &mut [u8; BLOCK]) -> Result<Option<ta
         tarfmt::Block::Entry(header) => return Ok(Some(header)),
         tarfmt::Block::Pax { size } => size as usize,
     };
-    let pax = |why: &str, name: &[u8]| header_error(tarfmt::HeaderProblem::Pax(why.to_string()), name);
+    let path = read_pax_path(gz, block, size)?;
+    described_entry(gz, block, path).map(Some)
+}
+
+/// A PAX refusal for the entry `name`.
+fn pax_error(why: &str, name: &[u8]) -> VerifyError {
+    header_error(tarfmt::HeaderProblem::Pax(why.to_string()), name)
+}
+
+/// Reads the content of a PAX header of `size` bytes (at most one block): one `path` record, a safe
+/// path that a ustar header could not hold.
+fn read_pax_path<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], size: usize) -> Result<Vec<u8>, VerifyError> {
     gz.read_exact(block).map_err(|e| read_error(e, None))?;
     if block[size..].iter().any(|&b| b != 0) {
-        return Err(pax("non-zero padding after the PAX record", b"PAX header"));
+        return Err(pax_error("non-zero padding after the PAX record", b"PAX header"));
     }
     let raw = tarfmt::parse_pax(&block[..size]).map_err(|p| header_error(p, b"PAX header"))?;
     let path = BundlePath::parse_bytes(raw).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
     let path = path.as_str().as_bytes().to_vec();
     if tarfmt::ustar_split(&path).is_some() {
-        return Err(pax("a PAX `path` for a name that fits a ustar header (the writer never does that)", &path));
+        return Err(pax_error("a PAX `path` for a name that fits a ustar header (the writer never does that)", &path));
     }
+    Ok(path)
+}
+
+/// Reads the header a PAX `path` describes: a file or directory whose own name field is the path's
+/// first 100 bytes; returns it carrying the full path.
+fn described_entry<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], path: Vec<u8>) -> Result<tarfmt::Header, VerifyError> {
     gz.read_exact(block).map_err(|e| read_error(e, None))?;
     if tarfmt::is_zero_block(block) {
-        return Err(pax("a PAX header with no entry after it", &path));
+        return Err(pax_error("a PAX header with no entry after it", &path));
     }
     let mut header = match tarfmt::parse_block(block).map_err(|p| header_error(p, &path))? {
         tarfmt::Block::Entry(header) => header,
-        tarfmt::Block::Pax { .. } => return Err(pax("a PAX header followed by another PAX header", &path)),
+        tarfmt::Block::Pax { .. } => return Err(pax_error("a PAX header followed by another PAX header", &path)),
     };
     if !header.posix || header.prefixed || header.name != tarfmt::pax_name_field(&path) {
-        return Err(pax("the entry's own name field is not the first 100 bytes of its PAX `path`", &path));
+        return Err(pax_error("the entry's own name field is not the first 100 bytes of its PAX `path`", &path));
     }
     header.name = path;
-    Ok(Some(header))
+    Ok(header)
 }
 
 /// The signed head of a bundle: manifest and signature, checked.
