@@ -11,7 +11,7 @@ use std::process::Command;
 
 use bundle_core::hash::sha256_hex;
 use bundle_core::verify::{verify_reader, Limits};
-use test_support::{copy_spec, gunzip, run, workspace_root, KeyPair, Parts, Run};
+use test_support::{copy_spec, gunzip, run, write_wheel, KeyPair, Parts, Run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bundle-build");
 
@@ -23,23 +23,6 @@ fn bb() -> Command {
 
 fn build(spec: &Path, key: &KeyPair, out: &Path) -> Run {
     run(bb().arg("build").arg(spec).arg("--key").arg(&key.secret_path).arg("--out").arg(out).arg("--json").env("SOURCE_DATE_EPOCH", "1700000000"))
-}
-
-/// Writes a real wheel (METADATA, WHEEL, RECORD; made by the fixture builder's `build_wheel`) of
-/// distribution `dist` 1.0.0 into `dir`; returns its file name.
-fn write_wheel(dir: &Path, dist: &str) -> String {
-    let script = r#"
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("fixture_build", sys.argv[1])
-m = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(m)
-name, out = sys.argv[2], sys.argv[3]
-data = m.build_wheel(name, "1.0.0", {f"{name}/__init__.py": b"X = 1\n"}, ["Summary: a wheel with a long file name"], "")
-open(out, "wb").write(data)
-"#;
-    let file = format!("{dist}-1.0.0-py3-none-any.whl");
-    run(Command::new("python3").arg("-c").arg(script).arg(workspace_root().join("fixtures/build.py")).arg(dist).arg(dir.join(&file))).expect_ok();
-    file
 }
 
 /// Entry names of `bundle` as GNU tar lists them.
@@ -71,7 +54,7 @@ fn a_wheel_name_over_150_bytes_builds_verifies_and_reads_everywhere() {
     let key = KeyPair::keygen(&tmp.path().join("signer"));
     let spec = copy_spec("4.0.0", &tmp.path().join("spec"));
     let wheelhouse = tmp.path().join("spec/wheelhouse");
-    let wheel = write_wheel(&wheelhouse, &format!("long_named_kit_{}", "abcdefghij".repeat(13)));
+    let wheel = write_wheel(&wheelhouse, &format!("long_named_kit_{}", "abcdefghij".repeat(13)), "1.0.0");
     assert!(wheel.len() > 150, "{} bytes", wheel.len());
     let long = format!("wheels/{wheel}");
     let wheel_sha = sha256_hex(&std::fs::read(wheelhouse.join(&wheel)).unwrap());
