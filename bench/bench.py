@@ -484,6 +484,7 @@ def sec_store():
         return
     # Warm both: the store holds every entry (compiled), uv's cache every wheel.
     rm(store_site)
+    store_site.mkdir(parents=True)
     rm(cache)
     ours(True)()
     uv_run(False)()

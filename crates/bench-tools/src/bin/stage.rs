@@ -71,6 +71,7 @@ fn main() {
 }
 
 fn stage_with_store(interp: &Interpreter, site: &std::path::Path, venv_dir: &std::path::Path, wheels: &[PathBuf], compile: bool, probe: std::time::Duration) {
+    std::fs::create_dir_all(site).unwrap_or_else(|e| die(format!("{}: {e}", site.display())));
     let site = Site::new(site);
     let refs: Vec<store::WheelRef> = wheels
         .iter()
