@@ -252,6 +252,9 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
         println!("{} {} (sequence {}), upgrades from {}, python {}", m.app, m.version, m.sequence, m.upgrades_from, m.python);
         println!("signed by key {} — signature NOT checked here; use `verify --trust KEY`", signature.key_id);
         println!("trusted comment: {}", signature.trusted_comment);
+        if !m.targets.is_empty() {
+            println!("targets: {}", m.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "));
+        }
         println!("wheels ({}):", m.wheels.len());
         for w in &m.wheels {
             println!("  {w}{}", if *w == m.app_wheel { "  (app)" } else { "" });
