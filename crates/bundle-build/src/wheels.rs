@@ -88,11 +88,12 @@ pub fn check(wheels: &[Wheel], rules: &Rules) -> Vec<Lint> {
     check_overlaps(wheels, &fits, &mut lints);
     if targets.is_empty() {
         let all: Vec<usize> = (0..wheels.len()).collect();
-        check_requirements(wheels, &all, None, rules, &mut lints);
+        check_requirements(wheels, &all, None, rules, true, &mut lints);
     } else {
         for (t, target) in targets.iter().enumerate() {
             let chosen = choose(wheels, &targets[t].ranking, |i| fits[i][t]);
-            check_requirements(wheels, &chosen, Some(target), rules, &mut lints);
+            // Requirements that are not PEP 508 are reported once, on the first target.
+            check_requirements(wheels, &chosen, Some(target), rules, t == 0, &mut lints);
         }
     }
     if let Some(lock) = rules.lock {
@@ -317,7 +318,7 @@ fn check_overlaps(wheels: &[Wheel], fits: &[Vec<bool>], lints: &mut Vec<Lint>) {
 /// Every requirement active on the target (or, without targets, every one not limited by an
 /// environment marker) is met by a chosen wheel: an error unless `allow_unmet` names the
 /// requiring distribution. Extras requested by active requirements are followed.
-fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&TargetEnv>, rules: &Rules, lints: &mut Vec<Lint>) {
+fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&TargetEnv>, rules: &Rules, report_bad: bool, lints: &mut Vec<Lint>) {
     let parsed: Vec<(usize, Vec<Requirement>)> = chosen
         .iter()
         .map(|&i| {
@@ -329,7 +330,7 @@ fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&Target
                 .filter_map(|r| match Requirement::from_str(r) {
                     Ok(req) => Some(req),
                     Err(e) => {
-                        if target.is_none() {
+                        if report_bad {
                             lints.push(Lint { level: Level::Warning, code: "bad_requirement", message: format!("{}: Requires-Dist `{r}` is not PEP 508 ({e}); not checked", wheels[i].file()) });
                         }
                         None
