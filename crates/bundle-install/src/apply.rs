@@ -106,6 +106,9 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    // The interpreter first: the wheels it selects size the venv in the space check.
+    let interp = probe_interpreter(&opts.python, &manifest)?;
+    plan.choose_wheels(&manifest, &interp)?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -118,8 +121,6 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         )
         .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
     }
-    let interp = probe_interpreter(&opts.python, &manifest)?;
-    plan.choose_wheels(&manifest, &interp)?;
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));

@@ -366,6 +366,11 @@ impl Plan {
         let env = interp.tags.environment();
         self.wheels = crate::select::choose(manifest, &env)?;
         self.site_tags = Some(crate::select::SiteTags::of(&env));
+        // Only the chosen wheels are unpacked (three times their size, as in `plan`).
+        let chosen: u64 = self.wheels.iter().filter_map(|w| manifest.file(&w.wheel)).map(|f| f.size).sum();
+        self.space.needed_bytes -= self.space.venv_estimate_bytes;
+        self.space.venv_estimate_bytes = 3 * chosen;
+        self.space.needed_bytes += self.space.venv_estimate_bytes;
         Ok(())
     }
 

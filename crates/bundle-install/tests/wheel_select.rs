@@ -54,6 +54,11 @@ fn plan_and_apply_choose_the_wheel_for_the_site_interpreter() {
     assert_eq!(yaml["tag"], format!("cp{x}{y}-cp{x}{y}-manylinux_2_17_{arch}"), "{p}");
     assert_eq!(yaml["passed_over"].as_array().unwrap().len(), 3, "{p}");
     assert_eq!(wheels.len(), 3, "fieldlog, fieldkit, pyyaml: {p}");
+    // The venv estimate counts the chosen wheels only.
+    let m = run(test_support::tool("bundle-build").arg("inspect").arg(&bundle).arg("--json")).json()["manifest"].clone();
+    let size = |path: &str| m["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap()["size"].as_u64().unwrap();
+    let chosen: u64 = wheels.iter().map(|w| size(w["wheel"].as_str().unwrap())).sum();
+    assert_eq!(p["space"]["venv_estimate_bytes"].as_u64(), Some(3 * chosen), "{p}");
     let tags = &p["site_tags"];
     assert!(tags["python"].as_str().unwrap().starts_with(&format!("{x}.{y}.")), "{tags}");
     assert_eq!(tags["abi"], format!("cp{x}{y}"), "{tags}");
