@@ -67,6 +67,14 @@ pub fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>
     let mut chosen = Vec::new();
     let mut problems = Vec::new();
     for (name, offered) in &by_dist {
+        // The builder refuses this; a bundle of an older builder may still carry it.
+        if offered.iter().any(|w| !same_version(&w.version, &offered[0].version)) {
+            return Err(InstallError::refused(
+                "duplicate_distribution",
+                format!("the bundle carries several versions of `{name}`: {}", offered.iter().map(describe).collect::<Vec<_>>().join("; ")),
+            )
+            .with_hint("nothing was changed; ask for a bundle with one version of each distribution"));
+        }
         let best = offered
             .iter()
             .filter(|w| env.admits(w.requires_python.as_deref()))
@@ -96,6 +104,13 @@ pub fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>
         .with_hint("nothing was changed; use a bundle built for this site's Python and platform (spec `targets:`), or pass --python PATH to the interpreter it was built for"));
     }
     Ok(chosen)
+}
+
+fn same_version(a: &str, b: &str) -> bool {
+    match (bundle_core::version::parse_release(a), bundle_core::version::parse_release(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 fn describe(w: &bundle_core::manifest::WheelInfo) -> String {
@@ -160,5 +175,7 @@ mod tests {
         assert_eq!(c[0].wheel, "wheels/pyyaml-6.0.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
         assert_eq!(c[0].tag, "cp311-cp311-manylinux_2_17_x86_64");
         assert_eq!(c[0].passed_over.len(), 2);
+        let m = manifest(&[("pyyaml-6.0.3-py3-none-any.whl", None), ("pyyaml-6.0.4-py3-none-any.whl", None)]);
+        assert_eq!(choose(&m, &site()).unwrap_err().kind, "duplicate_distribution");
     }
 }
