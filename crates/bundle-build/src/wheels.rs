@@ -180,18 +180,7 @@ fn marker_env(target: &Target, env: &Environment) -> Result<MarkerEnvironment, S
     } else {
         ("linux", "Linux", "posix")
     };
-    let machine = match platform {
-        "win_amd64" => "AMD64".to_string(),
-        "win32" => "x86".to_string(),
-        "win_arm64" => "ARM64".to_string(),
-        p => p.rsplit_once('_').map(|(_, arch)| arch).unwrap_or("").to_string(),
-    };
-    // `manylinux_2_17_x86_64` ends in `x86_64`: the split above took only `64`.
-    let machine = ["x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64", "arm64", "universal2"]
-        .into_iter()
-        .find(|m| platform.ends_with(m))
-        .map(str::to_string)
-        .unwrap_or(machine);
+    let machine = bundle_core::tags::platform_machine(platform).unwrap_or_default();
     let (impl_name, impl_py) = match target.implementation.as_str() {
         "cp" => ("cpython", "CPython"),
         "pp" => ("pypy", "PyPy"),

@@ -207,9 +207,10 @@ fn without_targets_requires_python_must_meet_the_spec() {
 fn requirements_are_evaluated_with_markers_and_extras_per_target() {
     let s = Spec::new();
     s.append("targets:\n- {python: \"3.11\", platform: manylinux_2_28_x86_64}\n");
-    s.add(Wheel::new("toolkit-1.0-py3-none-any.whl").requires("tomli>=1.1.0; python_version < \"3.11\"").requires("colorama; sys_platform == \"win32\"").requires("requests[socks]>=2"));
+    s.add(Wheel::new("toolkit-1.0-py3-none-any.whl").requires("tomli>=1.1.0; python_version < \"3.11\"").requires("colorama; sys_platform == \"win32\"").requires("requests[socks]>=2").requires("armonly; platform_machine == \"aarch64\"").requires("pypyonly; implementation_name == \"pypy\""));
     s.add(Wheel::new("requests-2.32.0-py3-none-any.whl").requires("PySocks!=1.5.7,>=1.5.6; extra == \"socks\"").requires("chardet; extra == \"other\""));
-    // tomli (3.11 has tomllib) and colorama (not Windows) are not needed; PySocks is, via the extra.
+    // tomli (3.11 has tomllib), colorama (not Windows), armonly (not aarch64) and pypyonly (CPython)
+    // are not needed; PySocks is, via the extra.
     let c = s.check();
     c.refused("unmet_requirement", &["requests-2.32.0-py3-none-any.whl", "pysocks", "cp3.11 on manylinux_2_28_x86_64"]);
     assert_eq!(c.errors(), ["unmet_requirement"], "only PySocks: {}", c.0);

@@ -139,6 +139,27 @@ fn macos_platforms(major: u32, minor: u32, arch: &str) -> Vec<String> {
     out
 }
 
+/// The machine of a platform tag, as `platform.machine()` reports it there: `x86_64` for
+/// `manylinux_2_17_x86_64`, `arm64` for `macosx_11_0_arm64`, `AMD64` for `win_amd64`.
+pub fn platform_machine(platform: &str) -> Option<String> {
+    let platform = normalize_platform(platform);
+    if let Some((_, arch)) = parse_libc_platform(&platform) {
+        return Some(arch);
+    }
+    if let Some(arch) = platform.strip_prefix("linux_") {
+        return Some(arch.to_string());
+    }
+    if let Some(rest) = platform.strip_prefix("macosx_") {
+        return rest.splitn(3, '_').nth(2).map(str::to_string);
+    }
+    match platform.as_str() {
+        "win_amd64" => Some("AMD64".into()),
+        "win32" => Some("x86".into()),
+        "win_arm64" => Some("ARM64".into()),
+        _ => None,
+    }
+}
+
 /// The platform tags a system whose most specific platform is `platform` accepts, best first.
 pub fn platforms_for(platform: &str) -> Result<Vec<String>, String> {
     let platform = normalize_platform(platform);
@@ -360,6 +381,9 @@ mod tests {
         assert_eq!(normalize_platform("manylinux1_i686"), "manylinux_2_5_i686");
         assert_eq!(normalize_platform("manylinux2010_x86_64"), "manylinux_2_12_x86_64");
         assert_eq!(Tag::parse("cp311-abi3-manylinux2014_aarch64").unwrap().platform, "manylinux_2_17_aarch64");
+        let machine = |p| platform_machine(p).unwrap();
+        assert_eq!([machine("manylinux_2_17_x86_64"), machine("musllinux_1_2_aarch64"), machine("manylinux2014_ppc64le")], ["x86_64", "aarch64", "ppc64le"]);
+        assert_eq!([machine("linux_armv7l"), machine("macosx_11_0_arm64"), machine("win_amd64")], ["armv7l", "arm64", "AMD64"]);
         assert!(Tag::parse("cp311-abi3").is_none());
     }
 
