@@ -175,6 +175,10 @@ mod tests {
         assert_eq!(c[0].wheel, "wheels/pyyaml-6.0.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
         assert_eq!(c[0].tag, "cp311-cp311-manylinux_2_17_x86_64");
         assert_eq!(c[0].passed_over.len(), 2);
+        // A bundle of an older builder has no wheel_info: the file names' tags decide the same way.
+        let mut old = m.clone();
+        old.wheel_info.clear();
+        assert_eq!(choose(&old, &site()).unwrap(), c);
         let m = manifest(&[("pyyaml-6.0.3-py3-none-any.whl", None), ("pyyaml-6.0.4-py3-none-any.whl", None)]);
         assert_eq!(choose(&m, &site()).unwrap_err().kind, "duplicate_distribution");
     }
