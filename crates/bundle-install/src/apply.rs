@@ -82,10 +82,22 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
     let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind != PlanKind::NothingToDo {
+        let interp = probe_interpreter(&opts.python, &manifest)?;
+        plan.choose_wheels(site, &manifest, &interp)?;
         let base = delta::find_base_bundle(&manifest, bundle, opts.base_bundle.as_deref(), &keys)?;
         plan.delta = delta::locate(site, &manifest, base.as_ref())?;
     }
     Ok(plan)
+}
+
+/// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
+fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+    let interp = Interpreter::probe(python)
+        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
+    interp
+        .require(&manifest.python)
+        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
+    Ok(interp)
 }
 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
@@ -99,6 +111,9 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    // The interpreter first: the wheels it selects size the venv in the space check.
+    let interp = probe_interpreter(&opts.python, &manifest)?;
+    plan.choose_wheels(site, &manifest, &interp)?;
     // A delta bundle whose omitted files the site lacks is refused before anything is written.
     let base_bundle = delta::find_base_bundle(&manifest, bundle, opts.base_bundle.as_deref(), &keys)?;
     plan.delta = delta::locate(site, &manifest, base_bundle.as_ref())?;
@@ -114,11 +129,6 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         )
         .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
     }
-    let interp = Interpreter::probe(&opts.python)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
-    interp
-        .require(&manifest.python)
-        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
@@ -351,8 +361,7 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             Ok(())
         }
         Action::StoreWheels { run, .. } => {
-            let wheels = store::wheels_of(m, &dir.join("bundle"));
-            let done = store::ensure_entries(site, &wheels, ctx.interp, run)?;
+            let done = store::ensure_entries(site, &chosen_wheels(ctx, &dir), ctx.interp, run)?;
             for (sha, why) in &done.repaired {
                 ctx.reporter.warn(&format!("store entry {sha} could not be used ({why}); unpacked again from the bundle"));
             }
@@ -360,7 +369,7 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::InstallWheels { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            store::link_into(site, &venv, &store::wheels_of(m, &dir.join("bundle")))?;
+            store::link_into(site, &venv, &chosen_wheels(ctx, &dir))?;
             Ok(())
         }
         Action::CompileBytecode { .. } => {
@@ -418,6 +427,11 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             commit(site, history, *keep_releases, protect, ctx.reporter)
         }
     }
+}
+
+/// The wheels chosen for the site's interpreter, with their sha256 from the signed manifest.
+fn chosen_wheels(ctx: &Ctx, dir: &Path) -> Vec<store::WheelRef> {
+    store::refs(ctx.manifest, ctx.plan.wheels.iter().map(|w| w.wheel.as_str()), &dir.join("bundle"))
 }
 
 /// Writes the new release's config: defaults on a clean install, otherwise the running release's

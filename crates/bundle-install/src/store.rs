@@ -81,11 +81,15 @@ pub struct WheelRef {
     pub size: u64,
 }
 
-/// The wheels of `m` with their sha256 from the signed manifest, located under `bundle_dir`.
+/// Every wheel of `m` with its sha256 from the signed manifest, located under `bundle_dir`.
 pub fn wheels_of(m: &Manifest, bundle_dir: &Path) -> Vec<WheelRef> {
-    m.wheels
-        .iter()
-        .filter_map(|w| m.files.iter().find(|f| &f.path == w))
+    refs(m, m.wheels.iter().map(String::as_str), bundle_dir)
+}
+
+/// The wheels `paths` of `m` (e.g. those chosen for the site's interpreter) with their sha256.
+pub fn refs<'a>(m: &Manifest, paths: impl Iterator<Item = &'a str>, bundle_dir: &Path) -> Vec<WheelRef> {
+    paths
+        .filter_map(|w| m.file(w))
         .map(|f| WheelRef { path: bundle_dir.join(&f.path), sha256: f.sha256.clone(), size: f.size })
         .collect()
 }
