@@ -22,6 +22,7 @@ pub mod plan;
 pub mod prune;
 pub mod python;
 pub mod recover;
+pub mod rehearse;
 pub mod report;
 pub mod rollback;
 pub mod site;
