@@ -258,3 +258,280 @@ fn the_prediction_is_within_2x_of_the_real_apply() {
     assert!(p <= 2.0 * real && real <= 2.0 * p, "prediction {p} ms vs real apply {real} ms: {predicted}");
     let _ = dumps(&root);
 }
+
+// ----- PostgreSQL and MariaDB sites ----------------------------------------------------------------
+
+/// The variants: `client` on a server engine, 1.0.0 at client 1.0 (notes), 2.0.0 at client 2.1
+/// (1.1 a column, 2.0 a rename, 2.1 a column plus a `.py` data step filling it).
+mod servers {
+    use super::*;
+
+    pub fn env_url(var: &str) -> Option<String> {
+        match std::env::var(var) {
+            Ok(u) if !u.trim().is_empty() => Some(u),
+            _ => {
+                eprintln!("skipped: {var} is not set");
+                None
+            }
+        }
+    }
+
+    /// `scheme://auth@host:port/` + `db`.
+    pub fn url_for(server: &str, db: &str) -> String {
+        let (scheme, rest) = server.split_once("://").unwrap();
+        let (main, query) = rest.split_once('?').map_or((rest, None), |(m, q)| (m, Some(q)));
+        let authority = main.split_once('/').map_or(main, |(a, _)| a);
+        format!("{scheme}://{authority}/{db}{}", query.map(|q| format!("?{q}")).unwrap_or_default())
+    }
+
+    pub fn random() -> String {
+        let mut b = [0u8; 5];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn make_variant(spec_dir: &Path, engine: &str, schema: &str, files: &[(&str, &str)]) {
+        let client = spec_dir.join("migrations/client");
+        std::fs::remove_dir_all(&client).unwrap();
+        std::fs::create_dir(&client).unwrap();
+        for (name, body) in files {
+            std::fs::write(client.join(name), body).unwrap();
+        }
+        let spec = spec_dir.join("spec.yaml");
+        let text = std::fs::read_to_string(&spec).unwrap();
+        let start = text.find("  client:\n").unwrap();
+        let tail = "    migrations: migrations/client/\n";
+        let end = start + text[start..].find(tail).unwrap() + tail.len();
+        let block = format!("  client:\n    engine: {engine}\n    path: client\n    schema: \"{schema}\"\n{tail}");
+        std::fs::write(&spec, format!("{}{block}{}", &text[..start], &text[end..])).unwrap();
+    }
+
+    /// (1.0.0, 2.0.0) bundles of `engine` with its dialect's migrations.
+    pub fn bundles(engine: &str, init: &str, add_author: &str, rename: &str, add_tags: &str, fill_py: &str) -> (PathBuf, PathBuf) {
+        let v1 = variant(&format!("rh-{engine}-1"), "1.0.0", |d| make_variant(d, engine, "1.0", &[("1.0_init.sql", init)]));
+        let v2 = variant(&format!("rh-{engine}-2"), "2.0.0", |d| {
+            make_variant(
+                d,
+                engine,
+                "2.1",
+                &[("1.0_init.sql", init), ("1.1_add_author.sql", add_author), ("2.0_rename.sql", rename), ("2.1_add_tags.sql", add_tags), ("2.1_add_tags.py", fill_py)],
+            )
+        });
+        (v1, v2)
+    }
+
+    /// A site root whose `site.yaml` names `url` for `client`.
+    pub fn root_with(name: &str, url: &str) -> PathBuf {
+        let root = new_root(name);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("site.yaml"), format!("databases:\n  client:\n    url: \"{url}\"\n")).unwrap();
+        root
+    }
+
+    /// The checks every server rehearsal shares: exit 0, the copy method, the chain's steps with the
+    /// client's rows before and after, the data step run on the copy.
+    #[track_caller]
+    pub fn check_report(r: &Run, method: &str) {
+        assert_eq!(r.code, Some(0), "{r}");
+        let j = r.json();
+        let rep = &j["rehearsal"];
+        assert_eq!(rep["ok"], true, "{r}");
+        let copy = rep["copies"].as_array().unwrap().iter().find(|c| c["database"] == "client").unwrap();
+        assert_eq!(copy["method"], method, "{copy}");
+        assert!(copy["scratch"].as_str().unwrap().contains("_rehearse_"), "{copy}");
+        let s = step(rep, "migrate:client:2.0:up");
+        assert_eq!(table(s, "notes")["rows_before"], 3, "{s}");
+        assert_eq!(table(s, "entries")["rows_after"], 3, "{s}");
+        assert_eq!(step(rep, "migrate:client:2.1:up-data")["outcome"], "ok");
+        assert_eq!(rep["cleaned_up"], true);
+    }
+}
+
+const PG_INIT: &str = "CREATE TABLE notes (id SERIAL PRIMARY KEY, body TEXT);\n";
+const PG_AUTHOR: &str = "ALTER TABLE notes ADD COLUMN author TEXT;\n";
+const PG_RENAME: &str = "ALTER TABLE notes RENAME TO entries;\n";
+const PG_TAGS: &str = "ALTER TABLE entries ADD COLUMN tags TEXT;\n";
+const PG_FILL: &str = r#"import os, subprocess
+subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", os.environ["BUNDLE_DB_URL"],
+                "-c", "UPDATE entries SET tags = 'rehearsed'"], check=True)
+"#;
+
+struct PgDb {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new(server: &str) -> PgDb {
+        let name = format!("bundle_rh_{}", servers::random());
+        let mut c = postgres::Client::connect(server, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        PgDb { server: server.into(), url: servers::url_for(server, &name), name }
+    }
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+    /// Schema and rows, for "dump-identical".
+    fn dump(&self) -> String {
+        let out = Command::new("pg_dump").args(["--no-owner", "-d", &self.url]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict") && !l.starts_with("--")).collect::<Vec<_>>().join("\n")
+    }
+    fn scratch_dbs(&self) -> Vec<String> {
+        let mut c = postgres::Client::connect(&self.server, postgres::NoTls).unwrap();
+        c.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_rehearse\\_%", self.name)]).unwrap().iter().map(|r| r.get(0)).collect()
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.server, postgres::NoTls) {
+            for s in self.scratch_dbs_quiet(&mut c) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {s} WITH (FORCE)"));
+            }
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+impl PgDb {
+    fn scratch_dbs_quiet(&self, c: &mut postgres::Client) -> Vec<String> {
+        c.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_rehearse\\_%", self.name)]).map(|rows| rows.iter().map(|r| r.get(0)).collect()).unwrap_or_default()
+    }
+}
+
+fn pg_bundles() -> &'static (PathBuf, PathBuf) {
+    static B: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    B.get_or_init(|| servers::bundles("postgres", PG_INIT, PG_AUTHOR, PG_RENAME, PG_TAGS, PG_FILL))
+}
+
+#[test]
+fn postgres_site_rehearses_on_a_template_copy_or_a_dump_and_is_left_as_it_was() {
+    let Some(server) = servers::env_url("BUNDLE_TEST_PG") else { return };
+    let db = PgDb::new(&server);
+    let (v1, v2) = pg_bundles();
+    let root = servers::root_with("rh-pg", &db.url);
+    apply_ok(&root, v1);
+    db.client().batch_execute("INSERT INTO notes (body) VALUES ('same'), ('same'), ('other')").unwrap();
+    let before = Before::take(&root);
+    let live = db.dump();
+
+    // Nobody else connected: CREATE DATABASE … TEMPLATE.
+    let r = rehearse(&root, v2, &[]);
+    servers::check_report(&r, "template");
+    assert_eq!(db.dump(), live, "the live database changed");
+    assert!(db.scratch_dbs().is_empty(), "scratch databases left: {:?}", db.scratch_dbs());
+    before.assert_untouched(&root, "after a PostgreSQL rehearsal");
+
+    // The app holds a session: pg_dump | pg_restore instead.
+    let app = db.client();
+    let r = rehearse(&root, v2, &[]);
+    servers::check_report(&r, "dump");
+    drop(app);
+    assert_eq!(db.dump(), live, "the live database changed");
+    assert!(db.scratch_dbs().is_empty(), "scratch databases left: {:?}", db.scratch_dbs());
+    assert_eq!(history(&root).1.len(), 2);
+
+    // Killed with its copy made: recover drops it.
+    let r = rehearse(&root, v2, &[("BUNDLE_INSTALL_TEST_KILL", "rehearse:copied:after")]);
+    assert_eq!(r.code, None, "expected SIGKILL:\n{r}");
+    assert_eq!(db.scratch_dbs().len(), 1, "no scratch database to clean up: the kill came too early");
+    let rc = run(tool("bundle-install").args([OsStr::new("recover"), OsStr::new("--root"), root.as_os_str()]));
+    assert_eq!(rc.code, Some(0), "{rc}");
+    assert!(db.scratch_dbs().is_empty(), "recover left {:?}", db.scratch_dbs());
+    assert_eq!(db.dump(), live);
+    before.assert_untouched(&root, "after kill -9 and recover");
+
+    // What was rehearsed applies.
+    apply_ok(&root, v2);
+    let tags: Vec<Option<String>> = db.client().query("SELECT tags FROM entries", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(tags, vec![Some("rehearsed".to_string()); 3]);
+}
+
+const MY_INIT: &str = "CREATE TABLE notes (id INT AUTO_INCREMENT PRIMARY KEY, body TEXT);\n";
+const MY_AUTHOR: &str = "ALTER TABLE notes ADD COLUMN author TEXT;\n";
+const MY_RENAME: &str = "RENAME TABLE notes TO entries;\n";
+const MY_TAGS: &str = "ALTER TABLE entries ADD COLUMN tags VARCHAR(40);\n";
+const MY_FILL: &str = r#"import os, subprocess, urllib.parse
+u = urllib.parse.urlparse(os.environ["BUNDLE_DB_URL"])
+args = ["mysql", "--protocol=TCP", "-h", u.hostname, "-P", str(u.port or 3306), "-u", urllib.parse.unquote(u.username or "root")]
+env = dict(os.environ, MYSQL_PWD=urllib.parse.unquote(u.password or ""))
+subprocess.run(args + [u.path.lstrip("/"), "-e", "UPDATE entries SET tags = 'rehearsed'"], check=True, env=env)
+"#;
+
+fn my_conn(url: &str) -> mysql::Conn {
+    mysql::Conn::new(mysql::OptsBuilder::from_opts(mysql::Opts::from_url(url).unwrap()).prefer_socket(false)).unwrap()
+}
+
+struct MyDb {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl MyDb {
+    fn new(server: &str) -> MyDb {
+        use mysql::prelude::Queryable;
+        let name = format!("bundle_rh_{}", servers::random());
+        my_conn(server).query_drop(format!("CREATE DATABASE {name}")).unwrap();
+        MyDb { server: server.into(), url: servers::url_for(server, &name), name }
+    }
+    fn dump(&self) -> String {
+        let out = Command::new("mysqldump").args(["--protocol=TCP", "-h", "127.0.0.1", "-u", "root", "--skip-dump-date", "--skip-comments", &self.name]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn scratch_dbs(&self) -> Vec<String> {
+        use mysql::prelude::Queryable;
+        my_conn(&self.server).exec("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?", (format!("{}\\_rehearse\\_%", self.name),)).unwrap()
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        use mysql::prelude::Queryable;
+        if let Ok(opts) = mysql::Opts::from_url(&self.server) {
+            if let Ok(mut c) = mysql::Conn::new(mysql::OptsBuilder::from_opts(opts).prefer_socket(false)) {
+                let scratch: Vec<String> = c.exec("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?", (format!("{}\\_rehearse\\_%", self.name),)).unwrap_or_default();
+                for s in scratch {
+                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{s}`"));
+                }
+                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {}", self.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn mariadb_site_rehearses_on_a_scratch_schema_and_is_left_as_it_was() {
+    use mysql::prelude::Queryable;
+    let Some(server) = servers::env_url("BUNDLE_TEST_MYSQL") else { return };
+    let db = MyDb::new(&server);
+    let (v1, v2) = servers::bundles("mysql", MY_INIT, MY_AUTHOR, MY_RENAME, MY_TAGS, MY_FILL);
+    let root = servers::root_with("rh-my", &db.url);
+    apply_ok(&root, &v1);
+    my_conn(&db.url).query_drop("INSERT INTO notes (body) VALUES ('same'), ('same'), ('other')").unwrap();
+    let before = Before::take(&root);
+    let live = db.dump();
+
+    let r = rehearse(&root, &v2, &[]);
+    servers::check_report(&r, "dump");
+    assert_eq!(db.dump(), live, "the live database changed");
+    assert!(db.scratch_dbs().is_empty(), "scratch schemas left: {:?}", db.scratch_dbs());
+    before.assert_untouched(&root, "after a MariaDB rehearsal");
+
+    let r = rehearse(&root, &v2, &[("BUNDLE_INSTALL_TEST_KILL", "rehearse:migrate:client:2.0:up:before")]);
+    assert_eq!(r.code, None, "expected SIGKILL:\n{r}");
+    assert_eq!(db.scratch_dbs().len(), 1, "no scratch schema to clean up");
+    let rc = run(tool("bundle-install").args([OsStr::new("recover"), OsStr::new("--root"), root.as_os_str()]));
+    assert_eq!(rc.code, Some(0), "{rc}");
+    assert!(db.scratch_dbs().is_empty(), "recover left {:?}", db.scratch_dbs());
+    assert_eq!(db.dump(), live);
+    before.assert_untouched(&root, "after kill -9 and recover");
+
+    apply_ok(&root, &v2);
+    let tags: Vec<Option<String>> = my_conn(&db.url).query("SELECT tags FROM entries").unwrap();
+    assert_eq!(tags, vec![Some("rehearsed".to_string()); 3]);
+}
