@@ -535,3 +535,31 @@ fn mariadb_site_rehearses_on_a_scratch_schema_and_is_left_as_it_was() {
     let tags: Vec<Option<String>> = my_conn(&db.url).query("SELECT tags FROM entries").unwrap();
     assert_eq!(tags, vec![Some("rehearsed".to_string()); 3]);
 }
+
+/// The CI form: a release engineer points a throw-away root at a database (a nightly copy of a
+/// site) through `BUNDLE_DB_URL_CLIENT`, installs the release that site runs, and rehearses the new
+/// bundle. The variable names the database being copied; the rehearsal's steps must still only
+/// reach the copy.
+#[test]
+fn ci_rehearses_against_a_database_named_by_the_environment() {
+    let Some(server) = servers::env_url("BUNDLE_TEST_PG") else { return };
+    let nightly = PgDb::new(&server);
+    let (v1, v2) = pg_bundles();
+    // The "real site" the nightly copy comes from: 1.0.0 with rows.
+    let real = servers::root_with("rh-ci-real", &nightly.url);
+    apply_ok(&real, v1);
+    nightly.client().batch_execute("INSERT INTO notes (body) VALUES ('same'), ('same'), ('other')").unwrap();
+    let live = nightly.dump();
+
+    let ci = new_root("rh-ci");
+    let env = [("BUNDLE_DB_URL_CLIENT", nightly.url.as_str())];
+    let mut c = tool("bundle-install");
+    c.arg("apply").arg(v1).arg("--root").arg(&ci).arg("--trust").arg(pubkey()).arg("--json").env("BUNDLE_DB_URL_CLIENT", &nightly.url);
+    let a = run(&mut c);
+    assert_eq!(a.code, Some(0), "{a}");
+    assert_eq!(nightly.dump(), live, "installing the running release changed the database");
+    let r = rehearse(&ci, v2, &env);
+    servers::check_report(&r, "template");
+    assert_eq!(nightly.dump(), live, "the rehearsal reached the database named by BUNDLE_DB_URL_CLIENT");
+    assert!(nightly.scratch_dbs().is_empty(), "{:?}", nightly.scratch_dbs());
+}
