@@ -442,13 +442,19 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 let opened = open_site(&root, "rehearse", &reporter, false)?;
                 let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout };
                 let report = rehearse::rehearse(&opened.site, &bundle, &opts, &reporter)?;
-                if !common.json {
+                if !common.json && !report.steps.is_empty() {
                     reporter.settle();
                     eprint!("{}", report.render());
                 }
                 Ok(report)
             })();
             let r = match r {
+                Ok(report) if report.ok && report.steps.is_empty() => {
+                    if !common.json {
+                        reporter.say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
+                    }
+                    Ok(json!({ "rehearsal": report }))
+                }
                 Ok(report) if report.ok => {
                     if !common.json {
                         reporter.say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));

@@ -232,10 +232,27 @@ fn cleanup(site: &Site, r: &Record, dir: &Path) -> bool {
 pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Rehearsal> {
     let (keys, _) = apply::keys_for(site, &opts.trust)?;
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
     let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
-        return Err(InstallError::refused("nothing_to_rehearse", format!("{} {} is already installed: apply would do nothing", plan.app, plan.to)));
+        // As `apply`: success, nothing to do (and nothing recorded).
+        return Ok(Rehearsal {
+            id: String::new(),
+            app: plan.app.clone(),
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            bundle_sha256: String::new(),
+            key_id: key_id.to_string(),
+            ok: true,
+            failed_step: None,
+            error: None,
+            copies: Vec::new(),
+            steps: Vec::new(),
+            prediction: predict(&[], 0, Vec::new()),
+            disk: Disk { estimated_bytes: 0, measured_bytes: 0, free_bytes: plan.space.free_bytes, fits: true },
+            cleaned_up: true,
+            plan,
+        });
     }
     if !plan.space.fits() {
         return Err(InstallError::refused(
@@ -269,11 +286,11 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     }
     let mut report = result?;
     report.cleaned_up = cleaned;
-    crate::history::append_rehearsal(site, &history_record(&report, &manifest))?;
+    crate::history::append_rehearsal(site, &history_record(&report, &manifest, &record.started_at))?;
     Ok(report)
 }
 
-fn history_record(r: &Rehearsal, m: &Manifest) -> serde_json::Value {
+fn history_record(r: &Rehearsal, m: &Manifest, started_at: &str) -> serde_json::Value {
     json!({
         "id": r.id,
         "command": "rehearse",
@@ -286,6 +303,7 @@ fn history_record(r: &Rehearsal, m: &Manifest) -> serde_json::Value {
         "outcome": if r.ok { "success" } else { "failed" },
         "failed_step": r.failed_step,
         "error": r.error,
+        "started_at": started_at,
         "finished_at": crate::time::now_rfc3339(),
         "steps": r.steps.iter().map(|s| json!({ "step": s.step, "status": s.outcome, "millis": s.millis })).collect::<Vec<_>>(),
         "prediction": r.prediction,

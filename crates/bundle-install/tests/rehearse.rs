@@ -221,7 +221,7 @@ fn a_rehearsal_killed_mid_migration_leaves_nothing_after_recover() {
 }
 
 #[test]
-fn policy_refusals_exit_4_as_apply_does() {
+fn policy_refusals_exit_4_and_nothing_to_do_exits_0_as_apply() {
     let root = site_on_1("rh-policy", &["x"]);
     apply_ok(&root, bundle("2.0.0"));
     let before = Before::take(&root);
@@ -229,7 +229,12 @@ fn policy_refusals_exit_4_as_apply_does() {
     let (kind, _) = expect_error(&r, 4);
     assert_eq!(kind, "downgrade");
     before.assert_untouched(&root, "after a refused rehearsal");
-    let _ = pubkey();
+    // The installed release: nothing to do, exit 0, as apply.
+    let r = rehearse(&root, bundle("2.0.0"), &[]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(r.json()["rehearsal"]["steps"].as_array().map(Vec::len), Some(0), "{r}");
+    before.assert_untouched(&root, "after rehearsing the installed release");
+    assert!(history(&root).1.is_empty());
 }
 
 /// The timing check at a size a test can afford (the 1 GB figure is a row of scripts/bench.sh):
