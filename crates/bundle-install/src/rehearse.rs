@@ -374,9 +374,14 @@ fn run(
         free_bytes: free,
         fits: free.is_none_or(|f| f >= measured.max(plan.space.needed_bytes)),
     };
-    if !disk.fits {
-        reporter.warn(&format!("the apply wrote {} MiB on the copy; {} MiB are free", measured >> 20, free.unwrap_or(0) >> 20));
-    }
+    // Steps that all passed still fail the rehearsal when the real apply would run out of disk.
+    let failure = match failure {
+        None if !disk.fits => Some((
+            "disk_space".to_string(),
+            InstallError::failed("disk_full", format!("disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}", measured >> 20, free.unwrap_or(0) >> 20, site.root.display())),
+        )),
+        f => f,
+    };
     Ok(Rehearsal {
         id: id.to_string(),
         app: manifest.app.clone(),

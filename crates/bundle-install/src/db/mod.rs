@@ -1514,6 +1514,20 @@ mod tests {
     }
 
     #[test]
+    fn rehearsal_names() {
+        assert_eq!(rehearsal_db_name("fieldlog", "a1b2c3"), "fieldlog_rehearse_a1b2c3");
+        let long = rehearsal_db_name(&"x".repeat(80), "a1b2c3d4e5f6");
+        assert!(long.len() <= 60 && long.ends_with("_rehearse_a1b2c3d4e5f6"), "{long}");
+        assert!(is_rehearsal_db_name(&long));
+        for not in ["fieldlog", "_rehearse_ab", "fieldlog_rehearse_", "fieldlog_rehearse_a;b"] {
+            assert!(!is_rehearsal_db_name(not), "{not}");
+        }
+        assert!(check_rehearsal_drop("client", "fieldlog", "fieldlog").is_err());
+        assert!(check_rehearsal_drop("client", "x_rehearse_1", "x_rehearse_1").is_err());
+        assert!(check_rehearsal_drop("client", "fieldlog", "fieldlog_rehearse_1").is_ok());
+    }
+
+    #[test]
     fn messages_are_one_line() {
         assert_eq!(one_line("  a\n\tb  c ", 10), "a b c");
         assert_eq!(one_line("abcdef", 3), "abc…");
