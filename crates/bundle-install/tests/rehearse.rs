@@ -19,6 +19,14 @@ use common::{add_notes, apply_ok, bundle, dumps, expect_error, new_root, pubkey,
 use serde_json::Value;
 use test_support::{diff_snapshots, run, tool, Run};
 
+/// The timing test runs alone (write), the others side by side (read): a rehearsal and an apply
+/// measured while other tests of this file come and go would compare two different machines.
+static GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    GATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `bundle-install rehearse BUNDLE --root ROOT --json` with `env`.
 fn rehearse(root: &Path, bundle: &Path, env: &[(&str, &str)]) -> Run {
     let mut c = tool("bundle-install");
@@ -90,6 +98,7 @@ fn site_on_1(name: &str, notes: &[&str]) -> PathBuf {
 
 #[test]
 fn sqlite_site_rehearses_the_whole_chain_and_is_left_as_it_was() {
+    let _shared = shared();
     let root = site_on_1("rh-sqlite", &["first note here", "second"]);
     let before = Before::take(&root);
     let b4 = bundle("4.0.0");
@@ -164,6 +173,7 @@ fn unique_body_bundle() -> &'static Path {
 
 #[test]
 fn a_unique_index_over_duplicates_fails_the_rehearsal_only_on_that_sites_data() {
+    let _shared = shared();
     let b = unique_body_bundle();
     let probe_dir = tempfile::tempdir().unwrap();
     let probe = probe_dir.path().join("probe");
@@ -209,6 +219,7 @@ fn a_unique_index_over_duplicates_fails_the_rehearsal_only_on_that_sites_data() 
 
 #[test]
 fn a_rehearsal_killed_mid_migration_leaves_nothing_after_recover() {
+    let _shared = shared();
     let root = site_on_1("rh-kill", &["one", "two"]);
     let before = Before::take(&root);
     let r = rehearse(&root, bundle("4.0.0"), &[("BUNDLE_INSTALL_TEST_KILL", "rehearse:migrate:client:2.0:up:before")]);
@@ -222,6 +233,7 @@ fn a_rehearsal_killed_mid_migration_leaves_nothing_after_recover() {
 
 #[test]
 fn policy_refusals_exit_4_and_nothing_to_do_exits_0_as_apply() {
+    let _shared = shared();
     let root = site_on_1("rh-policy", &["x"]);
     apply_ok(&root, bundle("2.0.0"));
     let before = Before::take(&root);
@@ -242,6 +254,7 @@ fn policy_refusals_exit_4_and_nothing_to_do_exits_0_as_apply() {
 /// 2× of what the apply took.
 #[test]
 fn the_prediction_is_within_2x_of_the_real_apply() {
+    let _alone = GATE.write().unwrap_or_else(|e| e.into_inner());
     let root = site_on_1("rh-timing", &["seed"]);
     let db = root.join("data/client.db");
     {
@@ -414,6 +427,7 @@ fn pg_bundles() -> &'static (PathBuf, PathBuf) {
 
 #[test]
 fn postgres_site_rehearses_on_a_template_copy_or_a_dump_and_is_left_as_it_was() {
+    let _shared = shared();
     let Some(server) = servers::env_url("BUNDLE_TEST_PG") else { return };
     let db = PgDb::new(&server);
     let (v1, v2) = pg_bundles();
@@ -511,6 +525,7 @@ impl Drop for MyDb {
 
 #[test]
 fn mariadb_site_rehearses_on_a_scratch_schema_and_is_left_as_it_was() {
+    let _shared = shared();
     use mysql::prelude::Queryable;
     let Some(server) = servers::env_url("BUNDLE_TEST_MYSQL") else { return };
     let db = MyDb::new(&server);
@@ -547,6 +562,7 @@ fn mariadb_site_rehearses_on_a_scratch_schema_and_is_left_as_it_was() {
 /// reach the copy.
 #[test]
 fn ci_rehearses_against_a_database_named_by_the_environment() {
+    let _shared = shared();
     let Some(server) = servers::env_url("BUNDLE_TEST_PG") else { return };
     let nightly = PgDb::new(&server);
     let (v1, v2) = pg_bundles();
