@@ -309,7 +309,7 @@ mod servers {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    fn make_variant(spec_dir: &Path, engine: &str, schema: &str, files: &[(&str, &str)]) {
+    pub fn make_variant(spec_dir: &Path, engine: &str, schema: &str, files: &[(&str, &str)]) {
         let client = spec_dir.join("migrations/client");
         std::fs::remove_dir_all(&client).unwrap();
         std::fs::create_dir(&client).unwrap();
@@ -462,6 +462,31 @@ fn postgres_site_rehearses_on_a_template_copy_or_a_dump_and_is_left_as_it_was() 
     assert!(db.scratch_dbs().is_empty(), "recover left {:?}", db.scratch_dbs());
     assert_eq!(db.dump(), live);
     before.assert_untouched(&root, "after kill -9 and recover");
+
+    // A chain whose 1.1 puts a unique index on notes.body fails on this site's duplicate rows:
+    // exit 1 naming the statement, the live database as it was, no scratch database left.
+    let unique = variant("rh-pg-unique", "2.0.0", |d| {
+        servers::make_variant(
+            d,
+            "postgres",
+            "2.1",
+            &[
+                ("1.0_init.sql", PG_INIT),
+                ("1.1_add_author.sql", &format!("{PG_AUTHOR}CREATE UNIQUE INDEX notes_body_unique ON notes (body);\n")),
+                ("2.0_rename.sql", PG_RENAME),
+                ("2.1_add_tags.sql", PG_TAGS),
+                ("2.1_add_tags.py", PG_FILL),
+            ],
+        )
+    });
+    let r = rehearse(&root, &unique, &[]);
+    let (_, message) = expect_error(&r, 1);
+    assert!(message.contains("migrate:client:1.1:up") && message.contains("CREATE UNIQUE INDEX notes_body_unique"), "{message}");
+    assert!(message.contains("could not create unique index"), "{message}");
+    assert_eq!(r.json()["rehearsal"]["failed_step"], "migrate:client:1.1:up");
+    assert_eq!(db.dump(), live, "the live database changed");
+    assert!(db.scratch_dbs().is_empty(), "scratch databases left: {:?}", db.scratch_dbs());
+    before.assert_untouched(&root, "after a failed PostgreSQL rehearsal");
 
     // What was rehearsed applies.
     apply_ok(&root, v2);
