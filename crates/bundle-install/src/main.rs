@@ -178,6 +178,15 @@ enum TrustAction {
         #[command(flatten)]
         common: Common,
     },
+    /// Take a key out of trust/revoked/ and trust it again (by key id or .pub file): the only way
+    /// back from a revocation (`trust add` refuses a revoked key).
+    Unrevoke {
+        #[arg(long)]
+        root: PathBuf,
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Shows progress on stderr: a spinner or byte bar per step on a terminal, one `==>` line per step
@@ -505,18 +514,12 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &Lines) -> Result<Value> {
-    let keys = match root {
-        Some(r) if trust.is_empty() => {
-            let site = Site::new(r);
-            let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
-            if keys.is_empty() {
-                return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())));
-            }
-            keys
-        }
-        _ => apply::keys_for(&Site::new(Path::new("/nonexistent-site")), trust)?.0,
-    };
-    let verified = verify::verify_file(bundle, &keys, None, &Limits::default())?;
+    let site = root.map(Site::new);
+    let keys = trust::keys_for_verify(site.as_ref(), trust)?;
+    let verified = verify::verify_file(bundle, &keys, None, &Limits::default()).map_err(|e| match &site {
+        Some(s) => trust::verify_error(s, e),
+        None => e.into(),
+    })?;
     let m = verified.manifest();
     reporter.say(&format!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes));
     Ok(verified_fields(&verified))
@@ -556,6 +559,15 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
                 let Opened { site, .. } = open_site(&root, "trust revoke", &reporter, false)?;
                 let k = trust::revoke(&site, &key)?;
                 Ok(json!({ "revoked": k.key_id().to_string() }))
+            })();
+            ("trust", common, r.map_err(failure))
+        }
+        TrustAction::Unrevoke { root, key, common } => {
+            let reporter = Lines::new(common.quiet || common.json);
+            let r = (|| {
+                let Opened { site, .. } = open_site(&root, "trust unrevoke", &reporter, false)?;
+                let k = trust::unrevoke(&site, &key)?;
+                Ok(json!({ "unrevoked": k.key_id().to_string() }))
             })();
             ("trust", common, r.map_err(failure))
         }

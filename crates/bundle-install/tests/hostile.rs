@@ -498,8 +498,8 @@ fn trust_revoked_key_is_refused() {
     let id = revoked_key().key_id.clone();
     let s = Scenario::new("revoked_key", Input::Bytes(signed_by_revoked()))
         .setup(revoke_on)
-        .run(Where::SiteApply, Expect::err(3, "untrusted_key", &[&id]))
-        .run(Where::SiteVerify, Expect::err(3, "untrusted_key", &[&id]));
+        .run(Where::SiteApply, Expect::err(3, "revoked_key", &[&id]))
+        .run(Where::SiteVerify, Expect::err(3, "revoked_key", &[&id]));
     run_scenario(s);
 }
 
@@ -513,8 +513,8 @@ fn trust_revoked_key_is_refused_even_if_also_trusted() {
             std::fs::copy(&k.public_path, site.join("trust").join(format!("{}.pub", k.key_id))).unwrap();
             assert!(site.join("trust/revoked").join(format!("{}.pub", k.key_id)).is_file());
         })
-        .run(Where::SiteApply, Expect::err(3, "untrusted_key", &[&id]))
-        .run(Where::SiteVerify, Expect::err(3, "untrusted_key", &[&id]));
+        .run(Where::SiteApply, Expect::err(3, "revoked_key", &[&id]))
+        .run(Where::SiteVerify, Expect::err(3, "revoked_key", &[&id]));
     run_scenario(s);
 }
 
@@ -526,6 +526,71 @@ fn trust_revoked_key_named_with_trust_flag() {
         .apply_args(&["--trust", k.public_path.to_str().unwrap()])
         .run(Where::SiteApply, Expect::err(3, "revoked_key", &[&k.key_id]));
     run_scenario(s);
+}
+
+/// Issue 13 item 1: the site's only key revoked, then named again with `--trust`: `plan`, `apply`
+/// and `verify --root` all refuse with `revoked_key` (before, the empty trust store made `--trust`
+/// a first-install key and the revoked key installed 4.0.0). Nothing on the site changes.
+#[test]
+fn trust_only_key_revoked_then_named_with_trust_flag() {
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-trust")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    trust_cmd(&site, &["revoke", &e.signer.key_id]);
+    let before = snapshot_ignoring_lock(tmp.path());
+    let py = site_python();
+    let with_trust = |cmd: &str| {
+        let mut c = Command::new(INSTALL);
+        c.arg(cmd).arg(&e.real).arg("--root").arg(&site).arg("--trust").arg(&e.signer.public_path).arg("--json");
+        if cmd == "apply" {
+            c.arg("--python").arg(&py);
+        }
+        run(&mut c)
+    };
+    for cmd in ["plan", "apply", "verify"] {
+        let r = with_trust(cmd);
+        assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("revoked_key")), "{cmd} --trust REVOKED:\n{r}");
+        assert!(r.stdout.contains(&e.signer.key_id), "{cmd}: the message names the key:\n{r}");
+    }
+    // Without --trust: no trusted key left, and the hint no longer suggests --trust.
+    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(&py).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("no_trusted_keys")), "{r}");
+    assert!(r.stdout.contains("trust add"), "{r}");
+    let diff = diff_snapshots(&before, &snapshot_ignoring_lock(tmp.path()));
+    assert!(diff.is_empty(), "refusing a revoked key changed the site:\n{}", diff.join("\n"));
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
+/// Issue 13 item 8: `trust add` of a revoked key is refused (exit 4, `revoked_key`, naming it) and
+/// the key stays revoked; `trust unrevoke` is the explicit way back.
+#[test]
+fn trust_add_of_a_revoked_key_is_refused_until_unrevoked() {
+    let k = revoked_key();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-trust")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    revoke_on(&site);
+    let before = snapshot_ignoring_lock(tmp.path());
+    let trust = |args: &[&str]| run(Command::new(INSTALL).arg("trust").args(args).arg("--root").arg(&site).arg("--json"));
+    let r = trust(&["add", k.public_path.to_str().unwrap()]);
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(4), Some("revoked_key")), "{r}");
+    assert!(r.stdout.contains(&k.key_id), "{r}");
+    let diff = diff_snapshots(&before, &snapshot_ignoring_lock(tmp.path()));
+    assert!(diff.is_empty(), "a refused trust add changed the site:\n{}", diff.join("\n"));
+    let list = trust(&["list"]);
+    list.expect_ok();
+    assert!(list.json()["revoked"].as_array().unwrap().iter().any(|v| v == k.key_id.as_str()), "{list}");
+    assert!(!list.json()["trusted"].as_array().unwrap().iter().any(|v| v == k.key_id.as_str()), "{list}");
+
+    let r = trust(&["unrevoke", &k.key_id]);
+    r.expect_ok();
+    assert_eq!(r.json()["unrevoked"], k.key_id.as_str(), "{r}");
+    let list = trust(&["list"]);
+    assert!(list.json()["trusted"].as_array().unwrap().iter().any(|v| v == k.key_id.as_str()), "{list}");
+    assert!(list.json()["revoked"].as_array().unwrap().is_empty(), "{list}");
+    let r = trust(&["unrevoke", &k.key_id]);
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("unknown_key")), "{r}");
 }
 
 #[test]
@@ -572,7 +637,7 @@ fn trust_rotation_with_two_keys() {
     verify(&new_signed).expect_ok();
     trust_cmd(&site, &["revoke", &e.signer.key_id]);
     let r = verify(&e.real);
-    assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("untrusted_key")), "{r}");
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("revoked_key")), "{r}");
     verify(&new_signed).expect_ok();
     let r = run(Command::new(INSTALL)
         .arg("apply")
