@@ -528,6 +528,36 @@ fn trust_revoked_key_named_with_trust_flag() {
     run_scenario(s);
 }
 
+/// Issue 13 item 6: a validly signed manifest whose SQLite `path` points into the installer's own
+/// files (the swap target `current/`, `releases/`, `backups/`, `trust/`, `state/`, `site.yaml`, the
+/// reserved `store/` and `scratch/`, a dot name) is refused by the verifier before anything
+/// changes; two databases sharing one `BUNDLE_DB_URL_` variable likewise.
+#[test]
+fn signed_database_path_into_installer_directories_is_refused() {
+    let paths = ["current/client.db", "releases/4.0.0/x.db", "backups/x.db", "trust/client.pub", "state/site.json", "site.yaml", "store/x.db", "scratch/x.db", ".current.new"];
+    std::thread::scope(|scope| {
+        for p in paths {
+            scope.spawn(move || {
+                let bytes = resigned(&parts4(), None, |m| m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = p.into());
+                let s = Scenario::new(&format!("reserved_db_path_{}", p.replace('/', "_")), Input::Bytes(bytes))
+                    .run(Where::SiteApply, Expect::err(3, "invalid_manifest", &[p]))
+                    .run(Where::FreshApply, Expect::err(3, "invalid_manifest", &[p]))
+                    .run(Where::SiteVerify, Expect::err(3, "invalid_manifest", &[p]));
+                run_scenario(s);
+            });
+        }
+    });
+    let bytes = resigned(&parts4(), None, |m| {
+        for d in &mut m.databases {
+            d.name = if d.name == "client" { "client-db".into() } else { "client_db".into() };
+        }
+    });
+    let s = Scenario::new("db_env_clash", Input::Bytes(bytes))
+        .run(Where::SiteApply, Expect::err(3, "invalid_manifest", &["BUNDLE_DB_URL_CLIENT_DB"]))
+        .run(Where::SiteVerify, Expect::err(3, "invalid_manifest", &["BUNDLE_DB_URL_CLIENT_DB"]));
+    run_scenario(s);
+}
+
 /// Issue 13 item 1: the site's only key revoked, then named again with `--trust`: `plan`, `apply`
 /// and `verify --root` all refuse with `revoked_key` (before, the empty trust store made `--trust`
 /// a first-install key and the revoked key installed 4.0.0). Nothing on the site changes.

@@ -55,11 +55,7 @@ pub const SITE_FILE: &str = "site.yaml";
 
 /// The environment variable naming database `name`'s connection.
 pub fn url_env_var(name: &str) -> String {
-    let up: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-        .collect();
-    format!("BUNDLE_DB_URL_{up}")
+    format!("BUNDLE_DB_URL_{}", bundle_core::naming::db_env_suffix(name))
 }
 
 /// A connection URL with its secret kept apart: `full` is only ever handed to a driver or a child
