@@ -565,9 +565,12 @@ mod tests {
         let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
         let mut r = Runner::begin(&site, journal, &Silent).unwrap();
         r.run(0, |_| Ok(())).unwrap();
-        // The journal's temporary file cannot be created: the next write fails.
-        let blocker = site.state().join(format!(".journal.json.tmp-{}", std::process::id()));
+        // The journal cannot be replaced (a non-empty directory in its place): the next write fails.
+        let blocker = site.journal();
+        let aside = site.state().join("journal.aside");
+        std::fs::rename(&blocker, &aside).unwrap();
         std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("x"), b"").unwrap();
         let mut ran = false;
         let e = r.run(1, |_| {
             ran = true;
@@ -576,7 +579,8 @@ mod tests {
         .unwrap_err();
         assert!(!ran);
         assert_eq!(r.journal.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Pending, Status::Pending]);
-        std::fs::remove_dir(&blocker).unwrap();
+        std::fs::remove_dir_all(&blocker).unwrap();
+        std::fs::rename(&aside, &blocker).unwrap();
         let (_, j) = r.undo(e);
         assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Pending, Status::Pending]);
     }

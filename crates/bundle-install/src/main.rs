@@ -286,6 +286,10 @@ impl Reporter for Lines {
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    // Whatever umask the admin's shell has, nothing the installer (or a hook it runs) creates is
+    // writable by group or others unless a mode says so explicitly (site-layout.md, "Modes").
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe { libc::umask(0o022) };
     let cli = Cli::parse();
     match cli.command {
         Command::Completions { shell } => {
@@ -348,9 +352,15 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
     site.check_planted_links().map_err(|e| {
         InstallError::refused("planted_symlink", e.to_string()).with_hint("remove the link (and check who put it there), then run the command again")
     })?;
+    let unsafe_dir = |e: std::io::Error| {
+        InstallError::refused("unsafe_permissions", e.to_string())
+            .with_hint("make it owned by the user running bundle-install and writable only by it (chown, chmod go-w), check who could have changed it, then run the command again")
+    };
+    site.check_private_dirs().map_err(unsafe_dir)?;
     let mut created = None;
     if create {
         created = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        site.check_private_dirs().map_err(unsafe_dir)?;
     } else if !site.state().is_dir() {
         return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
             .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));

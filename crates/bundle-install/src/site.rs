@@ -93,13 +93,35 @@ impl Site {
             }
         }
         for dir in missing.into_iter().rev() {
-            fs::create_dir(&dir)?;
+            fsutil::create_dir_mode(&dir, 0o755)?;
             created.push(dir);
         }
-        for dir in [self.releases(), self.root.join("data"), self.backups(), self.trust(), self.state(), self.staging()] {
-            fsutil::ensure_real_dir(&dir)?;
+        for (dir, mode) in self.layout_modes() {
+            fsutil::ensure_real_dir_mode(&dir, mode)?;
         }
         Ok(new.then_some(created))
+    }
+
+    /// The layout's directories and the mode each is created with (bundle-spec/site-layout.md,
+    /// "Modes"): nothing the installer creates depends on the caller's umask.
+    pub fn layout_modes(&self) -> [(PathBuf, u32); 6] {
+        [
+            (self.releases(), 0o755),
+            (self.root.join("data"), 0o755),
+            (self.backups(), 0o700),
+            (self.trust(), 0o755),
+            (self.state(), 0o755),
+            (self.staging(), 0o700),
+        ]
+    }
+
+    /// Refuses a site whose root, `trust/`, `trust/revoked/` or `state/` another user owns or may
+    /// write: a key dropped into `trust/`, or a journal or link planted in `state/`, would be obeyed.
+    pub fn check_private_dirs(&self) -> io::Result<()> {
+        for dir in [self.root.clone(), self.trust(), self.trust().join("revoked"), self.state()] {
+            fsutil::check_private_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// Removes the skeleton a failed first run created, if nothing else was put in it; `created`
@@ -212,6 +234,9 @@ impl Site {
 }
 
 fn read_keys(dir: &Path) -> io::Result<Vec<PublicKey>> {
+    // A store others may write is no store: checked on every read (verify --root reads it without
+    // taking the site lock).
+    fsutil::check_private_dir(dir)?;
     let mut keys = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

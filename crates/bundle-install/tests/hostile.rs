@@ -948,6 +948,76 @@ fn planted_site_state_file() {
     planted("state/site.json", Target::CopyOf);
 }
 
+/// Issue 13 item 5: a first install under `umask 000` creates nothing group- or world-writable
+/// (before: `trust/`, `state/`, `releases/<v>/` and the venv were 0777, so any local user could drop
+/// a key into `trust/`), `backups/` is 0700; and a site whose `trust/` or `state/` is writable by
+/// others or owned by another user is refused by every command that trusts them.
+#[test]
+fn umask_000_install_has_fixed_modes_and_open_dirs_are_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-umask")).unwrap();
+    let site = tmp.path().join("site");
+    let r = run(Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(INSTALL)
+        .arg("apply")
+        .arg(e.bundle("1.0.0"))
+        .arg("--root")
+        .arg(&site)
+        .arg("--trust")
+        .arg(&e.signer.public_path)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut open = Vec::new();
+    for entry in walkdir::WalkDir::new(&site).into_iter().flatten() {
+        let m = entry.path().symlink_metadata().unwrap();
+        if !m.file_type().is_symlink() && m.mode() & 0o022 != 0 {
+            open.push(format!("{} {:o}", entry.path().display(), m.mode() & 0o7777));
+        }
+    }
+    assert!(open.is_empty(), "writable by group or others after an install under umask 000:\n{}", open.join("\n"));
+    let mode = |p: &str| std::fs::metadata(site.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("backups"), 0o700);
+    assert_eq!(mode("trust"), 0o755);
+    assert_eq!(mode("state"), 0o755);
+
+    let status = |args: &[&str]| run(Command::new(INSTALL).args(args).arg("--root").arg(&site).arg("--json"));
+    let owner = std::fs::metadata(&site).unwrap().uid();
+    for (dir, how) in [("trust", "chmod"), ("state", "chmod"), ("trust", "chown"), ("state", "chown")] {
+        let p = site.join(dir);
+        if how == "chmod" {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        } else if let Err(err) = std::os::unix::fs::chown(&p, Some(owner + 1), None) {
+            eprintln!("skipping the {dir}/ owned-by-another-user case: chown needs root ({err})");
+            continue;
+        }
+        let commands: &[&[&str]] = if dir == "trust" { &[&["status"], &["trust", "list"], &["check"]] } else { &[&["status"], &["check"], &["history"]] };
+        for args in commands {
+            let r = status(args);
+            let kind = r.error_kind();
+            assert!(
+                r.code != Some(0) && matches!(kind.as_deref(), Some("unsafe_permissions") | Some("trust_store")),
+                "{args:?} with {dir}/ {how}ed must be refused:\n{r}"
+            );
+            assert!(r.stdout.contains(dir), "{r}");
+        }
+        let v = run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json"));
+        if dir == "trust" {
+            assert_eq!((v.code, v.error_kind().as_deref()), (Some(2), Some("trust_store")), "{v}");
+        }
+        let a = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+        assert_eq!((a.code, a.error_kind().as_deref()), (Some(4), Some("unsafe_permissions")), "{a}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&p, Some(owner), None).unwrap();
+        status(&["status"]).expect_ok();
+    }
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
 /// A first install that fails, into a root whose parent directories do not exist either: nothing
 /// may be left behind, not even the parents it had to create.
 #[test]
