@@ -1018,6 +1018,44 @@ fn umask_000_install_has_fixed_modes_and_open_dirs_are_refused() {
     assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
 }
 
+/// Issue 13 item 4: backups hold every row: `backups/` 0700 (tightened on a site that had it open),
+/// each backup directory 0700 and every file in it 0600, even under `umask 000`; the live databases
+/// keep their modes.
+#[test]
+fn backups_are_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-backups")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    std::fs::set_permissions(site.join("backups"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let live_mode = |p: &str| std::fs::metadata(site.join(p)).unwrap().mode() & 0o7777;
+    let before = live_mode("data/client.db");
+    let r = run(Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(INSTALL)
+        .arg("apply")
+        .arg(&e.real)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(live_mode("backups"), 0o700);
+    let mut files = 0;
+    for entry in walkdir::WalkDir::new(site.join("backups")).min_depth(1).into_iter().flatten() {
+        let m = entry.path().symlink_metadata().unwrap();
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        assert!(!m.file_type().is_symlink(), "{}", entry.path().display());
+        assert_eq!(m.mode() & 0o7777, want, "{}", entry.path().display());
+        files += m.is_file() as usize;
+    }
+    assert!(files >= 3, "the backups hold the databases, the config and record.json ({files} files)");
+    assert_eq!(live_mode("data/client.db"), before, "the live database keeps its mode");
+}
+
 /// A first install that fails, into a root whose parent directories do not exist either: nothing
 /// may be left behind, not even the parents it had to create.
 #[test]

@@ -252,13 +252,30 @@ impl SqliteEngine {
         let parent = self.path.parent().unwrap_or(Path::new("/"));
         fs::create_dir_all(parent).map_err(|e| ctx.io(parent, e))?;
         let tmp = sidecar(&self.path, ".restoring");
+        // The backup is 0600 (backups are private); the restored file gets the live file's mode and
+        // owner back when there was one, else the mode a new database gets.
+        let live = fs::symlink_metadata(&self.path).ok().filter(|m| m.is_file());
         fs::copy(src, &tmp).map_err(|e| ctx.io(&tmp, e))?;
+        restore_mode_and_owner(&tmp, live.as_ref()).map_err(|e| ctx.io(&tmp, e))?;
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         for side in self.sidecars() {
             remove_if_exists(&side).map_err(|e| ctx.io(&side, e))?;
         }
         fs::rename(&tmp, &self.path).map_err(|e| ctx.io(&self.path, e))?;
         fsync_dir(parent).map_err(|e| ctx.io(parent, e))
+    }
+}
+
+/// `path` gets `live`'s permission bits and owner (or 0644 when there was no live file).
+fn restore_mode_and_owner(path: &Path, live: Option<&fs::Metadata>) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match live {
+        Some(m) => {
+            // Owner first: chown clears set-id bits, the chmod after puts the mode back exactly.
+            let _ = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()));
+            fs::set_permissions(path, fs::Permissions::from_mode(m.mode() & 0o7777))
+        }
+        None => fs::set_permissions(path, fs::Permissions::from_mode(0o644)),
     }
 }
 
