@@ -558,6 +558,46 @@ fn signed_database_path_into_installer_directories_is_refused() {
     run_scenario(s);
 }
 
+/// Issue 13 item 7: a signed bundle whose dependency wheel is a decompression bomb of many members
+/// just under the old 4 MiB ratio floor (each 4 MiB − 1 of zeros, ~1000:1) is refused before
+/// anything is unpacked (`zip_bomb`, naming the wheel, exit 1), and the site is put back on 1.0.0.
+#[test]
+fn wheel_bomb_of_many_small_members_is_refused() {
+    use std::io::Write;
+    let mut p = parts4();
+    let mut m = p.parsed();
+    let victim = m.wheels.iter().find(|w| **w != m.app_wheel).expect("a dependency wheel").clone();
+    let label = victim.rsplit('/').next().unwrap().to_string();
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let zeros = vec![0u8; (4 << 20) - 1];
+    for i in 0..16 {
+        z.start_file(format!("bomb/zeros{i}.bin"), zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+        z.write_all(&zeros).unwrap();
+    }
+    let data = z.finish().unwrap().into_inner();
+    assert!(data.len() < 200_000, "the bomb is small: {} bytes", data.len());
+    let f = p.files.iter_mut().find(|f| f.path == victim).unwrap();
+    f.data = data;
+    let (size, sha) = (f.data.len() as u64, bundle_core::hash::sha256_hex(&f.data));
+    let entry = m.files.iter_mut().find(|e| e.path == victim).unwrap();
+    entry.size = size;
+    entry.sha256 = sha;
+    m.payload.bytes = m.files.iter().map(|e| e.size).sum();
+    p.set_manifest(&m, &env().key());
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-bomb")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    let bundle = tmp.path().join("bomb.bundle.tar.gz");
+    std::fs::write(&bundle, p.bundle().to_bytes()).unwrap();
+    let r = run(Command::new(INSTALL).arg("apply").arg(&bundle).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(1), Some("zip_bomb")), "{r}");
+    assert!(r.stdout.contains(&label), "the error names the wheel:\n{r}");
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+    assert!(!site.join("releases/4.0.0").exists(), "the failed release is removed");
+    let r = run(Command::new(INSTALL).args(["check", "--json", "--root"]).arg(&site));
+    r.expect_ok();
+}
+
 /// Issue 13 item 1: the site's only key revoked, then named again with `--trust`: `plan`, `apply`
 /// and `verify --root` all refuse with `revoked_key` (before, the empty trust store made `--trust`
 /// a first-install key and the revoked key installed 4.0.0). Nothing on the site changes.
