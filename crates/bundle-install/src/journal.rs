@@ -14,7 +14,7 @@
 //! step's `started` goes out with the journal itself. A step's `millis` thus reach the journal
 //! before the `commit` step, which copies them into the history record, begins.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bundle_core::version::SchemaVersion;
@@ -177,6 +177,9 @@ impl Journal {
 /// (`undo:<step>:<before|after>` while undoing). Harmless in production: whoever sets the
 /// environment of a root process can already kill it.
 pub fn checkpoint(step: &str, when: &str) -> Result<()> {
+    if let Ok(dir) = std::env::var("BUNDLE_INSTALL_TEST_PAUSE") {
+        pause(Path::new(&dir), &format!("{step}:{when}"));
+    }
     if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_KILL") {
         if target == format!("{step}:{when}") {
             // SAFETY: kill(2) on our own pid; it does not return.
@@ -193,6 +196,20 @@ pub fn checkpoint(step: &str, when: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `BUNDLE_INSTALL_TEST_PAUSE=<dir>`: at each step boundary, writes the point into `<dir>/at` and
+/// waits until a test driver (a helper process that, say, swaps a file) creates `<dir>/go`.
+fn pause(dir: &Path, point: &str) {
+    let go = dir.join("go");
+    if std::fs::write(dir.join(".at"), point).and_then(|()| std::fs::rename(dir.join(".at"), dir.join("at"))).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = std::fs::remove_file(&go);
 }
 
 /// Drives a journal: persists each transition before acting on it.

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod beneath;
 pub mod child;
 pub mod config;
 pub mod db;

@@ -1096,6 +1096,147 @@ fn backups_are_private() {
     assert_eq!(live_mode("data/client.db"), before, "the live database keeps its mode");
 }
 
+/// A root-only SQLite database outside the site holding `marker`, and its sha256.
+fn foreign_db(dir: &Path, marker: &str) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("secret.db");
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch(&format!("CREATE TABLE secrets (v TEXT); INSERT INTO secrets VALUES ('{marker}');")).unwrap();
+    drop(c);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sha = bundle_core::hash::sha256_hex(&std::fs::read(&p).unwrap());
+    (p, sha)
+}
+
+/// No file under `dir` holds `marker` (a backup of the foreign database would).
+fn nowhere_under(dir: &Path, marker: &str) -> Result<(), String> {
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| e.file_type().is_file()) {
+        if std::fs::read(e.path()).is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes())) {
+            return Err(format!("{} holds rows of the foreign database", e.path().display()));
+        }
+    }
+    Ok(())
+}
+
+/// Issue 13 item 2, nested path: a bundle whose SQLite database lives at `data/sub/inner/client.db`,
+/// on a site where the app's user made `data/sub/inner` a link to a directory holding a root-only
+/// database.
+/// The link was never checked (only the top of each directory was): root migrated the foreign
+/// database. Now the directory is opened without following links and apply refuses.
+#[test]
+fn nested_database_directory_link_is_never_followed() {
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-nested")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    let marker = "FOREIGN-ROW-nested-7c1";
+    let (secret, sha) = foreign_db(&tmp.path().join("foreign"), marker);
+    std::fs::rename(&secret, tmp.path().join("foreign/client.db")).unwrap();
+    let secret = tmp.path().join("foreign/client.db");
+    // `data/sub` is a real directory; the link is one level further down, where the start-of-run
+    // check (the top of each layout directory) never looked.
+    std::fs::create_dir(site.join("data/sub")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("foreign"), site.join("data/sub/inner")).unwrap();
+    let bundle = tmp.path().join("nested.bundle.tar.gz");
+    std::fs::write(&bundle, resigned(&parts4(), None, |m| m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = "data/sub/inner/client.db".into())).unwrap();
+    for cmd in ["plan", "apply"] {
+        let mut c = Command::new(INSTALL);
+        c.arg(cmd).arg(&bundle).arg("--root").arg(&site).arg("--json");
+        if cmd == "apply" {
+            c.arg("--python").arg(site_python());
+        }
+        let r = run(&mut c);
+        assert!(matches!(r.code, Some(1 | 2 | 4)) && !r.panicked(), "{cmd} must refuse:\n{r}");
+        assert!(r.stdout.contains("link"), "{cmd}: the error says why:\n{r}");
+    }
+    assert_eq!(bundle_core::hash::sha256_hex(&std::fs::read(&secret).unwrap()), sha, "the foreign database was changed");
+    nowhere_under(&site, marker).unwrap();
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
+/// Issue 13 item 2, the race: `data/` belongs to the app's user, who swaps `data/client.db` for a
+/// link to a root-only database while an apply runs. A helper (this test, driven by the
+/// `BUNDLE_INSTALL_TEST_PAUSE` fault hook) makes the swap at one step boundary per run, for every
+/// boundary of a real 1.0.0 → 4.0.0 upgrade. Whatever the run then does (finish, fail, or stop for
+/// attention), the foreign database is never changed and no file of the site ever holds its rows.
+#[test]
+fn database_swapped_for_a_link_at_any_step_boundary() {
+    let e = env();
+    let marker = "FOREIGN-ROW-race-4b2";
+    let apply = |site: &Path, pause: &Path, mut at_boundary: Box<dyn FnMut(&str) + '_>| {
+        let mut child = Command::new(INSTALL)
+            .arg("apply")
+            .arg(&e.real)
+            .arg("--root")
+            .arg(site)
+            .arg("--python")
+            .arg(site_python())
+            .arg("--json")
+            .env("BUNDLE_INSTALL_TEST_PAUSE", pause)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(point) = std::fs::read_to_string(pause.join("at")) {
+                std::fs::remove_file(pause.join("at")).unwrap();
+                at_boundary(&point);
+                std::fs::write(pause.join("go"), b"").unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                return (status.code(), String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            assert!(std::time::Instant::now() < deadline, "apply hung");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    // The boundaries of an undisturbed run.
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-race")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    let pause = tmp.path().join("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let mut points = Vec::new();
+    let (code, out) = apply(&site, &pause, Box::new(|p| points.push(p.to_string())));
+    assert_eq!(code, Some(0), "{out}");
+    let points: Vec<String> = points.into_iter().filter(|p| p.ends_with(":before")).collect();
+    assert!(points.len() >= 5, "{points:?}");
+
+    let mut problems = Vec::new();
+    for point in &points {
+        let tmp = tempfile::tempdir_in(scratch_dir("hostile-race")).unwrap();
+        let site = tmp.path().join("site");
+        copy_site(base_site(), &site);
+        let pause = tmp.path().join("pause");
+        std::fs::create_dir(&pause).unwrap();
+        let (secret, sha) = foreign_db(&tmp.path().join("foreign"), marker);
+        let live = site.join("data/client.db");
+        let (code, out) = apply(
+            &site,
+            &pause,
+            Box::new(|p| {
+                if p == point {
+                    std::fs::rename(&live, site.join("data/client.db.moved")).unwrap();
+                    std::os::unix::fs::symlink(&secret, &live).unwrap();
+                }
+            }),
+        );
+        if bundle_core::hash::sha256_hex(&std::fs::read(&secret).unwrap()) != sha {
+            problems.push(format!("swap at {point}: the foreign database was changed (exit {code:?})"));
+        }
+        if let Err(e) = nowhere_under(&site, marker) {
+            problems.push(format!("swap at {point}: {e} (exit {code:?})"));
+        }
+        if out.contains("panicked") || code.is_none() {
+            problems.push(format!("swap at {point}: crashed: {out}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// A first install that fails, into a root whose parent directories do not exist either: nothing
 /// may be left behind, not even the parents it had to create.
 #[test]
