@@ -115,10 +115,11 @@ impl Site {
         ]
     }
 
-    /// Refuses a site whose root, `trust/`, `trust/revoked/` or `state/` another user owns or may
-    /// write: a key dropped into `trust/`, or a journal or link planted in `state/`, would be obeyed.
+    /// Refuses a site whose root, `trust/`, `trust/revoked/`, `state/`, `releases/` or `backups/`
+    /// another user owns or may write: a key dropped into `trust/`, a journal or link planted in
+    /// `state/`, a file swapped in a release tree, would be obeyed. (`data/` is the app's.)
     pub fn check_private_dirs(&self) -> io::Result<()> {
-        for dir in [self.root.clone(), self.trust(), self.trust().join("revoked"), self.state()] {
+        for dir in [self.root.clone(), self.trust(), self.trust().join("revoked"), self.state(), self.releases(), self.backups()] {
             fsutil::check_private_dir(&dir)?;
         }
         Ok(())

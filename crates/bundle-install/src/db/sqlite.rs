@@ -336,9 +336,11 @@ impl SqliteEngine {
         // owner back when there was one, else the mode a new database gets.
         let live = fs::symlink_metadata(&self.path).ok().filter(|m| m.is_file());
         remove_if_exists(&tmp).map_err(|e| ctx.io(&tmp, e))?;
-        copy_new(src, &tmp).map_err(|e| ctx.io(&tmp, e))?;
-        restore_mode_and_owner(&tmp, live.as_ref()).map_err(|e| ctx.io(&tmp, e))?;
-        fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
+        // Mode, owner and fsync through our own descriptor: the directory may be writable by the
+        // app's user, who could swap the name for a link to some other file in between.
+        let copy = copy_new(src, &tmp).map_err(|e| ctx.io(&tmp, e))?;
+        restore_mode_and_owner(&copy, live.as_ref()).and_then(|()| copy.sync_all()).map_err(|e| ctx.io(&tmp, e))?;
+        drop(copy);
         for side in self.sidecars() {
             remove_if_exists(&side).map_err(|e| ctx.io(&side, e))?;
         }
@@ -347,16 +349,16 @@ impl SqliteEngine {
     }
 }
 
-/// `path` gets `live`'s permission bits and owner (or 0644 when there was no live file).
-fn restore_mode_and_owner(path: &Path, live: Option<&fs::Metadata>) -> std::io::Result<()> {
+/// The open `file` gets `live`'s permission bits and owner (or 0644 when there was no live file).
+fn restore_mode_and_owner(file: &fs::File, live: Option<&fs::Metadata>) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     match live {
         Some(m) => {
             // Owner first: chown clears set-id bits, the chmod after puts the mode back exactly.
-            let _ = std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()));
-            fs::set_permissions(path, fs::Permissions::from_mode(m.mode() & 0o7777))
+            let _ = std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()));
+            file.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
         }
-        None => fs::set_permissions(path, fs::Permissions::from_mode(0o644)),
+        None => file.set_permissions(fs::Permissions::from_mode(0o644)),
     }
 }
 
@@ -662,11 +664,13 @@ fn open_nofollow(path: &Path, write: bool) -> std::io::Result<fs::File> {
     fs::OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
-/// Copies `src` into a new file `to` (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600 until its mode is set).
-fn copy_new(src: &Path, to: &Path) -> std::io::Result<u64> {
+/// Copies `src` into a new file `to` (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600 until its mode is set) and
+/// returns it open.
+fn copy_new(src: &Path, to: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut out = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(to)?;
-    std::io::copy(&mut fs::File::open(src)?, &mut out)
+    std::io::copy(&mut fs::File::open(src)?, &mut out)?;
+    Ok(out)
 }
 
 /// `path` with `suffix` appended (`-wal`, `-journal`, `-shm`).
