@@ -258,7 +258,9 @@ fn run_scenario(s: Scenario) {
             }
         }
         for k in &keys {
-            std::fs::copy(k, site.join("trust").join(k.file_name().unwrap())).unwrap();
+            // Stored as `trust add` would: `<KEYID>.pub` (a key that does not parse keeps its name).
+            let name = bundle_core::signature::PublicKey::read_file(k).map(|pk| format!("{}.pub", pk.key_id())).unwrap_or_else(|_| k.file_name().unwrap().to_string_lossy().into_owned());
+            std::fs::copy(k, site.join("trust").join(name)).unwrap();
         }
     }
     if let Some(setup) = &s.setup {
@@ -614,7 +616,7 @@ fn trust_only_key_revoked_then_named_with_trust_flag() {
         let mut c = Command::new(INSTALL);
         c.arg(cmd).arg(&e.real).arg("--root").arg(&site).arg("--trust").arg(&e.signer.public_path).arg("--json");
         if cmd == "apply" {
-            c.arg("--python").arg(&py);
+            c.arg("--python").arg(py);
         }
         run(&mut c)
     };
@@ -624,12 +626,30 @@ fn trust_only_key_revoked_then_named_with_trust_flag() {
         assert!(r.stdout.contains(&e.signer.key_id), "{cmd}: the message names the key:\n{r}");
     }
     // Without --trust: no trusted key left, and the hint no longer suggests --trust.
-    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(&py).arg("--json"));
+    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(py).arg("--json"));
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("no_trusted_keys")), "{r}");
     assert!(r.stdout.contains("trust add"), "{r}");
     let diff = diff_snapshots(&before, &snapshot_ignoring_lock(tmp.path()));
     assert!(diff.is_empty(), "refusing a revoked key changed the site:\n{}", diff.join("\n"));
     assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
+/// Issue 13 item 5: a key dropped into `trust/` under a name other than its key id (`evil.pub`) is
+/// not trusted quietly: reading the store fails (`trust_store`) naming the file.
+#[test]
+fn trust_key_under_another_name_is_refused() {
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-trust")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    std::fs::copy(&e.stranger.public_path, site.join("trust/evil.pub")).unwrap();
+    let r = run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("trust_store")), "{r}");
+    assert!(r.stdout.contains("evil.pub") && r.stdout.contains(&e.stranger.key_id), "{r}");
+    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("trust_store")), "{r}");
+    std::fs::rename(site.join("trust/evil.pub"), site.join(format!("trust/{}.pub", e.stranger.key_id))).unwrap();
+    run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json")).expect_ok();
 }
 
 /// Issue 13 item 8: `trust add` of a revoked key is refused (exit 4, `revoked_key`, naming it) and
@@ -1126,7 +1146,6 @@ fn nowhere_under(dir: &Path, marker: &str) -> Result<(), String> {
 /// database. Now the directory is opened without following links and apply refuses.
 #[test]
 fn nested_database_directory_link_is_never_followed() {
-    let e = env();
     let tmp = tempfile::tempdir_in(scratch_dir("hostile-nested")).unwrap();
     let site = tmp.path().join("site");
     copy_site(base_site(), &site);
