@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use bundle_core::manifest::Manifest;
-use bundle_core::signature::PublicKey;
 use bundle_core::verify::{self, Limits, VerifiedBundle};
 use serde_json::json;
 
@@ -46,51 +45,44 @@ pub struct Applied {
     pub bundle_id: String,
 }
 
-/// The keys to verify with: the site's `trust/`; on a first install, the `--trust` keys.
-pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> {
-    let site_keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", format!("reading {}: {e}", site.trust().display())))?;
-    let given = cli
-        .iter()
-        .map(|p| PublicKey::read_file(p).map_err(|e| InstallError::usage(e.kind(), e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    if site_keys.is_empty() {
-        if given.is_empty() {
-            return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display()))
-                .with_hint("on a first install pass --trust KEY.pub; the key is then stored in trust/"));
-        }
-        return Ok((given, true));
-    }
-    let revoked = site.revoked_keys().unwrap_or_default();
-    for k in &given {
-        if revoked.iter().any(|r| r.key_id() == k.key_id()) {
-            return Err(InstallError::new(crate::error::Outcome::Verification, "revoked_key", format!("key {} is revoked on this site", k.key_id())));
-        }
-        if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
-            return Err(InstallError::usage("untrusted_cli_key", format!("key {} is not in the site's trust store", k.key_id()))
-                .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
-        }
-    }
-    Ok((site_keys, false))
-}
+pub use crate::trust::keys_for;
 
 /// Plans without changing anything (for `plan`).
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
-    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
-    plan::plan(site, &manifest, &bundle_id, &opts.plan)
+    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    if plan.kind != PlanKind::NothingToDo {
+        let interp = probe_interpreter(&opts.python, &manifest)?;
+        plan.choose_wheels(&manifest, &interp)?;
+    }
+    Ok(plan)
+}
+
+/// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
+fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+    let interp = Interpreter::probe(python)
+        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
+    interp
+        .require(&manifest.python)
+        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
+    Ok(interp)
 }
 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
     let (keys, first_install_keys) = keys_for(site, &opts.trust)?;
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
     let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
-    let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    // The interpreter first: the wheels it selects size the venv in the space check.
+    let interp = probe_interpreter(&opts.python, &manifest)?;
+    plan.choose_wheels(&manifest, &interp)?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -103,11 +95,6 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         )
         .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
     }
-    let interp = Interpreter::probe(&opts.python)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
-    interp
-        .require(&manifest.python)
-        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
@@ -124,7 +111,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
         Err(e) => {
             let _ = fsutil::remove_tree(&staging);
-            return Err(e.into());
+            return Err(crate::trust::verify_error(site, e));
         }
     };
 
@@ -315,7 +302,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::InstallWheels { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            let wheels: Vec<PathBuf> = m.wheels.iter().map(|w| dir.join("bundle").join(w)).collect();
+            let wheels: Vec<PathBuf> = ctx.plan.wheels.iter().map(|w| dir.join("bundle").join(&w.wheel)).collect();
             let installed = wheel::install_wheels(&venv, &wheels, &wheel::InstallOptions::default())
                 .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             for d in &installed {
