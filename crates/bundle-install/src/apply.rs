@@ -60,7 +60,7 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
 }
 
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
-fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
     let interp = Interpreter::probe(python)
         .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
     interp

@@ -232,8 +232,8 @@ fn cleanup(site: &Site, r: &Record, dir: &Path) -> bool {
 pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Rehearsal> {
     let (keys, _) = apply::keys_for(site, &opts.trust)?;
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
-    let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         // As `apply`: success, nothing to do (and nothing recorded).
         return Ok(Rehearsal {
@@ -254,6 +254,9 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
             plan,
         });
     }
+    // As apply: the interpreter first, its wheels size the venv in the space check.
+    let interp = apply::probe_interpreter(&opts.python, &manifest)?;
+    plan.choose_wheels(&manifest, &interp)?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -266,11 +269,6 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
         )
         .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
     }
-    let interp = Interpreter::probe(&opts.python)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
-    interp
-        .require(&manifest.python)
-        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
 
     let tag = db::server::random_suffix();
     let id = format!("{}-{tag}", crate::time::now_compact_millis());
@@ -333,7 +331,8 @@ fn run(
     journal::checkpoint("rehearse:copied", "after")?;
 
     // Planned afresh on the scratch site, so every path (step files, venv) points there.
-    let splan = plan::plan(&scratch, manifest, bundle_id, &opts.plan)?;
+    let mut splan = plan::plan(&scratch, manifest, bundle_id, &opts.plan)?;
+    splan.choose_wheels(manifest, interp)?;
     let names = |p: &Plan| p.databases.iter().map(|d| (d.name.clone(), d.steps.iter().map(|s| s.file.file.clone()).collect::<Vec<_>>())).collect::<Vec<_>>();
     if splan.kind != plan.kind || names(&splan) != names(&plan) {
         return Err(InstallError::failed("rehearsal_plan_mismatch", "the copies plan differently from the live site (were they changed while being copied?)")
