@@ -185,6 +185,12 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     }
 
     let databases = s.databases.iter().map(|(name, db)| gather_database(&mut g, spec, name, db)).collect();
+    let mut env_names = BTreeMap::new();
+    for name in s.databases.keys() {
+        if let Some(other) = env_names.insert(naming::db_env_suffix(name), name) {
+            g.error("db_name_clash", format!("databases `{other}` and `{name}` would both take their connection from BUNDLE_DB_URL_{}; rename one", naming::db_env_suffix(name)));
+        }
+    }
     let config = s.config.as_ref().map(|c| gather_config(&mut g, spec, c));
 
     let hook = |g: &mut Gather, p: &Option<PathBuf>| -> Option<String> {
@@ -328,6 +334,11 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
         g.error("migration_empty", format!("database `{name}`: no migrations in {}", dir.display()));
     } else if prev != db.schema {
         g.error("schema_mismatch", format!("database `{name}`: schema is {} but the last migration is {prev}", db.schema));
+    }
+    if db.engine == "sqlite" {
+        if let Some(why) = bundle_core::paths::BundlePath::parse(&db.path).ok().and_then(|p| p.site_reserved()) {
+            g.error("reserved_path", format!("database `{name}`: path `{}` is reserved ({why}); put it under a directory of its own such as `data/`", db.path));
+        }
     }
     if !["sqlite", "postgres", "mysql"].contains(&db.engine.as_str()) {
         g.error("bad_engine", format!("database `{name}`: engine `{}` is not sqlite, postgres or mysql", db.engine));

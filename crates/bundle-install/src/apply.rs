@@ -49,37 +49,12 @@ pub struct Applied {
     pub bundle_id: String,
 }
 
-/// The keys to verify with: the site's `trust/`; on a first install, the `--trust` keys.
-pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> {
-    let site_keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", format!("reading {}: {e}", site.trust().display())))?;
-    let given = cli
-        .iter()
-        .map(|p| PublicKey::read_file(p).map_err(|e| InstallError::usage(e.kind(), e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    if site_keys.is_empty() {
-        if given.is_empty() {
-            return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display()))
-                .with_hint("on a first install pass --trust KEY.pub; the key is then stored in trust/"));
-        }
-        return Ok((given, true));
-    }
-    let revoked = site.revoked_keys().unwrap_or_default();
-    for k in &given {
-        if revoked.iter().any(|r| r.key_id() == k.key_id()) {
-            return Err(InstallError::new(crate::error::Outcome::Verification, "revoked_key", format!("key {} is revoked on this site", k.key_id())));
-        }
-        if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
-            return Err(InstallError::usage("untrusted_cli_key", format!("key {} is not in the site's trust store", k.key_id()))
-                .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
-        }
-    }
-    Ok((site_keys, false))
-}
+pub use crate::trust::keys_for;
 
 /// Plans without changing anything (for `plan`).
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
-    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind != PlanKind::NothingToDo {
         let interp = probe_interpreter(&opts.python, &manifest)?;
@@ -91,7 +66,7 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
 }
 
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
-fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
     let interp = Interpreter::probe(python)
         .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
     interp
@@ -103,7 +78,7 @@ fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
     let (keys, first_install_keys) = keys_for(site, &opts.trust)?;
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
     let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
@@ -145,7 +120,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
         Err(e) => {
             let _ = fsutil::remove_tree(&staging);
-            return Err(e.into());
+            return Err(crate::trust::verify_error(site, e));
         }
     };
 
@@ -199,19 +174,19 @@ fn fill_delta(site: &Site, m: &Manifest, d: &delta::DeltaPlan, staging: &Path, b
     r
 }
 
-/// Everything the forward steps need.
-struct Ctx<'a> {
-    site: &'a Site,
-    manifest: &'a Manifest,
-    plan: &'a Plan,
-    interp: &'a Interpreter,
-    staging: &'a Path,
-    verified: &'a VerifiedBundle,
-    reporter: &'a dyn Reporter,
+/// Everything the forward steps need (a rehearsal builds one for its scratch site).
+pub(crate) struct Ctx<'a> {
+    pub site: &'a Site,
+    pub manifest: &'a Manifest,
+    pub plan: &'a Plan,
+    pub interp: &'a Interpreter,
+    pub staging: &'a Path,
+    pub verified: &'a VerifiedBundle,
+    pub reporter: &'a dyn Reporter,
     /// The run's id, which also names its backup.
-    id: &'a str,
+    pub id: &'a str,
     /// How long a config converter script may run (`--hook-timeout`).
-    script_limit: std::time::Duration,
+    pub script_limit: std::time::Duration,
 }
 
 fn db_ref(d: &plan::DbPlan) -> DbRef {
@@ -219,7 +194,7 @@ fn db_ref(d: &plan::DbPlan) -> DbRef {
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
-fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle) -> Vec<Action> {
+pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle) -> Vec<Action> {
     let v = m.version.clone();
     let new_dir = site.release_dir(&v);
     let hook = |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
@@ -321,7 +296,7 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
     Ok(id)
 }
 
-fn step_message(a: &Action) -> String {
+pub(crate) fn step_message(a: &Action) -> String {
     match a {
         Action::StageRelease { version } => format!("staging releases/{version}"),
         Action::CreateVenv { .. } => "creating the Python environment".into(),
@@ -341,7 +316,7 @@ fn step_message(a: &Action) -> String {
     }
 }
 
-fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
+pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let site = ctx.site;
     let m = ctx.manifest;
     let dir = site.release_dir(&m.version);
