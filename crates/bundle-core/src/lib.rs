@@ -6,6 +6,7 @@ pub mod archive;
 pub mod exit;
 pub mod hash;
 pub mod input;
+pub mod keycrypt;
 pub mod manifest;
 pub mod naming;
 pub mod paths;
