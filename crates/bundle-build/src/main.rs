@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use bundle_build::release::{self, Level, Lint};
 use bundle_build::spec::LoadedSpec;
+use bundle_build::password::{self, KeyOpenError, PasswordError, PasswordSource};
 use bundle_build::{build, check};
 use bundle_core::exit::Exit;
 use bundle_core::report::{envelope, verified_fields, Failure};
@@ -24,10 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a signing key pair: PREFIX.key (mode 0600) and PREFIX.pub. Never overwrites.
+    /// Create a signing key pair: PREFIX.key (mode 0600, encrypted with a password as `minisign -G`
+    /// does) and PREFIX.pub. Never overwrites.
     Keygen {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+        /// Write the secret key in clear (as `minisign -G -W`), without a password.
+        #[arg(long, conflicts_with_all = ["password_fd", "password_env"])]
+        unencrypted: bool,
+        #[command(flatten)]
+        password: PasswordOpts,
         #[arg(long)]
         json: bool,
     },
@@ -36,6 +43,8 @@ enum Command {
         spec: PathBuf,
         #[arg(long, value_name = "PREFIX.key")]
         key: PathBuf,
+        #[command(flatten)]
+        password: PasswordOpts,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
         /// Write the bundle as parts of at most SIZE bytes (suffixes K, M, G: e.g. 4000M for FAT32),
@@ -80,6 +89,24 @@ enum Command {
     Man,
 }
 
+/// Where the password of an encrypted secret key comes from (default: asked on the terminal).
+/// Never the password itself on the command line.
+#[derive(clap::Args, Debug, Clone)]
+struct PasswordOpts {
+    /// Read the key's password from this open file descriptor (its first line), e.g. `--password-fd 3 3< passfile`.
+    #[arg(long, value_name = "FD", conflicts_with = "password_env")]
+    password_fd: Option<i32>,
+    /// Read the key's password from the environment variable of this NAME (the name, not the password).
+    #[arg(long, value_name = "NAME")]
+    password_env: Option<String>,
+}
+
+impl PasswordOpts {
+    fn source(&self) -> PasswordSource {
+        PasswordSource::from_options(self.password_fd, self.password_env.clone())
+    }
+}
+
 fn main() -> ExitCode {
     // `bundle-build inspect | head` should end quietly, like any Unix tool, not panic on EPIPE.
     // SAFETY: resetting a signal disposition at start-up, before any thread exists.
@@ -90,8 +117,8 @@ fn main() -> ExitCode {
     let (name, json, result) = match cli.command {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
-        Command::Keygen { out, json } => ("keygen", json, keygen(&out)),
-        Command::Build { spec, key, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &out, split_size)),
+        Command::Keygen { out, unencrypted, password, json } => ("keygen", json, keygen(&out, (!unencrypted).then(|| password.source()))),
+        Command::Build { spec, key, password, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &password.source(), &out, split_size)),
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
         Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
@@ -135,7 +162,20 @@ fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, Failure> {
     paths.iter().map(|p| PublicKey::read_file(p).map_err(key_failure)).collect()
 }
 
-fn keygen(prefix: &Path) -> Result<Value, Failure> {
+fn password_failure(e: PasswordError) -> Failure {
+    Failure::new(Exit::Usage, e.kind(), e.to_string())
+}
+
+fn open_key(path: &Path, source: &PasswordSource) -> Result<SecretKey, Failure> {
+    password::open_secret_key(path, source).map_err(|e| match e {
+        KeyOpenError::Password(e) => password_failure(e),
+        KeyOpenError::Key(e) => key_failure(e),
+    })
+}
+
+/// `keygen`: encrypted with a password from `password` (asked twice on a terminal), or in clear
+/// when `password` is `None` (`--unencrypted`). The password is had before anything is written.
+fn keygen(prefix: &Path, password: Option<PasswordSource>) -> Result<Value, Failure> {
     let key_path = prefix.with_file_name(format!("{}.key", file_name(prefix)));
     let pub_path = prefix.with_file_name(format!("{}.pub", file_name(prefix)));
     for p in [&key_path, &pub_path] {
@@ -145,7 +185,14 @@ fn keygen(prefix: &Path) -> Result<Value, Failure> {
         }
     }
     let key = SecretKey::generate().map_err(key_failure)?;
-    let write = |path: &Path, text: String, mode: u32| -> Result<(), Failure> {
+    let key_text = match &password {
+        Some(source) => {
+            let pw = password::new_password(source).map_err(password_failure)?;
+            zeroize::Zeroizing::new(key.to_minisign_encrypted(pw.as_bytes()).map_err(key_failure)?)
+        }
+        None => zeroize::Zeroizing::new(key.to_minisign()),
+    };
+    let write = |path: &Path, text: &str, mode: u32| -> Result<(), Failure> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -158,11 +205,12 @@ fn keygen(prefix: &Path) -> Result<Value, Failure> {
         f.flush().ok();
         Ok(())
     };
-    write(&key_path, key.to_minisign(), 0o600)?;
-    write(&pub_path, key.public_key().to_minisign(), 0o644)?;
-    eprintln!("wrote {} (secret, unencrypted: keep it offline) and {}", key_path.display(), pub_path.display());
+    write(&key_path, &key_text, 0o600)?;
+    write(&pub_path, &key.public_key().to_minisign(), 0o644)?;
+    let how = if password.is_some() { "encrypted with your password" } else { "UNENCRYPTED: keep it offline" };
+    eprintln!("wrote {} (secret, {how}) and {}", key_path.display(), pub_path.display());
     eprintln!("key id {}", key.key_id());
-    Ok(json!({ "key_id": key.key_id().to_string(), "secret_key": key_path, "public_key": pub_path }))
+    Ok(json!({ "key_id": key.key_id().to_string(), "secret_key": key_path, "public_key": pub_path, "encrypted": password.is_some() }))
 }
 
 fn file_name(p: &Path) -> String {
@@ -209,10 +257,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+fn build_cmd(spec_path: &Path, key_path: &Path, password: &PasswordSource, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
-    let key = SecretKey::read_file(key_path).map_err(key_failure)?;
+    let key = open_key(key_path, password)?;
     let (release, mut lints) = release::gather(&spec, mtime);
     if let Some(r) = &release {
         lints.extend(bundle_build::wheels::check_wheels(r));
