@@ -7,5 +7,6 @@ pub mod lint_sql;
 pub mod password;
 pub mod release;
 pub mod sbom;
+pub mod sign;
 pub mod spec;
 pub mod wheels;

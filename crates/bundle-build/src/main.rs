@@ -11,7 +11,7 @@ use bundle_build::password::{self, KeyOpenError, PasswordError, PasswordSource};
 use bundle_build::{build, check};
 use bundle_core::exit::Exit;
 use bundle_core::report::{envelope, verified_fields, Failure};
-use bundle_core::signature::{PublicKey, SecretKey, SignatureError};
+use bundle_core::signature::{PublicKey, SecretKey, Signature, SignatureError};
 use bundle_core::verify::{self, Limits, VerifyError};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -38,17 +38,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build and sign DIR/<app>-<version>.bundle.tar.gz from a spec.
+    /// Build and sign DIR/<app>-<version>.bundle.tar.gz from a spec (or, with --unsigned, write it
+    /// unsigned with its manifest beside it, for `sign`).
     Build {
         spec: PathBuf,
-        #[arg(long, value_name = "PREFIX.key")]
-        key: PathBuf,
+        #[arg(long, value_name = "PREFIX.key", required_unless_present = "unsigned")]
+        key: Option<PathBuf>,
+        /// Write DIR/<app>-<version>.unsigned.tar.gz and DIR/<app>-<version>.manifest.yaml (the file
+        /// to sign) instead of a signed bundle; finish with `bundle-build sign`.
+        #[arg(long, conflicts_with_all = ["key", "split_size", "password_fd", "password_env"])]
+        unsigned: bool,
         #[command(flatten)]
         password: PasswordOpts,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
         /// Write the bundle as parts of at most SIZE bytes (suffixes K, M, G: e.g. 4000M for FAT32),
         /// plus a signed NAME.parts index; `cat` of the parts gives the ordinary bundle.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        split_size: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign an unsigned bundle (from `build --unsigned`) with a key file, or with a signature of its
+    /// manifest made elsewhere (`minisign -S`), checked against --trust; writes the signed bundle,
+    /// byte for byte what `build --key` writes. Given NAME.parts (a split bundle signed elsewhere),
+    /// adds NAME.parts.minisig.
+    Sign {
+        /// DIR/<app>-<version>.unsigned.tar.gz, or a split bundle's NAME.parts.
+        input: PathBuf,
+        #[arg(long, value_name = "PREFIX.key", required_unless_present = "signature", conflicts_with = "signature")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        password: PasswordOpts,
+        /// The .minisig of the manifest (or of NAME.parts) made elsewhere.
+        #[arg(long, value_name = "MINISIG", requires = "trust", conflicts_with_all = ["password_fd", "password_env"])]
+        signature: Option<PathBuf>,
+        /// Public key(s) the signature must verify with.
+        #[arg(long, value_name = "PUBKEY", num_args = 1..)]
+        trust: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Write the signed bundle as parts of at most SIZE bytes, as `build --split-size` does.
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         split_size: Option<u64>,
         #[arg(long)]
@@ -118,7 +148,10 @@ fn main() -> ExitCode {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
         Command::Keygen { out, unencrypted, password, json } => ("keygen", json, keygen(&out, (!unencrypted).then(|| password.source()))),
-        Command::Build { spec, key, password, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &password.source(), &out, split_size)),
+        Command::Build { spec, key, unsigned: _, password, out, split_size, json } => ("build", json, build_cmd(&spec, key.as_deref(), &password.source(), &out, split_size)),
+        Command::Sign { input, key, password, signature, trust, out, split_size, json } => {
+            ("sign", json, sign_cmd(&input, key.as_deref(), &password.source(), signature.as_deref(), &trust, &out, split_size))
+        }
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
         Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
@@ -257,26 +290,73 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-fn build_cmd(spec_path: &Path, key_path: &Path, password: &PasswordSource, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+/// `build`: signed with the key at `key_path`, or unsigned (for `sign`) when it is `None`.
+fn build_cmd(spec_path: &Path, key_path: Option<&Path>, password: &PasswordSource, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
-    let key = open_key(key_path, password)?;
+    let key = key_path.map(|k| open_key(k, password)).transpose()?;
     let (release, mut lints) = release::gather(&spec, mtime);
     if let Some(r) = &release {
         lints.extend(bundle_build::wheels::check_wheels(r));
     }
     print_lints(&lints);
     let release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
-    let built = build::build(&release, &key, out, &build::BuildOptions { mtime, split_size })
-        .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
-    eprintln!(
-        "built {} ({} entries, {} payload bytes, {} bytes on disk, key {})",
-        built.bundle.display(),
-        built.entries,
-        built.payload_bytes,
-        built.bytes,
-        built.key_id
-    );
+    let opts = build::BuildOptions { mtime, split_size };
+    let built = match &key {
+        Some(key) => build::build(&release, key, out, &opts),
+        None => {
+            let bytes = release.manifest.to_yaml();
+            build::write_bundle(&release.manifest, &bytes, build::PayloadSource::Release(&release), build::Signing::Unsigned, out, &opts)
+        }
+    }
+    .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
+    report_built(&built);
+    Ok(serde_json::to_value(&built).expect("serialisable"))
+}
+
+/// The human lines for a written bundle (signed, unsigned, or split awaiting its index signature).
+fn report_built(built: &build::Built) {
+    let key = built.key_id.as_deref().map(|k| format!("key {k}")).unwrap_or_else(|| "UNSIGNED".into());
+    eprintln!("built {} ({} entries, {} payload bytes, {} bytes on disk, {key})", built.bundle.display(), built.entries, built.payload_bytes, built.bytes);
+    let t = built.trusted_comment.replace('\t', "\\t");
+    if let Some(manifest) = &built.manifest {
+        eprintln!("sign {} elsewhere, then run `bundle-build sign {} --signature {}.minisig --trust KEY.pub`:", manifest.display(), built.bundle.display(), manifest.display());
+        eprintln!("  minisign -S -s KEY.key -m {} -t \"$(printf '{t}')\"", manifest.display());
+    }
+    if built.index_signature_needed {
+        eprintln!("the parts index still needs its signature (same trusted comment): sign {} and run `bundle-build sign {} --signature {}.minisig --trust KEY.pub`", built.bundle.display(), built.bundle.display(), built.bundle.display());
+        eprintln!("  minisign -S -s KEY.key -m {} -t \"$(printf '{t}')\"", built.bundle.display());
+    }
+}
+
+fn sign_failure(e: bundle_build::sign::SignError) -> Failure {
+    use bundle_build::sign::SignError as E;
+    let exit = match &e {
+        E::Signature(_) | E::Unsigned(bundle_core::unsigned::UnsignedError::Mismatch { .. }) => Exit::Verification,
+        E::Build(_) | E::Write { .. } => Exit::Failed,
+        _ => Exit::Usage,
+    };
+    Failure::new(exit, e.kind(), e.to_string())
+}
+
+/// `sign INPUT`: an unsigned bundle becomes the signed one in `out`; a parts index gets its signature.
+fn sign_cmd(input: &Path, key_path: Option<&Path>, password: &PasswordSource, signature: Option<&Path>, trust: &[PathBuf], out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+    use bundle_build::sign::{self, SignWith};
+    let keys = load_keys(trust)?;
+    let key = key_path.map(|k| open_key(k, password)).transpose()?;
+    let sig = signature.map(|p| Signature::read_file(p).map_err(|e| Failure::new(Exit::Usage, e.kind(), e.to_string()))).transpose()?;
+    let with = match (&key, &sig) {
+        (Some(key), _) => SignWith::Key(key),
+        (None, Some(signature)) => SignWith::Signature { signature, trusted: &keys },
+        (None, None) => return Err(Failure::new(Exit::Usage, "usage", "give --key or --signature")),
+    };
+    if input.extension().is_some_and(|e| e == "parts") {
+        let written = sign::sign_index(input, with).map_err(sign_failure)?;
+        eprintln!("wrote {}", written.display());
+        return Ok(json!({ "index": input, "signature": written }));
+    }
+    let built = sign::sign_unsigned(input, with, out, split_size).map_err(sign_failure)?;
+    report_built(&built);
     Ok(serde_json::to_value(&built).expect("serialisable"))
 }
 

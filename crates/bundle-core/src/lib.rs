@@ -15,6 +15,7 @@ pub mod signature;
 pub mod split;
 pub mod time;
 pub mod tarfmt;
+pub mod unsigned;
 pub mod verify;
 pub mod version;
 pub mod wheel;
