@@ -84,6 +84,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a key rotation statement "NEW replaces (or, with --add, joins) OLD for APP", signed by
+    /// both keys; list the file under `key_rotations:` in the spec of this and every later release.
+    Rotate {
+        #[arg(long)]
+        app: String,
+        /// The key sites trust today (it authorises the change).
+        #[arg(long, value_name = "OLD.key")]
+        old: PathBuf,
+        /// The key sites are to trust (it signs too, showing its holder has it).
+        #[arg(long, value_name = "NEW.key")]
+        new: PathBuf,
+        /// Trust NEW beside OLD instead of retiring OLD.
+        #[arg(long)]
+        add: bool,
+        /// The password of OLD (and of NEW unless --new-password-* is given).
+        #[command(flatten)]
+        password: PasswordOpts,
+        #[arg(long, value_name = "FD", conflicts_with = "new_password_env")]
+        new_password_fd: Option<i32>,
+        #[arg(long, value_name = "NAME")]
+        new_password_env: Option<String>,
+        /// The statement file to write (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify a bundle's signature and every payload byte against trusted public keys.
     Verify {
         bundle: PathBuf,
@@ -151,6 +178,13 @@ fn main() -> ExitCode {
         Command::Build { spec, key, unsigned: _, password, out, split_size, json } => ("build", json, build_cmd(&spec, key.as_deref(), &password.source(), &out, split_size)),
         Command::Sign { input, key, password, signature, trust, out, split_size, json } => {
             ("sign", json, sign_cmd(&input, key.as_deref(), &password.source(), signature.as_deref(), &trust, &out, split_size))
+        }
+        Command::Rotate { app, old, new, add, password, new_password_fd, new_password_env, out, json } => {
+            let new_source = match (new_password_fd, new_password_env) {
+                (None, None) => password.source(),
+                (fd, env) => PasswordSource::from_options(fd, env),
+            };
+            ("rotate", json, rotate_cmd(&app, &old, &password.source(), &new, &new_source, add, &out))
         }
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
@@ -358,6 +392,27 @@ fn sign_cmd(input: &Path, key_path: Option<&Path>, password: &PasswordSource, si
     let built = sign::sign_unsigned(input, with, out, split_size).map_err(sign_failure)?;
     report_built(&built);
     Ok(serde_json::to_value(&built).expect("serialisable"))
+}
+
+fn rotate_cmd(app: &str, old_path: &Path, old_pw: &PasswordSource, new_path: &Path, new_pw: &PasswordSource, add: bool, out: &Path) -> Result<Value, Failure> {
+    use bundle_core::rotation::{RotationAction, Statement};
+    let old = open_key(old_path, old_pw)?;
+    let new = open_key(new_path, new_pw)?;
+    let action = if add { RotationAction::Add } else { RotationAction::Replace };
+    let statement = Statement { app: app.to_string(), action, old: old.public_key(), new: new.public_key() };
+    Statement::parse(&statement.format()).map_err(|e| Failure::new(Exit::Usage, "invalid_key_rotation", e))?;
+    let signed = statement.sign(&old, &new).map_err(|e| Failure::new(Exit::Usage, "invalid_key_rotation", e))?;
+    let text = serde_yaml::to_string(&signed).expect("serialises");
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .map_err(|e| Failure::new(Exit::Failed, "io", format!("cannot write {}: {e}", out.display())).hint("rotate never overwrites; choose another --out"))?;
+    let verb = if add { "joins" } else { "replaces" };
+    eprintln!("wrote {}: key {} {verb} key {} for {app}; list it under key_rotations: in the spec of this and every later release", out.display(), new.key_id(), old.key_id());
+    Ok(json!({ "statement": out, "app": app, "action": action, "old": old.key_id().to_string(), "new": new.key_id().to_string() }))
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf]) -> Result<Value, Failure> {

@@ -27,6 +27,10 @@ pub struct Spec {
     /// Release sequence number for anti-downgrade; derived from `version` when absent.
     #[serde(default)]
     pub sequence: Option<u64>,
+    /// Signed key rotation statements (files written by `bundle-build rotate`), every one released
+    /// so far: bundles are cumulative, so a site that skipped a release still gets its rotation.
+    #[serde(default)]
+    pub key_rotations: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

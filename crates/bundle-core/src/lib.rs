@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod naming;
 pub mod paths;
 pub mod report;
+pub mod rotation;
 pub mod signature;
 pub mod split;
 pub mod time;
