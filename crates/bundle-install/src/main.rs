@@ -529,6 +529,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
             let r = (|| {
                 let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
                 let revoked = site.revoked_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+                let retired = trust::retired_keys(&site);
                 if !common.json {
                     for k in &keys {
                         println!("trusted {}", k.key_id());
@@ -536,8 +537,15 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
                     for k in &revoked {
                         println!("revoked {}", k.key_id());
                     }
+                    for k in &retired {
+                        println!("retired {k}");
+                    }
                 }
-                Ok(json!({ "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(), "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>() }))
+                Ok(json!({
+                    "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(),
+                    "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(),
+                    "retired": retired.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                }))
             })();
             ("trust", common, r.map_err(failure))
         }
