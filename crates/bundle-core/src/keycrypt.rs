@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn derive_refuses_huge_parameters() {
-        let err = derive(b"pw", &[0; 32], OPSLIMIT_SENSITIVE, MEMLIMIT_SENSITIVE * 2, 104).unwrap_err();
+        // A larger memlimit alone does not raise N (the opslimit bounds it too)...
+        assert_eq!(ScryptParams::pick(OPSLIMIT_SENSITIVE, MEMLIMIT_SENSITIVE * 2).memory(), MEMLIMIT_SENSITIVE);
+        // ...both larger do: N = 2^22, 4 GiB, refused before any work.
+        let err = derive(b"pw", &[0; 32], 1 << 40, 4 << 30, 104).unwrap_err();
         assert!(err.contains("1 GiB"), "{err}");
         let err = derive(b"pw", &[0; 32], u64::MAX, 1 << 24, 104).unwrap_err();
         assert!(err.contains("p = "), "{err}");
