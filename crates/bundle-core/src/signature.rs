@@ -429,7 +429,7 @@ impl SecretKey {
     pub fn to_minisign_encrypted_with(&self, password: &[u8], salt: &[u8; 32], opslimit: u64, memlimit: u64) -> Result<String, SignatureError> {
         let mut material = self.key_material();
         let stream = keycrypt::derive(password, salt, opslimit, memlimit, material.len())
-            .map_err(|reason| SignatureError::InvalidKeyParameters(reason))?;
+            .map_err(SignatureError::InvalidKeyParameters)?;
         for (m, k) in material.iter_mut().zip(stream.iter()) {
             *m ^= k;
         }

@@ -72,7 +72,7 @@ fn a_site_that_skipped_the_middle_release_follows_the_rotation() {
     let rt = rot();
     let (a_id, b_id) = (fixture().key.key_id.clone(), rt.b.key_id.clone());
     let root = build_site("rot-skip", &["1.0.0"], &[]);
-    assert_eq!(ids(&trust_list(&root)["trusted"]), [a_id.clone()]);
+    assert_eq!(ids(&trust_list(&root)["trusted"]), vec![a_id.clone()]);
 
     // plan shows the rotation and changes nothing.
     let p = plan(&root, &rt.r3);
@@ -81,7 +81,7 @@ fn a_site_that_skipped_the_middle_release_follows_the_rotation() {
     assert_eq!(rotations[0]["status"], "applied", "{p}");
     assert_eq!(rotations[0]["old"], a_id.as_str());
     assert_eq!(rotations[0]["new"], b_id.as_str());
-    assert_eq!(ids(&trust_list(&root)["trusted"]), [a_id.clone()]);
+    assert_eq!(ids(&trust_list(&root)["trusted"]), vec![a_id.clone()]);
     let human = bi([std::ffi::OsStr::new("plan"), rt.r3.as_os_str(), "--root".as_ref(), root.as_os_str()]);
     assert!(human.stdout.contains(&format!("key {b_id} replaces key {a_id}")), "{human}");
 
@@ -89,8 +89,8 @@ fn a_site_that_skipped_the_middle_release_follows_the_rotation() {
     let j = apply_ok(&root, &rt.r3);
     assert_eq!(j["applied"]["key_id"], b_id.as_str());
     let t = trust_list(&root);
-    assert_eq!(ids(&t["trusted"]), [b_id.clone()]);
-    assert_eq!(ids(&t["retired"]), [a_id.clone()]);
+    assert_eq!(ids(&t["trusted"]), vec![b_id.clone()]);
+    assert_eq!(ids(&t["retired"]), vec![a_id.clone()]);
     let last = history(&root).pop().unwrap();
     assert_eq!(last["key_rotations"][0]["status"], "applied", "{last}");
     assert!(last["steps"].as_array().unwrap().iter().any(|s| s["step"] == "rotate_keys"), "{last}");
@@ -108,7 +108,7 @@ fn a_site_that_takes_every_release_rotates_at_the_middle_one() {
     let root = build_site("rot-each", &["1.0.0"], &[]);
     apply_ok(&root, &rt.r2);
     let t = trust_list(&root);
-    assert_eq!(ids(&t["trusted"]), [b_id.clone()]);
+    assert_eq!(ids(&t["trusted"]), vec![b_id.clone()]);
     assert_eq!(ids(&t["retired"]), [a_id]);
     // 3.0.0 carries the statement again: already applied, changes nothing, verifies with B.
     let j = apply_ok(&root, &rt.r3);
