@@ -77,7 +77,7 @@ pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> 
 /// What the bundle's key rotation statements would do to `trusted`. They are read from the
 /// manifest before its signature is checked (a statement is checked on its own signatures, by keys
 /// the site trusts); a bundle that cannot even be read has none, and fails verification next.
-fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> RotationPlan {
+pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> RotationPlan {
     match verify::read_unverified(bundle) {
         Ok((m, _)) => rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::trust::is_revoked(site, id)),
         Err(_) => RotationPlan::default(),

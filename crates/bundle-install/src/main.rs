@@ -512,7 +512,9 @@ fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &
             if keys.is_empty() {
                 return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())));
             }
-            keys
+            // As `plan` and `apply` would: the bundle's key rotation statements count (nothing is
+            // written here).
+            apply::rotations_for(&site, bundle, &keys).keys_for_bundle(&keys)
         }
         _ => apply::keys_for(&Site::new(Path::new("/nonexistent-site")), trust)?.0,
     };

@@ -92,13 +92,15 @@ pub fn unretire(site: &Site, key: &PublicKey) -> Result<()> {
     Ok(())
 }
 
-/// Keys retired by rotations, for `trust list`.
+/// Keys retired by rotations and not trusted again since (`trust add`), for `trust list`.
 pub fn retired_keys(site: &Site) -> Vec<KeyId> {
     let Ok(entries) = std::fs::read_dir(retired_dir(site)) else { return Vec::new() };
+    let trusted = site.trusted_keys().unwrap_or_default();
     let mut ids: Vec<KeyId> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| PublicKey::read_file(&e.path()).ok())
         .map(|k| *k.key_id())
+        .filter(|id| !trusted.iter().any(|t| t.key_id() == id))
         .collect();
     ids.sort();
     ids

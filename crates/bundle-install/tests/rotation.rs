@@ -85,6 +85,12 @@ fn a_site_that_skipped_the_middle_release_follows_the_rotation() {
     let human = bi([std::ffi::OsStr::new("plan"), rt.r3.as_os_str(), "--root".as_ref(), root.as_os_str()]);
     assert!(human.stdout.contains(&format!("key {b_id} replaces key {a_id}")), "{human}");
 
+    // `verify --root` counts the statement as plan does (and writes nothing either).
+    let v = bi([std::ffi::OsStr::new("verify"), rt.r3.as_os_str(), "--root".as_ref(), root.as_os_str(), "--json".as_ref()]);
+    v.expect_ok();
+    assert_eq!(v.json()["key_id"], b_id.as_str(), "{v}");
+    assert_eq!(ids(&trust_list(&root)["trusted"]), vec![a_id.clone()]);
+
     // 1.0.0 → 3.0.0 (signed by B) in one apply.
     let j = apply_ok(&root, &rt.r3);
     assert_eq!(j["applied"]["key_id"], b_id.as_str());
