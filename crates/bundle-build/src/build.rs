@@ -14,15 +14,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-<<<<<<< HEAD
-use bundle_core::archive::{ArchiveSink, ArchiveWriter, Packing};
+use bundle_core::archive::{AddError, ArchiveSink, ArchiveWriter, Packing};
 use bundle_core::manifest::{Manifest, MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::signature::{SecretKey, Signature, TrustedInfo, SIGNATURE_UNTRUSTED_COMMENT};
-=======
-use bundle_core::archive::{AddError, ArchiveSink, ArchiveWriter, Packing};
-use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
-use bundle_core::signature::{SecretKey, TrustedInfo};
->>>>>>> main
 use bundle_core::split::{PartsIndex, SplitWriter, PARTS_FORMAT};
 use bundle_core::unsigned::{manifest_file_name, unsigned_file_name, UnsignedBundle, UnsignedError};
 
@@ -107,25 +101,26 @@ pub fn bundle_file_name(app: &str, version: &str) -> String {
     format!("{app}-{version}.bundle.tar.gz")
 }
 
+/// What went wrong adding an entry, named for what it is: reading the source at `fs_path`, writing
+/// the bundle, or a file the format cannot hold.
+fn add_err(fs_path: &Path) -> impl FnOnce(AddError) -> BuildError {
+    let fs_path = fs_path.to_path_buf();
+    move |e: AddError| match e {
+        AddError::Read(source) => BuildError::Read { path: fs_path, source },
+        AddError::Write(source) => BuildError::Write { path: PathBuf::from("<bundle>"), source },
+        AddError::Unstorable { path, reason } => BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason },
+    }
+}
+
 /// Writes the archive into `out` (which should buffer: the archive writer makes many small writes)
 /// and returns it. Without `sig_bytes` there is no signature entry (an unsigned bundle).
 fn write_archive<W: ArchiveSink>(manifest_bytes: &[u8], sig_bytes: Option<&[u8]>, payload: PayloadSource<'_>, mtime: u64, out: W) -> Result<W, BuildError> {
     let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
-    // Reading a source, writing the bundle and a file the format cannot hold are three different
-    // failures, each named for what it is.
-    let add_err = |fs_path: &Path| {
-        let fs_path = fs_path.to_path_buf();
-        move |e: AddError| match e {
-            AddError::Read(source) => BuildError::Read { path: fs_path, source },
-            AddError::Write(source) => BuildError::Write { path: PathBuf::from("<bundle>"), source },
-            AddError::Unstorable { path, reason } => BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason },
-        }
-    };
     let mut ar = ArchiveWriter::new(out, mtime).map_err(werr)?;
-<<<<<<< HEAD
-    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(werr)?;
+    let generated = Path::new("<generated>");
+    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(add_err(generated))?;
     if let Some(sig_bytes) = sig_bytes {
-        ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(werr)?;
+        ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(add_err(generated))?;
     }
     match payload {
         PayloadSource::Release(release) => add_release_files(release, &mut ar)?,
@@ -135,12 +130,7 @@ fn write_archive<W: ArchiveSink>(manifest_bytes: &[u8], sig_bytes: Option<&[u8]>
 }
 
 fn add_release_files<W: ArchiveSink>(release: &Release, ar: &mut ArchiveWriter<W>) -> Result<(), BuildError> {
-    let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
-=======
     let generated = Path::new("<generated>");
-    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(add_err(generated))?;
-    ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(add_err(generated))?;
->>>>>>> main
     for src in &release.sources {
         let e = &src.entry;
         let packing = Packing::for_path(&e.path);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::GzDecoder;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{ArchiveSink, ArchiveWriter, Packing};
+use crate::archive::{AddError, ArchiveSink, ArchiveWriter, Packing};
 use crate::manifest::{Manifest, MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME};
 
 /// An unsigned bundle's file name: `<app>-<version>.unsigned.tar.gz`.
@@ -119,7 +119,11 @@ impl UnsignedBundle {
                 return Err(mismatch(&want.path, format!("a {:?} of {size} bytes, mode {:o}; the manifest says a file of {} bytes, mode {}", header.entry_type(), mode & 0o7777, want.size, want.mode)));
             }
             let mut hashing = HashingReader { inner: &mut entry, hash: Sha256::new() };
-            ar.add_file(&want.path, want.mode_bits(), want.size, &mut hashing, Packing::for_path(&want.path)).map_err(UnsignedError::Write)?;
+            ar.add_file(&want.path, want.mode_bits(), want.size, &mut hashing, Packing::for_path(&want.path)).map_err(|e| match e {
+                AddError::Write(e) => UnsignedError::Write(e),
+                AddError::Read(e) => not(format!("entry {}: {e}", want.path)),
+                AddError::Unstorable { path, reason } => mismatch(&path, reason),
+            })?;
             let sha = crate::hash::to_hex(&hashing.hash.finalize());
             if sha != want.sha256 {
                 return Err(mismatch(&want.path, format!("its sha256 is {sha}, the manifest says {}", want.sha256)));
