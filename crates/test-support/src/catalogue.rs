@@ -907,12 +907,12 @@ macro_rules! hostile_cases {
     ($m:ident) => {
         $m! {
             missing_signature_entry, signature_before_manifest, payload_before_manifest, empty_archive,
-            manifest_as_directory, manifest_header_bad_checksum, manifest_too_large, manifest_bit_flipped,
+            manifest_as_directory, manifest_header_bad_checksum, manifest_too_large, rotation_statement_forged,
+            rotation_statement_for_another_app, rotation_statement_signed_by_the_new_key_only, manifest_bit_flipped,
             manifest_byte_appended, trusted_comment_edited, trusted_comment_disagrees_with_manifest,
             trusted_comment_not_a_bundle_comment, signature_from_another_manifest,
             old_signed_manifest_with_new_payload, untrusted_key, same_key_id_different_key,
-            resigned_by_stranger, rotation_statement_forged, rotation_statement_for_another_app,
-            rotation_statement_signed_by_the_new_key_only, legacy_ed_signature_refused, signature_garbage, unlisted_entry,
+            resigned_by_stranger, legacy_ed_signature_refused, signature_garbage, unlisted_entry,
             unlisted_entry_first, second_manifest_entry, missing_entry, no_payload_at_all, duplicate_entry,
             duplicate_entry_other_content, hash_mismatch, size_longer_than_declared,
             size_shorter_than_declared, size_field_huge, mode_mismatch_exec_bit_added,
