@@ -14,6 +14,7 @@ pub mod report;
 pub mod rotation;
 pub mod signature;
 pub mod split;
+pub mod tags;
 pub mod time;
 pub mod tarfmt;
 pub mod unsigned;

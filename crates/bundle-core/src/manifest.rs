@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::hash::is_sha256_hex;
 use crate::naming::{self, ConverterKind, MigrationKind};
 use crate::paths::BundlePath;
+use crate::tags::Target;
 use crate::version::{self, SchemaVersion};
 
 /// The manifest format this code reads and writes.
@@ -38,6 +39,13 @@ pub struct Manifest {
     /// Bundle path of the application's own wheel (also listed in `wheels`).
     pub app_wheel: String,
     pub wheels: Vec<String>,
+    /// The interpreters and platforms the release is built for (absent: none declared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+    /// Per wheel, its tags and `Requires-Python`, so a site picks its wheels from the manifest
+    /// alone (absent in bundles from older builders: the file names' tags are used then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wheel_info: Vec<WheelInfo>,
     #[serde(default)]
     pub databases: Vec<Database>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +61,28 @@ pub struct Manifest {
     pub key_rotations: Vec<crate::rotation::KeyRotation>,
     pub payload: Payload,
     pub files: Vec<FileEntry>,
+}
+
+/// What the builder read from one wheel (`wheel_info` in the manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelInfo {
+    /// Bundle path, one of `wheels`.
+    pub path: String,
+    /// PEP 503-normalised distribution name.
+    pub name: String,
+    pub version: String,
+    /// Every `python-abi-platform` tag, compressed sets expanded, platforms in PEP 600 form.
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_python: Option<String>,
+}
+
+impl WheelInfo {
+    /// The tags, parsed (validated manifests only hold well-formed ones).
+    pub fn parsed_tags(&self) -> Vec<crate::tags::Tag> {
+        self.tags.iter().filter_map(|t| crate::tags::Tag::parse(t)).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,13 +274,19 @@ impl Manifest {
         if !self.wheels.contains(&self.app_wheel) {
             return err(format!("app wheel `{}` is not among the wheels", self.app_wheel));
         }
+        self.validate_wheel_info()?;
 
         let mut names = BTreeSet::new();
         let mut db_paths = BTreeSet::new();
+        let mut env_names = BTreeMap::new();
         for db in &self.databases {
             // Only SQLite paths name files on the site; server databases are located by the site.
             if !names.insert(db.name.as_str()) || (db.engine == "sqlite" && !db_paths.insert(db.path.as_str())) {
                 return err(format!("database `{}` (or its path) declared twice", db.name));
+            }
+            // Both would read their connection from the same BUNDLE_DB_URL_<NAME>.
+            if let Some(other) = env_names.insert(naming::db_env_suffix(&db.name), db.name.as_str()) {
+                return err(format!("databases `{other}` and `{}` would share the variable BUNDLE_DB_URL_{}", db.name, naming::db_env_suffix(&db.name)));
             }
             validate_database(db, &need)?;
         }
@@ -291,6 +327,50 @@ impl Manifest {
         Ok(())
     }
 
+    /// `targets` well formed; `wheel_info`, when present, describes every wheel exactly once with
+    /// well-formed tags and `Requires-Python`.
+    fn validate_wheel_info(&self) -> Result<(), ManifestError> {
+        let err = |m: String| Err(ManifestError(m));
+        for t in &self.targets {
+            t.environment().map_err(|e| ManifestError(format!("target {t}: {e}")))?;
+        }
+        if self.wheel_info.is_empty() {
+            return Ok(());
+        }
+        let mut seen = BTreeSet::new();
+        for w in &self.wheel_info {
+            if !self.wheels.contains(&w.path) || !seen.insert(w.path.as_str()) {
+                return err(format!("wheel_info names `{}`, which is not a wheel or is described twice", w.path));
+            }
+            if w.tags.is_empty() || w.tags.iter().any(|t| crate::tags::Tag::parse(t).is_none()) {
+                return err(format!("wheel_info of `{}` has no tags or a malformed one", w.path));
+            }
+            if let Some(r) = &w.requires_python {
+                crate::version::VersionSpecifiers::from_str_checked(r).map_err(|e| ManifestError(format!("requires_python of `{}`: {e}", w.path)))?;
+            }
+        }
+        if seen.len() != self.wheels.len() {
+            return err("wheel_info does not describe every wheel".into());
+        }
+        Ok(())
+    }
+
+    /// What is known about a wheel: from `wheel_info`, or for bundles of older builders from the
+    /// file name alone (no `Requires-Python`).
+    pub fn wheel_description(&self, path: &str) -> Option<WheelInfo> {
+        if let Some(w) = self.wheel_info.iter().find(|w| w.path == path) {
+            return Some(w.clone());
+        }
+        let name = crate::wheel::parse_filename(path.rsplit('/').next()?).ok()?;
+        Some(WheelInfo {
+            path: path.to_string(),
+            name: name.normalized_name(),
+            version: name.version.clone(),
+            tags: name.tags().iter().map(|t| t.to_string()).collect(),
+            requires_python: None,
+        })
+    }
+
     /// The entry for a bundle path, if listed.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.path == path)
@@ -313,7 +393,10 @@ fn validate_database(
         return err(format!("unknown engine `{}` (sqlite, postgres, mysql)", db.engine));
     }
     if db.engine == "sqlite" {
-        BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
+        let path = BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
+        if let Some(why) = path.site_reserved() {
+            return err(format!("path `{path}` is reserved: {why}; put the database under a directory of its own such as `data/`"));
+        }
     }
     let mut last = SchemaVersion::CLEAN;
     for step in &db.steps {
@@ -378,6 +461,8 @@ pub(crate) mod tests {
             keep_releases: 3,
             app_wheel: "wheels/app-1.0.0-py3-none-any.whl".into(),
             wheels: vec!["wheels/app-1.0.0-py3-none-any.whl".into()],
+            targets: Vec::new(),
+            wheel_info: Vec::new(),
             databases: vec![Database {
                 name: "main".into(),
                 engine: "sqlite".into(),
@@ -413,6 +498,17 @@ pub(crate) mod tests {
             ("converter gap", Box::new(|m| m.config.as_mut().unwrap().version = 2)),
             ("version", Box::new(|m| m.version = "banana".into())),
             ("reserved", Box::new(|m| m.files[2].path = MANIFEST_NAME.into())),
+            ("db in current/", Box::new(|m| m.databases[0].path = "current/x.db".into())),
+            ("db in trust/", Box::new(|m| m.databases[0].path = "trust/client.pub".into())),
+            ("db is site.yaml", Box::new(|m| m.databases[0].path = "site.yaml".into())),
+            ("db in state/", Box::new(|m| m.databases[0].path = "state/site.json".into())),
+            ("db env clash", Box::new(|m| {
+                let mut other = m.databases[0].clone();
+                m.databases[0].name = "main-db".into();
+                other.name = "main_db".into();
+                other.path = "data/other.db".into();
+                m.databases.push(other);
+            })),
         ];
         for (what, edit) in cases {
             let mut m = sample();

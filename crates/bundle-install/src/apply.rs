@@ -47,39 +47,14 @@ pub struct Applied {
     pub bundle_id: String,
 }
 
-/// The keys to verify with: the site's `trust/`; on a first install, the `--trust` keys.
-pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> {
-    let site_keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", format!("reading {}: {e}", site.trust().display())))?;
-    let given = cli
-        .iter()
-        .map(|p| PublicKey::read_file(p).map_err(|e| InstallError::usage(e.kind(), e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    if site_keys.is_empty() {
-        if given.is_empty() {
-            return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display()))
-                .with_hint("on a first install pass --trust KEY.pub; the key is then stored in trust/"));
-        }
-        return Ok((given, true));
-    }
-    let revoked = site.revoked_keys().unwrap_or_default();
-    for k in &given {
-        if revoked.iter().any(|r| r.key_id() == k.key_id()) {
-            return Err(InstallError::new(crate::error::Outcome::Verification, "revoked_key", format!("key {} is revoked on this site", k.key_id())));
-        }
-        if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
-            return Err(InstallError::usage("untrusted_cli_key", format!("key {} is not in the site's trust store", k.key_id()))
-                .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
-        }
-    }
-    Ok((site_keys, false))
-}
+pub use crate::trust::keys_for;
 
 /// What the bundle's key rotation statements would do to `trusted`. They are read from the
 /// manifest before its signature is checked (a statement is checked on its own signatures, by keys
 /// the site trusts); a bundle that cannot even be read has none, and fails verification next.
 pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> RotationPlan {
     match verify::read_unverified(bundle) {
-        Ok((m, _)) => rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::trust::is_revoked(site, id)),
+        Ok((m, _)) => rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::trust::site_revokes(site, id)),
         Err(_) => RotationPlan::default(),
     }
 }
@@ -88,16 +63,21 @@ pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> Rotat
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
     let rotations = rotations_for(site, bundle, &keys);
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys))?;
+    let (manifest, bundle_id, key_id, _) =
+        verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys)).map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     plan.key_rotations = checked_rotations(site, &keys, &manifest, &key_id)?.outcomes;
+    if plan.kind != PlanKind::NothingToDo {
+        let interp = probe_interpreter(&opts.python, &manifest)?;
+        plan.choose_wheels(&manifest, &interp)?;
+    }
     Ok(plan)
 }
 
 /// The rotation plan of the *verified* manifest (the file may have changed since the statements were
 /// first read): recomputed from it, and the key that signed the bundle must be reachable through it.
 fn checked_rotations(site: &Site, trusted: &[PublicKey], verified: &Manifest, signer: &bundle_core::signature::KeyId) -> Result<RotationPlan> {
-    let rotations = rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::is_revoked(site, id));
+    let rotations = rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::site_revokes(site, id));
     if !rotations.keys_for_bundle(trusted).iter().any(|k| k.key_id() == signer) {
         return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read")
             .with_hint("copy the bundle to local disk and run the command again"));
@@ -105,12 +85,22 @@ fn checked_rotations(site: &Site, trusted: &[PublicKey], verified: &Manifest, si
     Ok(rotations)
 }
 
+/// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
+fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+    let interp = Interpreter::probe(python)
+        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
+    interp
+        .require(&manifest.python)
+        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
+    Ok(interp)
+}
+
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
     let (site_keys, first_install_keys) = keys_for(site, &opts.trust)?;
     let rotations = rotations_for(site, bundle, &site_keys);
     let keys = rotations.keys_for_bundle(&site_keys);
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
@@ -120,6 +110,9 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    // The interpreter first: the wheels it selects size the venv in the space check.
+    let interp = probe_interpreter(&opts.python, &manifest)?;
+    plan.choose_wheels(&manifest, &interp)?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -132,11 +125,6 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         )
         .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
     }
-    let interp = Interpreter::probe(&opts.python)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
-    interp
-        .require(&manifest.python)
-        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
@@ -153,7 +141,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
         Err(e) => {
             let _ = fsutil::remove_tree(&staging);
-            return Err(e.into());
+            return Err(crate::trust::verify_error(site, e));
         }
     };
 
@@ -353,7 +341,7 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::InstallWheels { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            let wheels: Vec<PathBuf> = m.wheels.iter().map(|w| dir.join("bundle").join(w)).collect();
+            let wheels: Vec<PathBuf> = ctx.plan.wheels.iter().map(|w| dir.join("bundle").join(&w.wheel)).collect();
             let installed = wheel::install_wheels(&venv, &wheels, &wheel::InstallOptions::default())
                 .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             for d in &installed {

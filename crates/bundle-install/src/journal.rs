@@ -14,7 +14,7 @@
 //! step's `started` goes out with the journal itself. A step's `millis` thus reach the journal
 //! before the `commit` step, which copies them into the history record, begins.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bundle_core::version::SchemaVersion;
@@ -181,6 +181,9 @@ impl Journal {
 /// (`undo:<step>:<before|after>` while undoing). Harmless in production: whoever sets the
 /// environment of a root process can already kill it.
 pub fn checkpoint(step: &str, when: &str) -> Result<()> {
+    if let Ok(dir) = std::env::var("BUNDLE_INSTALL_TEST_PAUSE") {
+        pause(Path::new(&dir), &format!("{step}:{when}"));
+    }
     if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_KILL") {
         if target == format!("{step}:{when}") {
             // SAFETY: kill(2) on our own pid; it does not return.
@@ -197,6 +200,20 @@ pub fn checkpoint(step: &str, when: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `BUNDLE_INSTALL_TEST_PAUSE=<dir>`: at each step boundary, writes the point into `<dir>/at` and
+/// waits until a test driver (a helper process that, say, swaps a file) creates `<dir>/go`.
+fn pause(dir: &Path, point: &str) {
+    let go = dir.join("go");
+    if std::fs::write(dir.join(".at"), point).and_then(|()| std::fs::rename(dir.join(".at"), dir.join("at"))).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = std::fs::remove_file(&go);
 }
 
 /// Drives a journal: persists each transition before acting on it.
@@ -586,9 +603,12 @@ mod tests {
         let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
         let mut r = Runner::begin(&site, journal, &Silent).unwrap();
         r.run(0, |_| Ok(())).unwrap();
-        // The journal's temporary file cannot be created: the next write fails.
-        let blocker = site.state().join(format!(".journal.json.tmp-{}", std::process::id()));
+        // The journal cannot be replaced (a non-empty directory in its place): the next write fails.
+        let blocker = site.journal();
+        let aside = site.state().join("journal.aside");
+        std::fs::rename(&blocker, &aside).unwrap();
         std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("x"), b"").unwrap();
         let mut ran = false;
         let e = r.run(1, |_| {
             ran = true;
@@ -597,7 +617,8 @@ mod tests {
         .unwrap_err();
         assert!(!ran);
         assert_eq!(r.journal.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Pending, Status::Pending]);
-        std::fs::remove_dir(&blocker).unwrap();
+        std::fs::remove_dir_all(&blocker).unwrap();
+        std::fs::rename(&aside, &blocker).unwrap();
         let (_, j) = r.undo(e);
         assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Pending, Status::Pending]);
     }

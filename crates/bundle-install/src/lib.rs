@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod beneath;
 pub mod child;
 pub mod config;
 pub mod db;
@@ -24,6 +25,7 @@ pub mod python;
 pub mod recover;
 pub mod report;
 pub mod rollback;
+pub mod select;
 pub mod site;
 pub mod state;
 pub mod status;

@@ -62,6 +62,9 @@ enum Command {
         /// As for apply: declare an unversioned database's version (`DB=VERSION`).
         #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
         baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
+        /// The site's Python interpreter (its tags choose the wheels).
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
         #[command(flatten)]
         common: Common,
     },
@@ -178,6 +181,15 @@ enum TrustAction {
         #[command(flatten)]
         common: Common,
     },
+    /// Take a key out of trust/revoked/ and trust it again (by key id or .pub file): the only way
+    /// back from a revocation (`trust add` refuses a revoked key).
+    Unrevoke {
+        #[arg(long)]
+        root: PathBuf,
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Shows progress on stderr: a spinner or byte bar per step on a terminal, one `==>` line per step
@@ -277,6 +289,10 @@ impl Reporter for Lines {
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    // Whatever umask the admin's shell has, nothing the installer (or a hook it runs) creates is
+    // writable by group or others unless a mode says so explicitly (site-layout.md, "Modes").
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe { libc::umask(0o022) };
     let cli = Cli::parse();
     match cli.command {
         Command::Completions { shell } => {
@@ -339,9 +355,15 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
     site.check_planted_links().map_err(|e| {
         InstallError::refused("planted_symlink", e.to_string()).with_hint("remove the link (and check who put it there), then run the command again")
     })?;
+    let unsafe_dir = |e: std::io::Error| {
+        InstallError::refused("unsafe_permissions", e.to_string())
+            .with_hint("make it owned by the user running bundle-install and writable only by it (chown, chmod go-w), check who could have changed it, then run the command again")
+    };
+    site.check_private_dirs().map_err(unsafe_dir)?;
     let mut created = None;
     if create {
         created = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        site.check_private_dirs().map_err(unsafe_dir)?;
     } else if !site.state().is_dir() {
         return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
             .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
@@ -360,7 +382,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref(), &reporter).map_err(failure))
         }
-        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, common } => {
+        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, python, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 // A site with an interrupted run is recovered first, like by every other command, so
@@ -372,7 +394,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 } else {
                     &Site::new(&root)
                 };
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, ..ApplyOptions::default() };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, ..ApplyOptions::default() };
                 let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());
@@ -505,20 +527,17 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &Lines) -> Result<Value> {
-    let keys = match root {
-        Some(r) if trust.is_empty() => {
-            let site = Site::new(r);
-            let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
-            if keys.is_empty() {
-                return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())));
-            }
-            // As `plan` and `apply` would: the bundle's key rotation statements count (nothing is
-            // written here).
-            apply::rotations_for(&site, bundle, &keys).keys_for_bundle(&keys)
-        }
-        _ => apply::keys_for(&Site::new(Path::new("/nonexistent-site")), trust)?.0,
-    };
-    let verified = verify::verify_file(bundle, &keys, None, &Limits::default())?;
+    let site = root.map(Site::new);
+    let mut keys = trust::keys_for_verify(site.as_ref(), trust)?;
+    if let (Some(s), true) = (&site, trust.is_empty()) {
+        // As `plan` and `apply` would: the bundle's key rotation statements count (nothing is
+        // written here).
+        keys = apply::rotations_for(s, bundle, &keys).keys_for_bundle(&keys);
+    }
+    let verified = verify::verify_file(bundle, &keys, None, &Limits::default()).map_err(|e| match &site {
+        Some(s) => trust::verify_error(s, e),
+        None => e.into(),
+    })?;
     let m = verified.manifest();
     reporter.say(&format!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes));
     Ok(verified_fields(&verified))
@@ -566,6 +585,15 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
                 let Opened { site, .. } = open_site(&root, "trust revoke", &reporter, false)?;
                 let k = trust::revoke(&site, &key)?;
                 Ok(json!({ "revoked": k.key_id().to_string() }))
+            })();
+            ("trust", common, r.map_err(failure))
+        }
+        TrustAction::Unrevoke { root, key, common } => {
+            let reporter = Lines::new(common.quiet || common.json);
+            let r = (|| {
+                let Opened { site, .. } = open_site(&root, "trust unrevoke", &reporter, false)?;
+                let k = trust::unrevoke(&site, &key)?;
+                Ok(json!({ "unrevoked": k.key_id().to_string() }))
             })();
             ("trust", common, r.map_err(failure))
         }

@@ -203,6 +203,8 @@ impl Parts {
             keep_releases: 3,
             app_wheel: wheel.clone(),
             wheels: vec![wheel],
+            targets: Vec::new(),
+            wheel_info: Vec::new(),
             databases: vec![Database {
                 name: "main".into(),
                 engine: "sqlite".into(),
@@ -246,9 +248,11 @@ impl Parts {
     }
 
     /// Replaces the manifest by `m` serialised, and signs it.
+    /// `m` need not be valid (hostile tests sign manifests the verifier must refuse).
     pub fn set_manifest(&mut self, m: &Manifest, key: &SecretKey) {
         self.manifest = m.to_yaml();
-        self.sign(key);
+        let comment = TrustedInfo { app: m.app.clone(), version: m.version.clone(), sequence: m.sequence }.format();
+        self.sign_with_comment(key, &comment);
     }
 
     /// The payload file at `path`.
