@@ -179,7 +179,9 @@ fn forged_replayed_and_reviving_statements_change_nothing_and_the_bundle_is_refu
     let before = trust_list(&root);
     let r = apply(&root, &rt.r3, &[]);
     let (kind, _) = expect_error(&r, 3);
-    assert_eq!(kind, "untrusted_key", "{r}");
+    // The statement is refused, so B stays untrusted, and a bundle B signed is named as signed by a
+    // revoked key.
+    assert_eq!(kind, "revoked_key", "{r}");
     assert_eq!(trust_list(&root), before);
     assert!(!ids(&before["trusted"]).contains(&rt.b.key_id));
 
