@@ -86,7 +86,7 @@ fn checked_rotations(site: &Site, trusted: &[PublicKey], verified: &Manifest, si
 }
 
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
-fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
     let interp = Interpreter::probe(python)
         .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
     interp
@@ -171,19 +171,19 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
 }
 
-/// Everything the forward steps need.
-struct Ctx<'a> {
-    site: &'a Site,
-    manifest: &'a Manifest,
-    plan: &'a Plan,
-    interp: &'a Interpreter,
-    staging: &'a Path,
-    verified: &'a VerifiedBundle,
-    reporter: &'a dyn Reporter,
+/// Everything the forward steps need (a rehearsal builds one for its scratch site).
+pub(crate) struct Ctx<'a> {
+    pub site: &'a Site,
+    pub manifest: &'a Manifest,
+    pub plan: &'a Plan,
+    pub interp: &'a Interpreter,
+    pub staging: &'a Path,
+    pub verified: &'a VerifiedBundle,
+    pub reporter: &'a dyn Reporter,
     /// The run's id, which also names its backup.
-    id: &'a str,
+    pub id: &'a str,
     /// How long a config converter script may run (`--hook-timeout`).
-    script_limit: std::time::Duration,
+    pub script_limit: std::time::Duration,
 }
 
 fn db_ref(d: &plan::DbPlan) -> DbRef {
@@ -191,7 +191,7 @@ fn db_ref(d: &plan::DbPlan) -> DbRef {
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
-fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle, rotations: &RotationPlan) -> Vec<Action> {
+pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle, rotations: &RotationPlan) -> Vec<Action> {
     let v = m.version.clone();
     let new_dir = site.release_dir(&v);
     let hook = |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
@@ -300,7 +300,7 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
     Ok(id)
 }
 
-fn step_message(a: &Action) -> String {
+pub(crate) fn step_message(a: &Action) -> String {
     match a {
         Action::StageRelease { version } => format!("staging releases/{version}"),
         Action::CreateVenv { .. } => "creating the Python environment".into(),
@@ -320,7 +320,7 @@ fn step_message(a: &Action) -> String {
     }
 }
 
-fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
+pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let site = ctx.site;
     let m = ctx.manifest;
     let dir = site.release_dir(&m.version);

@@ -23,6 +23,7 @@ pub mod plan;
 pub mod prune;
 pub mod python;
 pub mod recover;
+pub mod rehearse;
 pub mod report;
 pub mod rollback;
 pub mod select;

@@ -15,7 +15,7 @@ use bundle_install::recover::{self, Recovered};
 use bundle_install::report::Reporter;
 use bundle_install::rollback::{self, RollbackOptions};
 use bundle_install::site::Site;
-use bundle_install::{history, hooks, status, trust};
+use bundle_install::{history, hooks, rehearse, status, trust};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -97,6 +97,32 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Rehearse the apply on scratch copies of the site's databases and config: every step timed,
+    /// rows and sizes per table, a prediction of the real run; the live site is only read.
+    /// Exit 0 when apply would succeed on today's data, 1 when a step fails, 4 when policy refuses.
+    Rehearse {
+        bundle: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        /// Keys to verify with when the site trusts none yet (not stored).
+        #[arg(long, value_name = "PUBKEY", num_args = 1..)]
+        trust: Vec<PathBuf>,
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[arg(long)]
+        reinstall: bool,
+        /// As for apply (`DB=VERSION`).
+        #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
+        baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
+        /// The site's Python interpreter.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Seconds a hook or a config converter script may run before it is killed and counts as failed.
+        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        hook_timeout: u64,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The running release, kept releases, databases and config.
     Status {
         #[arg(long)]
@@ -104,7 +130,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Every apply, rollback and recover recorded on the site.
+    /// Every apply, rollback and recover recorded on the site, and apart from them every rehearsal.
     History {
         #[arg(long)]
         root: PathBuf,
@@ -432,6 +458,42 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             })();
             ("apply", common, r.map_err(failure))
         }
+        Command::Rehearse { bundle, root, trust, allow_downgrade, reinstall, baseline, python, hook_timeout, common } => {
+            let reporter = Lines::new(common.quiet || common.json);
+            let r = (|| {
+                let opened = open_site(&root, "rehearse", &reporter, false)?;
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout };
+                let report = rehearse::rehearse(&opened.site, &bundle, &opts, &reporter)?;
+                if !common.json && !report.steps.is_empty() {
+                    reporter.settle();
+                    eprint!("{}", report.render());
+                }
+                Ok(report)
+            })();
+            let r = match r {
+                Ok(report) if report.ok && report.steps.is_empty() => {
+                    if !common.json {
+                        reporter.say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
+                    }
+                    Ok(json!({ "rehearsal": report }))
+                }
+                Ok(report) if report.ok => {
+                    if !common.json {
+                        reporter.say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));
+                    }
+                    Ok(json!({ "rehearsal": report }))
+                }
+                Ok(report) => {
+                    let e = report.error.clone().expect("a failed rehearsal names its error");
+                    let mut f = Failure::new(bundle_core::exit::Exit::Failed, e.kind, format!("rehearsal: {}", e.message))
+                        .hint("fix the step (or the data it trips on) before the maintenance window; the live site was not changed");
+                    f.details = Some(json!({ "rehearsal": report }));
+                    Err(f)
+                }
+                Err(e) => Err(failure(e)),
+            };
+            ("rehearse", common, r)
+        }
         Command::Status { root, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
@@ -448,7 +510,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "history", &reporter, false)?;
-                let records = history::read(&site)?;
+                let (rehearsals, records): (Vec<Value>, Vec<Value>) = history::read(&site)?.into_iter().partition(history::is_rehearsal);
                 if !common.json {
                     for r in &records {
                         println!(
@@ -462,7 +524,21 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                         );
                     }
                 }
-                Ok(json!({ "history": records }))
+                if !common.json && !rehearsals.is_empty() {
+                    println!("rehearsals (on copies of the data; the site was not changed):");
+                    for r in &rehearsals {
+                        println!(
+                            "{}  rehearse  {} → {}  {}  bundle sha256 {}{}",
+                            r["finished_at"].as_str().unwrap_or(""),
+                            r["from"].as_str().unwrap_or("-"),
+                            r["to"].as_str().unwrap_or("-"),
+                            r["outcome"].as_str().unwrap_or(""),
+                            r["bundle_sha256"].as_str().unwrap_or(""),
+                            r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(json!({ "history": records, "rehearsals": rehearsals }))
             })();
             ("history", common, r.map_err(failure))
         }

@@ -260,12 +260,19 @@ struct SiteDb {
     url: String,
 }
 
-/// Finds database `name`'s connection: the environment variable wins over `ROOT/site.yaml`.
+/// Marks a rehearsal's scratch site root: there `site.yaml` (naming the scratch copies) is the only
+/// source of connections, so a `BUNDLE_DB_URL_<NAME>` set for the live site can never lead a
+/// rehearsal to the live database.
+pub const REHEARSAL_MARK: &str = ".rehearsal";
+
+/// Finds database `name`'s connection: the environment variable wins over `ROOT/site.yaml`
+/// (except in a rehearsal's scratch site, see [`REHEARSAL_MARK`]).
 pub(crate) fn resolve_url(name: &str, engine: &str, root: &Path) -> Result<ConnUrl, DbError> {
     let var = url_env_var(name);
     let config = |message: String| DbError::Config { db: name.into(), message };
-    let (text, source) = match std::env::var(&var) {
-        Ok(v) if !v.trim().is_empty() => (v, var.clone()),
+    let from_env = if root.join(REHEARSAL_MARK).exists() { None } else { std::env::var(&var).ok() };
+    let (text, source) = match from_env {
+        Some(v) if !v.trim().is_empty() => (v, var.clone()),
         _ => {
             let file = root.join(SITE_FILE);
             let missing = || {

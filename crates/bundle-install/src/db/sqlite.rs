@@ -655,6 +655,33 @@ impl Engine for SqliteEngine {
         self.pin = None;
         Ok(())
     }
+
+    fn table_stats(&mut self) -> Result<Vec<super::TableStat>, DbError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let ctx = self.ctx.clone();
+        let conn = self.conn()?;
+        table_stats(conn).map_err(|e| ctx.engine("counting rows and pages", e))
+    }
+}
+
+/// Rows of each data table, and the pages of the table and its indexes (SQLite's `dbstat`).
+fn table_stats(conn: &Connection) -> rusqlite::Result<Vec<super::TableStat>> {
+    let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT m.tbl_name, sum(s.pgsize) FROM dbstat('main', 1) s JOIN main.sqlite_schema m ON m.name = s.name GROUP BY m.tbl_name",
+    )?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (t, n) = row?;
+        bytes.insert(t, n as u64);
+    }
+    table_counts(conn, "main").map(|counts| {
+        counts
+            .into_iter()
+            .map(|(table, rows)| super::TableStat { bytes: bytes.get(&table).copied().unwrap_or(0), table, rows })
+            .collect()
+    })
 }
 
 /// Opens an existing file without following a link at its last component (the directories above
