@@ -148,7 +148,7 @@ fn stock_minisign_accepts_the_extracted_manifest() {
 fn keygen_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("release");
-    let r = run(bb().arg("keygen").arg("--out").arg(&prefix).arg("--json"));
+    let r = run(bb().arg("keygen").arg("--unencrypted").arg("--out").arg(&prefix).arg("--json"));
     r.expect_ok();
     let v = r.json();
     assert_eq!(v["ok"], true);

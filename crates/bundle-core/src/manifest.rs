@@ -55,6 +55,10 @@ pub struct Manifest {
     /// Bundle path of the CycloneDX SBOM of the wheels, when the bundle carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<String>,
+    /// Every key rotation statement released so far (cumulative), see `crate::rotation`. Absent
+    /// when there are none, so bundles without rotations are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<crate::rotation::KeyRotation>,
     pub payload: Payload,
     pub files: Vec<FileEntry>,
     /// Present in a delta bundle only: the release it was built against and the files of `files`
@@ -502,6 +506,7 @@ pub(crate) mod tests {
             config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
             sbom: None,
+            key_rotations: Vec::new(),
             payload: Payload { entries: 4, bytes: 12 },
             files,
             base: None,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use bundle_core::manifest::Manifest;
+use bundle_core::rotation::{self, RotationPlan};
 use bundle_core::signature::PublicKey;
 use bundle_core::verify::{self, Limits, VerifiedBundle};
 use serde_json::json;
@@ -51,11 +52,24 @@ pub struct Applied {
 
 pub use crate::trust::keys_for;
 
+/// What the bundle's key rotation statements would do to `trusted`. They are read from the
+/// manifest before its signature is checked (a statement is checked on its own signatures, by keys
+/// the site trusts); a bundle that cannot even be read has none, and fails verification next.
+pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> RotationPlan {
+    match verify::read_unverified(bundle) {
+        Ok((m, _)) => rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::trust::site_revokes(site, id)),
+        Err(_) => RotationPlan::default(),
+    }
+}
+
 /// Plans without changing anything (for `plan`).
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
-    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let rotations = rotations_for(site, bundle, &keys);
+    let (manifest, bundle_id, key_id, _) =
+        verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys)).map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    plan.key_rotations = checked_rotations(site, &keys, &manifest, &key_id)?.outcomes;
     if plan.kind != PlanKind::NothingToDo {
         let interp = probe_interpreter(&opts.python, &manifest)?;
         plan.choose_wheels(site, &manifest, &interp)?;
@@ -63,6 +77,17 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
         plan.delta = delta::locate(site, &manifest, base.as_ref())?;
     }
     Ok(plan)
+}
+
+/// The rotation plan of the *verified* manifest (the file may have changed since the statements were
+/// first read): recomputed from it, and the key that signed the bundle must be reachable through it.
+fn checked_rotations(site: &Site, trusted: &[PublicKey], verified: &Manifest, signer: &bundle_core::signature::KeyId) -> Result<RotationPlan> {
+    let rotations = rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::site_revokes(site, id));
+    if !rotations.keys_for_bundle(trusted).iter().any(|k| k.key_id() == signer) {
+        return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read")
+            .with_hint("copy the bundle to local disk and run the command again"));
+    }
+    Ok(rotations)
 }
 
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
@@ -76,13 +101,17 @@ pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<In
 }
 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
-    let (keys, first_install_keys) = keys_for(site, &opts.trust)?;
+    let (site_keys, first_install_keys) = keys_for(site, &opts.trust)?;
+    let rotations = rotations_for(site, bundle, &site_keys);
+    let keys = rotations.keys_for_bundle(&site_keys);
     reporter.step("checking the bundle's signature");
     let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
     let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    plan.key_rotations = rotations.outcomes.clone();
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
@@ -139,7 +168,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
     }
     let id = format!("{}-{}", crate::time::now_compact_millis(), manifest.version);
-    let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified));
+    let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified, &rotations));
     let runner = match Runner::begin(site, journal, reporter) {
         Ok(r) => r,
         Err(e) => {
@@ -194,7 +223,7 @@ fn db_ref(d: &plan::DbPlan) -> DbRef {
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
-pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle) -> Vec<Action> {
+pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle, rotations: &RotationPlan) -> Vec<Action> {
     let v = m.version.clone();
     let new_dir = site.release_dir(&v);
     let hook = |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
@@ -216,6 +245,10 @@ pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &A
     });
     let new_bundle = new_dir.join("bundle");
     let mut a = Vec::new();
+    if rotations.changes_anything() {
+        let texts = |keys: &[PublicKey]| keys.iter().map(PublicKey::to_minisign).collect();
+        a.push(Action::RotateKeys { add: texts(&rotations.add), retire: texts(&rotations.retire) });
+    }
     if plan.replaces_kept {
         a.push(Action::RetireRelease { version: v.clone(), aside: format!(".retired-{v}-{id}") });
     }
@@ -266,6 +299,10 @@ pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &A
         "sequence": m.sequence,
         "signature": "verified",
     });
+    let mut history = history;
+    if !plan.key_rotations.is_empty() {
+        history["key_rotations"] = json!(plan.key_rotations);
+    }
     let mut protect = vec![v.clone()];
     protect.extend(plan.from.clone());
     a.push(Action::Commit { history, keep_releases: m.keep_releases, protect });
@@ -313,6 +350,7 @@ pub(crate) fn step_message(a: &Action) -> String {
         Action::RestoreData { db, source, .. } => format!("database {}: restoring backups/{source}", db.name),
         Action::Swap { to, .. } => format!("switching current → releases/{to}"),
         Action::Commit { .. } => "recording history".into(),
+        Action::RotateKeys { add, retire } => format!("trusting {} new key(s), retiring {}", add.len(), retire.len()),
     }
 }
 
@@ -400,6 +438,15 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::Commit { history, keep_releases, protect } => {
             commit(site, history, *keep_releases, protect, ctx.reporter)
+        }
+        Action::RotateKeys { add, retire } => {
+            for k in crate::journal::parse_keys(add)? {
+                crate::trust::add_rotated(site, &k)?;
+            }
+            for k in crate::journal::parse_keys(retire)? {
+                crate::trust::retire(site, &k)?;
+            }
+            Ok(())
         }
     }
 }

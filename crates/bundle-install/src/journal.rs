@@ -56,6 +56,9 @@ pub struct DbRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Applies a bundle's key rotation statements: trusts `add`, retires `retire` (`.pub` texts).
+    /// Undo: forget the added keys, trust the retired ones again.
+    RotateKeys { add: Vec<String>, retire: Vec<String> },
     /// Moves a kept `releases/<version>` aside to `releases/<aside>` so the version can be staged
     /// afresh. Undo: move it back. The commit deletes it.
     RetireRelease { version: String, aside: String },
@@ -95,6 +98,7 @@ impl Action {
     /// Short stable name, used in messages, history and the test fault hooks.
     pub fn name(&self) -> String {
         match self {
+            Action::RotateKeys { .. } => "rotate_keys".into(),
             Action::RetireRelease { .. } => "retire_release".into(),
             Action::StageRelease { .. } => "stage_release".into(),
             Action::StoreWheels { .. } => "store_wheels".into(),
@@ -458,6 +462,15 @@ pub fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
 
 fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporter: &dyn Reporter) -> Result<()> {
     match action {
+        Action::RotateKeys { add, retire } => {
+            for k in parse_keys(add)? {
+                crate::trust::remove_rotated(site, &k)?;
+            }
+            for k in parse_keys(retire)? {
+                crate::trust::unretire(site, &k)?;
+            }
+            Ok(())
+        }
         Action::StageRelease { version } => {
             fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))
         }
@@ -509,6 +522,14 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
         }
         Action::Commit { .. } => Ok(()),
     }
+}
+
+/// The `.pub` texts of a [`Action::RotateKeys`].
+pub fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature::PublicKey>> {
+    texts
+        .iter()
+        .map(|t| bundle_core::signature::PublicKey::from_minisign(t).map_err(|e| InstallError::failed("journal", format!("a key in the journal is damaged: {e}"))))
+        .collect()
 }
 
 #[cfg(test)]

@@ -611,7 +611,12 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &Lines) -> Result<Value> {
     let site = root.map(Site::new);
-    let keys = trust::keys_for_verify(site.as_ref(), trust)?;
+    let mut keys = trust::keys_for_verify(site.as_ref(), trust)?;
+    if let (Some(s), true) = (&site, trust.is_empty()) {
+        // As `plan` and `apply` would: the bundle's key rotation statements count (nothing is
+        // written here).
+        keys = apply::rotations_for(s, bundle, &keys).keys_for_bundle(&keys);
+    }
     let verified = verify::verify_file(bundle, &keys, None, &Limits::default()).map_err(|e| match &site {
         Some(s) => trust::verify_error(s, e),
         None => e.into(),
@@ -628,6 +633,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
             let r = (|| {
                 let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
                 let revoked = site.revoked_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+                let retired = trust::retired_keys(&site);
                 if !common.json {
                     for k in &keys {
                         println!("trusted {}", k.key_id());
@@ -635,8 +641,15 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
                     for k in &revoked {
                         println!("revoked {}", k.key_id());
                     }
+                    for k in &retired {
+                        println!("retired {k}");
+                    }
                 }
-                Ok(json!({ "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(), "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>() }))
+                Ok(json!({
+                    "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(),
+                    "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(),
+                    "retired": retired.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                }))
             })();
             ("trust", common, r.map_err(failure))
         }

@@ -231,6 +231,9 @@ fn cleanup(site: &Site, r: &Record, dir: &Path) -> bool {
 /// report it); a step that fails on the copies gives `Ok` with `ok: false`.
 pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Rehearsal> {
     let (keys, _) = apply::keys_for(site, &opts.trust)?;
+    // A bundle signed by a key its rotation statements bring in verifies as in apply; the trust
+    // store itself is never changed by a rehearsal.
+    let keys = apply::rotations_for(site, bundle, &keys).keys_for_bundle(&keys);
     reporter.step("checking the bundle's signature");
     let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
@@ -351,7 +354,7 @@ fn run(
     let verify_ms = t.elapsed().as_millis() as u64;
 
     let run_id = format!("{id}-{}", manifest.version);
-    let actions: Vec<Action> = apply::actions(&scratch, manifest, &splan, &run_id, opts, &verified)
+    let actions: Vec<Action> = apply::actions(&scratch, manifest, &splan, &run_id, opts, &verified, &Default::default())
         .into_iter()
         .filter(|a| !matches!(a, Action::Commit { .. } | Action::RetireRelease { .. }))
         .filter(|a| !matches!(a, Action::Hook { call, .. } if call.hook == "post_apply"))

@@ -1,5 +1,6 @@
 //! The site's trust store: `trust/*.pub` are accepted, `trust/revoked/*.pub` are refused even when
-//! also trusted. Several keys at once make key rotation possible.
+//! also trusted, `trust/retired/*.pub` were replaced by a key rotation statement (no longer accepted,
+//! kept for the record). Several keys at once make key rotation possible.
 //!
 //! Revocation is decided in one place, [`is_revoked`], and it wins over every source of keys: the
 //! site's `trust/`, `--trust` on a first install or on a site whose only key was revoked, `verify
@@ -165,4 +166,62 @@ pub fn unrevoke(site: &Site, key: &str) -> Result<PublicKey> {
     fsutil::sync_dir(&revoked_dir).map_err(|e| InstallError::io("trust/revoked/", e))?;
     fsutil::write_atomic(&key_file(&site.trust(), &key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))?;
     Ok(key)
+}
+
+/// Whether `id` is revoked on this site, for key rotation: [`is_revoked`] over [`revoked_ids`]; a
+/// revocation list that cannot be read counts as revoking everything, so it never lets a key in.
+pub fn site_revokes(site: &Site, id: &KeyId) -> bool {
+    revoked_ids(site).map(|ids| is_revoked(&ids, id)).unwrap_or(true)
+}
+
+fn retired_dir(site: &Site) -> PathBuf {
+    site.trust().join("retired")
+}
+
+/// Trusts `key` (a key rotation statement applied): `trust/<KEYID>.pub`. Refuses a revoked key.
+pub fn add_rotated(site: &Site, key: &PublicKey) -> Result<()> {
+    if site_revokes(site, key.key_id()) {
+        return Err(revoked_error(key.key_id()));
+    }
+    fsutil::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
+    fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))
+}
+
+/// Undoes [`add_rotated`].
+pub fn remove_rotated(site: &Site, key: &PublicKey) -> Result<()> {
+    match std::fs::remove_file(key_file(&site.trust(), key)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(InstallError::io("removing from trust/", e)),
+        _ => fsutil::sync_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e)),
+    }
+}
+
+/// Retires `key` (replaced by a rotation): moved from `trust/` to `trust/retired/`.
+pub fn retire(site: &Site, key: &PublicKey) -> Result<()> {
+    let dir = retired_dir(site);
+    fsutil::ensure_real_dir(&dir).map_err(|e| InstallError::io("trust/retired/", e))?;
+    fsutil::write_atomic(&key_file(&dir, key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/retired/", e))?;
+    remove_rotated(site, key)
+}
+
+/// Undoes [`retire`]: the key is trusted again (unless revoked meanwhile).
+pub fn unretire(site: &Site, key: &PublicKey) -> Result<()> {
+    if !site_revokes(site, key.key_id()) {
+        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))?;
+    }
+    let _ = std::fs::remove_file(key_file(&retired_dir(site), key));
+    Ok(())
+}
+
+/// Keys retired by rotations and not trusted again since (`trust add`), for `trust list`.
+pub fn retired_keys(site: &Site) -> Vec<KeyId> {
+    let Ok(entries) = std::fs::read_dir(retired_dir(site)) else { return Vec::new() };
+    let trusted = site.trusted_keys().unwrap_or_default();
+    let mut ids: Vec<KeyId> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| PublicKey::read_file(&e.path()).ok())
+        .map(|k| *k.key_id())
+        .filter(|id| !trusted.iter().any(|t| t.key_id() == id))
+        .collect();
+    ids.sort();
+    ids
 }

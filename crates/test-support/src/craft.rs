@@ -215,6 +215,7 @@ impl Parts {
             config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
             sbom: None,
+            key_rotations: Vec::new(),
             payload: Payload { entries: entries.len() as u64, bytes: entries.iter().map(|e| e.size).sum() },
             files: entries,
             base: None,
