@@ -194,7 +194,7 @@ def inputs():
     if not (keys / "bench.key").exists():
         rm(keys)
         keys.mkdir()
-        sh([BB, "keygen", "--out", str(keys / "bench")])
+        sh([BB, "keygen", "--unencrypted", "--out", str(keys / "bench")])
     return fx, keys / "bench.key", keys / "bench.pub"
 
 
