@@ -68,8 +68,14 @@ EXPECTED = {
                 "ours imports the same object and calls it without that; compared by (module, object)",
     "script_record": "RECORD hashes of files under bin/ differ with their shebang; each is checked against the "
                      "file in its own venv instead",
-    "venv_base": "the venv's own files (pyvenv.cfg's `command`, pip's venv has no `activate` differences) are "
-                 "compared separately",
+    "python_links": "bin/python, python3, python3.X: ours link python to the base interpreter and the others to "
+                    "python; `python -m venv` links python3 to it and the others to python3: compared by where they resolve",
+    "pyvenv_cfg": "pyvenv.cfg's `command` line names the tool that made the venv; every other key is compared",
+    "bin_pyc": "pip also byte-compiles the `.py` scripts it puts in bin/ (bin/__pycache__/); bundle-install "
+               "compiles site-packages only: a script runs as __main__ and is never loaded from a .pyc",
+    "headers_dir": "`.data/headers` go to include/site/pythonX.Y/<Name from METADATA>; pip names that directory "
+                   "as the requirement was spelled on its command line (here the wheel file's `pybind11_global`, "
+                   "`pybind11-global` for `pip install pybind11-global`): compared with the name normalised",
 }
 
 LAUNCHER_RE = re.compile(rb"\nfrom ([A-Za-z0-9_.]+) import ([A-Za-z0-9_]+)\n.*?sys\.exit\(([A-Za-z0-9_.]+)\(\)\)", re.S)
@@ -278,7 +284,9 @@ def build_bundle(work, wheels, long_names):
             return Path(json.loads(p.stdout)["bundle"]), keys / "corpus.pub", chosen, left_out
         long = [w for w in chosen if len(w.name.encode()) > 100]
         if attempt == 1 and long_names == "auto" and long and any(w.name in p.stdout + p.stderr for w in long):
-            why = f"bundle-build refused names over 100 bytes: {(p.stdout + p.stderr).strip().splitlines()[-1][:200]}"
+            text = (p.stdout + p.stderr).strip().splitlines()
+            first_error = next((line for line in text if "error" in line.lower()), text[-1] if text else "")
+            why = f"bundle-build refused names over 100 bytes: {first_error[:240]}"
             log(f"leaving out {len(long)} wheels: {why}")
             left_out.update({w.name: why for w in long})
             chosen = [w for w in chosen if w not in long]
@@ -302,7 +310,7 @@ def apply_bundle(work, bundle, pub):
 
 def pip_reference(work, wheels):
     """python -m venv --without-pip, then pip install --no-deps --no-index --find-links of the same files."""
-    ref = work / "ref"
+    ref = work / "ref" / "venv"  # named `venv` like ours: the activate scripts' prompt is the directory name
     shutil.rmtree(ref, ignore_errors=True)
     sh([sys.executable, "-m", "venv", "--without-pip", str(ref)])
     links = work / "spec" / "wheelhouse"
@@ -344,18 +352,29 @@ def dists(venv):
     return out
 
 
+HEADERS_RE = re.compile(r"^(include/site/python\d+\.\d+/)([^/]+)(/.*)$")
+
+
+def canonical(rel):
+    """A venv-relative path with the headers directory's project name normalised (see EXPECTED headers_dir)."""
+    m = HEADERS_RE.match(rel)
+    return f"{m[1]}{re.sub(r'[-_.]+', '-', m[2]).lower()}{m[3]}" if m else rel
+
+
 def owned_files(venv, dist_info, record):
-    """{venv-relative path: RECORD path} of a dist's files, with each listed .py's .pyc attributed to it."""
+    """{canonical venv-relative path: real venv-relative path} of a dist's files, with each listed
+    .py's .pyc attributed to it."""
     sp = site_packages(venv)
     out = {}
     for rp in record:
         full = Path(os.path.normpath(sp / rp))
         rel = full.relative_to(venv).as_posix()
-        out[rel] = rp
+        out[canonical(rel)] = rel
         if rp.endswith(".py"):
             pyc = full.parent / "__pycache__" / f"{full.stem}.{sys.implementation.cache_tag}.pyc"
             if pyc.exists():
-                out.setdefault(pyc.relative_to(venv).as_posix(), None)
+                rel = pyc.relative_to(venv).as_posix()
+                out.setdefault(rel, rel)
     return out
 
 
@@ -372,6 +391,12 @@ def record_hash(path):
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(Path(path).read_bytes()).digest()).rstrip(b"=").decode()
 
 
+def canonical_row(rp):
+    """A RECORD path (relative to site-packages) with the headers directory's name normalised."""
+    m = re.match(r"^((?:\.\./)+include/site/python\d+\.\d+/)([^/]+)(/.*)$", rp)
+    return f"{m[1]}{re.sub(r'[-_.]+', '-', m[2]).lower()}{m[3]}" if m else rp
+
+
 def compare_dist(name, ours_venv, ref_venv, ours_di, ref_di, expected_hits):
     """Differences (strings) between one distribution's install in our venv and pip's."""
     diffs = []
@@ -381,14 +406,19 @@ def compare_dist(name, ours_venv, ref_venv, ours_di, ref_di, expected_hits):
     ignore_ref = {f"lib/python3.11/site-packages/{di_rel(ref_di, 'REQUESTED')}"}
     if any(p in r_files for p in ignore_ref):
         expected_hits.add("requested")
-    o_set, r_set = set(o_files), set(r_files) - ignore_ref
+    bin_pyc = {p for p in r_files if p.startswith("bin/__pycache__/") and p.endswith(".pyc")}
+    if bin_pyc:
+        expected_hits.add("bin_pyc")
+    if any(o_files[p] != p or r_files[p] != p for p in set(o_files) & set(r_files)):
+        expected_hits.add("headers_dir")
+    o_set, r_set = set(o_files), set(r_files) - ignore_ref - bin_pyc
     for p in sorted(o_set - r_set):
         diffs.append(f"only in ours: {p}")
     for p in sorted(r_set - o_set):
         diffs.append(f"only in pip's: {p}")
     stats = {"files": len(o_set), "bytes": 0, "scripts": 0}
     for p in sorted(o_set & r_set):
-        a, b = ours_venv / p, ref_venv / p
+        a, b = ours_venv / o_files[p], ref_venv / r_files[p]
         if a.is_symlink() or b.is_symlink():
             if os.readlink(a) != os.readlink(b):
                 diffs.append(f"symlink differs: {p}")
@@ -403,6 +433,8 @@ def compare_dist(name, ours_venv, ref_venv, ours_di, ref_di, expected_hits):
             if da[:8] != db[:8] or da[12:16] != db[12:16]:
                 diffs.append(f"pyc header (magic, flags, source size) differs: {p}")
             continue
+        if p.endswith(".dist-info/RECORD"):
+            continue  # compared row by row below
         if p.endswith("/INSTALLER") and ".dist-info/" in p:
             expected_hits.add("installer")
             if (da, db) != (b"bundle-install\n", b"pip\n"):
@@ -425,8 +457,8 @@ def compare_dist(name, ours_venv, ref_venv, ours_di, ref_di, expected_hits):
             diffs.append(f"bytes differ: {p}")
     # RECORD: the same rows; hashes equal except where the file is one we normalise, where each
     # venv's row must match its own file.
-    o_rows = {r: v for r, v in o_rec.items()}
-    r_rows = {r: v for r, v in r_rec.items() if not r.endswith(".pyc") and not r.endswith("/REQUESTED")}
+    o_rows = {canonical_row(r): v for r, v in o_rec.items()}
+    r_rows = {canonical_row(r): v for r, v in r_rec.items() if not r.endswith(".pyc") and not r.endswith("/REQUESTED")}
     if any(r.endswith(".pyc") for r in r_rec):
         expected_hits.add("pyc_record")
     for r in sorted(set(o_rows) ^ set(r_rows)):
@@ -437,6 +469,7 @@ def compare_dist(name, ours_venv, ref_venv, ours_di, ref_di, expected_hits):
             continue
         rel = Path(os.path.normpath(sp_o / r)).relative_to(ours_venv).as_posix()
         if rel.startswith("bin/") or r.endswith("/INSTALLER"):
+            # (bin/ and INSTALLER rows are never header rows, so r is also their real RECORD path.)
             ok_o = o_rows[r][0] == record_hash(sp_o / r) and int(o_rows[r][1]) == (sp_o / r).stat().st_size
             ok_r = r_rows[r][0] == record_hash(sp_r / r) and int(r_rows[r][1]) == (sp_r / r).stat().st_size
             if ok_o and ok_r:
@@ -450,7 +483,7 @@ def unowned(venv, all_dists):
     """venv-relative files no RECORD claims (the venv's own files), with their bytes or link target."""
     owned = set()
     for di in all_dists.values():
-        owned |= set(owned_files(venv, di, read_record(di)))
+        owned |= set(owned_files(venv, di, read_record(di)).values())
     out = {}
     for dirpath, dirnames, filenames in os.walk(venv):
         for n in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
@@ -459,6 +492,16 @@ def unowned(venv, all_dists):
             if rel in owned:
                 continue
             out[rel] = ("link", os.readlink(p)) if p.is_symlink() else ("file", p.stat().st_mode & 0o7777)
+    return out
+
+
+def pyvenv_cfg(venv):
+    """pyvenv.cfg without `command` (each venv records the command that made it)."""
+    out = {}
+    for line in (venv / "pyvenv.cfg").read_text().splitlines():
+        k, _, v = line.partition("=")
+        if k.strip() != "command":
+            out[k.strip()] = v.strip()
     return out
 
 
@@ -597,12 +640,17 @@ def cmd_run(args):
 
 
 def compare_all(work, wheels, args):
-    bundle, pub, chosen, left_out = build_bundle(work, wheels, args.long_names)
-    log(f"bundle {bundle.name}: {bundle.stat().st_size / 1e6:.0f} MB, {len(chosen) + 1} wheels")
-    ours, t_apply, steps = apply_bundle(work, bundle, pub)
-    log(f"apply: {t_apply:.2f} s (steps, ms: {steps})")
-    ref, t_pip = pip_reference(work, chosen)
-    log(f"pip install: {t_pip:.2f} s")
+    if args.compare_only:
+        # Iterating on the comparison: the venvs of an earlier `run --work DIR`.
+        ours, ref, t_apply, t_pip, steps, left_out = (work / "site" / "current").resolve() / "venv", work / "ref" / "venv", 0, 0, {}, {}
+        chosen = [w for w in wheels if (work / "spec" / "wheelhouse" / w.name).exists()]
+    else:
+        bundle, pub, chosen, left_out = build_bundle(work, wheels, args.long_names)
+        log(f"bundle {bundle.name}: {bundle.stat().st_size / 1e6:.0f} MB, {len(chosen) + 1} wheels")
+        ours, t_apply, steps = apply_bundle(work, bundle, pub)
+        log(f"apply: {t_apply:.2f} s (steps, ms: {steps})")
+        ref, t_pip = pip_reference(work, chosen)
+        log(f"pip install: {t_pip:.2f} s")
     o_d, r_d = dists(ours), dists(ref)
     hits = set()
     problems = []
@@ -650,8 +698,21 @@ def compare_all(work, wheels, args):
     for p in base_diff:
         problems.append(f"venv base: {p} only in {'ours' if p in base_o else 'pip'}'s venv")
     for p in sorted(set(base_o) & set(base_r)):
-        if base_o[p] != base_r[p] and base_o[p][0] == "file":
-            problems.append(f"venv base: mode of {p}: {base_o[p][1]:o} vs pip's {base_r[p][1]:o}")
+        if base_o[p][0] == base_r[p][0] == "link" and re.fullmatch(r"bin/python[0-9.]*", p):
+            if os.path.realpath(ours / p) != os.path.realpath(ref / p):
+                problems.append(f"venv base: {p} resolves to {os.path.realpath(ours / p)}, pip's venv's to {os.path.realpath(ref / p)}")
+            elif base_o[p] != base_r[p]:
+                hits.add("python_links")
+            continue
+        if base_o[p] != base_r[p]:
+            problems.append(f"venv base: {p}: {base_o[p]} vs pip's {base_r[p]}")
+        elif base_o[p][0] == "file" and p != "pyvenv.cfg":
+            if norm_script((ours / p).read_bytes(), ours) != norm_script((ref / p).read_bytes(), ref):
+                problems.append(f"venv base: {p} differs after normalising the venv path")
+    cfg_o, cfg_r = pyvenv_cfg(ours), pyvenv_cfg(ref)
+    if cfg_o != cfg_r:
+        problems.append(f"venv base: pyvenv.cfg {cfg_o} vs pip's venv's {cfg_r}")
+    hits.add("pyvenv_cfg")
     print_table(rows, covered, left_out, hits, problems, t_apply, t_pip, steps)
     report = {"wheels": len(chosen) + 1, "left_out": left_out, "apply_s": t_apply, "pip_s": t_pip, "apply_steps_ms": steps,
               "rows": rows, "corners": covered, "expected": {k: EXPECTED[k] for k in sorted(hits)}, "problems": problems}
@@ -697,6 +758,7 @@ def main(argv):
     run.add_argument("--long-names", choices=["auto", "include", "exclude"], default="auto",
                      help="wheels whose file name is over 100 bytes: auto leaves them out only if bundle-build refuses them")
     run.add_argument("--json", help="write the full report here")
+    run.add_argument("--compare-only", action="store_true", help="with --work: compare the venvs an earlier run left there")
     args = ap.parse_args(argv)
     return {"fetch": cmd_fetch, "have": cmd_have, "probe": cmd_probe, "lock": cmd_lock, "run": cmd_run}[args.cmd](args) or 0
 
