@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use bundle_core::archive::{ArchiveSink, ArchiveWriter, Packing};
+use bundle_core::archive::{AddError, ArchiveSink, ArchiveWriter, Packing};
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::signature::{SecretKey, TrustedInfo};
 use bundle_core::split::{PartsIndex, SplitWriter, PARTS_FORMAT};
@@ -25,6 +25,9 @@ pub enum BuildError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    /// A file the bundle format cannot hold (`check` refuses it first; see `check_storable`).
+    #[error("cannot write {path} into the bundle: {reason}")]
+    Unstorable { path: PathBuf, reason: String },
     #[error("cannot sign: {0}")]
     Sign(#[from] bundle_core::signature::SignatureError),
 }
@@ -62,18 +65,28 @@ pub fn bundle_file_name(app: &str, version: &str) -> String {
 /// and returns it.
 fn write_archive<W: ArchiveSink>(release: &Release, manifest_bytes: &[u8], sig_bytes: &[u8], mtime: u64, out: W) -> Result<W, BuildError> {
     let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
+    // Reading a source, writing the bundle and a file the format cannot hold are three different
+    // failures, each named for what it is.
+    let add_err = |fs_path: &Path| {
+        let fs_path = fs_path.to_path_buf();
+        move |e: AddError| match e {
+            AddError::Read(source) => BuildError::Read { path: fs_path, source },
+            AddError::Write(source) => BuildError::Write { path: PathBuf::from("<bundle>"), source },
+            AddError::Unstorable { path, reason } => BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason },
+        }
+    };
     let mut ar = ArchiveWriter::new(out, mtime).map_err(werr)?;
-    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(werr)?;
-    ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(werr)?;
+    let generated = Path::new("<generated>");
+    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(add_err(generated))?;
+    ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(add_err(generated))?;
     for src in &release.sources {
         let e = &src.entry;
         let packing = Packing::for_path(&e.path);
         match &src.content {
-            Some(bytes) => ar.add_file(&e.path, e.mode_bits(), e.size, &mut &bytes[..], packing).map_err(werr)?,
+            Some(bytes) => ar.add_file(&e.path, e.mode_bits(), e.size, &mut &bytes[..], packing).map_err(add_err(generated))?,
             None => {
-                let rerr = |source| BuildError::Read { path: src.fs_path.clone(), source };
-                let mut f = File::open(&src.fs_path).map_err(rerr)?;
-                ar.add_file(&e.path, e.mode_bits(), e.size, &mut f, packing).map_err(rerr)?;
+                let mut f = File::open(&src.fs_path).map_err(|source| BuildError::Read { path: src.fs_path.clone(), source })?;
+                ar.add_file(&e.path, e.mode_bits(), e.size, &mut f, packing).map_err(add_err(&src.fs_path))?;
             }
         }
     }

@@ -76,6 +76,12 @@ impl Gather {
             self.error("missing_file", format!("{} is not a file", fs_path.display()));
             return false;
         }
+        // Whatever `check` passes, `build` can write: the archive's own rule, asked before hashing.
+        let size = std::fs::metadata(fs_path).map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = bundle_core::archive::check_storable(&bundle_path, size) {
+            self.error("unstorable", format!("{}: {e}", fs_path.display()));
+            return false;
+        }
         if let Some((other, _)) = self.files.get(&bundle_path) {
             if other != fs_path {
                 self.error("name_clash", format!("{} and {} would both be packed as {bundle_path}", other.display(), fs_path.display()));
@@ -241,6 +247,19 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     // every installer enforces, so a spec that passes here but not there must never be packed.
     if let Err(e) = manifest.validate() {
         g.error("invalid_manifest", e.0);
+        return (None, g.lints);
+    }
+    // The verifier's caps, so that no site refuses what was built.
+    let limits = bundle_core::verify::Limits::default();
+    let manifest_len = manifest.to_yaml().len() as u64;
+    if manifest_len > limits.max_manifest_bytes || manifest.payload.bytes > limits.max_total_bytes {
+        g.error(
+            "too_large",
+            format!(
+                "the manifest would be {manifest_len} bytes and the payload {} bytes; a bundle holds at most {} and {}",
+                manifest.payload.bytes, limits.max_manifest_bytes, limits.max_total_bytes
+            ),
+        );
         return (None, g.lints);
     }
     (Some(Release { manifest, sources, wheel_meta }), g.lints)

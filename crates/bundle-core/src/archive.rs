@@ -5,10 +5,16 @@
 //! tar headers and text files go through the compressor, already-compressed files are emitted as
 //! *stored* blocks (copied, never compressed). Any deflate decoder, `gzip -d` and GNU tar included,
 //! reads the result as one ordinary stream. The format is in `bundle-spec/archive.md`.
+//!
+//! A name too long for a ustar header (a wheel file name over 100 bytes, say) is written behind a PAX
+//! extended header holding one `path` record, the form GNU tar and Python's `tarfile` read, and the
+//! only one the verifier accepts (`tarfmt`).
 
 use std::io::{self, IoSliceMut, Read, Write};
 
 use flate2::{Compress, Compression, Crc, FlushCompress};
+
+use crate::tarfmt;
 
 /// Largest payload of one stored deflate block.
 const STORED_MAX: usize = 65_535;
@@ -180,6 +186,62 @@ fn stored_head(len: usize) -> [u8; STORED_HEAD] {
     [0u8, len as u8, (len >> 8) as u8, !len as u8, (!len >> 8) as u8]
 }
 
+/// Largest file a ustar size field holds (11 octal digits): 8 GiB - 1. Bigger would need a base-256
+/// size or a PAX `size` record, which the verifier refuses.
+pub const MAX_ENTRY_SIZE: u64 = 0o77777777777;
+
+/// Why a file cannot go into a bundle, or could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// The bundle format cannot hold this entry (unsafe or too long a path, too large a file).
+    #[error("cannot store {path} in a bundle: {reason}")]
+    Unstorable { path: String, reason: String },
+    /// Reading the file's content failed, or it held fewer bytes than announced.
+    #[error("{0}")]
+    Read(io::Error),
+    /// Writing the archive failed.
+    #[error("{0}")]
+    Write(io::Error),
+}
+
+/// Checks that an entry `path` of `size` bytes can be written (and so verified): a safe bundle path
+/// (at most [`crate::paths::MAX_PATH_LEN`] bytes, which a PAX header always holds) and at most
+/// [`MAX_ENTRY_SIZE`] bytes. `bundle-build check` asks the same question before any build.
+pub fn check_storable(path: &str, size: u64) -> Result<(), AddError> {
+    let fail = |reason: String| Err(AddError::Unstorable { path: path.to_string(), reason });
+    if let Err(e) = crate::paths::BundlePath::parse(path) {
+        return fail(e.reason.to_string());
+    }
+    if size > MAX_ENTRY_SIZE {
+        return fail(format!("{size} bytes, more than the {MAX_ENTRY_SIZE} a bundle entry can hold"));
+    }
+    Ok(())
+}
+
+/// Remembers whether the content reader failed, so its errors are told apart from write errors.
+struct Content<'a> {
+    inner: &'a mut dyn Read,
+    failed: bool,
+}
+
+impl Read for Content<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.failed |= matches!(&r, Err(e) if e.kind() != io::ErrorKind::Interrupted);
+        r
+    }
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let r = self.inner.read_vectored(bufs);
+        self.failed |= matches!(&r, Err(e) if e.kind() != io::ErrorKind::Interrupted);
+        r
+    }
+}
+
+/// Zero bytes that pad `size` bytes of content to a whole 512-byte block.
+fn padding(size: u64) -> usize {
+    (512 - (size % 512) as usize) % 512
+}
+
 /// Writes a deterministic ustar archive of regular files into a [`GzipWriter`].
 pub struct ArchiveWriter<W: ArchiveSink> {
     gz: GzipWriter<W>,
@@ -214,44 +276,73 @@ impl<W: ArchiveSink> ArchiveWriter<W> {
         Ok(ArchiveWriter { gz: GzipWriter::new(out, 6)?, mtime, chunk: vec![0; 1 << 20] })
     }
 
-    /// Appends a regular file of exactly `size` bytes read from `content`.
-    pub fn add_file(&mut self, path: &str, mode: u32, size: u64, content: &mut dyn Read, packing: Packing) -> io::Result<()> {
-        let mut header = tar::Header::new_ustar();
-        header.set_path(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(size);
-        header.set_mode(mode);
-        header.set_mtime(self.mtime);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_username("root")?;
-        header.set_groupname("root")?;
-        header.set_cksum();
-        self.gz.write_compressed(header.as_bytes())?;
+    /// Appends a regular file of exactly `size` bytes read from `content`; a path too long for a
+    /// ustar header gets a PAX header first.
+    pub fn add_file(&mut self, path: &str, mode: u32, size: u64, content: &mut dyn Read, packing: Packing) -> Result<(), AddError> {
+        check_storable(path, size)?;
+        let mut content = Content { inner: content, failed: false };
+        self.add_checked(path, mode, size, &mut content, packing).map_err(|e| match e {
+            AddError::Write(e) if content.failed => AddError::Read(e),
+            e => e,
+        })
+    }
 
-        let shrank = || io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path} shrank while being packed"));
+    fn add_checked(&mut self, path: &str, mode: u32, size: u64, content: &mut Content<'_>, packing: Packing) -> Result<(), AddError> {
+        let (prefix, name) = match tarfmt::ustar_split(path.as_bytes()) {
+            Some(split) => split,
+            None => {
+                let record = tarfmt::pax_record(path.as_bytes());
+                let pax = self.header(tarfmt::PAX_HEADER_NAME.as_bytes(), &[], tar::EntryType::XHeader, record.len() as u64, 0o644);
+                self.gz.write_compressed(pax.as_bytes()).map_err(AddError::Write)?;
+                self.gz.write_compressed(&record).map_err(AddError::Write)?;
+                self.gz.write_compressed(&[0u8; 512][..padding(record.len() as u64)]).map_err(AddError::Write)?;
+                (&[][..], tarfmt::pax_name_field(path.as_bytes()))
+            }
+        };
+        let header = self.header(name, prefix, tar::EntryType::Regular, size, mode);
+        self.gz.write_compressed(header.as_bytes()).map_err(AddError::Write)?;
+
+        let shrank = || AddError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path} shrank while being packed")));
         match packing {
             Packing::Compress => {
                 let mut left = size;
                 while left > 0 {
                     let want = left.min(self.chunk.len() as u64) as usize;
-                    let n = content.read(&mut self.chunk[..want])?;
+                    let n = content.read(&mut self.chunk[..want]).map_err(AddError::Read)?;
                     if n == 0 {
                         return Err(shrank());
                     }
-                    self.gz.write_compressed(&self.chunk[..n])?;
+                    self.gz.write_compressed(&self.chunk[..n]).map_err(AddError::Write)?;
                     left -= n as u64;
                 }
             }
             Packing::Store => {
-                if !self.gz.write_stored_from(content, size)? {
+                if !self.gz.write_stored_from(content, size).map_err(AddError::Write)? {
                     return Err(shrank());
                 }
             }
         }
-        let pad = (512 - (size % 512) as usize) % 512;
-        self.gz.write_compressed(&[0u8; 512][..pad])?;
+        self.gz.write_compressed(&[0u8; 512][..padding(size)]).map_err(AddError::Write)?;
         Ok(())
+    }
+
+    /// A ustar header with our fixed fields: mtime `self.mtime`, owner root (0/0), the name and
+    /// prefix fields exactly as given.
+    fn header(&self, name: &[u8], prefix: &[u8], kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        let ustar = header.as_ustar_mut().expect("a ustar header");
+        ustar.name[..name.len()].copy_from_slice(name);
+        ustar.prefix[..prefix.len()].copy_from_slice(prefix);
+        header.set_entry_type(kind);
+        header.set_size(size);
+        header.set_mode(mode);
+        header.set_mtime(self.mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_username("root").expect("fits");
+        header.set_groupname("root").expect("fits");
+        header.set_cksum();
+        header
     }
 
     /// Writes the end-of-archive marker (two zero blocks) and closes the gzip member.
@@ -301,6 +392,67 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["a.txt", "w/x.whl"]);
+    }
+
+    #[test]
+    fn long_names_get_a_pax_header_the_tar_crate_follows() {
+        let long = format!("wheels/{}-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.whl", "n".repeat(40));
+        let split = format!("{}/{}", "d".repeat(150), "f".repeat(80));
+        let mut w = ArchiveWriter::new(Vec::new(), 7).unwrap();
+        w.add_file("a.txt", 0o644, 5, &mut &b"hello"[..], Packing::Compress).unwrap();
+        w.add_file(&long, 0o644, 3, &mut &b"zip"[..], Packing::Store).unwrap();
+        w.add_file(&split, 0o755, 1, &mut &b"x"[..], Packing::Compress).unwrap();
+        let plain = gunzip(&w.finish().unwrap());
+        // Only the long name has a PAX header, at block 2, right before its file's header.
+        let types: Vec<u8> = plain.chunks(512).take(6).map(|b| b[156]).collect();
+        assert_eq!(types, [b'0', 0, b'x', 0, b'0', 0]);
+        let pax = tar::Header::from_byte_slice(&plain[1024..1536]);
+        assert_eq!(pax.path_bytes().as_ref(), b"././@PaxHeader");
+        assert_eq!((pax.mtime().unwrap(), pax.mode().unwrap(), pax.uid().unwrap()), (7, 0o644, 0));
+        assert_eq!(&plain[1536..1536 + pax.size().unwrap() as usize], &crate::tarfmt::pax_record(long.as_bytes())[..]);
+        let mut ar = tar::Archive::new(&plain[..]);
+        let names: Vec<String> = ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["a.txt", long.as_str(), split.as_str()]);
+    }
+
+    #[test]
+    fn what_the_format_cannot_hold_is_refused_before_writing() {
+        for (path, size) in [("a/".repeat(121) + "b", 1), ("../x".to_string(), 1), ("x".to_string(), MAX_ENTRY_SIZE + 1)] {
+            let mut w = ArchiveWriter::new(Vec::new(), 0).unwrap();
+            let e = w.add_file(&path, 0o644, size, &mut &b"x"[..], Packing::Compress).expect_err(&path);
+            assert!(matches!(e, AddError::Unstorable { .. }), "{path}: {e:?}");
+            assert!(e.to_string().starts_with(&format!("cannot store {path} in a bundle: ")), "{e}");
+        }
+        assert!(check_storable(&"a".repeat(240), MAX_ENTRY_SIZE).is_ok());
+    }
+
+    struct Failing;
+
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk on fire"))
+        }
+    }
+
+    #[test]
+    fn read_and_write_failures_are_told_apart() {
+        let mut w = ArchiveWriter::new(Vec::new(), 0).unwrap();
+        assert!(matches!(w.add_file("a.whl", 0o644, 5, &mut Failing, Packing::Store), Err(AddError::Read(_))));
+        assert!(matches!(w.add_file("a.txt", 0o644, 5, &mut Failing, Packing::Compress), Err(AddError::Read(_))));
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl ArchiveSink for Full {}
+        let gz = GzipWriter { out: Full, compress: Compress::new(Compression::new(6), false), compress_dirty: false, crc: Crc::new(), buf: vec![0; 1024], stored: Vec::new() };
+        let mut w = ArchiveWriter { gz, mtime: 0, chunk: vec![0; 1024] };
+        let e = w.add_file("b.whl", 0o644, 3, &mut &b"zip"[..], Packing::Store).expect_err("the sink fails");
+        assert!(matches!(e, AddError::Write(_)), "{e:?}");
     }
 
     #[test]

@@ -311,20 +311,13 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
     let mut seen: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        gz.read_exact(&mut block).map_err(|e| read_error(e, None))?;
-        if tarfmt::is_zero_block(&block) {
+        let Some(header) = next_header(&mut gz, &mut block)? else {
             gz.read_exact(&mut block).map_err(|e| read_error(e, None))?;
             if !tarfmt::is_zero_block(&block) {
                 return Err(VerifyError::bundle("corrupt", None, "a lone zero block in the middle of the archive"));
             }
             break;
-        }
-        let header = tarfmt::parse(&block).map_err(|p| {
-            // The name is attacker-chosen: escape it so it cannot add lines or terminal codes.
-            let raw = block[..100].split(|&b| b == 0).next().unwrap_or(&[]);
-            let name = format!("{:?}", String::from_utf8_lossy(raw));
-            VerifyError::bundle(if matches!(p, tarfmt::HeaderProblem::Type(_)) { "entry_type" } else { "corrupt" }, Some(&name), p.to_string())
-        })?;
+        };
         // GNU tar writes directory names with a trailing `/`.
         let raw_name = match header.kind {
             Kind::Directory => header.name.strip_suffix(b"/").unwrap_or(&header.name),
@@ -442,11 +435,9 @@ pub fn read_entry_unverified(path: &Path, wanted: &str, cap: u64) -> Result<Vec<
     let mut block = [0u8; BLOCK];
     let mut skip = vec![0u8; 1 << 16];
     loop {
-        gz.read_exact(&mut block).map_err(|e| read_error(e, None))?;
-        if tarfmt::is_zero_block(&block) {
+        let Some(header) = next_header(&mut gz, &mut block)? else {
             return Err(VerifyError::bundle("missing_entry", Some(wanted), "not in the archive"));
-        }
-        let header = tarfmt::parse(&block).map_err(|p| VerifyError::bundle("corrupt", None, p.to_string()))?;
+        };
         let padded = header.size.div_ceil(BLOCK as u64) * BLOCK as u64;
         if header.name == wanted.as_bytes() && header.size <= cap {
             let mut data = vec![0u8; header.size as usize];
@@ -460,6 +451,79 @@ pub fn read_entry_unverified(path: &Path, wanted: &str, cap: u64) -> Result<Vec<
             left -= n as u64;
         }
     }
+}
+
+/// A refused header as a verification failure. `raw_name` is attacker-chosen: it is escaped so it
+/// cannot add lines or terminal codes to the message.
+fn header_error(problem: tarfmt::HeaderProblem, raw_name: &[u8]) -> VerifyError {
+    let name = format!("{:?}", String::from_utf8_lossy(raw_name));
+    let kind = match problem {
+        tarfmt::HeaderProblem::Type(_) => "entry_type",
+        tarfmt::HeaderProblem::Pax(_) => "bad_pax_header",
+        _ => "corrupt",
+    };
+    VerifyError::bundle(kind, Some(&name), problem.to_string())
+}
+
+/// The name field of a header block, up to its first NUL (for messages).
+fn name_field(block: &[u8; BLOCK]) -> &[u8] {
+    block[..tarfmt::NAME_LEN].split(|&b| b == 0).next().unwrap_or(&[])
+}
+
+/// Reads the next entry's header; `None` at a zero block (the caller checks the second one). A PAX
+/// header is followed only in the one form the writer uses (`tarfmt`): a single `path` record with
+/// a safe path too long for a ustar header, then the file or directory header it names, whose own
+/// name field holds the path's first 100 bytes. The returned header carries the full path.
+fn next_header<R: Read>(gz: &mut R, block: &mut [u8; BLOCK]) -> Result<Option<tarfmt::Header>, VerifyError> {
+    gz.read_exact(block).map_err(|e| read_error(e, None))?;
+    if tarfmt::is_zero_block(block) {
+        return Ok(None);
+    }
+    let size = match tarfmt::parse_block(block).map_err(|p| header_error(p, name_field(block)))? {
+        tarfmt::Block::Entry(header) => return Ok(Some(header)),
+        tarfmt::Block::Pax { size } => size as usize,
+    };
+    let path = read_pax_path(gz, block, size)?;
+    described_entry(gz, block, path).map(Some)
+}
+
+/// A PAX refusal for the entry `name`.
+fn pax_error(why: &str, name: &[u8]) -> VerifyError {
+    header_error(tarfmt::HeaderProblem::Pax(why.to_string()), name)
+}
+
+/// Reads the content of a PAX header of `size` bytes (at most one block): one `path` record, a safe
+/// path that a ustar header could not hold.
+fn read_pax_path<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], size: usize) -> Result<Vec<u8>, VerifyError> {
+    gz.read_exact(block).map_err(|e| read_error(e, None))?;
+    if block[size..].iter().any(|&b| b != 0) {
+        return Err(pax_error("non-zero padding after the PAX record", b"PAX header"));
+    }
+    let raw = tarfmt::parse_pax(&block[..size]).map_err(|p| header_error(p, b"PAX header"))?;
+    let path = BundlePath::parse_bytes(raw).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
+    let path = path.as_str().as_bytes().to_vec();
+    if tarfmt::ustar_split(&path).is_some() {
+        return Err(pax_error("a PAX `path` for a name that fits a ustar header (the writer never does that)", &path));
+    }
+    Ok(path)
+}
+
+/// Reads the header a PAX `path` describes: a file or directory whose own name field is the path's
+/// first 100 bytes; returns it carrying the full path.
+fn described_entry<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], path: Vec<u8>) -> Result<tarfmt::Header, VerifyError> {
+    gz.read_exact(block).map_err(|e| read_error(e, None))?;
+    if tarfmt::is_zero_block(block) {
+        return Err(pax_error("a PAX header with no entry after it", &path));
+    }
+    let mut header = match tarfmt::parse_block(block).map_err(|p| header_error(p, &path))? {
+        tarfmt::Block::Entry(header) => header,
+        tarfmt::Block::Pax { .. } => return Err(pax_error("a PAX header followed by another PAX header", &path)),
+    };
+    if !header.posix || header.prefixed || header.name != tarfmt::pax_name_field(&path) {
+        return Err(pax_error("the entry's own name field is not the first 100 bytes of its PAX `path`", &path));
+    }
+    header.name = path;
+    Ok(header)
 }
 
 /// The signed head of a bundle: manifest and signature, checked.

@@ -5,6 +5,10 @@
 //!   fragments or random bytes, any type flag, any mode, size fields that lie, link names, ustar
 //!   prefixes, GNU magic, bad checksums), random data, the real payload files mixed in, with or
 //!   without end-of-archive, trailing bytes;
+//!   PAX extended headers (our one-`path`-record form and every other: other keys, several records,
+//!   unsafe or short paths, random bytes), a listed file whose name needs a PAX header;
+//! * names of any length up to the limit, written by `ArchiveWriter` (PAX where ustar cannot hold
+//!   them): accepted, with the same names for the `tar` crate, a PAX header exactly where needed;
 //! * random damage to a real fixture bundle (the committed fuzz seed `real-4.0.0`): flipped bytes,
 //!   truncation, bytes inserted or appended.
 //!
@@ -22,7 +26,10 @@ use std::path::{Path, PathBuf};
 
 use bundle_core::hash::sha256_hex;
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
+use bundle_core::archive::{ArchiveWriter, Packing};
+use bundle_core::paths::BundlePath;
 use bundle_core::signature::{PublicKey, SecretKey, TrustedInfo};
+use bundle_core::tarfmt;
 use bundle_core::verify::{verify_reader, Limits, VerifyError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -107,6 +114,34 @@ fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// A listed file whose name only a PAX header holds (last component over 100 bytes).
+const LONG: &str = "wheels/long-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.musllinux_1_1_x86_64.whl";
+
+/// Appends a regular file as the bundle writer lays it out: in the ustar name (and prefix) fields, or
+/// behind a PAX header with one `path` record when they cannot hold it.
+fn push_file(tar: &mut Vec<u8>, path: &str, mode: u32, data: &[u8]) {
+    match tarfmt::ustar_split(path.as_bytes()) {
+        Some((prefix, name)) => {
+            let mut h = Raw::file("", mode, data.len() as u64);
+            (h.name, h.prefix) = (name.to_vec(), prefix.to_vec());
+            push_entry(tar, &h, data);
+        }
+        None => {
+            push_pax(tar, &tarfmt::pax_record(path.as_bytes()));
+            let mut h = Raw::file("", mode, data.len() as u64);
+            h.name = tarfmt::pax_name_field(path.as_bytes()).to_vec();
+            push_entry(tar, &h, data);
+        }
+    }
+}
+
+/// Appends a PAX extended header holding `content`.
+fn push_pax(tar: &mut Vec<u8>, content: &[u8]) {
+    let mut h = Raw::file(tarfmt::PAX_HEADER_NAME, 0o644, content.len() as u64);
+    h.kind = b'x';
+    push_entry(tar, &h, content);
+}
+
 /// A small release signed with the fuzz key: its manifest bytes, signature, and payload.
 struct Release {
     manifest: Vec<u8>,
@@ -116,12 +151,19 @@ struct Release {
 
 fn release() -> &'static Release {
     static R: std::sync::OnceLock<Release> = std::sync::OnceLock::new();
-    R.get_or_init(|| {
-        let files: Vec<(String, u32, Vec<u8>)> = vec![
+    R.get_or_init(|| make_release(Vec::new()))
+}
+
+/// The test release with `extra` files listed too (not referenced by anything).
+fn make_release(extra: Vec<(String, u32, Vec<u8>)>) -> Release {
+    {
+        let mut files: Vec<(String, u32, Vec<u8>)> = vec![
             ("config/defaults.yaml".into(), 0o644, b"greeting: hello\n".to_vec()),
             ("hooks/start.sh".into(), 0o755, b"#!/bin/sh\nexit 0\n".to_vec()),
             ("wheels/demo-1.0.0-py3-none-any.whl".into(), 0o644, b"not really a wheel\n".repeat(40)),
+            (LONG.into(), 0o644, b"a name ustar cannot hold\n".to_vec()),
         ];
+        files.extend(extra);
         let mut yaml = String::from(
             "format: 1\napp: demo\nversion: 1.0.0\nsequence: 7\nupgrades_from: 1.0.0\npython: '>=3.9'\nkeep_releases: 3\n\
              app_wheel: wheels/demo-1.0.0-py3-none-any.whl\nwheels:\n- wheels/demo-1.0.0-py3-none-any.whl\n\
@@ -137,7 +179,7 @@ fn release() -> &'static Release {
         let comment = TrustedInfo { app: m.app.clone(), version: m.version.clone(), sequence: m.sequence }.format();
         let signature = key().0.sign(&manifest, &comment).unwrap().to_minisign().into_bytes();
         Release { manifest, signature, files }
-    })
+    }
 }
 
 fn head(tar: &mut Vec<u8>) {
@@ -246,8 +288,35 @@ fn name_strategy() -> impl Strategy<Value = Vec<u8>> {
 
 #[derive(Clone, Debug)]
 struct Entry {
+    /// A PAX header's content written before this entry.
+    pax: Option<Vec<u8>>,
     raw: Raw,
     data: Vec<u8>,
+}
+
+/// PAX header contents: ours for the listed long name (and for names that do not need one, or are
+/// unsafe), other keys, several records, wrong lengths, random bytes.
+fn pax_strategy() -> impl Strategy<Value = Option<Vec<u8>>> {
+    let record = |key: &str, value: &[u8]| {
+        let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
+        let mut len = body.len() + 1;
+        while len.to_string().len() + body.len() != len {
+            len += 1;
+        }
+        [len.to_string().as_bytes(), &body].concat()
+    };
+    let ours = prop::sample::select(vec![
+        tarfmt::pax_record(LONG.as_bytes()),
+        tarfmt::pax_record(b"wheels/demo-1.0.0-py3-none-any.whl"),
+        tarfmt::pax_record(format!("../{LONG}").as_bytes()),
+        tarfmt::pax_record(format!("/{LONG}").as_bytes()),
+        tarfmt::pax_record(format!("{LONG}\0/../x").as_bytes()),
+        [tarfmt::pax_record(LONG.as_bytes()), tarfmt::pax_record(LONG.as_bytes())].concat(),
+    ]);
+    let keyed = (prop::sample::select(vec!["size", "linkpath", "path", "mtime", "uid", "SCHILY.xattr.user.x", "GNU.sparse.size"]), prop::collection::vec(any::<u8>(), 0..30))
+        .prop_map(move |(k, v)| record(k, &v));
+    let random = prop::collection::vec(any::<u8>(), 0..600);
+    prop_oneof![12 => Just(None), 3 => ours.prop_map(Some), 2 => keyed.prop_map(Some), 1 => random.prop_map(Some)]
 }
 
 fn entry_strategy() -> impl Strategy<Value = Entry> {
@@ -260,12 +329,15 @@ fn entry_strategy() -> impl Strategy<Value = Entry> {
     let size_lie = prop_oneof![6 => Just(None), 2 => (0u64..2000).prop_map(Some), 1 => Just(Some(0o77777777777u64))];
     let link = prop_oneof![8 => Just(Vec::new()), 1 => Just(b"/etc/passwd".to_vec()), 1 => Just(b"../../sentinel".to_vec())];
     let prefix = prop_oneof![8 => Just(Vec::new()), 1 => Just(b"..".to_vec()), 1 => Just(b"/tmp".to_vec()), 1 => Just(b"hooks".to_vec())];
-    (name_strategy(), kind, mode, data, size_lie, link, prefix, any::<bool>(), prop::bool::weighted(0.05)).prop_map(
-        |(name, kind, mode, data, size_lie, link, prefix, gnu, bad_checksum)| {
+    let long_name = prop_oneof![3 => Just(None), 1 => Just(Some(tarfmt::pax_name_field(LONG.as_bytes()).to_vec()))];
+    (name_strategy(), kind, mode, data, size_lie, link, prefix, any::<bool>(), prop::bool::weighted(0.05), (pax_strategy(), long_name)).prop_map(
+        |(name, kind, mode, data, size_lie, link, prefix, gnu, bad_checksum, (pax, long_name))| {
             let size_field = size_lie.unwrap_or(data.len() as u64);
             // Data follows the header as the size field says (up to what we have).
             let data = if (size_field as usize) < data.len() { data[..size_field as usize].to_vec() } else { data };
-            Entry { raw: Raw { name, prefix, link, kind, mode, size_field, gnu, bad_checksum }, data }
+            // Sometimes the name field a PAX header for the long listed name expects.
+            let name = long_name.unwrap_or(name);
+            Entry { pax, raw: Raw { name, prefix, link, kind, mode, size_field, gnu, bad_checksum }, data }
         },
     )
 }
@@ -296,12 +368,15 @@ fn build(a: &Archive) -> Vec<u8> {
     head(&mut tar);
     let put_payload = |tar: &mut Vec<u8>| {
         for (p, m, d) in &release().files {
-            push_entry(tar, &Raw::file(p, *m, d.len() as u64), d);
+            push_file(tar, p, *m, d);
         }
     };
     for (i, e) in a.entries.iter().enumerate() {
         if a.payload_at == Some(i) {
             put_payload(&mut tar);
+        }
+        if let Some(pax) = &e.pax {
+            push_pax(&mut tar, pax);
         }
         push_entry(&mut tar, &e.raw, &e.data);
     }
@@ -345,7 +420,76 @@ fn the_unaltered_test_release_is_accepted() {
     let (_, pk) = key();
     let a = Archive { entries: vec![], payload_at: Some(0), end_of_archive: true, trailing: vec![], level: 6 };
     let v = verify_reader(&build(&a)[..], &[pk], None, &Limits::default()).expect("the clean test release verifies");
-    assert_eq!(v.manifest().files.len(), 3);
+    assert_eq!(v.manifest().files.len(), 4);
+}
+
+/// A safe path of up to 236 bytes (room for a 4-byte unique prefix), often with a component over
+/// 100 bytes (PAX), sometimes one the ustar prefix holds.
+fn any_length_path() -> impl Strategy<Value = String> {
+    let component = prop_oneof![3 => "[A-Za-z0-9_+~=@-][A-Za-z0-9._+~=@-]{0,30}", 2 => "[a-z0-9_.-]{60,130}"];
+    prop::collection::vec(component, 1..5).prop_map(|parts| {
+        let mut p = parts.join("/");
+        p.truncate(236);
+        let p = p.trim_end_matches('/').to_string();
+        if BundlePath::parse(&p).is_ok() { p } else { "fallback".into() }
+    })
+}
+
+#[test]
+fn names_of_any_length_written_by_the_archive_writer_verify_and_list_the_same() {
+    let (_, pk) = key();
+    let keys = [pk];
+    let mut runner = TestRunner::new(config(CASES / 4));
+    let strategy = prop::collection::vec((any_length_path(), prop::collection::vec(any::<u8>(), 0..300)), 1..5);
+    let paxed = std::cell::Cell::new(0u32);
+    runner
+        .run(&strategy, |names| {
+            // `xN/` keeps the names unique and never a parent of one another.
+            let extra: Vec<(String, u32, Vec<u8>)> = names.into_iter().enumerate().map(|(i, (p, d))| (format!("x{i}/{p}"), 0o644, d)).collect();
+            let r = make_release(extra);
+            let mut files = r.files.clone();
+            files.sort();
+            let mut w = ArchiveWriter::new(Vec::new(), 1_700_000_000).unwrap();
+            w.add_file(MANIFEST_NAME, 0o644, r.manifest.len() as u64, &mut &r.manifest[..], Packing::Compress).unwrap();
+            w.add_file(SIGNATURE_NAME, 0o644, r.signature.len() as u64, &mut &r.signature[..], Packing::Compress).unwrap();
+            for (p, m, d) in &files {
+                w.add_file(p, *m, d.len() as u64, &mut &d[..], Packing::for_path(p)).unwrap();
+            }
+            let bytes = w.finish().unwrap();
+            prop_assert!(check_input(&bytes, &keys, Some(&r.manifest))?, "refused what the writer wrote");
+
+            // The `tar` crate sees the same names, and a PAX header exactly before each name ustar
+            // cannot hold.
+            let plain = gunzip(&bytes).unwrap();
+            let mut ar = tar::Archive::new(&plain[..]);
+            let raw: Vec<(u8, Vec<u8>)> = ar
+                .entries()
+                .unwrap()
+                .raw(true)
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.header().entry_type().as_byte(), e.path_bytes().into_owned())
+                })
+                .collect();
+            let mut want: Vec<(u8, Vec<u8>)> = vec![(b'0', MANIFEST_NAME.into()), (b'0', SIGNATURE_NAME.into())];
+            for (p, _, _) in &files {
+                if tarfmt::ustar_split(p.as_bytes()).is_none() {
+                    want.push((b'x', tarfmt::PAX_HEADER_NAME.into()));
+                    want.push((b'0', tarfmt::pax_name_field(p.as_bytes()).to_vec()));
+                    paxed.set(paxed.get() + 1);
+                } else {
+                    want.push((b'0', p.clone().into_bytes()));
+                }
+            }
+            prop_assert_eq!(&raw, &want);
+            let mut ar = tar::Archive::new(&plain[..]);
+            let names: Vec<String> = ar.entries().unwrap().map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap()).collect();
+            let expected: Vec<String> = [MANIFEST_NAME.to_string(), SIGNATURE_NAME.to_string()].into_iter().chain(files.iter().map(|f| f.0.clone())).collect();
+            prop_assert_eq!(names, expected);
+            Ok(())
+        })
+        .unwrap();
+    assert!(paxed.get() > 0, "no generated name needed a PAX header: the property says nothing about them");
 }
 
 /// Damage to the real bundle: flips, truncation, insertions, appended bytes.

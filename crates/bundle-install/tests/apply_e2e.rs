@@ -515,3 +515,20 @@ fn clean_install_with_a_relative_root() {
     assert_eq!((v.code, v.stdout.as_str()), (Some(0), "fieldlog 1.0.0\n"), "{v}");
     assert_eq!(hooks_log(&root).len(), 3, "{:?}", hooks_log(&root));
 }
+
+/// Issue 12: a wheel whose file name only a PAX header holds (`pip download` gives such names, e.g.
+/// with several manylinux tags) is staged under its full name and installed like any other.
+#[test]
+fn clean_install_with_a_wheel_name_over_150_bytes() {
+    let dist = format!("long_named_kit_{}", "abcdefghij".repeat(13));
+    let b = variant("long-wheel-name", "4.0.0", |dir| {
+        let name = test_support::write_wheel(&dir.join("wheelhouse"), &dist, "1.0.0");
+        assert!(name.len() > 150, "{name}");
+    });
+    let root = new_root("long-wheel-name");
+    apply_ok(&root, &b);
+    assert_eq!(current(&root), Some(PathBuf::from("releases/4.0.0")));
+    let r = test_support::run(Command::new(root.join("current/venv/bin/python")).arg("-c").arg(format!("import {dist}; print({dist}.X)")));
+    r.expect_ok();
+    assert_eq!(r.stdout.trim(), "1", "{r}");
+}

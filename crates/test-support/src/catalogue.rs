@@ -28,6 +28,7 @@ use base64::Engine as _;
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::signature::{KeyId, SecretKey, Signature};
 
+pub use crate::craft::pax_record;
 use crate::craft::{CraftedBundle, Hdr, PartFile, Parts};
 use crate::fixtures::{build_fixture_bundle, scratch_dir};
 use crate::keys::{legacy_ed_signature, KeyPair};
@@ -229,6 +230,29 @@ pub fn named(name: &[u8]) -> CraftedBundle {
     with_entry_first(Hdr::file(name, 0o644, 4), b"pwn\n")
 }
 
+/// A safe name too long for a ustar header (its last component is over 100 bytes), listed nowhere:
+/// the one kind of name the writer puts in a PAX header.
+pub fn long_name() -> String {
+    format!("wheels/{}-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.whl", "long_name".repeat(6))
+}
+
+/// The real bundle with a PAX header holding `records` and then `next` (with `data`) inserted
+/// before the payload; `None`: the PAX header is the last entry before the end-of-archive blocks.
+pub fn pax_then(records: &str, next: Option<(Hdr, &[u8])>) -> CraftedBundle {
+    let p = env().parts();
+    match next {
+        Some((hdr, data)) => p.head().pax(records.as_bytes()).entry(hdr, data).files(&p.files),
+        None => p.bundle().pax(records.as_bytes()),
+    }
+}
+
+/// [`pax_then`] with a regular file header whose name field is the first 100 bytes of `path`, as
+/// the writer makes it: only the PAX content is wrong.
+pub fn pax_path_then_file(records: &str, path: &str) -> CraftedBundle {
+    let name = &path.as_bytes()[..path.len().min(100)];
+    pax_then(records, Some((Hdr::file(name, 0o644, 4), b"pwn\n")))
+}
+
 /// A special entry (type flag `kind`) using the name of a listed payload file.
 pub fn typed(kind: u8, edit: impl FnOnce(Hdr) -> Hdr) -> CraftedBundle {
     let f = env().plain_file();
@@ -240,16 +264,6 @@ pub fn with_signature(sig: Vec<u8>) -> CraftedBundle {
     let mut p = env().parts();
     p.signature = sig;
     p.bundle()
-}
-
-/// One PAX record: `"<len> key=value\n"`, where len counts the whole record.
-pub fn pax_record(key: &str, value: &str) -> String {
-    let body = format!(" {key}={value}\n");
-    let mut len = body.len() + 1;
-    while format!("{len}{body}").len() != len {
-        len += 1;
-    }
-    format!("{len}{body}")
 }
 
 /// The group order L of Ed25519, little-endian.
@@ -529,12 +543,12 @@ table! {
         |_| with_entry_first(Hdr::gnu("././@LongLink", b'K', 0o644, 12), b"/etc/shadow\0").into();
     gnu_sparse_entry: "entry_type", ["GNU sparse"],
         |_| typed(b'S', |h| h).into();
-    pax_header_entry: "entry_type", ["PAX extended header"],
+    pax_header_entry: "unsafe_path", ["traversal"],
         |e| {
             let rec = pax_record("path", &format!("../{}", e.plain_file().path));
             with_entry_first(Hdr::ustar("PaxHeader/x", b'x', 0o644, rec.len() as u64), rec.as_bytes()).into()
         };
-    pax_size_override: "entry_type", ["PAX extended header"],
+    pax_size_override: "bad_pax_header", ["\"size\" is not allowed"],
         |e| {
             // CVE-2026-33055 shape: a PAX `size` record disagreeing with the next entry's ustar size.
             let f = e.plain_file();
@@ -698,16 +712,134 @@ table! {
             let f = e.plain_file();
             insert_before(&f.path, Hdr::ustar(&f.path, b'1', 0o644, 0).link_name("../../../../sentinel/keep.txt"), b"").into()
         };
-    pax_linkpath_record: "entry_type", ["PAX extended header"],
+    pax_linkpath_record: "bad_pax_header", ["\"linkpath\" is not allowed"],
         |e| {
             let rec = pax_record("linkpath", "/etc/shadow");
             insert_before(&e.plain_file().path, Hdr::ustar("PaxHeader/l", b'x', 0o644, rec.len() as u64), rec.as_bytes()).into()
         };
-    pax_xattr_record: "entry_type", ["PAX extended header"],
+    pax_xattr_record: "bad_pax_header", ["SCHILY.xattr.security.capability"],
         |e| {
             // A file capability (cap_setuid+ep) as GNU tar/star store xattrs.
             let rec = pax_record("SCHILY.xattr.security.capability", "\u{1}\0\0\u{2}\u{80}\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
             insert_before(&e.exec_file().path, Hdr::ustar("PaxHeader/c", b'x', 0o644, rec.len() as u64), rec.as_bytes()).into()
+        };
+    // --- PAX extended headers: only one `path` record, only for a name ustar cannot hold -----------
+    pax_path_and_size_records: "bad_pax_header", ["more than one PAX record"],
+        |_| {
+            let recs = pax_record("path", &long_name()) + &pax_record("size", "0");
+            pax_path_then_file(&recs, &long_name()).into()
+        };
+    pax_two_path_records: "bad_pax_header", ["more than one PAX record"],
+        |e| {
+            // GNU tar takes the last, another reader the first: which file is it?
+            let recs = pax_record("path", &long_name()) + &pax_record("path", &e.plain_file().path);
+            pax_path_then_file(&recs, &long_name()).into()
+        };
+    pax_path_dotdot: "unsafe_path", ["traversal"],
+        |_| {
+            let path = format!("wheels/../../../../{}", long_name());
+            pax_path_then_file(&pax_record("path", &path), &path).into()
+        };
+    pax_path_with_nul: "unsafe_path", ["NUL byte"],
+        |_| {
+            // A C reader stops at the NUL; ours would see the rest.
+            let path = format!("{}\0/../../../etc/passwd", long_name());
+            pax_path_then_file(&pax_record("path", &path), &long_name()).into()
+        };
+    pax_path_absolute: "unsafe_path", ["absolute"],
+        |_| {
+            let path = format!("/etc/{}", long_name());
+            pax_path_then_file(&pax_record("path", &path), &path).into()
+        };
+    pax_path_empty: "unsafe_path", ["empty name"],
+        |_| pax_path_then_file(&pax_record("path", ""), "x").into();
+    pax_then_symlink: "entry_type", ["symbolic link"],
+        |_| {
+            let hdr = Hdr::ustar(&long_name().as_bytes()[..100], b'2', 0o777, 0).link_name("/etc");
+            pax_then(&pax_record("path", &long_name()), Some((hdr, b""))).into()
+        };
+    pax_then_hardlink: "entry_type", ["hard link"],
+        |_| {
+            let hdr = Hdr::ustar(&long_name().as_bytes()[..100], b'1', 0o644, 0).link_name("../../sentinel/keep.txt");
+            pax_then(&pax_record("path", &long_name()), Some((hdr, b""))).into()
+        };
+    pax_then_pax: "bad_pax_header", ["followed by another PAX header"],
+        |_| {
+            let rec = pax_record("path", &long_name());
+            pax_then(&rec, Some((Hdr::pax(rec.len() as u64), rec.as_bytes()))).into()
+        };
+    pax_at_the_end: "bad_pax_header", ["no entry after it"],
+        |_| pax_then(&pax_record("path", &long_name()), None).into();
+    pax_then_global_header: "entry_type", ["PAX global header"],
+        |_| {
+            let rec = pax_record("comment", "hello");
+            pax_then(&pax_record("path", &long_name()), Some((Hdr::ustar("pax_global_header", b'g', 0o644, rec.len() as u64), rec.as_bytes()))).into()
+        };
+    pax_global_header_with_path: "entry_type", ["PAX global header"],
+        |_| {
+            let rec = pax_record("path", &long_name());
+            with_entry_first(Hdr::ustar("pax_global_header", b'g', 0o644, rec.len() as u64), rec.as_bytes()).into()
+        };
+    pax_for_a_short_name: "bad_pax_header", ["fits a ustar header"],
+        |e| {
+            // The real file, described twice: harmless here, but nothing the writer makes.
+            let f = e.plain_file();
+            let keep: Vec<PartFile> = e.parts.files.iter().filter(|g| g.path != f.path).cloned().collect();
+            e.parts.head().pax(pax_record("path", &f.path).as_bytes()).file(&f.path, f.mode, &f.data).files(&keep).into()
+        };
+    pax_for_a_name_ustar_prefix_holds: "bad_pax_header", ["fits a ustar header"],
+        |_| {
+            let path = format!("{}/{}", "d".repeat(120), "f".repeat(90));
+            pax_path_then_file(&pax_record("path", &path), &path).into()
+        };
+    pax_name_field_names_another_file: "bad_pax_header", ["name field"],
+        |e| {
+            // A PAX-blind tool would see the listed file; we would see the long name.
+            let f = e.plain_file();
+            pax_then(&pax_record("path", &long_name()), Some((Hdr::file(&f.path, f.mode, f.data.len() as u64), &f.data))).into()
+        };
+    pax_name_field_in_ustar_prefix: "bad_pax_header", ["name field"],
+        |_| {
+            let long = long_name();
+            let name = &long.as_bytes()[..100];
+            pax_then(&pax_record("path", &long_name()), Some((Hdr::file(name, 0o644, 4).prefix("wheels"), b"pwn\n"))).into()
+        };
+    pax_unknown_key: "bad_pax_header", ["\"mtime\" is not allowed"],
+        |_| pax_path_then_file(&pax_record("mtime", "1700000000.5"), &long_name()).into();
+    pax_record_length_too_short: "bad_pax_header", ["length"],
+        |_| {
+            let rec = pax_record("path", &long_name());
+            let (len, rest) = rec.split_once(' ').unwrap();
+            let bad = format!("{} {rest}", len.parse::<usize>().unwrap() - 1);
+            pax_path_then_file(&bad, &long_name()).into()
+        };
+    pax_record_length_too_long: "bad_pax_header", ["length"],
+        |_| {
+            let rec = pax_record("path", &long_name());
+            let (len, rest) = rec.split_once(' ').unwrap();
+            let bad = format!("{} {rest}", len.parse::<usize>().unwrap() + 5);
+            pax_path_then_file(&bad, &long_name()).into()
+        };
+    pax_record_length_leading_zero: "bad_pax_header", ["length"],
+        |_| {
+            // The right count, spelled `0NNN`: a second spelling of one record.
+            let body = format!(" path={}\n", long_name());
+            let rec = format!("0{}{body}", body.len() + 4);
+            pax_path_then_file(&rec, &long_name()).into()
+        };
+    pax_header_larger_than_a_block: "bad_pax_header", ["a PAX header of 1011 bytes"],
+        |_| {
+            let rec = pax_record("path", &"a".repeat(1000));
+            assert_eq!(rec.len(), 1011);
+            pax_path_then_file(&rec, &long_name()).into()
+        };
+    pax_header_size_field_lies: "bad_pax_header", [],
+        |_| {
+            // The size field says more than the record: the rest of the block is NUL padding.
+            let rec = pax_record("path", &long_name());
+            let p = env().parts();
+            let hdr = Hdr::pax(rec.len() as u64 + 10);
+            p.head().entry(hdr, rec.as_bytes()).entry(Hdr::file(&long_name().as_bytes()[..100], 0o644, 4), b"pwn\n").files(&p.files).into()
         };
     non_canonical_signature: "bad_signature", [e_key_id()],
         |_| with_signature(edited_signature(|s| add_l_to_s(&mut s.signature))).into();
@@ -773,7 +905,13 @@ macro_rules! hostile_cases {
             refused_entry_name_with_terminal_escape, path_dotdot_alone, path_double_slash, path_empty_name,
             path_nul_first_byte, path_nul_truncates_name, path_longer_than_240_bytes,
             symlink_then_file_through_it, hardlink_then_file_through_it, pax_linkpath_record,
-            pax_xattr_record, non_canonical_signature, non_canonical_global_signature,
+            pax_xattr_record, pax_path_and_size_records, pax_two_path_records, pax_path_dotdot, pax_path_with_nul,
+            pax_path_absolute, pax_path_empty, pax_then_symlink, pax_then_hardlink, pax_then_pax, pax_at_the_end,
+            pax_then_global_header, pax_global_header_with_path, pax_for_a_short_name,
+            pax_for_a_name_ustar_prefix_holds, pax_name_field_names_another_file, pax_name_field_in_ustar_prefix,
+            pax_unknown_key, pax_record_length_too_short, pax_record_length_too_long,
+            pax_record_length_leading_zero, pax_header_larger_than_a_block, pax_header_size_field_lies,
+            non_canonical_signature, non_canonical_global_signature,
             small_order_key_trusted, million_empty_entries, million_empty_entries_after_payload,
         }
     };

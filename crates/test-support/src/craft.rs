@@ -42,6 +42,11 @@ impl Hdr {
         Hdr::ustar(name, b'0', mode, size)
     }
 
+    /// A PAX extended header (`x`) announcing `size` bytes of records, named as our writer names it.
+    pub fn pax(size: u64) -> Hdr {
+        Hdr::ustar("././@PaxHeader", b'x', 0o644, size)
+    }
+
     /// The same, with GNU tar's old magic (`ustar  \0`).
     pub fn gnu(name: impl AsRef<[u8]>, kind: u8, mode: u32, size: u64) -> Hdr {
         Hdr::ustar(name, kind, mode, size).set(257, b"ustar  \x00")
@@ -118,6 +123,16 @@ impl Hdr {
         b[148..156].copy_from_slice(text.as_bytes());
         b
     }
+}
+
+/// One PAX record: `"<len> key=value\n"`, where len counts the whole record.
+pub fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}")
 }
 
 /// A payload file of a [`Parts`].
@@ -288,9 +303,25 @@ impl CraftedBundle {
         CraftedBundle { tar: Vec::new(), end_of_archive: true, after_end: Vec::new(), level: 6, ops: Vec::new() }
     }
 
-    /// Appends a regular file (ustar, type `0`).
+    /// Appends a regular file (ustar, type `0`) the way the writer lays it out: a name over 100 bytes
+    /// is cut into ustar prefix and name at a `/` if it can be, else put in a PAX header (one `path`
+    /// record) followed by a header whose name field holds its first 100 bytes. Written here
+    /// independently of `bundle_core`, so the two can check each other.
     pub fn file(self, path: &str, mode: u32, data: &[u8]) -> Self {
-        self.entry(Hdr::file(path, mode, data.len() as u64), data)
+        let size = data.len() as u64;
+        if path.len() <= 100 {
+            return self.entry(Hdr::file(path, mode, size), data);
+        }
+        let cut = path.as_bytes()[..path.len().min(156)].iter().rposition(|&b| b == b'/');
+        match cut {
+            Some(i) if path.len() - i - 1 <= 100 => self.entry(Hdr::file(&path[i + 1..], mode, size).prefix(&path[..i]), data),
+            _ => self.pax(pax_record("path", path).as_bytes()).entry(Hdr::file(&path.as_bytes()[..100], mode, size), data),
+        }
+    }
+
+    /// Appends a PAX extended header (type `x`, named `././@PaxHeader`) holding `content` as is.
+    pub fn pax(self, content: &[u8]) -> Self {
+        self.entry(Hdr::pax(content.len() as u64), content)
     }
 
     /// Appends payload files.

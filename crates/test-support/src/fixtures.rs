@@ -128,6 +128,31 @@ pub fn copy_dir(src: &Path, dest: &Path) {
     }
 }
 
+/// Writes a real pure-Python wheel `DIST-VERSION-py3-none-any.whl` into `dir` (made by the fixture
+/// builder's `build_wheel`: `METADATA`, `WHEEL`, `RECORD`, one module `DIST/__init__.py` holding
+/// `X = 1`) and returns its file name. With a long `dist`, a wheel whose name only a PAX header holds.
+pub fn write_wheel(dir: &Path, dist: &str, version: &str) -> String {
+    let script = r#"
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("fixture_build", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+name, version, out = sys.argv[2], sys.argv[3], sys.argv[4]
+data = m.build_wheel(name, version, {f"{name}/__init__.py": b"X = 1\n"}, ["Summary: a test wheel"], "")
+open(out, "wb").write(data)
+"#;
+    let file = format!("{dist}-{version}-py3-none-any.whl");
+    let r = run(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(workspace_root().join("fixtures/build.py"))
+        .arg(dist)
+        .arg(version)
+        .arg(dir.join(&file)));
+    assert_eq!(r.code, Some(0), "writing the wheel {file} failed:\n{r}");
+    file
+}
+
 /// Builds the fixture release `version` with `bundle-build build` (`SOURCE_DATE_EPOCH=1700000000`)
 /// into `out_dir`, signed with `key` (a `.key` path), and returns the bundle's path.
 pub fn build_fixture_bundle(version: &str, key: &Path, out_dir: &Path) -> PathBuf {

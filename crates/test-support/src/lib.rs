@@ -33,7 +33,7 @@ mod sites;
 mod snapshot;
 
 pub use craft::{gunzip, gzip, CraftedBundle, Hdr, PartFile, Parts};
-pub use fixtures::{bin, build_fixture_bundle, copy_dir, copy_spec, fixture_specs, process_dir, scratch_dir, workspace_root};
+pub use fixtures::{bin, build_fixture_bundle, copy_dir, copy_spec, fixture_specs, process_dir, scratch_dir, workspace_root, write_wheel};
 pub use many::many_empty_entries;
 pub use keys::{legacy_ed_signature, seed_of, test_secret_key, KeyPair};
 pub use run::{run, run_timeout, tool, Run, DEFAULT_TIMEOUT};
