@@ -4,7 +4,7 @@
     scripts/corpus.sh fetch        download the pinned wheels of scripts/corpus-lock.txt into the cache
     scripts/corpus.sh have         exit 0 iff the cache holds every pinned wheel and python3 fits the lock
     scripts/corpus.sh probe        exit 0 iff the package index answers within a few seconds
-    scripts/corpus.sh run [--keep] [--long-names auto|include|exclude] [--json FILE]
+    scripts/corpus.sh run [--keep] [--work DIR] [--long-names include|exclude|auto] [--json FILE]
                                    bundle the corpus, apply it to a fresh site, install the same wheels
                                    with pip into a reference venv, compare them; exit 1 on any
                                    unexplained difference
@@ -556,8 +556,8 @@ def top_level_modules(dist_info, record):
             if first.endswith((".dist-info", ".data")) or first in ("..", "__pycache__") or first.endswith(".pth"):
                 continue
             mod = first.split(".")[0] if "/" not in rp else first
-            if "/" in rp and not rp.endswith((".py", ".so")):
-                continue
+            if "/" in rp and (not rp.endswith((".py", ".so")) or not first.isidentifier()):
+                continue  # data, or a directory no import can name (numpy.libs/)
             if not rp.endswith((".py", ".so")) and "/" not in rp:
                 continue
             mods.add(mod)
@@ -755,8 +755,9 @@ def main(argv):
     run = sub.add_parser("run")
     run.add_argument("--keep", action="store_true", help="keep the work directory")
     run.add_argument("--work", help="work directory (kept)")
-    run.add_argument("--long-names", choices=["auto", "include", "exclude"], default="auto",
-                     help="wheels whose file name is over 100 bytes: auto leaves them out only if bundle-build refuses them")
+    run.add_argument("--long-names", choices=["auto", "include", "exclude"], default="include",
+                     help="wheels whose file name is over 100 bytes (PAX headers in the bundle): include (a refusal fails "
+                          "the run), exclude, or auto (left out, and said so, only if bundle-build refuses them)")
     run.add_argument("--json", help="write the full report here")
     run.add_argument("--compare-only", action="store_true", help="with --work: compare the venvs an earlier run left there")
     args = ap.parse_args(argv)

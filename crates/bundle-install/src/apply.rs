@@ -316,7 +316,9 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         Action::InstallWheels { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             let wheels: Vec<PathBuf> = m.wheels.iter().map(|w| dir.join("bundle").join(w)).collect();
-            let installed = wheel::install_wheels(&venv, &wheels, &wheel::InstallOptions::default())
+            // One extraction thread per core, as uv does: the site has nothing better to do meanwhile.
+            let opts = wheel::InstallOptions { jobs: cores(), ..wheel::InstallOptions::default() };
+            let installed = wheel::install_wheels(&venv, &wheels, &opts)
                 .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             for d in &installed {
                 for w in &d.warnings {
@@ -327,7 +329,7 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::CompileBytecode { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            python::compile_bytecode(&venv, ctx.interp, 2).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            python::compile_bytecode(&venv, ctx.interp, cores()).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
         Action::WriteConfig { .. } => write_config(ctx, &dir),
@@ -378,6 +380,11 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             commit(site, history, *keep_releases, protect, ctx.reporter)
         }
     }
+}
+
+/// Worker threads and processes for unpacking and byte-compiling: one per core.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Writes the new release's config: defaults on a clean install, otherwise the running release's
