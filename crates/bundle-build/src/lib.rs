@@ -4,6 +4,7 @@
 pub mod build;
 pub mod check;
 pub mod lint_sql;
+pub mod lock;
 pub mod release;
 pub mod sbom;
 pub mod spec;

@@ -213,10 +213,7 @@ fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
     let key = SecretKey::read_file(key_path).map_err(key_failure)?;
-    let (release, mut lints) = release::gather(&spec, mtime);
-    if let Some(r) = &release {
-        lints.extend(bundle_build::wheels::check_wheels(r));
-    }
+    let (release, lints) = release::gather(&spec, mtime);
     print_lints(&lints);
     let release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
     let built = build::build(&release, &key, out, &build::BuildOptions { mtime, split_size })
@@ -255,6 +252,9 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
         println!("{} {} (sequence {}), upgrades from {}, python {}", m.app, m.version, m.sequence, m.upgrades_from, m.python);
         println!("signed by key {} — signature NOT checked here; use `verify --trust KEY`", signature.key_id);
         println!("trusted comment: {}", signature.trusted_comment);
+        if !m.targets.is_empty() {
+            println!("targets: {}", m.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "));
+        }
         println!("wheels ({}):", m.wheels.len());
         for w in &m.wheels {
             println!("  {w}{}", if *w == m.app_wheel { "  (app)" } else { "" });
@@ -299,9 +299,6 @@ fn check_cmd(spec_path: &Path, previous: Option<&Path>, trust: &[PathBuf], json:
     let keys = load_keys(trust)?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
     let (release, mut lints) = release::gather(&spec, source_date_epoch()?);
-    if let Some(release) = &release {
-        lints.extend(bundle_build::wheels::check_wheels(release));
-    }
     // Whether the manifest compared against is the one the release key signed: without keys a
     // doctored previous bundle could hide an edited migration.
     let mut previous_checked = None;

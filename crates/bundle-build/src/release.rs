@@ -147,7 +147,14 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     let sequence = spec.sequence().map_err(|e| g.error("bad_version", e.message)).unwrap_or(0);
 
     // Wheels: every .whl in the wheelhouse; the app's own must be there with the spec's version.
-    let wheel_dir = spec.resolve(&s.wheels);
+    let (wheel_dir, lock_path) = match s.wheels.sources() {
+        Ok((dir, lock)) => (spec.resolve(&dir), lock.map(|l| spec.resolve(&l))),
+        Err(e) => {
+            g.error("missing_dir", e);
+            (spec.resolve(Path::new("")), None)
+        }
+    };
+    let lock = lock_path.and_then(|p| crate::lock::read(&p).map_err(|e| g.error("lock_unreadable", format!("{e}; fix or re-export the lock file"))).ok());
     let mut wheels = Vec::new();
     let mut app_wheel = None;
     for name in list_dir(&mut g, &wheel_dir, "wheels") {
@@ -204,22 +211,27 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
             return (None, g.lints);
         }
     };
-    // Every wheel's METADATA must agree with its file name; the SBOM is made from it.
-    let mut wheel_meta = Vec::new();
+    // Every wheel's METADATA must agree with its file name; then the rules of the wheel set.
+    let mut contents = Vec::new();
     for src in sources.iter().filter(|s| wheels.contains(&s.entry.path)) {
-        match bundle_core::wheel::read_metadata(&src.fs_path) {
-            Ok(m) => wheel_meta.push((src.entry.path.clone(), m)),
+        match bundle_core::wheel::inspect(&src.fs_path) {
+            Ok(c) => contents.push((src.entry.path.clone(), src.entry.sha256.clone(), c)),
             Err(e) => g.error("bad_wheel", e.to_string()),
         }
     }
     if g.lints.iter().any(|l| l.level == Level::Error) {
         return (None, g.lints);
     }
-    let entries: Vec<crate::sbom::WheelEntry> = wheel_meta
-        .iter()
-        .map(|(path, meta)| crate::sbom::WheelEntry { meta, sha256: &sources.iter().find(|s| &s.entry.path == path).expect("hashed").entry.sha256 })
-        .collect();
-    let sbom = crate::sbom::generate(&s.app, &s.version, &entries, mtime);
+    let set: Vec<crate::wheels::Wheel> = contents.iter().map(|(path, sha256, c)| crate::wheels::Wheel { path, contents: c, sha256 }).collect();
+    let rules = crate::wheels::Rules { targets: &s.targets, python: &s.python, allow_unmet: &s.allow_unmet, lock: lock.as_ref() };
+    g.lints.extend(crate::wheels::check(&set, &rules));
+    if g.lints.iter().any(|l| l.level == Level::Error) {
+        return (None, g.lints);
+    }
+    let wheel_info = crate::wheels::wheel_info(&set);
+    let entries: Vec<crate::sbom::WheelEntry> = contents.iter().map(|(path, sha256, c)| crate::sbom::WheelEntry { meta: &c.meta, sha256, path }).collect();
+    let lock_ref = lock.as_ref().map(|l| crate::sbom::LockRef { file_name: &l.file_name, sha256: &l.sha256 });
+    let sbom = crate::sbom::generate(&s.app, &s.version, &entries, lock_ref, mtime);
     sources.push(Source {
         fs_path: PathBuf::new(),
         entry: FileEntry { path: crate::sbom::SBOM_PATH.into(), size: sbom.len() as u64, sha256: bundle_core::hash::sha256_hex(&sbom), mode: "0644".into() },
@@ -236,6 +248,8 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
         keep_releases: s.keep_releases,
         app_wheel: app_wheel.unwrap_or_default(),
         wheels,
+        targets: s.targets.clone(),
+        wheel_info,
         databases,
         config,
         hooks,
@@ -262,6 +276,7 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
         );
         return (None, g.lints);
     }
+    let wheel_meta = contents.into_iter().map(|(path, _, c)| (path, c.meta)).collect();
     (Some(Release { manifest, sources, wheel_meta }), g.lints)
 }
 

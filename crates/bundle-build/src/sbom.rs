@@ -15,6 +15,14 @@ pub const SBOM_PATH: &str = "sbom.cdx.json";
 pub struct WheelEntry<'a> {
     pub meta: &'a WheelMetadata,
     pub sha256: &'a str,
+    /// Bundle path, `wheels/<file>`.
+    pub path: &'a str,
+}
+
+/// The lock file the wheelhouse was checked against.
+pub struct LockRef<'a> {
+    pub file_name: &'a str,
+    pub sha256: &'a str,
 }
 
 fn purl(name: &str, version: &str) -> String {
@@ -31,16 +39,21 @@ fn uuid_from(digest: &[u8]) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-pub fn generate(app: &str, version: &str, wheels: &[WheelEntry], mtime: u64) -> Vec<u8> {
+pub fn generate(app: &str, version: &str, wheels: &[WheelEntry], lock: Option<LockRef>, mtime: u64) -> Vec<u8> {
     let mut components: Vec<Value> = wheels
         .iter()
         .map(|w| {
+            // Several wheels of one release (one per target) are told apart by the purl's
+            // `file_name` qualifier, so every bom-ref stays unique.
+            let base = purl(&w.meta.name, &w.meta.version);
+            let twins = wheels.iter().filter(|o| purl(&o.meta.name, &o.meta.version) == base).count();
+            let id = if twins > 1 { format!("{base}?file_name={}", w.path.rsplit('/').next().unwrap_or(w.path)) } else { base };
             let mut c = json!({
                 "type": "library",
-                "bom-ref": purl(&w.meta.name, &w.meta.version),
+                "bom-ref": id,
                 "name": w.meta.name,
                 "version": w.meta.version,
-                "purl": purl(&w.meta.name, &w.meta.version),
+                "purl": id,
                 "hashes": [{ "alg": "SHA-256", "content": w.sha256 }],
             });
             if let Some(l) = &w.meta.license {
@@ -63,6 +76,13 @@ pub fn generate(app: &str, version: &str, wheels: &[WheelEntry], mtime: u64) -> 
         },
         "components": components,
     });
+    let mut doc = doc;
+    if let Some(l) = lock {
+        doc["metadata"]["properties"] = json!([
+            { "name": "bundle:lock:file", "value": l.file_name },
+            { "name": "bundle:lock:sha256", "value": l.sha256 },
+        ]);
+    }
     let mut bytes = serde_json::to_vec_pretty(&doc).expect("serialises");
     bytes.push(b'\n');
     bytes

@@ -15,7 +15,13 @@ pub struct Spec {
     pub upgrades_from: String,
     #[serde(default = "default_python")]
     pub python: String,
-    pub wheels: PathBuf,
+    pub wheels: WheelsSpec,
+    /// Interpreters and platforms the release is built for (see `bundle-spec/spec.md#targets`).
+    #[serde(default)]
+    pub targets: Vec<bundle_core::tags::Target>,
+    /// Distributions whose unmet requirements are warnings rather than errors (`"*"`: all).
+    #[serde(default)]
+    pub allow_unmet: Vec<String>,
     #[serde(default)]
     pub databases: BTreeMap<String, DatabaseSpec>,
     #[serde(default)]
@@ -27,6 +33,44 @@ pub struct Spec {
     /// Release sequence number for anti-downgrade; derived from `version` when absent.
     #[serde(default)]
     pub sequence: Option<u64>,
+}
+
+/// `wheels:` — a wheelhouse directory, a lock file (`pylock.toml`, `pylock.*.toml` or a
+/// requirements `*.txt`: the wheelhouse is then the lock file's directory), or both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WheelsSpec {
+    Path(PathBuf),
+    Table(WheelsTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelsTable {
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub lock: Option<PathBuf>,
+}
+
+/// Whether a file name is a lock file the builder reads.
+pub fn is_lock_name(p: &Path) -> bool {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.ends_with(".txt") || (name.starts_with("pylock.") && name.ends_with(".toml"))
+}
+
+impl WheelsSpec {
+    /// The wheelhouse directory and the lock file, both relative to the spec.
+    pub fn sources(&self) -> Result<(PathBuf, Option<PathBuf>), String> {
+        let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+        match self {
+            WheelsSpec::Path(p) if is_lock_name(p) => Ok((parent(p), Some(p.clone()))),
+            WheelsSpec::Path(p) => Ok((p.clone(), None)),
+            WheelsSpec::Table(WheelsTable { dir: Some(d), lock }) => Ok((d.clone(), lock.clone())),
+            WheelsSpec::Table(WheelsTable { dir: None, lock: Some(l) }) => Ok((parent(l), Some(l.clone()))),
+            WheelsSpec::Table(WheelsTable { dir: None, lock: None }) => Err("wheels: give `dir`, `lock` or both".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

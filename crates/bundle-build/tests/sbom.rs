@@ -434,3 +434,46 @@ fn inspect_sbom_prints_exactly_the_sbom() {
     let v = json_of(&r, "inspect");
     assert_eq!((v["ok"].as_bool(), r.code), (Some(false), Some(3)), "{r}");
 }
+
+/// A spec with targets (two wheels of one release of `pyyaml`) and a requirements.txt lock: the
+/// SBOM still validates, every bom-ref stays unique (`?file_name=` tells the twins apart), and
+/// `metadata.properties` names the lock file and its sha256.
+#[test]
+fn sbom_with_targets_and_a_lock_validates_and_records_the_lock() {
+    let e = env();
+    let dir = scratch_dir("sbom-lock");
+    let spec = copy_spec("4.0.0", &dir.join("spec"));
+    let wheelhouse = dir.join("spec/wheelhouse");
+    for tags in ["cp311-cp311-manylinux_2_17_x86_64", "cp312-cp312-manylinux_2_17_aarch64"] {
+        test_support::Wheel::new(&format!("pyyaml-6.0.3-{tags}.whl")).write(&wheelhouse);
+    }
+    let mut lock = String::new();
+    for w in std::fs::read_dir(&wheelhouse).unwrap() {
+        let p = w.unwrap().path();
+        let f = p.file_name().unwrap().to_string_lossy().into_owned();
+        let mut it = f.split('-');
+        lock.push_str(&format!("{}=={} --hash=sha256:{}\n", it.next().unwrap(), it.next().unwrap(), sha256_hex(&std::fs::read(&p).unwrap())));
+    }
+    // A requirements file lists each distribution once, with every file's hash.
+    let mut merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in lock.lines() {
+        let (req, hash) = line.split_once(' ').unwrap();
+        merged.entry(req.to_string()).or_default().push(hash.to_string());
+    }
+    let text: String = merged.iter().map(|(r, h)| format!("{r} {}\n", h.join(" "))).collect();
+    std::fs::write(dir.join("spec/requirements.txt"), &text).unwrap();
+    let yaml = std::fs::read_to_string(&spec).unwrap().replace("wheels: wheelhouse/\n", "wheels: {dir: wheelhouse/, lock: requirements.txt}\n")
+        + "targets:\n- {python: \"3.11\", platform: manylinux_2_28_x86_64}\n- {python: \"3.12\", platform: manylinux_2_34_aarch64}\n";
+    std::fs::write(&spec, yaml).unwrap();
+    let bundle = build(&spec, &e.key, &dir.join("out"), &[]);
+    let doc = sbom(&bundle);
+    assert_valid(&doc, "SBOM with a lock and targets");
+    let mut refs = Vec::new();
+    collect_bom_refs(&doc, &mut refs);
+    let unique: BTreeSet<&String> = refs.iter().collect();
+    assert_eq!(unique.len(), refs.len(), "duplicate bom-ref in {refs:?}");
+    assert!(refs.iter().any(|r| r == "pkg:pypi/pyyaml@6.0.3?file_name=pyyaml-6.0.3-cp312-cp312-manylinux_2_17_aarch64.whl"), "{refs:?}");
+    let props = &doc["metadata"]["properties"];
+    assert_eq!(props[0], json!({"name": "bundle:lock:file", "value": "requirements.txt"}), "{props}");
+    assert_eq!(props[1]["value"], sha256_hex(text.as_bytes()), "{props}");
+}

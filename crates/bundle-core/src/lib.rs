@@ -12,6 +12,7 @@ pub mod paths;
 pub mod report;
 pub mod signature;
 pub mod split;
+pub mod tags;
 pub mod time;
 pub mod tarfmt;
 pub mod verify;

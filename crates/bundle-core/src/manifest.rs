@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::hash::is_sha256_hex;
 use crate::naming::{self, ConverterKind, MigrationKind};
 use crate::paths::BundlePath;
+use crate::tags::Target;
 use crate::version::{self, SchemaVersion};
 
 /// The manifest format this code reads and writes.
@@ -38,6 +39,13 @@ pub struct Manifest {
     /// Bundle path of the application's own wheel (also listed in `wheels`).
     pub app_wheel: String,
     pub wheels: Vec<String>,
+    /// The interpreters and platforms the release is built for (absent: none declared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
+    /// Per wheel, its tags and `Requires-Python`, so a site picks its wheels from the manifest
+    /// alone (absent in bundles from older builders: the file names' tags are used then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wheel_info: Vec<WheelInfo>,
     #[serde(default)]
     pub databases: Vec<Database>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +57,28 @@ pub struct Manifest {
     pub sbom: Option<String>,
     pub payload: Payload,
     pub files: Vec<FileEntry>,
+}
+
+/// What the builder read from one wheel (`wheel_info` in the manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelInfo {
+    /// Bundle path, one of `wheels`.
+    pub path: String,
+    /// PEP 503-normalised distribution name.
+    pub name: String,
+    pub version: String,
+    /// Every `python-abi-platform` tag, compressed sets expanded, platforms in PEP 600 form.
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_python: Option<String>,
+}
+
+impl WheelInfo {
+    /// The tags, parsed (validated manifests only hold well-formed ones).
+    pub fn parsed_tags(&self) -> Vec<crate::tags::Tag> {
+        self.tags.iter().filter_map(|t| crate::tags::Tag::parse(t)).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +270,7 @@ impl Manifest {
         if !self.wheels.contains(&self.app_wheel) {
             return err(format!("app wheel `{}` is not among the wheels", self.app_wheel));
         }
+        self.validate_wheel_info()?;
 
         let mut names = BTreeSet::new();
         let mut db_paths = BTreeSet::new();
@@ -285,6 +316,50 @@ impl Manifest {
             need("sbom", sbom)?;
         }
         Ok(())
+    }
+
+    /// `targets` well formed; `wheel_info`, when present, describes every wheel exactly once with
+    /// well-formed tags and `Requires-Python`.
+    fn validate_wheel_info(&self) -> Result<(), ManifestError> {
+        let err = |m: String| Err(ManifestError(m));
+        for t in &self.targets {
+            t.environment().map_err(|e| ManifestError(format!("target {t}: {e}")))?;
+        }
+        if self.wheel_info.is_empty() {
+            return Ok(());
+        }
+        let mut seen = BTreeSet::new();
+        for w in &self.wheel_info {
+            if !self.wheels.contains(&w.path) || !seen.insert(w.path.as_str()) {
+                return err(format!("wheel_info names `{}`, which is not a wheel or is described twice", w.path));
+            }
+            if w.tags.is_empty() || w.tags.iter().any(|t| crate::tags::Tag::parse(t).is_none()) {
+                return err(format!("wheel_info of `{}` has no tags or a malformed one", w.path));
+            }
+            if let Some(r) = &w.requires_python {
+                crate::version::VersionSpecifiers::from_str_checked(r).map_err(|e| ManifestError(format!("requires_python of `{}`: {e}", w.path)))?;
+            }
+        }
+        if seen.len() != self.wheels.len() {
+            return err("wheel_info does not describe every wheel".into());
+        }
+        Ok(())
+    }
+
+    /// What is known about a wheel: from `wheel_info`, or for bundles of older builders from the
+    /// file name alone (no `Requires-Python`).
+    pub fn wheel_description(&self, path: &str) -> Option<WheelInfo> {
+        if let Some(w) = self.wheel_info.iter().find(|w| w.path == path) {
+            return Some(w.clone());
+        }
+        let name = crate::wheel::parse_filename(path.rsplit('/').next()?).ok()?;
+        Some(WheelInfo {
+            path: path.to_string(),
+            name: name.normalized_name(),
+            version: name.version.clone(),
+            tags: name.tags().iter().map(|t| t.to_string()).collect(),
+            requires_python: None,
+        })
     }
 
     /// The entry for a bundle path, if listed.
@@ -374,6 +449,8 @@ pub(crate) mod tests {
             keep_releases: 3,
             app_wheel: "wheels/app-1.0.0-py3-none-any.whl".into(),
             wheels: vec!["wheels/app-1.0.0-py3-none-any.whl".into()],
+            targets: Vec::new(),
+            wheel_info: Vec::new(),
             databases: vec![Database {
                 name: "main".into(),
                 engine: "sqlite".into(),

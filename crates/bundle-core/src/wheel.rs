@@ -39,6 +39,7 @@ pub struct WheelMetadata {
     pub name: String,
     pub version: String,
     pub requires_dist: Vec<String>,
+    pub requires_python: Option<String>,
     pub license: Option<String>,
 }
 
@@ -113,33 +114,99 @@ pub fn parse_filename(file_name: &str) -> Result<WheelName, WheelInfoError> {
 /// Reads `METADATA` from the wheel's `.dist-info` and checks it names the same distribution and
 /// version as the file name.
 pub fn read_metadata(path: &Path) -> Result<WheelMetadata, WheelInfoError> {
+    inspect(path).map(|c| c.meta)
+}
+
+/// What the builder needs to know about one wheel: its file name, `METADATA`, the `Tag` lines of
+/// `WHEEL`, and where each of its files would be installed.
+#[derive(Debug, Clone)]
+pub struct WheelContents {
+    pub name: WheelName,
+    pub meta: WheelMetadata,
+    /// The `Tag:` lines of `.dist-info/WHEEL` (platforms in normal form), sorted.
+    pub wheel_tags: Vec<crate::tags::Tag>,
+    /// Every file's install location, as [`install_location`] gives it.
+    pub files: Vec<String>,
+}
+
+impl WheelName {
+    /// The tags of the file name, compressed sets expanded (sorted).
+    pub fn tags(&self) -> Vec<crate::tags::Tag> {
+        crate::tags::expand(&self.python_tag, &self.abi_tag, &self.platform_tag)
+    }
+}
+
+/// Where an entry of a wheel of distribution `dist` ends up, relative to the environment, in a
+/// form two wheels can be compared by: `site-packages/…` for the package files (also from
+/// `.data/purelib/` and `.data/platlib/`), `scripts/…`, `data/…`, `headers/<dist>/…`. Empty and
+/// `.` components are dropped; the comparison stays case-sensitive, as Linux file systems are.
+pub fn install_location(entry: &str, dist: &str) -> String {
+    let parts: Vec<&str> = entry.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let in_data = parts.first().is_some_and(|p| p.ends_with(".data")) && parts.len() >= 3;
+    let (prefix, rest) = match (in_data, parts.get(1).copied()) {
+        (true, Some("purelib" | "platlib")) => ("site-packages".to_string(), &parts[2..]),
+        (true, Some("headers")) => (format!("headers/{}", normalize_name(dist)), &parts[2..]),
+        (true, Some(scheme)) => (scheme.to_string(), &parts[2..]),
+        _ => ("site-packages".to_string(), &parts[..]),
+    };
+    format!("{prefix}/{}", rest.join("/"))
+}
+
+/// Opens a wheel and reads its `.dist-info/METADATA` and `WHEEL` and its file list. The
+/// `.dist-info` directory is the top-level one whose name is the file name's distribution and
+/// version (PEP 503/440-normalised). Refuses METADATA naming another distribution or version.
+pub fn inspect(path: &Path) -> Result<WheelContents, WheelInfoError> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let err = |m: String| WheelInfoError { wheel: file_name.clone(), message: m };
     let name = parse_filename(&file_name)?;
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| err(format!("not a readable zip: {e}")))?;
-    let wanted = format!("{}-{}.dist-info/METADATA", name.distribution, name.version);
-    let index = (0..zip.len())
-        .find(|&i| zip.name_for_index(i).is_some_and(|n| n.eq_ignore_ascii_case(&wanted)))
-        .ok_or_else(|| err(format!("no {wanted}")))?;
-    let mut entry = zip.by_index(index).map_err(|e| err(e.to_string()))?;
-    if entry.size() > 16 << 20 {
-        return Err(err("METADATA larger than 16 MiB".into()));
-    }
-    let mut text = String::new();
-    entry.by_ref().take(16 << 20).read_to_string(&mut text).map_err(|e| err(format!("METADATA: {e}")))?;
+    let names: Vec<String> = zip.file_names().map(str::to_string).collect();
+    let dist_info = names
+        .iter()
+        .filter_map(|n| n.split_once('/').map(|(dir, _)| dir))
+        .find(|dir| dir.strip_suffix(".dist-info").and_then(|s| s.rsplit_once('-')).is_some_and(|(d, v)| normalize_name(d) == name.normalized_name() && same_version(v, &name.version)))
+        .map(str::to_string)
+        .ok_or_else(|| err(format!("no {}-{}.dist-info directory", name.distribution, name.version)))?;
+    let text = read_member(&mut zip, &format!("{dist_info}/METADATA")).map_err(err)?;
     let meta = parse_metadata(&text);
     if normalize_name(&meta.name) != normalize_name(&name.distribution) {
         return Err(err(format!("METADATA names `{}`, the file name `{}`", meta.name, name.distribution)));
     }
-    let same_version = match (crate::version::parse_release(&meta.version), crate::version::parse_release(&name.version)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => meta.version == name.version,
-    };
-    if !same_version {
+    if !same_version(&meta.version, &name.version) {
         return Err(err(format!("METADATA says version {}, the file name {}", meta.version, name.version)));
     }
-    Ok(meta)
+    let wheel = read_member(&mut zip, &format!("{dist_info}/WHEEL")).map_err(err)?;
+    let mut wheel_tags = Vec::new();
+    for line in wheel.lines() {
+        if let Some((_, v)) = line.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("tag")) {
+            let tag = crate::tags::Tag::parse(v.trim()).ok_or_else(|| err(format!("WHEEL has a malformed Tag line `{}`", v.trim())))?;
+            wheel_tags.push(tag);
+        }
+    }
+    wheel_tags.sort();
+    wheel_tags.dedup();
+    let files = names.iter().filter(|n| !n.ends_with('/')).map(|n| install_location(n, &name.distribution)).collect();
+    Ok(WheelContents { name, meta, wheel_tags, files })
+}
+
+/// PEP 440 equality of two version strings (textual when either does not parse).
+fn same_version(a: &str, b: &str) -> bool {
+    match (crate::version::parse_release(a), crate::version::parse_release(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// A small text member of the wheel (at most 16 MiB), by exact name.
+fn read_member(zip: &mut zip::ZipArchive<std::fs::File>, wanted: &str) -> Result<String, String> {
+    let mut entry = zip.by_name(wanted).map_err(|_| format!("no {wanted}"))?;
+    if entry.size() > 16 << 20 {
+        return Err(format!("{wanted} larger than 16 MiB"));
+    }
+    let mut text = String::new();
+    entry.by_ref().take(16 << 20).read_to_string(&mut text).map_err(|e| format!("{wanted}: {e}"))?;
+    Ok(text)
 }
 
 /// Parses the RFC 822-style header block of METADATA (the body, after a blank line, is ignored).
@@ -158,6 +225,7 @@ pub fn parse_metadata(text: &str) -> WheelMetadata {
             "name" => meta.name = value,
             "version" => meta.version = value,
             "requires-dist" => meta.requires_dist.push(value),
+            "requires-python" if !value.is_empty() => meta.requires_python = Some(value),
             "license" if !value.is_empty() => meta.license = Some(value),
             "license-expression" if !value.is_empty() => meta.license = Some(value),
             _ => {}
@@ -185,5 +253,15 @@ mod tests {
         assert_eq!(m.name, "fieldlog");
         assert_eq!(m.requires_dist, ["fieldkit>=1.0"]);
         assert_eq!(m.license.as_deref(), Some("MIT"));
+    }
+
+    #[test]
+    fn install_locations() {
+        assert_eq!(install_location("jwt/__init__.py", "PyJWT"), "site-packages/jwt/__init__.py");
+        assert_eq!(install_location("PyJWT-2.1.data/purelib/jwt/__init__.py", "PyJWT"), "site-packages/jwt/__init__.py");
+        assert_eq!(install_location("x-1.data/platlib/./jwt//__init__.py", "x"), "site-packages/jwt/__init__.py");
+        assert_eq!(install_location("x-1.data/scripts/tool", "x"), "scripts/tool");
+        assert_eq!(install_location("Foo_Bar-1.data/headers/a.h", "Foo_Bar"), "headers/foo-bar/a.h");
+        assert_ne!(install_location("Jwt/__init__.py", "a"), install_location("jwt/__init__.py", "b"));
     }
 }

@@ -77,7 +77,22 @@ pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> 
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
     let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
-    plan::plan(site, &manifest, &bundle_id, &opts.plan)
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    if plan.kind != PlanKind::NothingToDo {
+        let interp = probe_interpreter(&opts.python, &manifest)?;
+        plan.choose_wheels(&manifest, &interp)?;
+    }
+    Ok(plan)
+}
+
+/// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
+fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+    let interp = Interpreter::probe(python)
+        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
+    interp
+        .require(&manifest.python)
+        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
+    Ok(interp)
 }
 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
@@ -87,10 +102,13 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
     let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
-    let plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
+    // The interpreter first: the wheels it selects size the venv in the space check.
+    let interp = probe_interpreter(&opts.python, &manifest)?;
+    plan.choose_wheels(&manifest, &interp)?;
     if !plan.space.fits() {
         return Err(InstallError::refused(
             "disk_full",
@@ -103,11 +121,6 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         )
         .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
     }
-    let interp = Interpreter::probe(&opts.python)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
-    interp
-        .require(&manifest.python)
-        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
@@ -315,7 +328,7 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::InstallWheels { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
-            let wheels: Vec<PathBuf> = m.wheels.iter().map(|w| dir.join("bundle").join(w)).collect();
+            let wheels: Vec<PathBuf> = ctx.plan.wheels.iter().map(|w| dir.join("bundle").join(&w.wheel)).collect();
             // One extraction thread per core, as uv does: the site has nothing better to do meanwhile.
             let opts = wheel::InstallOptions { jobs: cores(), ..wheel::InstallOptions::default() };
             let installed = wheel::install_wheels(&venv, &wheels, &opts)

@@ -24,6 +24,7 @@ pub mod python;
 pub mod recover;
 pub mod report;
 pub mod rollback;
+pub mod select;
 pub mod site;
 pub mod state;
 pub mod status;

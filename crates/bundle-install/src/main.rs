@@ -62,6 +62,9 @@ enum Command {
         /// As for apply: declare an unversioned database's version (`DB=VERSION`).
         #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
         baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
+        /// The site's Python interpreter (its tags choose the wheels).
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
         #[command(flatten)]
         common: Common,
     },
@@ -360,7 +363,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref(), &reporter).map_err(failure))
         }
-        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, common } => {
+        Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, python, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 // A site with an interrupted run is recovered first, like by every other command, so
@@ -372,7 +375,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 } else {
                     &Site::new(&root)
                 };
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, ..ApplyOptions::default() };
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, ..ApplyOptions::default() };
                 let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());

@@ -63,6 +63,11 @@ pub struct Plan {
     pub space: Space,
     /// `releases/<to>` exists (a release kept after a rollback) and is replaced.
     pub replaces_kept: bool,
+    /// The site interpreter's tags (filled by [`Plan::choose_wheels`]; absent when nothing is to do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_tags: Option<crate::select::SiteTags>,
+    /// The wheel installed for each distribution, chosen for the site's interpreter.
+    pub wheels: Vec<crate::select::ChosenWheel>,
 }
 
 /// Disk space the apply needs under the site root, against what is free there.
@@ -348,10 +353,27 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     };
     let mut space = Space { payload_bytes: manifest.payload.bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
     space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
-    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept })
+    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept,
+        site_tags: None,
+        wheels: Vec::new(),
+    })
 }
 
 impl Plan {
+    /// Picks the wheels for the site's interpreter (`incompatible_wheel`, exit 4, when a
+    /// distribution has none) and sizes the venv from the chosen wheels only.
+    pub fn choose_wheels(&mut self, manifest: &Manifest, interp: &crate::python::Interpreter) -> Result<()> {
+        let env = interp.tags.environment();
+        self.wheels = crate::select::choose(manifest, &env)?;
+        self.site_tags = Some(crate::select::SiteTags::of(&env));
+        // Only the chosen wheels are unpacked (three times their size, as in `plan`).
+        let chosen: u64 = self.wheels.iter().filter_map(|w| manifest.file(&w.wheel)).map(|f| f.size).sum();
+        self.space.needed_bytes -= self.space.venv_estimate_bytes;
+        self.space.venv_estimate_bytes = 3 * chosen;
+        self.space.needed_bytes += self.space.venv_estimate_bytes;
+        Ok(())
+    }
+
     /// The plan as a readable checklist.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -367,6 +389,14 @@ impl Plan {
             out.push_str(&format!("  [ ] set aside the kept releases/{} (replaced by this bundle's)\n", self.to));
         }
         out.push_str(&format!("  [ ] stage releases/{} (venv, wheels, bytecode) beside the running release\n", self.to));
+        if let Some(t) = &self.site_tags {
+            out.push_str(&format!("      wheels for {}:\n", t.summary));
+        }
+        for w in &self.wheels {
+            let file = w.wheel.rsplit('/').next().unwrap_or(&w.wheel);
+            let others = if w.passed_over.is_empty() { String::new() } else { format!(" (of {})", w.passed_over.len() + 1) };
+            out.push_str(&format!("        {} {}: {file} [{}]{others}\n", w.name, w.version, w.tag));
+        }
         if let Some(c) = &self.config {
             match c.from_version {
                 None => out.push_str(&format!("  [ ] config {}: write defaults (version {})\n", c.file, c.to_version)),

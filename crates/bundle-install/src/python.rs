@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bundle_core::tags::InterpreterTags;
 use pep440_rs::{Version, VersionSpecifiers};
 use serde::Deserialize;
 
@@ -104,6 +105,8 @@ pub struct Interpreter {
     pub is_64bit: bool,
     /// `sys.platform`, e.g. `linux`.
     pub platform: String,
+    /// What PEP 425 wheel tags it accepts: version, ABI, platform and C library as it reports them.
+    pub tags: InterpreterTags,
 }
 
 #[derive(Deserialize)]
@@ -119,13 +122,49 @@ struct ProbeOutput {
     venv_paths: BTreeMap<String, String>,
     is_64bit: bool,
     platform: String,
+    tags: InterpreterTags,
 }
 
 /// Printed as one JSON object. `@BASE@` stands for the venv root so we learn the layout of a venv
 /// of this interpreter (`lib` vs `lib64`, `pythonX.Y` vs `pypyX.Y`) without creating one. The
 /// `venv` scheme exists since 3.11; before that `posix_prefix` is what `venv` uses.
 const PROBE_SCRIPT: &str = r#"
-import json, os, sys, sysconfig
+import json, os, re, subprocess, sys, sysconfig
+def libc():
+    try:
+        name, ver = os.confstr("CS_GNU_LIBC_VERSION").split()
+        major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", ver).groups())
+        return {"glibc": {"major": major, "minor": minor}}
+    except (AttributeError, OSError, ValueError, TypeError):
+        pass
+    try:  # musl: its loader (the PT_INTERP of this executable) prints "Version 1.2.3"
+        with open(sys.executable, "rb") as f:
+            head = f.read(4096)
+        m = re.search(rb"/lib/ld-musl-[^\x00]+", head)
+        if m:
+            err = subprocess.run([m.group().decode()], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL).stderr.decode()
+            v = re.search(r"Version (\d+)\.(\d+)", err)
+            if v:
+                return {"musl": {"major": int(v.group(1)), "minor": int(v.group(2))}}
+    except (OSError, ValueError):
+        pass
+    return None
+def tags():
+    ci, v = sys.implementation, sys.version_info
+    debug = bool(sysconfig.get_config_var("Py_DEBUG"))
+    nogil = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    if ci.name == "cpython":
+        abi = "cp%d%d%s%s" % (v[0], v[1], "d" if debug else "", "t" if nogil else "")
+    else:
+        parts = (sysconfig.get_config_var("EXT_SUFFIX") or "").split(".")
+        abi = "_".join(parts[1].split("-")[:2]).replace(".", "_") if len(parts) >= 3 else None
+    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    if sys.maxsize <= 2**32 and plat == "linux_x86_64":
+        plat = "linux_i686"
+    elif sys.maxsize <= 2**32 and plat == "linux_aarch64":
+        plat = "linux_armv8l"
+    return {"implementation_name": ci.name, "version": list(v[:3]), "abi": abi,
+            "abi3": ci.name == "cpython" and not debug and not nogil, "platform": plat, "libc": libc()}
 names = sysconfig.get_scheme_names()
 scheme = "venv" if "venv" in names else ("posix_prefix" if os.name == "posix" else "nt")
 base = {k: "@BASE@" for k in ("base", "platbase", "installed_base", "installed_platbase")}
@@ -142,6 +181,7 @@ print(json.dumps({
     "venv_paths": sysconfig.get_paths(scheme=scheme, vars=base),
     "is_64bit": sys.maxsize > 2**32,
     "platform": sys.platform,
+    "tags": tags(),
 }))
 "#;
 
@@ -227,6 +267,7 @@ impl Interpreter {
             venv_paths,
             is_64bit: p.is_64bit,
             platform: p.platform,
+            tags: p.tags,
         })
     }
 
@@ -922,6 +963,36 @@ mod tests {
             venv_paths: BTreeMap::new(),
             is_64bit: true,
             platform: "linux".into(),
+            tags: InterpreterTags {
+                implementation_name: "cpython".into(),
+                version,
+                abi: Some(format!("cp{}{}", version.0, version.1)),
+                abi3: true,
+                platform: "linux_x86_64".into(),
+                libc: None,
+            },
         }
+    }
+
+    /// The real interpreter's tags: CPython on this Linux reports its glibc and machine, and
+    /// accepts the tags `pip` would install here.
+    #[test]
+    fn probe_reports_wheel_tags() {
+        let i = Interpreter::probe("python3").expect("python3 on PATH");
+        let env = i.tags.environment();
+        let (x, y, _) = i.version;
+        assert_eq!(env.version, i.version);
+        assert_eq!(env.abi.as_deref(), Some(format!("cp{x}{y}").as_str()));
+        assert!(i.tags.libc.is_some(), "glibc or musl found: {:?}", i.tags);
+        let machine = std::env::consts::ARCH;
+        assert!(env.platforms.first().is_some_and(|p| p.starts_with("manylinux_2_") || p.starts_with("musllinux_1_")), "{:?}", env.platforms);
+        assert!(env.platforms.last().is_some_and(|p| *p == format!("linux_{machine}")), "{:?}", env.platforms);
+        let r = env.ranking();
+        let fits = |py: &str, abi: &str, plat: &str| r.best(&bundle_core::tags::expand(py, abi, plat)).is_some();
+        assert!(fits(&format!("cp{x}{y}"), &format!("cp{x}{y}"), &format!("manylinux2014_{machine}")));
+        assert!(fits("py3", "none", "any"));
+        assert!(!fits(&format!("cp{x}{}", y + 1), &format!("cp{x}{}", y + 1), &format!("manylinux2014_{machine}")));
+        assert!(!fits(&format!("cp{x}{y}"), &format!("cp{x}{y}"), "macosx_11_0_arm64"));
+        assert!(!fits(&format!("cp{x}{y}"), &format!("cp{x}{y}"), "win_amd64"));
     }
 }

@@ -203,6 +203,8 @@ impl Parts {
             keep_releases: 3,
             app_wheel: wheel.clone(),
             wheels: vec![wheel],
+            targets: Vec::new(),
+            wheel_info: Vec::new(),
             databases: vec![Database {
                 name: "main".into(),
                 engine: "sqlite".into(),

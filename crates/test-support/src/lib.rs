@@ -22,6 +22,7 @@
 //!   [`many_empty_entries`] makes a bundle flooded with a million empty entries cheaply.
 //! * [`copy_site`], [`site_python`], [`snapshot_ignoring_lock`], [`make_sentinel`]: installed sites
 //!   for `bundle-install` tests.
+//! * [`Wheel`]: small real wheels with chosen tags, METADATA and files (written by python3 zipfile).
 
 pub mod catalogue;
 mod craft;
@@ -31,11 +32,13 @@ mod many;
 mod run;
 mod sites;
 mod snapshot;
+mod wheels;
 
 pub use craft::{gunzip, gzip, CraftedBundle, Hdr, PartFile, Parts};
 pub use fixtures::{bin, build_fixture_bundle, copy_dir, copy_spec, fixture_specs, process_dir, scratch_dir, workspace_root, write_wheel};
 pub use many::many_empty_entries;
 pub use keys::{legacy_ed_signature, seed_of, test_secret_key, KeyPair};
 pub use run::{run, run_timeout, tool, Run, DEFAULT_TIMEOUT};
+pub use wheels::Wheel;
 pub use sites::{copy_site, make_sentinel, site_python, snapshot_ignoring_lock};
 pub use snapshot::{diff_snapshots, snapshot, NodeKind, Snapshot};
