@@ -106,6 +106,9 @@ def interpreter_fits():
         return f"the lock is for CPython 3.11, this is {sys.implementation.name} {platform.python_version()}"
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return f"the lock is for manylinux x86_64, this is {sys.platform} {platform.machine()}"
+    libc, version = platform.libc_ver()
+    if libc != "glibc" or tuple(int(x) for x in version.split(".")[:2]) < (2, 34):
+        return f"the lock needs glibc >= 2.34 (manylinux_2_34 wheels), this has {libc or 'no glibc'} {version}"
     return None
 
 
@@ -233,6 +236,10 @@ wheels: wheelhouse/
 hooks:
   health_check: hooks/health.sh
 keep_releases: 2
+# The lock's platform: markers are evaluated for it, and every wheel must fit it (the newest
+# manylinux tag in the corpus is 2_34: cryptography, debugpy, semgrep).
+targets:
+- {{python: "3.11", platform: manylinux_2_34_x86_64}}
 """
 
 HEALTH = """#!/bin/sh
