@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks against sha256sum, tar | gzip -6, uv and pip, the swap and rollback, peak memory and the
-# SQLite backup: builds the tools (release), generates every input under bench/work/ (git-ignored),
-# runs each comparison as alternating pairs and writes medians and ratios to bench/results.json and
-# bench/results.md. The driver is bench/bench.py; inputs come from bench/make_inputs.py.
+# Benchmarks against sha256sum, tar | gzip -6, uv and pip, the swap and rollback, peak memory, the
+# SQLite backup and the rehearsal's prediction against the real apply: builds the tools (release),
+# generates every input under bench/work/ (git-ignored), runs each comparison as alternating pairs
+# and writes medians and ratios to bench/results.json and bench/results.md. The driver is bench/bench.py; inputs come from bench/make_inputs.py.
 #
 #   scripts/bench.sh                      # full scale: 1 GB wheelhouse, 2 GB bundle, 1 GB database (~4 min quiet, 10+ busy)
 #   BENCH_SCALE=small scripts/bench.sh    # ~100 MB inputs, a few minutes; writes bench/results.small.*
-#   BENCH_ONLY=verify,stage scripts/bench.sh   # some sections only: build, verify, stage, swap, rss, db, corpus
+#   BENCH_ONLY=verify,stage scripts/bench.sh   # some sections only: build, verify, stage, swap, rss, db, rehearse, corpus
 #   (corpus: a clean apply of the wheel corpus of scripts/corpus.sh vs uv; skipped until `scripts/corpus.sh fetch`)
 #   BENCH_NICE=-10 scripts/bench.sh       # on a shared machine (root): see below
 #

@@ -1,5 +1,7 @@
 //! Packs a gathered [`Release`] into a signed bundle: `manifest.yaml`, its minisign signature, then
-//! every payload file in path order. Everything is written into a private temporary directory beside
+//! every payload file in path order. The same writer makes an unsigned bundle (no signature entry,
+//! `build --unsigned`) and, from one, the signed bundle (`sign`): the payload then comes from the
+//! unsigned archive instead of the spec's files, and the bytes are those of a direct build. Everything is written into a private temporary directory beside
 //! the target and renamed into place only when complete. With a split size, the bundle is written as
 //! parts plus a signed parts index (see `bundle_core::split`).
 //!
@@ -13,9 +15,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use bundle_core::archive::{AddError, ArchiveSink, ArchiveWriter, Packing};
-use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
-use bundle_core::signature::{SecretKey, TrustedInfo};
+use bundle_core::manifest::{Manifest, MANIFEST_NAME, SIGNATURE_NAME};
+use bundle_core::signature::{SecretKey, Signature, TrustedInfo, SIGNATURE_UNTRUSTED_COMMENT};
 use bundle_core::split::{PartsIndex, SplitWriter, PARTS_FORMAT};
+use bundle_core::unsigned::{manifest_file_name, unsigned_file_name, UnsignedBundle, UnsignedError};
 
 use crate::release::Release;
 
@@ -30,6 +33,32 @@ pub enum BuildError {
     Unstorable { path: PathBuf, reason: String },
     #[error("cannot sign: {0}")]
     Sign(#[from] bundle_core::signature::SignatureError),
+    #[error(transparent)]
+    Unsigned(#[from] UnsignedError),
+    #[error("an unsigned bundle is written whole; split it when signing (`bundle-build sign --split-size`)")]
+    UnsignedSplit,
+}
+
+/// Where the payload entries come from.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadSource<'a> {
+    /// The spec's files, gathered.
+    Release(&'a Release),
+    /// An unsigned bundle's entries, checked against its manifest while copied.
+    Unsigned(&'a UnsignedBundle),
+}
+
+/// How the bundle is signed.
+#[derive(Debug, Clone, Copy)]
+pub enum Signing<'a> {
+    /// With our key: the manifest and, for a split bundle, the parts index.
+    Key(&'a SecretKey),
+    /// A signature of the manifest made elsewhere and already checked by the caller. Its untrusted
+    /// comment is replaced by ours (it is not signed), so the bundle's bytes are those of a direct
+    /// build. A split bundle's index is left for the signer to sign (`Built::index_signature_needed`).
+    Given(&'a Signature),
+    /// No signature: `<app>-<version>.unsigned.tar.gz` and `<app>-<version>.manifest.yaml` beside it.
+    Unsigned,
 }
 
 /// How to write the bundle.
@@ -51,9 +80,20 @@ pub struct Built {
     pub manifest_sha256: String,
     pub entries: u64,
     pub payload_bytes: u64,
-    pub key_id: String,
+    /// The signing key's id (null for an unsigned bundle).
+    pub key_id: Option<String>,
     /// The parts of a split bundle, in order.
     pub parts: Vec<PathBuf>,
+    /// Whether the bundle carries its signature (false for `build --unsigned`).
+    pub signed: bool,
+    /// The trusted comment the manifest is (to be) signed with.
+    pub trusted_comment: String,
+    /// For an unsigned bundle: the manifest to sign, written beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+    /// A split bundle signed with a signature made elsewhere: `NAME.parts` still needs its
+    /// signature (`NAME.parts.minisig`, same trusted comment), added with `bundle-build sign NAME.parts`.
+    pub index_signature_needed: bool,
 }
 
 /// The bundle's file name: `<app>-<version>.bundle.tar.gz`.
@@ -61,24 +101,36 @@ pub fn bundle_file_name(app: &str, version: &str) -> String {
     format!("{app}-{version}.bundle.tar.gz")
 }
 
+/// What went wrong adding an entry, named for what it is: reading the source at `fs_path`, writing
+/// the bundle, or a file the format cannot hold.
+fn add_err(fs_path: &Path) -> impl FnOnce(AddError) -> BuildError {
+    let fs_path = fs_path.to_path_buf();
+    move |e: AddError| match e {
+        AddError::Read(source) => BuildError::Read { path: fs_path, source },
+        AddError::Write(source) => BuildError::Write { path: PathBuf::from("<bundle>"), source },
+        AddError::Unstorable { path, reason } => BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason },
+    }
+}
+
 /// Writes the archive into `out` (which should buffer: the archive writer makes many small writes)
-/// and returns it.
-fn write_archive<W: ArchiveSink>(release: &Release, manifest_bytes: &[u8], sig_bytes: &[u8], mtime: u64, out: W) -> Result<W, BuildError> {
+/// and returns it. Without `sig_bytes` there is no signature entry (an unsigned bundle).
+fn write_archive<W: ArchiveSink>(manifest_bytes: &[u8], sig_bytes: Option<&[u8]>, payload: PayloadSource<'_>, mtime: u64, out: W) -> Result<W, BuildError> {
     let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
-    // Reading a source, writing the bundle and a file the format cannot hold are three different
-    // failures, each named for what it is.
-    let add_err = |fs_path: &Path| {
-        let fs_path = fs_path.to_path_buf();
-        move |e: AddError| match e {
-            AddError::Read(source) => BuildError::Read { path: fs_path, source },
-            AddError::Write(source) => BuildError::Write { path: PathBuf::from("<bundle>"), source },
-            AddError::Unstorable { path, reason } => BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason },
-        }
-    };
     let mut ar = ArchiveWriter::new(out, mtime).map_err(werr)?;
     let generated = Path::new("<generated>");
     ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(add_err(generated))?;
-    ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(add_err(generated))?;
+    if let Some(sig_bytes) = sig_bytes {
+        ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(add_err(generated))?;
+    }
+    match payload {
+        PayloadSource::Release(release) => add_release_files(release, &mut ar)?,
+        PayloadSource::Unsigned(unsigned) => unsigned.copy_payload(&mut ar)?,
+    }
+    ar.finish().map_err(werr)
+}
+
+fn add_release_files<W: ArchiveSink>(release: &Release, ar: &mut ArchiveWriter<W>) -> Result<(), BuildError> {
+    let generated = Path::new("<generated>");
     for src in &release.sources {
         let e = &src.entry;
         let packing = Packing::for_path(&e.path);
@@ -90,7 +142,7 @@ fn write_archive<W: ArchiveSink>(release: &Release, manifest_bytes: &[u8], sig_b
             }
         }
     }
-    ar.finish().map_err(werr)
+    Ok(())
 }
 
 /// Bytes between two writeback requests: large enough that each request is one big sequential
@@ -144,13 +196,35 @@ const WRITE_BLOCK: usize = 1 << 20;
 
 /// Writes the bundle into `out_dir`.
 pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOptions) -> Result<Built, BuildError> {
-    let m = &release.manifest;
-    let manifest_bytes = m.to_yaml();
-    let info = TrustedInfo { app: m.app.clone(), version: m.version.clone(), sequence: m.sequence };
-    let signature = key.sign(&manifest_bytes, &info.format())?;
-    let sig_bytes = signature.to_minisign().into_bytes();
-    let name = bundle_file_name(&m.app, &m.version);
-    let manifest_sha256 = bundle_core::hash::sha256_hex(&manifest_bytes);
+    let manifest_bytes = release.manifest.to_yaml();
+    write_bundle(&release.manifest, &manifest_bytes, PayloadSource::Release(release), Signing::Key(key), out_dir, opts)
+}
+
+/// The trusted comment a bundle's manifest (and parts index) is signed with.
+pub fn trusted_info(m: &Manifest) -> TrustedInfo {
+    TrustedInfo { app: m.app.clone(), version: m.version.clone(), sequence: m.sequence }
+}
+
+/// Writes a bundle of `manifest` (serialised as `manifest_bytes`) and `payload` into `out_dir`,
+/// signed as `signing` says.
+pub fn write_bundle(m: &Manifest, manifest_bytes: &[u8], payload: PayloadSource<'_>, signing: Signing<'_>, out_dir: &Path, opts: &BuildOptions) -> Result<Built, BuildError> {
+    let info = trusted_info(m);
+    let signature = match signing {
+        Signing::Key(key) => Some(key.sign(manifest_bytes, &info.format())?),
+        Signing::Given(sig) => Some(Signature { untrusted_comment: SIGNATURE_UNTRUSTED_COMMENT.to_string(), ..sig.clone() }),
+        Signing::Unsigned if opts.split_size.is_some() => return Err(BuildError::UnsignedSplit),
+        Signing::Unsigned => None,
+    };
+    let sig_bytes = signature.as_ref().map(|s| s.to_minisign().into_bytes());
+    let name = match signing {
+        Signing::Unsigned => unsigned_file_name(&m.app, &m.version),
+        _ => bundle_file_name(&m.app, &m.version),
+    };
+    let manifest_sha256 = bundle_core::hash::sha256_hex(manifest_bytes);
+    let index_key = match signing {
+        Signing::Key(key) => Some(key),
+        _ => None,
+    };
 
     std::fs::create_dir_all(out_dir).map_err(|source| BuildError::Write { path: out_dir.to_path_buf(), source })?;
     let tmp = out_dir.join(format!(".{name}.partial"));
@@ -167,14 +241,20 @@ pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOpt
                 // on a second thread so that this one only produces and writes bytes.
                 let file = EarlyWriteback::new(File::create(tmp.join(&name)).map_err(werr(&tmp))?);
                 let out = bundle_core::hash::ThreadedHashWriter::new(file, WRITE_BLOCK);
-                let out = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, out)?;
+                let out = write_archive(manifest_bytes, sig_bytes.as_deref(), payload, opts.mtime, out)?;
                 let (written, sha, size) = out.finish().map_err(werr(&tmp))?;
                 written.file.sync_all().map_err(werr(&tmp))?;
-                Ok((vec![name.clone()], sha, size))
+                let mut files = vec![name.clone()];
+                if signature.is_none() {
+                    let mname = manifest_file_name(&m.app, &m.version);
+                    std::fs::write(tmp.join(&mname), manifest_bytes).map_err(werr(&tmp))?;
+                    files.insert(0, mname);
+                }
+                Ok((files, sha, size))
             }
             Some(part_size) => {
                 let sink = BufWriter::with_capacity(WRITE_BLOCK, SplitWriter::new(&tmp, &name, part_size));
-                let sink = write_archive(release, &manifest_bytes, &sig_bytes, opts.mtime, sink)?;
+                let sink = write_archive(manifest_bytes, sig_bytes.as_deref(), payload, opts.mtime, sink)?;
                 let sink = sink.into_inner().map_err(|e| werr(&tmp)(e.into_error()))?;
                 let (parts, sha256, size) = sink.finish().map_err(werr(&tmp))?;
                 let index = PartsIndex {
@@ -189,12 +269,14 @@ pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOpt
                     parts: parts.clone(),
                 };
                 let index_bytes = serde_yaml::to_string(&index).expect("serialises").into_bytes();
-                let index_sig = key.sign(&index_bytes, &info.format())?.to_minisign();
                 let index_name = format!("{name}.parts");
                 std::fs::write(tmp.join(&index_name), &index_bytes).map_err(werr(&tmp))?;
-                std::fs::write(tmp.join(format!("{index_name}.minisig")), index_sig).map_err(werr(&tmp))?;
                 let mut files: Vec<String> = parts.into_iter().map(|p| p.name).collect();
-                files.push(format!("{index_name}.minisig"));
+                if let Some(key) = index_key {
+                    let index_sig = key.sign(&index_bytes, &info.format())?.to_minisign();
+                    std::fs::write(tmp.join(format!("{index_name}.minisig")), index_sig).map_err(werr(&tmp))?;
+                    files.push(format!("{index_name}.minisig"));
+                }
                 files.push(index_name);
                 Ok((files, sha256, size))
             }
@@ -225,7 +307,11 @@ pub fn build(release: &Release, key: &SecretKey, out_dir: &Path, opts: &BuildOpt
         manifest_sha256,
         entries: m.payload.entries,
         payload_bytes: m.payload.bytes,
-        key_id: key.key_id().to_string(),
+        key_id: signature.as_ref().map(|s| s.key_id.to_string()),
         parts,
+        signed: signature.is_some(),
+        trusted_comment: info.format(),
+        manifest: signature.is_none().then(|| out_dir.join(manifest_file_name(&m.app, &m.version))),
+        index_signature_needed: opts.split_size.is_some() && index_key.is_none(),
     })
 }

@@ -1,6 +1,8 @@
 //! `check --previous OLD_BUNDLE`: released steps are immutable. Every migration, down script and
 //! converter the old bundle shipped must be in the new release with the same bytes, so an edited
-//! migration is caught in CI before a site that already ran it sees drift.
+//! migration is caught in CI before a site that already ran it sees drift. Key rotation statements
+//! are cumulative too: one the previous bundle carried must stay, or a site that skipped it would
+//! never learn of the new key.
 
 use bundle_core::manifest::Manifest;
 
@@ -35,6 +37,18 @@ pub fn compare_with_previous(new: &Release, old: &Manifest) -> Vec<Lint> {
                 ),
             }),
             Some(_) => {}
+        }
+    }
+    for r in &old.key_rotations {
+        if !new.manifest.key_rotations.contains(r) {
+            let what = bundle_core::rotation::Statement::parse(&r.statement)
+                .map(|s| format!("key {} → key {}", s.old.key_id(), s.new.key_id()))
+                .unwrap_or_else(|_| "a key rotation statement".into());
+            lints.push(Lint {
+                level: Level::Error,
+                code: "released_key_rotation_removed",
+                message: format!("{what} was released in {} {} and is missing now; list its file under key_rotations in every later spec", old.app, old.version),
+            });
         }
     }
     if old.app != new.manifest.app {

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 
 use bundle_build::release::{self, Level, Lint};
 use bundle_build::spec::LoadedSpec;
+use bundle_build::password::{self, KeyOpenError, PasswordError, PasswordSource};
 use bundle_build::{build, check};
 use bundle_core::exit::Exit;
 use bundle_core::report::{envelope, verified_fields, Failure};
-use bundle_core::signature::{PublicKey, SecretKey, SignatureError};
+use bundle_core::signature::{PublicKey, SecretKey, Signature, SignatureError};
 use bundle_core::verify::{self, Limits, VerifyError};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -24,24 +25,89 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a signing key pair: PREFIX.key (mode 0600) and PREFIX.pub. Never overwrites.
+    /// Create a signing key pair: PREFIX.key (mode 0600, encrypted with a password as `minisign -G`
+    /// does) and PREFIX.pub. Never overwrites.
     Keygen {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+        /// Write the secret key in clear (as `minisign -G -W`), without a password.
+        #[arg(long, conflicts_with_all = ["password_fd", "password_env"])]
+        unencrypted: bool,
+        #[command(flatten)]
+        password: PasswordOpts,
         #[arg(long)]
         json: bool,
     },
-    /// Build and sign DIR/<app>-<version>.bundle.tar.gz from a spec.
+    /// Build and sign DIR/<app>-<version>.bundle.tar.gz from a spec (or, with --unsigned, write it
+    /// unsigned with its manifest beside it, for `sign`).
     Build {
         spec: PathBuf,
-        #[arg(long, value_name = "PREFIX.key")]
-        key: PathBuf,
+        #[arg(long, value_name = "PREFIX.key", required_unless_present = "unsigned")]
+        key: Option<PathBuf>,
+        /// Write DIR/<app>-<version>.unsigned.tar.gz and DIR/<app>-<version>.manifest.yaml (the file
+        /// to sign) instead of a signed bundle; finish with `bundle-build sign`.
+        #[arg(long, conflicts_with_all = ["key", "split_size", "password_fd", "password_env"])]
+        unsigned: bool,
+        #[command(flatten)]
+        password: PasswordOpts,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
         /// Write the bundle as parts of at most SIZE bytes (suffixes K, M, G: e.g. 4000M for FAT32),
         /// plus a signed NAME.parts index; `cat` of the parts gives the ordinary bundle.
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         split_size: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign an unsigned bundle (from `build --unsigned`) with a key file, or with a signature of its
+    /// manifest made elsewhere (`minisign -S`), checked against --trust; writes the signed bundle,
+    /// byte for byte what `build --key` writes. Given NAME.parts (a split bundle signed elsewhere),
+    /// adds NAME.parts.minisig.
+    Sign {
+        /// DIR/<app>-<version>.unsigned.tar.gz, or a split bundle's NAME.parts.
+        input: PathBuf,
+        #[arg(long, value_name = "PREFIX.key", required_unless_present = "signature", conflicts_with = "signature")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        password: PasswordOpts,
+        /// The .minisig of the manifest (or of NAME.parts) made elsewhere.
+        #[arg(long, value_name = "MINISIG", requires = "trust", conflicts_with_all = ["password_fd", "password_env"])]
+        signature: Option<PathBuf>,
+        /// Public key(s) the signature must verify with.
+        #[arg(long, value_name = "PUBKEY", num_args = 1..)]
+        trust: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Write the signed bundle as parts of at most SIZE bytes, as `build --split-size` does.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        split_size: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key rotation statement "NEW replaces (or, with --add, joins) OLD for APP", signed by
+    /// both keys; list the file under `key_rotations:` in the spec of this and every later release.
+    Rotate {
+        #[arg(long)]
+        app: String,
+        /// The key sites trust today (it authorises the change).
+        #[arg(long, value_name = "OLD.key")]
+        old: PathBuf,
+        /// The key sites are to trust (it signs too, showing its holder has it).
+        #[arg(long, value_name = "NEW.key")]
+        new: PathBuf,
+        /// Trust NEW beside OLD instead of retiring OLD.
+        #[arg(long)]
+        add: bool,
+        /// The password of OLD (and of NEW unless --new-password-* is given).
+        #[command(flatten)]
+        password: PasswordOpts,
+        #[arg(long, value_name = "FD", conflicts_with = "new_password_env")]
+        new_password_fd: Option<i32>,
+        #[arg(long, value_name = "NAME")]
+        new_password_env: Option<String>,
+        /// The statement file to write (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +146,24 @@ enum Command {
     Man,
 }
 
+/// Where the password of an encrypted secret key comes from (default: asked on the terminal).
+/// Never the password itself on the command line.
+#[derive(clap::Args, Debug, Clone)]
+struct PasswordOpts {
+    /// Read the key's password from this open file descriptor (its first line), e.g. `--password-fd 3 3< passfile`.
+    #[arg(long, value_name = "FD", conflicts_with = "password_env")]
+    password_fd: Option<i32>,
+    /// Read the key's password from the environment variable of this NAME (the name, not the password).
+    #[arg(long, value_name = "NAME")]
+    password_env: Option<String>,
+}
+
+impl PasswordOpts {
+    fn source(&self) -> PasswordSource {
+        PasswordSource::from_options(self.password_fd, self.password_env.clone())
+    }
+}
+
 fn main() -> ExitCode {
     // `bundle-build inspect | head` should end quietly, like any Unix tool, not panic on EPIPE.
     // SAFETY: resetting a signal disposition at start-up, before any thread exists.
@@ -90,8 +174,18 @@ fn main() -> ExitCode {
     let (name, json, result) = match cli.command {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
-        Command::Keygen { out, json } => ("keygen", json, keygen(&out)),
-        Command::Build { spec, key, out, split_size, json } => ("build", json, build_cmd(&spec, &key, &out, split_size)),
+        Command::Keygen { out, unencrypted, password, json } => ("keygen", json, keygen(&out, (!unencrypted).then(|| password.source()))),
+        Command::Build { spec, key, unsigned: _, password, out, split_size, json } => ("build", json, build_cmd(&spec, key.as_deref(), &password.source(), &out, split_size)),
+        Command::Sign { input, key, password, signature, trust, out, split_size, json } => {
+            ("sign", json, sign_cmd(&input, key.as_deref(), &password.source(), signature.as_deref(), &trust, &out, split_size))
+        }
+        Command::Rotate { app, old, new, add, password, new_password_fd, new_password_env, out, json } => {
+            let new_source = match (new_password_fd, new_password_env) {
+                (None, None) => password.source(),
+                (fd, env) => PasswordSource::from_options(fd, env),
+            };
+            ("rotate", json, rotate_cmd(&app, &old, &password.source(), &new, &new_source, add, &out))
+        }
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
         Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
@@ -135,7 +229,20 @@ fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, Failure> {
     paths.iter().map(|p| PublicKey::read_file(p).map_err(key_failure)).collect()
 }
 
-fn keygen(prefix: &Path) -> Result<Value, Failure> {
+fn password_failure(e: PasswordError) -> Failure {
+    Failure::new(Exit::Usage, e.kind(), e.to_string())
+}
+
+fn open_key(path: &Path, source: &PasswordSource) -> Result<SecretKey, Failure> {
+    password::open_secret_key(path, source).map_err(|e| match e {
+        KeyOpenError::Password(e) => password_failure(e),
+        KeyOpenError::Key(e) => key_failure(e),
+    })
+}
+
+/// `keygen`: encrypted with a password from `password` (asked twice on a terminal), or in clear
+/// when `password` is `None` (`--unencrypted`). The password is had before anything is written.
+fn keygen(prefix: &Path, password: Option<PasswordSource>) -> Result<Value, Failure> {
     let key_path = prefix.with_file_name(format!("{}.key", file_name(prefix)));
     let pub_path = prefix.with_file_name(format!("{}.pub", file_name(prefix)));
     for p in [&key_path, &pub_path] {
@@ -145,7 +252,14 @@ fn keygen(prefix: &Path) -> Result<Value, Failure> {
         }
     }
     let key = SecretKey::generate().map_err(key_failure)?;
-    let write = |path: &Path, text: String, mode: u32| -> Result<(), Failure> {
+    let key_text = match &password {
+        Some(source) => {
+            let pw = password::new_password(source).map_err(password_failure)?;
+            zeroize::Zeroizing::new(key.to_minisign_encrypted(pw.as_bytes()).map_err(key_failure)?)
+        }
+        None => zeroize::Zeroizing::new(key.to_minisign()),
+    };
+    let write = |path: &Path, text: &str, mode: u32| -> Result<(), Failure> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -158,11 +272,12 @@ fn keygen(prefix: &Path) -> Result<Value, Failure> {
         f.flush().ok();
         Ok(())
     };
-    write(&key_path, key.to_minisign(), 0o600)?;
-    write(&pub_path, key.public_key().to_minisign(), 0o644)?;
-    eprintln!("wrote {} (secret, unencrypted: keep it offline) and {}", key_path.display(), pub_path.display());
+    write(&key_path, &key_text, 0o600)?;
+    write(&pub_path, &key.public_key().to_minisign(), 0o644)?;
+    let how = if password.is_some() { "encrypted with your password" } else { "UNENCRYPTED: keep it offline" };
+    eprintln!("wrote {} (secret, {how}) and {}", key_path.display(), pub_path.display());
     eprintln!("key id {}", key.key_id());
-    Ok(json!({ "key_id": key.key_id().to_string(), "secret_key": key_path, "public_key": pub_path }))
+    Ok(json!({ "key_id": key.key_id().to_string(), "secret_key": key_path, "public_key": pub_path, "encrypted": password.is_some() }))
 }
 
 fn file_name(p: &Path) -> String {
@@ -209,24 +324,92 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-fn build_cmd(spec_path: &Path, key_path: &Path, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+/// `build`: signed with the key at `key_path`, or unsigned (for `sign`) when it is `None`.
+fn build_cmd(spec_path: &Path, key_path: Option<&Path>, password: &PasswordSource, out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
     let mtime = source_date_epoch()?;
     let spec = LoadedSpec::load(spec_path).map_err(|e| Failure::new(Exit::Usage, "invalid_spec", e.to_string()))?;
-    let key = SecretKey::read_file(key_path).map_err(key_failure)?;
+    let key = key_path.map(|k| open_key(k, password)).transpose()?;
     let (release, lints) = release::gather(&spec, mtime);
     print_lints(&lints);
     let release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
-    let built = build::build(&release, &key, out, &build::BuildOptions { mtime, split_size })
-        .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
-    eprintln!(
-        "built {} ({} entries, {} payload bytes, {} bytes on disk, key {})",
-        built.bundle.display(),
-        built.entries,
-        built.payload_bytes,
-        built.bytes,
-        built.key_id
-    );
+    let opts = build::BuildOptions { mtime, split_size };
+    let built = match &key {
+        Some(key) => build::build(&release, key, out, &opts),
+        None => {
+            let bytes = release.manifest.to_yaml();
+            build::write_bundle(&release.manifest, &bytes, build::PayloadSource::Release(&release), build::Signing::Unsigned, out, &opts)
+        }
+    }
+    .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
+    report_built(&built);
     Ok(serde_json::to_value(&built).expect("serialisable"))
+}
+
+/// The human lines for a written bundle (signed, unsigned, or split awaiting its index signature).
+fn report_built(built: &build::Built) {
+    let key = built.key_id.as_deref().map(|k| format!("key {k}")).unwrap_or_else(|| "UNSIGNED".into());
+    eprintln!("built {} ({} entries, {} payload bytes, {} bytes on disk, {key})", built.bundle.display(), built.entries, built.payload_bytes, built.bytes);
+    let t = built.trusted_comment.replace('\t', "\\t");
+    if let Some(manifest) = &built.manifest {
+        eprintln!("sign {} elsewhere, then run `bundle-build sign {} --signature {}.minisig --trust KEY.pub`:", manifest.display(), built.bundle.display(), manifest.display());
+        eprintln!("  minisign -S -s KEY.key -m {} -t \"$(printf '{t}')\"", manifest.display());
+    }
+    if built.index_signature_needed {
+        eprintln!("the parts index still needs its signature (same trusted comment): sign {} and run `bundle-build sign {} --signature {}.minisig --trust KEY.pub`", built.bundle.display(), built.bundle.display(), built.bundle.display());
+        eprintln!("  minisign -S -s KEY.key -m {} -t \"$(printf '{t}')\"", built.bundle.display());
+    }
+}
+
+fn sign_failure(e: bundle_build::sign::SignError) -> Failure {
+    use bundle_build::sign::SignError as E;
+    let exit = match &e {
+        E::Signature(_) | E::Unsigned(bundle_core::unsigned::UnsignedError::Mismatch { .. }) => Exit::Verification,
+        E::Build(_) | E::Write { .. } => Exit::Failed,
+        _ => Exit::Usage,
+    };
+    Failure::new(exit, e.kind(), e.to_string())
+}
+
+/// `sign INPUT`: an unsigned bundle becomes the signed one in `out`; a parts index gets its signature.
+fn sign_cmd(input: &Path, key_path: Option<&Path>, password: &PasswordSource, signature: Option<&Path>, trust: &[PathBuf], out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+    use bundle_build::sign::{self, SignWith};
+    let keys = load_keys(trust)?;
+    let key = key_path.map(|k| open_key(k, password)).transpose()?;
+    let sig = signature.map(|p| Signature::read_file(p).map_err(|e| Failure::new(Exit::Usage, e.kind(), e.to_string()))).transpose()?;
+    let with = match (&key, &sig) {
+        (Some(key), _) => SignWith::Key(key),
+        (None, Some(signature)) => SignWith::Signature { signature, trusted: &keys },
+        (None, None) => return Err(Failure::new(Exit::Usage, "usage", "give --key or --signature")),
+    };
+    if input.extension().is_some_and(|e| e == "parts") {
+        let written = sign::sign_index(input, with).map_err(sign_failure)?;
+        eprintln!("wrote {}", written.display());
+        return Ok(json!({ "index": input, "signature": written }));
+    }
+    let built = sign::sign_unsigned(input, with, out, split_size).map_err(sign_failure)?;
+    report_built(&built);
+    Ok(serde_json::to_value(&built).expect("serialisable"))
+}
+
+fn rotate_cmd(app: &str, old_path: &Path, old_pw: &PasswordSource, new_path: &Path, new_pw: &PasswordSource, add: bool, out: &Path) -> Result<Value, Failure> {
+    use bundle_core::rotation::{RotationAction, Statement};
+    let old = open_key(old_path, old_pw)?;
+    let new = open_key(new_path, new_pw)?;
+    let action = if add { RotationAction::Add } else { RotationAction::Replace };
+    let statement = Statement { app: app.to_string(), action, old: old.public_key(), new: new.public_key() };
+    Statement::parse(&statement.format()).map_err(|e| Failure::new(Exit::Usage, "invalid_key_rotation", e))?;
+    let signed = statement.sign(&old, &new).map_err(|e| Failure::new(Exit::Usage, "invalid_key_rotation", e))?;
+    let text = serde_yaml::to_string(&signed).expect("serialises");
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .map_err(|e| Failure::new(Exit::Failed, "io", format!("cannot write {}: {e}", out.display())).hint("rotate never overwrites; choose another --out"))?;
+    let verb = if add { "joins" } else { "replaces" };
+    eprintln!("wrote {}: key {} {verb} key {} for {app}; list it under key_rotations: in the spec of this and every later release", out.display(), new.key_id(), old.key_id());
+    Ok(json!({ "statement": out, "app": app, "action": action, "old": old.key_id().to_string(), "new": new.key_id().to_string() }))
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf]) -> Result<Value, Failure> {

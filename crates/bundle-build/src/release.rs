@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bundle_core::rotation::KeyRotation;
 use bundle_core::manifest::{self, Config, Converter, Database, FileEntry, Hooks, Manifest, Payload, Step};
 use bundle_core::naming::{self, MigrationKind};
 use bundle_core::paths::BundlePath;
@@ -185,6 +186,13 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     }
 
     let databases = s.databases.iter().map(|(name, db)| gather_database(&mut g, spec, name, db)).collect();
+    let key_rotations = gather_key_rotations(&mut g, spec);
+    let mut env_names = BTreeMap::new();
+    for name in s.databases.keys() {
+        if let Some(other) = env_names.insert(naming::db_env_suffix(name), name) {
+            g.error("db_name_clash", format!("databases `{other}` and `{name}` would both take their connection from BUNDLE_DB_URL_{}; rename one", naming::db_env_suffix(name)));
+        }
+    }
     let config = s.config.as_ref().map(|c| gather_config(&mut g, spec, c));
 
     let hook = |g: &mut Gather, p: &Option<PathBuf>| -> Option<String> {
@@ -254,6 +262,7 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
         config,
         hooks,
         sbom: Some(crate::sbom::SBOM_PATH.into()),
+        key_rotations,
         payload: Payload { entries: sources.len() as u64, bytes: sources.iter().map(|s| s.entry.size).sum() },
         files: sources.iter().map(|s| s.entry.clone()).collect(),
     };
@@ -278,6 +287,24 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     }
     let wheel_meta = contents.into_iter().map(|(path, _, c)| (path, c.meta)).collect();
     (Some(Release { manifest, sources, wheel_meta }), g.lints)
+}
+
+/// Reads the spec's key rotation statements; each must be for this app and signed by both its keys.
+fn gather_key_rotations(g: &mut Gather, spec: &LoadedSpec) -> Vec<KeyRotation> {
+    let mut out = Vec::new();
+    for p in &spec.spec.key_rotations {
+        let fs = spec.resolve(p);
+        let parsed = std::fs::read_to_string(&fs)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_yaml::from_str::<KeyRotation>(&text).map_err(|e| e.to_string()))
+            .and_then(|r| r.check(&spec.spec.app).map(|_| r));
+        match parsed {
+            Ok(r) if out.contains(&r) => g.warn("duplicate_key_rotation", format!("{}: listed twice", fs.display())),
+            Ok(r) => out.push(r),
+            Err(e) => g.error("invalid_key_rotation", format!("{}: {e}; make it with `bundle-build rotate`", fs.display())),
+        }
+    }
+    out
 }
 
 fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::spec::DatabaseSpec) -> Database {
@@ -327,6 +354,11 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
         g.error("migration_empty", format!("database `{name}`: no migrations in {}", dir.display()));
     } else if prev != db.schema {
         g.error("schema_mismatch", format!("database `{name}`: schema is {} but the last migration is {prev}", db.schema));
+    }
+    if db.engine == "sqlite" {
+        if let Some(why) = bundle_core::paths::BundlePath::parse(&db.path).ok().and_then(|p| p.site_reserved()) {
+            g.error("reserved_path", format!("database `{name}`: path `{}` is reserved ({why}); put it under a directory of its own such as `data/`", db.path));
+        }
     }
     if !["sqlite", "postgres", "mysql"].contains(&db.engine.as_str()) {
         g.error("bad_engine", format!("database `{name}`: engine `{}` is not sqlite, postgres or mysql", db.engine));

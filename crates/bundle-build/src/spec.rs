@@ -33,6 +33,10 @@ pub struct Spec {
     /// Release sequence number for anti-downgrade; derived from `version` when absent.
     #[serde(default)]
     pub sequence: Option<u64>,
+    /// Signed key rotation statements (files written by `bundle-build rotate`), every one released
+    /// so far: bundles are cumulative, so a site that skipped a release still gets its rotation.
+    #[serde(default)]
+    pub key_rotations: Vec<PathBuf>,
 }
 
 /// `wheels:` — a wheelhouse directory, a lock file (`pylock.toml`, `pylock.*.toml` or a

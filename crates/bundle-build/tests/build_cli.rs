@@ -148,7 +148,7 @@ fn stock_minisign_accepts_the_extracted_manifest() {
 fn keygen_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("release");
-    let r = run(bb().arg("keygen").arg("--out").arg(&prefix).arg("--json"));
+    let r = run(bb().arg("keygen").arg("--unencrypted").arg("--out").arg(&prefix).arg("--json"));
     r.expect_ok();
     let v = r.json();
     assert_eq!(v["ok"], true);
@@ -247,7 +247,20 @@ sys.exit(0 if hit else 3)
 #[test]
 fn check_names_the_lint_for_each_broken_spec() {
     type Break = fn(&Path);
-    let cases: [(&str, Break, &str, &str); 7] = [
+    let cases: [(&str, Break, &str, &str); 10] = [
+        // Issue 13 item 6: a database inside the installer's own directories.
+        ("database under current/", |d| edit(d, "spec.yaml", "path: data/client.db", "path: current/client.db"), "reserved_path", "current/client.db"),
+        ("database in trust/", |d| edit(d, "spec.yaml", "path: data/client.db", "path: trust/client.pub"), "reserved_path", "trust/client.pub"),
+        // Both would read BUNDLE_DB_URL_CLIENT_DB.
+        (
+            "client-db and client_db",
+            |d| {
+                edit(d, "spec.yaml", "  metadata:\n    engine", "  client-db:\n    engine");
+                edit(d, "spec.yaml", "  client:\n    engine", "  client_db:\n    engine");
+            },
+            "db_name_clash",
+            "BUNDLE_DB_URL_CLIENT_DB",
+        ),
         // 1.1 → 2.1 skips 2.0 (1.0 → 2.0 would be a legal major step, so the middle of a major is cut).
         ("gap in a migration chain", |d| remove(d, "migrations/client/2.0_rename_notes.sql"), "migration_gap", "client"),
         ("schema is not the last step", |d| edit(d, "spec.yaml", "schema: \"2.1\"", "schema: \"2.2\""), "schema_mismatch", "2.2"),

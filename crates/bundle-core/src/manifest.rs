@@ -55,6 +55,10 @@ pub struct Manifest {
     /// Bundle path of the CycloneDX SBOM of the wheels, when the bundle carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<String>,
+    /// Every key rotation statement released so far (cumulative), see `crate::rotation`. Absent
+    /// when there are none, so bundles without rotations are unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<crate::rotation::KeyRotation>,
     pub payload: Payload,
     pub files: Vec<FileEntry>,
 }
@@ -274,10 +278,15 @@ impl Manifest {
 
         let mut names = BTreeSet::new();
         let mut db_paths = BTreeSet::new();
+        let mut env_names = BTreeMap::new();
         for db in &self.databases {
             // Only SQLite paths name files on the site; server databases are located by the site.
             if !names.insert(db.name.as_str()) || (db.engine == "sqlite" && !db_paths.insert(db.path.as_str())) {
                 return err(format!("database `{}` (or its path) declared twice", db.name));
+            }
+            // Both would read their connection from the same BUNDLE_DB_URL_<NAME>.
+            if let Some(other) = env_names.insert(naming::db_env_suffix(&db.name), db.name.as_str()) {
+                return err(format!("databases `{other}` and `{}` would share the variable BUNDLE_DB_URL_{}", db.name, naming::db_env_suffix(&db.name)));
             }
             validate_database(db, &need)?;
         }
@@ -384,7 +393,10 @@ fn validate_database(
         return err(format!("unknown engine `{}` (sqlite, postgres, mysql)", db.engine));
     }
     if db.engine == "sqlite" {
-        BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
+        let path = BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
+        if let Some(why) = path.site_reserved() {
+            return err(format!("path `{path}` is reserved: {why}; put the database under a directory of its own such as `data/`"));
+        }
     }
     let mut last = SchemaVersion::CLEAN;
     for step in &db.steps {
@@ -461,6 +473,7 @@ pub(crate) mod tests {
             config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
             sbom: None,
+            key_rotations: Vec::new(),
             payload: Payload { entries: 4, bytes: 12 },
             files,
         }
@@ -485,6 +498,17 @@ pub(crate) mod tests {
             ("converter gap", Box::new(|m| m.config.as_mut().unwrap().version = 2)),
             ("version", Box::new(|m| m.version = "banana".into())),
             ("reserved", Box::new(|m| m.files[2].path = MANIFEST_NAME.into())),
+            ("db in current/", Box::new(|m| m.databases[0].path = "current/x.db".into())),
+            ("db in trust/", Box::new(|m| m.databases[0].path = "trust/client.pub".into())),
+            ("db is site.yaml", Box::new(|m| m.databases[0].path = "site.yaml".into())),
+            ("db in state/", Box::new(|m| m.databases[0].path = "state/site.json".into())),
+            ("db env clash", Box::new(|m| {
+                let mut other = m.databases[0].clone();
+                m.databases[0].name = "main-db".into();
+                other.name = "main_db".into();
+                other.path = "data/other.db".into();
+                m.databases.push(other);
+            })),
         ];
         for (what, edit) in cases {
             let mut m = sample();

@@ -77,6 +77,13 @@ pub fn parse_converter(name: &str) -> Result<(u32, u32, ConverterKind), String> 
     Ok((from, to, kind))
 }
 
+/// The suffix of the environment variable naming database `name`'s connection
+/// (`BUNDLE_DB_URL_<suffix>`): upper-cased, anything but ASCII letters and digits as `_`. Two
+/// databases of one release must not share it (`client-db` and `client_db` would).
+pub fn db_env_suffix(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

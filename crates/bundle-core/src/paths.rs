@@ -85,6 +85,32 @@ impl BundlePath {
     }
 }
 
+/// Top-level names of a site root that belong to the installer (or are reserved for it): a
+/// database `path` (or anything else a bundle places on the site) must never start with one. Names
+/// starting with `.` are reserved too (temporary links such as `.current.new` live there).
+pub const SITE_RESERVED: &[&str] = &["current", "releases", "backups", "trust", "state", "site.yaml", "store", "scratch"];
+
+/// SQLite's companion files of a database `x.db`: `x.db-wal`, `x.db-shm`, `x.db-journal`.
+pub const SQLITE_SIDECARS: &[&str] = &["-wal", "-shm", "-journal"];
+
+impl BundlePath {
+    /// `Some(why)` when this path, taken relative to a site root, would land in the installer's
+    /// own files ([`SITE_RESERVED`], a dot name) or is named like an SQLite companion file.
+    pub fn site_reserved(&self) -> Option<String> {
+        let first = self.0.split('/').next().unwrap_or("");
+        if let Some(r) = SITE_RESERVED.iter().find(|r| **r == first || first.strip_prefix(**r).is_some_and(|rest| SQLITE_SIDECARS.contains(&rest))) {
+            return Some(format!("`{r}` at the site root belongs to the installer"));
+        }
+        if first.starts_with('.') {
+            return Some("names starting with `.` at the site root belong to the installer".into());
+        }
+        if let Some(s) = SQLITE_SIDECARS.iter().find(|s| self.0.ends_with(**s)) {
+            return Some(format!("a name ending in `{s}` is an SQLite companion file"));
+        }
+        None
+    }
+}
+
 impl fmt::Display for BundlePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -93,6 +119,16 @@ impl fmt::Display for BundlePath {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn site_reserved_names() {
+        for p in ["current", "current/x.db", "releases/4.0.0/x.db", "backups/x.db", "trust/client.pub", "state/site.json", "site.yaml", "site.yaml-wal", "store/a", "scratch/a", ".current.new", "data/x.db-wal", "a.db-journal"] {
+            assert!(super::BundlePath::parse(p).unwrap().site_reserved().is_some(), "{p} accepted");
+        }
+        for p in ["data/client.db", "db/current.db", "currently.db", "data/releases/x.db", "state.db"] {
+            assert!(super::BundlePath::parse(p).unwrap().site_reserved().is_none(), "{p} refused");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -3,12 +3,13 @@
 //!
 //! * Public key (`.pub`, 2 lines): `untrusted comment: minisign public key <ID>`, then base64 of
 //!   `"Ed"` ‖ key id (8) ‖ public key (32).
-//! * Secret key (`.key`, 2 lines, **unencrypted only**, as `minisign -G -W` writes it): base64 of
-//!   `"Ed"` ‖ kdf `"\0\0"` ‖ `"B2"` ‖ salt (32) ‖ opslimit (u64 LE) ‖ memlimit (u64 LE) ‖ key id (8) ‖
-//!   secret key (64 = seed ‖ public key) ‖ checksum (32 = BLAKE2b-256(`"Ed"` ‖ key id ‖ secret key)).
-//!   minisign writes an all-zero checksum for keys made with `-G -W` and does not check it for
-//!   unencrypted keys; we accept either zeros or the right checksum, always write the right one, and
-//!   always check that the public half matches the seed.
+//! * Secret key (`.key`, 2 lines): base64 of `"Ed"` ‖ kdf ‖ `"B2"` ‖ salt (32) ‖ opslimit (u64 LE) ‖
+//!   memlimit (u64 LE) ‖ key id (8) ‖ secret key (64 = seed ‖ public key) ‖ checksum (32 =
+//!   BLAKE2b-256(`"Ed"` ‖ key id ‖ secret key)). kdf `"Sc"` (what `minisign -G` writes): the last
+//!   104 bytes are XORed with scrypt(password, salt, opslimit, memlimit) (see [`crate::keycrypt`]), and
+//!   a wrong password shows as a wrong checksum. kdf `"\0\0"` (`minisign -G -W`): in clear; minisign
+//!   writes an all-zero checksum then and does not check it; we accept either zeros or the right
+//!   checksum, always write the right one, and always check that the public half matches the seed.
 //! * Signature (`.minisig`, 4 lines): untrusted comment; base64 of `"ED"` ‖ key id ‖ Ed25519 signature
 //!   of BLAKE2b-512(message) (plain Ed25519 over the 64-byte hash, *not* RFC 8032 Ed25519ph);
 //!   `trusted comment: <text>`; base64 of the global signature = Ed25519 over signature ‖ text.
@@ -27,6 +28,9 @@ use base64::Engine as _;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Blake2b512, Digest};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
+
+use crate::keycrypt;
 
 /// Largest signature file we read or write, in bytes.
 pub const MAX_SIGNATURE_BYTES: usize = 4096;
@@ -51,6 +55,9 @@ const PUBLIC_KEY_LEN: usize = 2 + 8 + 32;
 const SIG_LINE_LEN: usize = 2 + 8 + 64;
 const SECRET_KEY_LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
 /// Offsets inside the secret key blob.
+const SK_SALT: usize = 6;
+const SK_OPSLIMIT: usize = SK_SALT + 32;
+const SK_MEMLIMIT: usize = SK_OPSLIMIT + 8;
 const SK_KEYID: usize = 54;
 const SK_SECRET: usize = SK_KEYID + 8;
 const SK_CHECKSUM: usize = SK_SECRET + 64;
@@ -69,8 +76,10 @@ pub enum SignatureError {
     MalformedKey { origin: String, reason: String },
     #[error("{origin}: not a minisign secret key: {reason}; use the .key file written by `bundle-build keygen` or `minisign -G -W`")]
     MalformedSecretKey { origin: String, reason: String },
-    #[error("{origin}: encrypted secret keys are not supported yet; create one with `bundle-build keygen` or `minisign -G -W`")]
+    #[error("{origin}: the secret key is encrypted and no password was given; give it on the terminal, with --password-fd or --password-env")]
     EncryptedSecretKey { origin: String },
+    #[error("{origin}: wrong password for this secret key (or the key file is damaged); try again, or restore the key from a backup")]
+    WrongPassword { origin: String },
     #[error("{origin}: the secret key is damaged ({reason}); restore it from a backup")]
     CorruptSecretKey { origin: String, reason: String },
     #[error("{origin}: not a minisign signature: {reason}; the signature is damaged or was not written by `bundle-build build`/`minisign -S`, get a fresh copy of the bundle")]
@@ -89,6 +98,8 @@ pub enum SignatureError {
     MalformedTrustedInfo(String),
     #[error("cannot get random bytes from the operating system: {0}; check that the system's random source is available")]
     Random(String),
+    #[error("cannot encrypt the secret key: {0}")]
+    InvalidKeyParameters(String),
 }
 
 impl SignatureError {
@@ -99,6 +110,7 @@ impl SignatureError {
             SignatureError::MalformedKey { .. } => "malformed_key",
             SignatureError::MalformedSecretKey { .. } => "malformed_secret_key",
             SignatureError::EncryptedSecretKey { .. } => "encrypted_secret_key",
+            SignatureError::WrongPassword { .. } => "wrong_password",
             SignatureError::CorruptSecretKey { .. } => "corrupt_secret_key",
             SignatureError::MalformedSignature { .. } => "malformed_signature",
             SignatureError::LegacySignature { .. } => "legacy_signature",
@@ -108,6 +120,7 @@ impl SignatureError {
             SignatureError::InvalidTrustedComment(_) => "invalid_trusted_comment",
             SignatureError::MalformedTrustedInfo(_) => "malformed_trusted_info",
             SignatureError::Random(_) => "random",
+            SignatureError::InvalidKeyParameters(_) => "invalid_key_parameters",
         }
     }
 }
@@ -365,96 +378,70 @@ impl SecretKey {
         }
     }
 
-    /// Parses an unencrypted minisign secret key file (`minisign -G -W`, or ours).
+    /// Parses an unencrypted minisign secret key file (`minisign -G -W`, or ours); an encrypted one
+    /// is refused with [`SignatureError::EncryptedSecretKey`] (see [`SecretKeyFile`] to open it).
     pub fn from_minisign(text: &str) -> Result<Self, SignatureError> {
-        Self::parse_named(text, "secret key")
+        SecretKeyFile::parse_named(text, "secret key")?.unencrypted()
     }
 
-    fn parse_named(text: &str, origin: &str) -> Result<Self, SignatureError> {
-        let bad = |reason: String| SignatureError::MalformedSecretKey {
-            origin: origin.into(),
-            reason,
-        };
-        if text.len() > MAX_KEY_FILE_BYTES {
-            return Err(bad(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
-        }
-        let lines = split_lines(text, 2).map_err(bad)?;
-        untrusted_comment(lines[0], 1).map_err(bad)?;
-        let b = decode_line(lines[1], SECRET_KEY_LEN, 2).map_err(bad)?;
-        if b[0..2] != ALG_ED {
-            return Err(bad(format!(
-                "unsupported signature algorithm {:?} (expected \"Ed\")",
-                String::from_utf8_lossy(&b[0..2])
-            )));
-        }
-        if b[2..4] == KDF_SCRYPT {
-            return Err(SignatureError::EncryptedSecretKey {
-                origin: origin.into(),
-            });
-        }
-        if b[2..4] != KDF_NONE {
-            return Err(bad(format!(
-                "unsupported key derivation function {:?}",
-                String::from_utf8_lossy(&b[2..4])
-            )));
-        }
-        if b[4..6] != CHK_BLAKE2 {
-            return Err(bad(format!(
-                "unsupported checksum function {:?} (expected \"B2\")",
-                String::from_utf8_lossy(&b[4..6])
-            )));
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&b[SK_KEYID..SK_SECRET]);
-        let key_id = KeyId(id);
-        let sk64 = &b[SK_SECRET..SK_CHECKSUM];
-        let chk = &b[SK_CHECKSUM..];
-        let corrupt = |reason: &str| SignatureError::CorruptSecretKey {
-            origin: origin.into(),
-            reason: reason.into(),
-        };
-        // `minisign -G -W` leaves the checksum all zeros; anything else must be the right checksum.
-        if chk.iter().any(|&x| x != 0) && chk != secret_key_checksum(&key_id, sk64) {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&sk64[..32]);
-        let key = SigningKey::from_bytes(&seed);
-        seed.fill(0);
-        if key.verifying_key().as_bytes()[..] != sk64[32..] {
-            return Err(corrupt("its public half does not match its seed"));
-        }
-        Ok(SecretKey { key_id, key })
-    }
-
-    /// Reads a secret key file; errors name the file.
+    /// Reads an unencrypted secret key file; errors name the file. See [`SecretKeyFile::read_file`]
+    /// for one that may be encrypted.
     pub fn read_file(path: &Path) -> Result<Self, SignatureError> {
-        let origin = path.display().to_string();
-        match read_limited(path, MAX_KEY_FILE_BYTES)? {
-            Ok(text) => Self::parse_named(&text, &origin),
-            Err(reason) => Err(SignatureError::MalformedSecretKey { origin, reason }),
-        }
+        SecretKeyFile::read_file(path)?.unencrypted()
+    }
+
+    /// The secret key bytes (key id ‖ secret key ‖ checksum) behind a file's header.
+    fn key_material(&self) -> Zeroizing<Vec<u8>> {
+        let sk64 = Zeroizing::new(self.key.to_keypair_bytes());
+        let mut m = Zeroizing::new(Vec::with_capacity(SECRET_KEY_LEN - SK_KEYID));
+        m.extend_from_slice(&self.key_id.0);
+        m.extend_from_slice(&sk64[..]);
+        m.extend_from_slice(&secret_key_checksum(&self.key_id, &sk64[..]));
+        m
+    }
+
+    fn key_file_text(blob: &[u8]) -> String {
+        format!("{UNTRUSTED_PREFIX}{SECRET_KEY_UNTRUSTED_COMMENT}\n{}\n", B64.encode(blob))
     }
 
     /// The unencrypted secret key file, in the layout `minisign -G -W` writes (with the checksum
     /// filled in). Keep it mode 0600: it is the signing key in clear.
     pub fn to_minisign(&self) -> String {
-        let mut b = Vec::with_capacity(SECRET_KEY_LEN);
+        let mut b = Zeroizing::new(Vec::with_capacity(SECRET_KEY_LEN));
         b.extend_from_slice(&ALG_ED);
         b.extend_from_slice(&KDF_NONE);
         b.extend_from_slice(&CHK_BLAKE2);
         b.extend_from_slice(&[0u8; 32 + 8 + 8]); // salt, opslimit, memlimit: unused without a kdf
-        b.extend_from_slice(&self.key_id.0);
-        let mut sk64 = self.key.to_keypair_bytes();
-        b.extend_from_slice(&sk64);
-        b.extend_from_slice(&secret_key_checksum(&self.key_id, &sk64));
-        let text = format!(
-            "{UNTRUSTED_PREFIX}{SECRET_KEY_UNTRUSTED_COMMENT}\n{}\n",
-            B64.encode(&b)
-        );
-        sk64.fill(0);
-        b.fill(0);
-        text
+        b.extend_from_slice(&self.key_material());
+        Self::key_file_text(&b)
+    }
+
+    /// The secret key file encrypted with `password`, exactly as `minisign -G` writes it: kdf `Sc`, a
+    /// fresh random salt and libsodium's "sensitive" limits (scrypt N = 2^20, r = 8, p = 1: about a
+    /// second and 1 GiB of memory, at each use of the key too).
+    pub fn to_minisign_encrypted(&self, password: &[u8]) -> Result<String, SignatureError> {
+        let mut salt = [0u8; 32];
+        getrandom::getrandom(&mut salt).map_err(|e| SignatureError::Random(e.to_string()))?;
+        self.to_minisign_encrypted_with(password, &salt, keycrypt::OPSLIMIT_SENSITIVE, keycrypt::MEMLIMIT_SENSITIVE)
+    }
+
+    /// [`SecretKey::to_minisign_encrypted`] with a given salt and limits (tests use cheap limits).
+    pub fn to_minisign_encrypted_with(&self, password: &[u8], salt: &[u8; 32], opslimit: u64, memlimit: u64) -> Result<String, SignatureError> {
+        let mut material = self.key_material();
+        let stream = keycrypt::derive(password, salt, opslimit, memlimit, material.len())
+            .map_err(SignatureError::InvalidKeyParameters)?;
+        for (m, k) in material.iter_mut().zip(stream.iter()) {
+            *m ^= k;
+        }
+        let mut b = Zeroizing::new(Vec::with_capacity(SECRET_KEY_LEN));
+        b.extend_from_slice(&ALG_ED);
+        b.extend_from_slice(&KDF_SCRYPT);
+        b.extend_from_slice(&CHK_BLAKE2);
+        b.extend_from_slice(salt);
+        b.extend_from_slice(&opslimit.to_le_bytes());
+        b.extend_from_slice(&memlimit.to_le_bytes());
+        b.extend_from_slice(&material);
+        Ok(Self::key_file_text(&b))
     }
 
     pub fn key_id(&self) -> &KeyId {
@@ -500,6 +487,146 @@ impl SecretKey {
         }
         Ok(sig)
     }
+}
+
+/// A secret key file as read: in clear, or encrypted and waiting for its password.
+#[derive(Debug)]
+pub enum SecretKeyFile {
+    Plain(SecretKey),
+    Encrypted(EncryptedSecretKey),
+}
+
+/// An encrypted secret key file (kdf `Sc`), checked for layout but not yet opened.
+pub struct EncryptedSecretKey {
+    origin: String,
+    blob: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for EncryptedSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedSecretKey").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+impl SecretKeyFile {
+    /// Parses a secret key file, encrypted or not.
+    pub fn parse(text: &str) -> Result<Self, SignatureError> {
+        Self::parse_named(text, "secret key")
+    }
+
+    /// Reads a secret key file, encrypted or not; errors name the file.
+    pub fn read_file(path: &Path) -> Result<Self, SignatureError> {
+        let origin = path.display().to_string();
+        match read_limited(path, MAX_KEY_FILE_BYTES)? {
+            Ok(text) => Self::parse_named(&Zeroizing::new(text), &origin),
+            Err(reason) => Err(SignatureError::MalformedSecretKey { origin, reason }),
+        }
+    }
+
+    /// Whether opening the key needs a password.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, SecretKeyFile::Encrypted(_))
+    }
+
+    /// The key of an unencrypted file; [`SignatureError::EncryptedSecretKey`] for an encrypted one.
+    pub fn unencrypted(self) -> Result<SecretKey, SignatureError> {
+        match self {
+            SecretKeyFile::Plain(k) => Ok(k),
+            SecretKeyFile::Encrypted(e) => Err(SignatureError::EncryptedSecretKey { origin: e.origin }),
+        }
+    }
+
+    fn parse_named(text: &str, origin: &str) -> Result<Self, SignatureError> {
+        let bad = |reason: String| SignatureError::MalformedSecretKey {
+            origin: origin.into(),
+            reason,
+        };
+        if text.len() > MAX_KEY_FILE_BYTES {
+            return Err(bad(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
+        }
+        let lines = split_lines(text, 2).map_err(bad)?;
+        untrusted_comment(lines[0], 1).map_err(bad)?;
+        let b = Zeroizing::new(decode_line(lines[1], SECRET_KEY_LEN, 2).map_err(bad)?);
+        if b[0..2] != ALG_ED {
+            return Err(bad(format!(
+                "unsupported signature algorithm {:?} (expected \"Ed\")",
+                String::from_utf8_lossy(&b[0..2])
+            )));
+        }
+        if b[4..6] != CHK_BLAKE2 {
+            return Err(bad(format!(
+                "unsupported checksum function {:?} (expected \"B2\")",
+                String::from_utf8_lossy(&b[4..6])
+            )));
+        }
+        if b[2..4] == KDF_SCRYPT {
+            return Ok(SecretKeyFile::Encrypted(EncryptedSecretKey { origin: origin.into(), blob: b }));
+        }
+        if b[2..4] != KDF_NONE {
+            return Err(bad(format!(
+                "unsupported key derivation function {:?}",
+                String::from_utf8_lossy(&b[2..4])
+            )));
+        }
+        // `minisign -G -W` leaves the checksum all zeros; anything else must be the right checksum.
+        let zero_checksum = b[SK_CHECKSUM..].iter().all(|&x| x == 0);
+        open_key_material(&b[SK_KEYID..], zero_checksum, |reason| SignatureError::CorruptSecretKey {
+            origin: origin.into(),
+            reason: reason.into(),
+        })
+        .map(SecretKeyFile::Plain)
+    }
+}
+
+impl EncryptedSecretKey {
+    /// Decrypts the key with `password` (scrypt: about a second and up to 1 GiB of memory).
+    /// A wrong password gives [`SignatureError::WrongPassword`].
+    pub fn decrypt(&self, password: &[u8]) -> Result<SecretKey, SignatureError> {
+        let b = &self.blob;
+        let salt: [u8; 32] = b[SK_SALT..SK_OPSLIMIT].try_into().expect("32 bytes");
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let mut material = Zeroizing::new(b[SK_KEYID..].to_vec());
+        let stream = keycrypt::derive(password, &salt, u64_at(SK_OPSLIMIT), u64_at(SK_MEMLIMIT), material.len()).map_err(|reason| {
+            SignatureError::MalformedSecretKey { origin: self.origin.clone(), reason }
+        })?;
+        for (m, k) in material.iter_mut().zip(stream.iter()) {
+            *m ^= k;
+        }
+        // An encrypted key always carries its checksum: a mismatch is (almost always) the password.
+        open_key_material(&material, false, |reason| match reason {
+            CHECKSUM_MISMATCH => SignatureError::WrongPassword { origin: self.origin.clone() },
+            _ => SignatureError::CorruptSecretKey { origin: self.origin.clone(), reason: reason.into() },
+        })
+    }
+
+    /// The file this key was read from (or "secret key").
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+const CHECKSUM_MISMATCH: &str = "checksum mismatch";
+
+/// Builds the key from key id (8) ‖ secret key (64) ‖ checksum (32) in clear: checks the checksum
+/// (unless `zero_checksum_ok` and it is all zeros) and that the public half matches the seed.
+fn open_key_material(
+    m: &[u8],
+    zero_checksum_ok: bool,
+    corrupt: impl Fn(&'static str) -> SignatureError,
+) -> Result<SecretKey, SignatureError> {
+    let key_id = KeyId(m[..8].try_into().expect("8 bytes"));
+    let sk64 = &m[8..72];
+    let chk = &m[72..];
+    let skip = zero_checksum_ok && chk.iter().all(|&x| x == 0);
+    if !skip && chk != secret_key_checksum(&key_id, sk64) {
+        return Err(corrupt(CHECKSUM_MISMATCH));
+    }
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(sk64[..32].try_into().expect("32 bytes"));
+    let key = SigningKey::from_bytes(&seed);
+    if key.verifying_key().as_bytes()[..] != sk64[32..] {
+        return Err(corrupt("its public half does not match its seed"));
+    }
+    Ok(SecretKey { key_id, key })
 }
 
 /// A prehashed (`ED`) minisign signature.
@@ -749,6 +876,71 @@ mod tests {
         RWT2m0C1HKJTsrIG108stAPI+qGaPTFSn1GhDFdJynaBZoq9Vj8vKPkcPq1uDqF4xgQJml1xt/t/lDETzuxrg+h5AdjXyroH3Ak=\n\
         trusted comment: legacy\n\
         k+AP8ZROjOgS8sDEJEFrIgKGe6aUZ9/icbZKcg+RQ6kYax8U342L2Fz+QnDPdtyZ0C2GBIzp8AaG/dfGZbNbBw==\n";
+
+    // Written by the real minisign 0.11 (`minisign -G`, password "pw", kdf Sc with its default
+    // limits), and its public key.
+    const MS_ENC_KEY: &str = "untrusted comment: minisign encrypted secret key\n\
+        RWRTY0Iyo4caOqBG5VDN97OGAovOSueo8wgKl8L/SMxMc3BrI1EAAAACAAAAAAAAAEAAAAAAgRMOHmuh8M514XgqUgSXqOApyjALhzNqp6LLjCWHAMnFlkL21wRheFTbZw2+Pk3/xlUdG5EGOtTLq9cMpHZfO/c2NQB6MYHZzZoSxvZM1e80TPmNsxxV1wc15+aHGr92Xv5Mj+GRmn8=\n";
+    const MS_ENC_PUB: &str = "untrusted comment: minisign public key C489F482FB6E0B31\n\
+        RWQxC277gvSJxGPrRIhwzZDRCdqYOUFZGAHkNAFSGMdjiwlH2VfVG3mS\n";
+
+    /// Cheap scrypt limits for round trips in tests (N = 2^10).
+    const CHEAP_OPS: u64 = 32_768;
+    const CHEAP_MEM: u64 = 1 << 30;
+
+    #[test]
+    fn opens_a_key_minisign_encrypted_and_refuses_a_wrong_password() {
+        let file = SecretKeyFile::parse(MS_ENC_KEY).unwrap();
+        assert!(file.is_encrypted());
+        let SecretKeyFile::Encrypted(enc) = file else { unreachable!() };
+        let err = enc.decrypt(b"not it").unwrap_err();
+        assert_eq!(err.kind(), "wrong_password", "{err}");
+        let key = enc.decrypt(b"pw").unwrap();
+        assert_eq!(key.public_key(), PublicKey::from_minisign(MS_ENC_PUB).unwrap());
+        // Without a password, the plain readers say it is encrypted.
+        assert_eq!(SecretKey::from_minisign(MS_ENC_KEY).unwrap_err().kind(), "encrypted_secret_key");
+    }
+
+    #[test]
+    fn encrypted_round_trip_and_layout() {
+        let sk = test_key(21);
+        let text = sk.to_minisign_encrypted_with(b"secret", &[9; 32], CHEAP_OPS, CHEAP_MEM).unwrap();
+        assert!(text.starts_with("untrusted comment: minisign encrypted secret key\n"));
+        let blob = B64.decode(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(&blob[..6], b"EdScB2");
+        assert_eq!(&blob[SK_SALT..SK_OPSLIMIT], &[9; 32]);
+        assert_eq!(blob[SK_OPSLIMIT..SK_MEMLIMIT], CHEAP_OPS.to_le_bytes());
+        assert_eq!(blob[SK_MEMLIMIT..SK_KEYID], CHEAP_MEM.to_le_bytes());
+        // Nothing of the key is in clear: not the key id, not the seed.
+        assert_ne!(&blob[SK_KEYID..SK_SECRET], &sk.key_id().0);
+        assert!(!blob.windows(32).any(|w| w == sk.key.to_bytes()));
+        let SecretKeyFile::Encrypted(enc) = SecretKeyFile::parse(&text).unwrap() else { panic!("not encrypted") };
+        let back = enc.decrypt(b"secret").unwrap();
+        assert_eq!(back.public_key(), sk.public_key());
+        assert_eq!(back.to_minisign(), sk.to_minisign());
+        for wrong in [&b""[..], b"Secret", b"secret\n", b"secre"] {
+            assert_eq!(enc.decrypt(wrong).unwrap_err().kind(), "wrong_password");
+        }
+        // The default form uses minisign's limits and a fresh salt each time.
+        let a = B64.decode(sk.to_minisign_encrypted(b"x").unwrap().lines().nth(1).unwrap()).unwrap();
+        assert_eq!(a[SK_OPSLIMIT..SK_MEMLIMIT], keycrypt::OPSLIMIT_SENSITIVE.to_le_bytes());
+        assert_eq!(a[SK_MEMLIMIT..SK_KEYID], keycrypt::MEMLIMIT_SENSITIVE.to_le_bytes());
+        let b = B64.decode(sk.to_minisign_encrypted(b"x").unwrap().lines().nth(1).unwrap()).unwrap();
+        assert_ne!(a[SK_SALT..SK_OPSLIMIT], b[SK_SALT..SK_OPSLIMIT]);
+    }
+
+    #[test]
+    fn encrypted_key_with_excessive_limits_is_refused_without_deriving() {
+        let sk = test_key(22);
+        let text = sk.to_minisign_encrypted_with(b"pw", &[1; 32], CHEAP_OPS, CHEAP_MEM).unwrap();
+        let mut blob = B64.decode(text.lines().nth(1).unwrap()).unwrap();
+        blob[SK_MEMLIMIT..SK_KEYID].copy_from_slice(&(64u64 << 30).to_le_bytes());
+        blob[SK_OPSLIMIT..SK_MEMLIMIT].copy_from_slice(&(64u64 << 30).to_le_bytes());
+        let text = format!("untrusted comment: x\n{}\n", B64.encode(&blob));
+        let SecretKeyFile::Encrypted(enc) = SecretKeyFile::parse(&text).unwrap() else { panic!() };
+        let err = enc.decrypt(b"pw").unwrap_err();
+        assert_eq!(err.kind(), "malformed_secret_key", "{err}");
+    }
 
     /// Ed25519 group order L, little-endian.
     const L: [u8; 32] = [
@@ -1277,9 +1469,7 @@ mod tests {
         let err = SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err();
         assert_eq!(err.kind(), "encrypted_secret_key");
         assert!(
-            err.to_string().contains(
-                "encrypted secret keys are not supported yet; create one with `bundle-build keygen` or `minisign -G -W`"
-            ),
+            err.to_string().contains("encrypted and no password was given"),
             "{err}"
         );
         let mut b = good.clone();
@@ -1553,6 +1743,7 @@ mod tests {
                 reason: "r".into(),
             },
             SignatureError::EncryptedSecretKey { origin: "o".into() },
+            SignatureError::WrongPassword { origin: "o".into() },
             SignatureError::CorruptSecretKey {
                 origin: "o".into(),
                 reason: "r".into(),
@@ -1568,6 +1759,7 @@ mod tests {
             SignatureError::InvalidTrustedComment("r".into()),
             SignatureError::MalformedTrustedInfo("r".into()),
             SignatureError::Random("r".into()),
+            SignatureError::InvalidKeyParameters("r".into()),
         ];
         let mut kinds: Vec<&str> = errors.iter().map(|e| e.kind()).collect();
         for e in &errors {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use bundle_core::manifest::Manifest;
+use bundle_core::rotation::{self, RotationPlan};
 use bundle_core::signature::PublicKey;
 use bundle_core::verify::{self, Limits, VerifiedBundle};
 use serde_json::json;
@@ -46,38 +47,26 @@ pub struct Applied {
     pub bundle_id: String,
 }
 
-/// The keys to verify with: the site's `trust/`; on a first install, the `--trust` keys.
-pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> {
-    let site_keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", format!("reading {}: {e}", site.trust().display())))?;
-    let given = cli
-        .iter()
-        .map(|p| PublicKey::read_file(p).map_err(|e| InstallError::usage(e.kind(), e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    if site_keys.is_empty() {
-        if given.is_empty() {
-            return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display()))
-                .with_hint("on a first install pass --trust KEY.pub; the key is then stored in trust/"));
-        }
-        return Ok((given, true));
+pub use crate::trust::keys_for;
+
+/// What the bundle's key rotation statements would do to `trusted`. They are read from the
+/// manifest before its signature is checked (a statement is checked on its own signatures, by keys
+/// the site trusts); a bundle that cannot even be read has none, and fails verification next.
+pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> RotationPlan {
+    match verify::read_unverified(bundle) {
+        Ok((m, _)) => rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::trust::site_revokes(site, id)),
+        Err(_) => RotationPlan::default(),
     }
-    let revoked = site.revoked_keys().unwrap_or_default();
-    for k in &given {
-        if revoked.iter().any(|r| r.key_id() == k.key_id()) {
-            return Err(InstallError::new(crate::error::Outcome::Verification, "revoked_key", format!("key {} is revoked on this site", k.key_id())));
-        }
-        if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
-            return Err(InstallError::usage("untrusted_cli_key", format!("key {} is not in the site's trust store", k.key_id()))
-                .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
-        }
-    }
-    Ok((site_keys, false))
 }
 
 /// Plans without changing anything (for `plan`).
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
-    let (manifest, bundle_id, _, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let rotations = rotations_for(site, bundle, &keys);
+    let (manifest, bundle_id, key_id, _) =
+        verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys)).map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    plan.key_rotations = checked_rotations(site, &keys, &manifest, &key_id)?.outcomes;
     if plan.kind != PlanKind::NothingToDo {
         let interp = probe_interpreter(&opts.python, &manifest)?;
         plan.choose_wheels(&manifest, &interp)?;
@@ -85,8 +74,19 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
     Ok(plan)
 }
 
+/// The rotation plan of the *verified* manifest (the file may have changed since the statements were
+/// first read): recomputed from it, and the key that signed the bundle must be reachable through it.
+fn checked_rotations(site: &Site, trusted: &[PublicKey], verified: &Manifest, signer: &bundle_core::signature::KeyId) -> Result<RotationPlan> {
+    let rotations = rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::site_revokes(site, id));
+    if !rotations.keys_for_bundle(trusted).iter().any(|k| k.key_id() == signer) {
+        return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read")
+            .with_hint("copy the bundle to local disk and run the command again"));
+    }
+    Ok(rotations)
+}
+
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
-fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
+pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
     let interp = Interpreter::probe(python)
         .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
     interp
@@ -96,13 +96,17 @@ fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> 
 }
 
 pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Reporter) -> Result<Applied> {
-    let (keys, first_install_keys) = keys_for(site, &opts.trust)?;
+    let (site_keys, first_install_keys) = keys_for(site, &opts.trust)?;
+    let rotations = rotations_for(site, bundle, &site_keys);
+    let keys = rotations.keys_for_bundle(&site_keys);
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys)?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
     let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
+    plan.key_rotations = rotations.outcomes.clone();
     if plan.kind == PlanKind::NothingToDo {
         return Ok(Applied { plan, changed: false, journal_id: None, key_id: key_id.to_string(), bundle_id });
     }
@@ -137,7 +141,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
         Err(e) => {
             let _ = fsutil::remove_tree(&staging);
-            return Err(e.into());
+            return Err(crate::trust::verify_error(site, e));
         }
     };
 
@@ -150,7 +154,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
     }
     let id = format!("{}-{}", crate::time::now_compact_millis(), manifest.version);
-    let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified));
+    let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified, &rotations));
     let runner = match Runner::begin(site, journal, reporter) {
         Ok(r) => r,
         Err(e) => {
@@ -167,19 +171,19 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
 }
 
-/// Everything the forward steps need.
-struct Ctx<'a> {
-    site: &'a Site,
-    manifest: &'a Manifest,
-    plan: &'a Plan,
-    interp: &'a Interpreter,
-    staging: &'a Path,
-    verified: &'a VerifiedBundle,
-    reporter: &'a dyn Reporter,
+/// Everything the forward steps need (a rehearsal builds one for its scratch site).
+pub(crate) struct Ctx<'a> {
+    pub site: &'a Site,
+    pub manifest: &'a Manifest,
+    pub plan: &'a Plan,
+    pub interp: &'a Interpreter,
+    pub staging: &'a Path,
+    pub verified: &'a VerifiedBundle,
+    pub reporter: &'a dyn Reporter,
     /// The run's id, which also names its backup.
-    id: &'a str,
+    pub id: &'a str,
     /// How long a config converter script may run (`--hook-timeout`).
-    script_limit: std::time::Duration,
+    pub script_limit: std::time::Duration,
 }
 
 fn db_ref(d: &plan::DbPlan) -> DbRef {
@@ -187,7 +191,7 @@ fn db_ref(d: &plan::DbPlan) -> DbRef {
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
-fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle) -> Vec<Action> {
+pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle, rotations: &RotationPlan) -> Vec<Action> {
     let v = m.version.clone();
     let new_dir = site.release_dir(&v);
     let hook = |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
@@ -209,6 +213,10 @@ fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions
     });
     let new_bundle = new_dir.join("bundle");
     let mut a = Vec::new();
+    if rotations.changes_anything() {
+        let texts = |keys: &[PublicKey]| keys.iter().map(PublicKey::to_minisign).collect();
+        a.push(Action::RotateKeys { add: texts(&rotations.add), retire: texts(&rotations.retire) });
+    }
     if plan.replaces_kept {
         a.push(Action::RetireRelease { version: v.clone(), aside: format!(".retired-{v}-{id}") });
     }
@@ -258,6 +266,10 @@ fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions
         "sequence": m.sequence,
         "signature": "verified",
     });
+    let mut history = history;
+    if !plan.key_rotations.is_empty() {
+        history["key_rotations"] = json!(plan.key_rotations);
+    }
     let mut protect = vec![v.clone()];
     protect.extend(plan.from.clone());
     a.push(Action::Commit { history, keep_releases: m.keep_releases, protect });
@@ -288,7 +300,7 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
     Ok(id)
 }
 
-fn step_message(a: &Action) -> String {
+pub(crate) fn step_message(a: &Action) -> String {
     match a {
         Action::StageRelease { version } => format!("staging releases/{version}"),
         Action::CreateVenv { .. } => "creating the Python environment".into(),
@@ -304,10 +316,11 @@ fn step_message(a: &Action) -> String {
         Action::RestoreData { db, source, .. } => format!("database {}: restoring backups/{source}", db.name),
         Action::Swap { to, .. } => format!("switching current → releases/{to}"),
         Action::Commit { .. } => "recording history".into(),
+        Action::RotateKeys { add, retire } => format!("trusting {} new key(s), retiring {}", add.len(), retire.len()),
     }
 }
 
-fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
+pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let site = ctx.site;
     let m = ctx.manifest;
     let dir = site.release_dir(&m.version);
@@ -391,6 +404,15 @@ fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::Commit { history, keep_releases, protect } => {
             commit(site, history, *keep_releases, protect, ctx.reporter)
+        }
+        Action::RotateKeys { add, retire } => {
+            for k in crate::journal::parse_keys(add)? {
+                crate::trust::add_rotated(site, &k)?;
+            }
+            for k in crate::journal::parse_keys(retire)? {
+                crate::trust::retire(site, &k)?;
+            }
+            Ok(())
         }
     }
 }

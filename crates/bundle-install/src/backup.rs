@@ -2,6 +2,9 @@
 //! consistent online copy) and the running release's config, with `record.json` listing versions
 //! and checksums. Restores go through [`crate::journal::restore_db`].
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use serde_json::json;
 
 use crate::db;
@@ -15,12 +18,14 @@ use crate::site::Site;
 /// `running` is the release in use while the backup is taken (its config is copied too); `purpose`
 /// says what the backup is for, e.g. `upgrade to 4.0.0`.
 pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose: &str) -> Result<()> {
-    fsutil::ensure_real_dir(&site.backups()).map_err(|e| InstallError::io("backups/", e))?;
+    fsutil::ensure_real_dir_mode(&site.backups(), 0o700).map_err(|e| InstallError::io("backups/", e))?;
+    // Backups hold every row of every database: owner only, also on a site laid out before this rule.
+    std::fs::set_permissions(site.backups(), std::fs::Permissions::from_mode(0o700)).map_err(|e| InstallError::io("backups/", e))?;
     let final_dir = site.backups().join(id);
     let tmp = site.backups().join(format!(".{id}.partial"));
     fsutil::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
     fsutil::remove_tree(&final_dir).map_err(|e| InstallError::io(final_dir.display(), e))?;
-    std::fs::create_dir(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
+    fsutil::create_dir_mode(&tmp, 0o700).map_err(|e| InstallError::io(tmp.display(), e))?;
     let mut records = Vec::new();
     for d in dbs {
         let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
@@ -47,8 +52,22 @@ pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose
         "databases": records,
         "config": config,
     });
-    fsutil::write_atomic(&tmp.join("record.json"), &serde_json::to_vec_pretty(&record).expect("serialises"))
+    make_private(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
+    fsutil::write_atomic_mode(&tmp.join("record.json"), &serde_json::to_vec_pretty(&record).expect("serialises"), 0o600)
         .map_err(|e| InstallError::io("writing the backup record", e))?;
     std::fs::rename(&tmp, &final_dir).map_err(|e| InstallError::io(final_dir.display(), e))?;
     fsutil::sync_dir(&site.backups()).map_err(|e| InstallError::io("backups/", e))
+}
+
+/// Every file of a backup 0600 and every directory 0700, whatever the engines' tools created them
+/// with (SQLite and `pg_dump` follow the umask): a backup is as secret as the most secret database
+/// in it. Never follows a link.
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let ft = entry.file_type();
+        let mode = if ft.is_dir() { 0o700 } else if ft.is_file() { 0o600 } else { continue };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }

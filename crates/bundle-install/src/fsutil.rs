@@ -11,14 +11,41 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Replaces `path` with `data` atomically: a reader sees the old or the new content, never a mix,
-/// even after a crash.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Creates a new file beside `path` under a name nobody can predict, `O_CREAT|O_EXCL|O_NOFOLLOW`
+/// (so a link or file planted under any name is never opened), with exactly `mode` whatever the
+/// umask. Returns the file and its path.
+pub fn create_unique_beside(path: &Path, mode: u32) -> io::Result<(File, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut last = None;
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        getrandom::getrandom(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp = dir.join(format!(".{name}.tmp-{}-{:016x}", std::process::id(), u64::from_le_bytes(r)));
+        match OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp) {
+            Ok(f) => {
+                f.set_permissions(fs::Permissions::from_mode(mode))?;
+                return Ok((f, tmp));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+/// Replaces `path` with `data` atomically: a reader sees the old or the new content, never a mix,
+/// even after a crash. The new file is 0644 (see [`write_atomic_mode`]).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// [`write_atomic`] with the new file's mode. The temporary file is [`create_unique_beside`]'s.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mut f, tmp) = create_unique_beside(path, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -137,14 +164,50 @@ pub fn ensure_allocated(path: &Path, len: u64) -> io::Result<bool> {
     }
 }
 
-/// Creates a directory that must be a real directory, not a symlink planted by someone else.
+/// Creates a directory that must be a real directory, not a symlink planted by someone else
+/// (0755 when created).
 pub fn ensure_real_dir(path: &Path) -> io::Result<()> {
+    ensure_real_dir_mode(path, 0o755)
+}
+
+/// [`ensure_real_dir`], creating the directory with exactly `mode` whatever the umask (an existing
+/// directory keeps its mode: the admin may have set it).
+pub fn ensure_real_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(io::Error::other(format!("{} exists and is not a directory (a symlink?); refusing to write through it", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir_mode(path, mode),
         Err(e) => Err(e),
     }
+}
+
+/// `mkdir` with exactly `mode`: created owner-only, then opened to `mode`, so the directory is
+/// never more open than asked for, even for an instant or under `umask 000`.
+pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().mode(0o700).create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// Refuses a directory the installer trusts for its own state (`trust/`, `state/`, the root) when
+/// another user owns it or anyone but the owner may write it: such a user could plant a key, a
+/// journal or a link there. Missing is fine (nothing to trust yet).
+pub fn check_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is owned by uid {}, not by the user running the installer (uid {me})", path.display(), m.uid())));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is writable by {} (mode {:o})", path.display(), if m.mode() & 0o002 != 0 { "every user" } else { "its group" }, m.mode() & 0o7777)));
+    }
+    Ok(())
 }
 
 /// How much of a large copy is written before it is handed to the disk (see [`copy_with_writeback`]).
@@ -212,6 +275,38 @@ mod tests {
         assert!(ensure_allocated(&d.path().join("planted"), 1 << 20).is_err());
         assert!(!target.exists());
         assert!(fs::symlink_metadata(d.path().join("planted")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn atomic_write_never_opens_a_planted_temporary_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("site.json");
+        let outside = d.path().join("outside");
+        fs::write(&outside, b"precious").unwrap();
+        // The name the old code used, planted as a link.
+        std::os::unix::fs::symlink(&outside, d.path().join(format!(".site.json.tmp-{}", std::process::id()))).unwrap();
+        write_atomic_mode(&p, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"precious");
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 3, "only the file, the target and the planted link: {leftovers:?}");
+    }
+
+    #[test]
+    fn private_dir_checks_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("trust");
+        check_private_dir(&p).unwrap();
+        create_dir_mode(&p, 0o755).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o755);
+        check_private_dir(&p).unwrap();
+        for bad in [0o777, 0o775, 0o757] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(bad)).unwrap();
+            assert!(check_private_dir(&p).is_err(), "{bad:o} accepted");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `state/history.jsonl`: one JSON record per finished run (apply, rollback, recover), appended and
+//! `state/history.jsonl`: one JSON record per finished run (apply, rollback, recover) or rehearsal, appended and
 //! fsynced. The evidence an auditor asks for: which bundle, which key, what ran and how it ended.
 
 use std::io::Write;
@@ -56,6 +56,17 @@ pub fn append_failure(site: &Site, journal: &Journal, err: &InstallError) {
         "steps": steps(journal),
     });
     let _ = append(site, &record);
+}
+
+/// Records a rehearsal (`command: "rehearse"`, its own outcome): evidence that the release was
+/// tried on the site's data before it went in. `history` lists these apart from the runs.
+pub fn append_rehearsal(site: &Site, record: &Value) -> Result<()> {
+    append(site, record)
+}
+
+/// Whether a record is a rehearsal's rather than a run's.
+pub fn is_rehearsal(record: &Value) -> bool {
+    record.get("command").and_then(Value::as_str) == Some("rehearse")
 }
 
 fn steps(j: &Journal) -> Value {

@@ -28,6 +28,11 @@ pub struct HookCall {
 }
 
 pub fn run(site: &Site, call: &HookCall) -> Result<()> {
+    run_with_env(site, call, &[])
+}
+
+/// [`run`] with more environment variables (a rehearsal adds `BUNDLE_REHEARSAL=1`).
+pub fn run_with_env(site: &Site, call: &HookCall, extra: &[(&str, &str)]) -> Result<()> {
     let fail = |m: String| {
         InstallError::failed("hook_failed", format!("hook {} ({}) {m}", call.hook, call.script.display()))
     };
@@ -41,6 +46,9 @@ pub fn run(site: &Site, call: &HookCall) -> Result<()> {
         .env("BUNDLE_FROM_VERSION", call.from.as_deref().unwrap_or(""))
         .env("BUNDLE_TO_VERSION", &call.to)
         .env("BUNDLE_HOOK", &call.hook)
+        // Only a rehearsal says it is one, whatever the admin's shell has set.
+        .env_remove("BUNDLE_REHEARSAL")
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))

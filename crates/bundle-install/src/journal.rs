@@ -14,7 +14,7 @@
 //! step's `started` goes out with the journal itself. A step's `millis` thus reach the journal
 //! before the `commit` step, which copies them into the history record, begins.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bundle_core::version::SchemaVersion;
@@ -56,6 +56,9 @@ pub struct DbRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Applies a bundle's key rotation statements: trusts `add`, retires `retire` (`.pub` texts).
+    /// Undo: forget the added keys, trust the retired ones again.
+    RotateKeys { add: Vec<String>, retire: Vec<String> },
     /// Moves a kept `releases/<version>` aside to `releases/<aside>` so the version can be staged
     /// afresh. Undo: move it back. The commit deletes it.
     RetireRelease { version: String, aside: String },
@@ -89,6 +92,7 @@ impl Action {
     /// Short stable name, used in messages, history and the test fault hooks.
     pub fn name(&self) -> String {
         match self {
+            Action::RotateKeys { .. } => "rotate_keys".into(),
             Action::RetireRelease { .. } => "retire_release".into(),
             Action::StageRelease { .. } => "stage_release".into(),
             Action::CreateVenv { .. } => "create_venv".into(),
@@ -177,6 +181,9 @@ impl Journal {
 /// (`undo:<step>:<before|after>` while undoing). Harmless in production: whoever sets the
 /// environment of a root process can already kill it.
 pub fn checkpoint(step: &str, when: &str) -> Result<()> {
+    if let Ok(dir) = std::env::var("BUNDLE_INSTALL_TEST_PAUSE") {
+        pause(Path::new(&dir), &format!("{step}:{when}"));
+    }
     if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_KILL") {
         if target == format!("{step}:{when}") {
             // SAFETY: kill(2) on our own pid; it does not return.
@@ -193,6 +200,20 @@ pub fn checkpoint(step: &str, when: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `BUNDLE_INSTALL_TEST_PAUSE=<dir>`: at each step boundary, writes the point into `<dir>/at` and
+/// waits until a test driver (a helper process that, say, swaps a file) creates `<dir>/go`.
+fn pause(dir: &Path, point: &str) {
+    let go = dir.join("go");
+    if std::fs::write(dir.join(".at"), point).and_then(|()| std::fs::rename(dir.join(".at"), dir.join("at"))).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = std::fs::remove_file(&go);
 }
 
 /// Drives a journal: persists each transition before acting on it.
@@ -434,6 +455,15 @@ pub fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
 
 fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporter: &dyn Reporter) -> Result<()> {
     match action {
+        Action::RotateKeys { add, retire } => {
+            for k in parse_keys(add)? {
+                crate::trust::remove_rotated(site, &k)?;
+            }
+            for k in parse_keys(retire)? {
+                crate::trust::unretire(site, &k)?;
+            }
+            Ok(())
+        }
         Action::StageRelease { version } => {
             fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))
         }
@@ -484,6 +514,14 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
         }
         Action::Commit { .. } => Ok(()),
     }
+}
+
+/// The `.pub` texts of a [`Action::RotateKeys`].
+pub fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature::PublicKey>> {
+    texts
+        .iter()
+        .map(|t| bundle_core::signature::PublicKey::from_minisign(t).map_err(|e| InstallError::failed("journal", format!("a key in the journal is damaged: {e}"))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -565,9 +603,12 @@ mod tests {
         let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
         let mut r = Runner::begin(&site, journal, &Silent).unwrap();
         r.run(0, |_| Ok(())).unwrap();
-        // The journal's temporary file cannot be created: the next write fails.
-        let blocker = site.state().join(format!(".journal.json.tmp-{}", std::process::id()));
+        // The journal cannot be replaced (a non-empty directory in its place): the next write fails.
+        let blocker = site.journal();
+        let aside = site.state().join("journal.aside");
+        std::fs::rename(&blocker, &aside).unwrap();
         std::fs::create_dir(&blocker).unwrap();
+        std::fs::write(blocker.join("x"), b"").unwrap();
         let mut ran = false;
         let e = r.run(1, |_| {
             ran = true;
@@ -576,7 +617,8 @@ mod tests {
         .unwrap_err();
         assert!(!ran);
         assert_eq!(r.journal.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Pending, Status::Pending]);
-        std::fs::remove_dir(&blocker).unwrap();
+        std::fs::remove_dir_all(&blocker).unwrap();
+        std::fs::rename(&aside, &blocker).unwrap();
         let (_, j) = r.undo(e);
         assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Pending, Status::Pending]);
     }

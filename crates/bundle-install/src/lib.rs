@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod beneath;
 pub mod child;
 pub mod config;
 pub mod db;
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod prune;
 pub mod python;
 pub mod recover;
+pub mod rehearse;
 pub mod report;
 pub mod rollback;
 pub mod select;

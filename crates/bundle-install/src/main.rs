@@ -15,7 +15,7 @@ use bundle_install::recover::{self, Recovered};
 use bundle_install::report::Reporter;
 use bundle_install::rollback::{self, RollbackOptions};
 use bundle_install::site::Site;
-use bundle_install::{history, hooks, status, trust};
+use bundle_install::{history, hooks, rehearse, status, trust};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -97,6 +97,32 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Rehearse the apply on scratch copies of the site's databases and config: every step timed,
+    /// rows and sizes per table, a prediction of the real run; the live site is only read.
+    /// Exit 0 when apply would succeed on today's data, 1 when a step fails, 4 when policy refuses.
+    Rehearse {
+        bundle: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        /// Keys to verify with when the site trusts none yet (not stored).
+        #[arg(long, value_name = "PUBKEY", num_args = 1..)]
+        trust: Vec<PathBuf>,
+        #[arg(long)]
+        allow_downgrade: bool,
+        #[arg(long)]
+        reinstall: bool,
+        /// As for apply (`DB=VERSION`).
+        #[arg(long, value_name = "DB=VERSION", value_parser = parse_baseline)]
+        baseline: Vec<(String, bundle_core::version::SchemaVersion)>,
+        /// The site's Python interpreter.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Seconds a hook or a config converter script may run before it is killed and counts as failed.
+        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        hook_timeout: u64,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The running release, kept releases, databases and config.
     Status {
         #[arg(long)]
@@ -104,7 +130,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Every apply, rollback and recover recorded on the site.
+    /// Every apply, rollback and recover recorded on the site, and apart from them every rehearsal.
     History {
         #[arg(long)]
         root: PathBuf,
@@ -175,6 +201,15 @@ enum TrustAction {
     },
     /// Revoke a key (by key id or .pub file); bundles signed with it are refused from now on.
     Revoke {
+        #[arg(long)]
+        root: PathBuf,
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Take a key out of trust/revoked/ and trust it again (by key id or .pub file): the only way
+    /// back from a revocation (`trust add` refuses a revoked key).
+    Unrevoke {
         #[arg(long)]
         root: PathBuf,
         key: String,
@@ -280,6 +315,10 @@ impl Reporter for Lines {
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    // Whatever umask the admin's shell has, nothing the installer (or a hook it runs) creates is
+    // writable by group or others unless a mode says so explicitly (site-layout.md, "Modes").
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe { libc::umask(0o022) };
     let cli = Cli::parse();
     match cli.command {
         Command::Completions { shell } => {
@@ -342,9 +381,15 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
     site.check_planted_links().map_err(|e| {
         InstallError::refused("planted_symlink", e.to_string()).with_hint("remove the link (and check who put it there), then run the command again")
     })?;
+    let unsafe_dir = |e: std::io::Error| {
+        InstallError::refused("unsafe_permissions", e.to_string())
+            .with_hint("make it owned by the user running bundle-install and writable only by it (chown, chmod go-w), check who could have changed it, then run the command again")
+    };
+    site.check_private_dirs().map_err(unsafe_dir)?;
     let mut created = None;
     if create {
         created = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        site.check_private_dirs().map_err(unsafe_dir)?;
     } else if !site.state().is_dir() {
         return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
             .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
@@ -413,6 +458,42 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             })();
             ("apply", common, r.map_err(failure))
         }
+        Command::Rehearse { bundle, root, trust, allow_downgrade, reinstall, baseline, python, hook_timeout, common } => {
+            let reporter = Lines::new(common.quiet || common.json);
+            let r = (|| {
+                let opened = open_site(&root, "rehearse", &reporter, false)?;
+                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout };
+                let report = rehearse::rehearse(&opened.site, &bundle, &opts, &reporter)?;
+                if !common.json && !report.steps.is_empty() {
+                    reporter.settle();
+                    eprint!("{}", report.render());
+                }
+                Ok(report)
+            })();
+            let r = match r {
+                Ok(report) if report.ok && report.steps.is_empty() => {
+                    if !common.json {
+                        reporter.say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
+                    }
+                    Ok(json!({ "rehearsal": report }))
+                }
+                Ok(report) if report.ok => {
+                    if !common.json {
+                        reporter.say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));
+                    }
+                    Ok(json!({ "rehearsal": report }))
+                }
+                Ok(report) => {
+                    let e = report.error.clone().expect("a failed rehearsal names its error");
+                    let mut f = Failure::new(bundle_core::exit::Exit::Failed, e.kind, format!("rehearsal: {}", e.message))
+                        .hint("fix the step (or the data it trips on) before the maintenance window; the live site was not changed");
+                    f.details = Some(json!({ "rehearsal": report }));
+                    Err(f)
+                }
+                Err(e) => Err(failure(e)),
+            };
+            ("rehearse", common, r)
+        }
         Command::Status { root, common } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
@@ -429,7 +510,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "history", &reporter, false)?;
-                let records = history::read(&site)?;
+                let (rehearsals, records): (Vec<Value>, Vec<Value>) = history::read(&site)?.into_iter().partition(history::is_rehearsal);
                 if !common.json {
                     for r in &records {
                         println!(
@@ -443,7 +524,21 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                         );
                     }
                 }
-                Ok(json!({ "history": records }))
+                if !common.json && !rehearsals.is_empty() {
+                    println!("rehearsals (on copies of the data; the site was not changed):");
+                    for r in &rehearsals {
+                        println!(
+                            "{}  rehearse  {} → {}  {}  bundle sha256 {}{}",
+                            r["finished_at"].as_str().unwrap_or(""),
+                            r["from"].as_str().unwrap_or("-"),
+                            r["to"].as_str().unwrap_or("-"),
+                            r["outcome"].as_str().unwrap_or(""),
+                            r["bundle_sha256"].as_str().unwrap_or(""),
+                            r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(json!({ "history": records, "rehearsals": rehearsals }))
             })();
             ("history", common, r.map_err(failure))
         }
@@ -508,18 +603,17 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &Lines) -> Result<Value> {
-    let keys = match root {
-        Some(r) if trust.is_empty() => {
-            let site = Site::new(r);
-            let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
-            if keys.is_empty() {
-                return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())));
-            }
-            keys
-        }
-        _ => apply::keys_for(&Site::new(Path::new("/nonexistent-site")), trust)?.0,
-    };
-    let verified = verify::verify_file(bundle, &keys, None, &Limits::default())?;
+    let site = root.map(Site::new);
+    let mut keys = trust::keys_for_verify(site.as_ref(), trust)?;
+    if let (Some(s), true) = (&site, trust.is_empty()) {
+        // As `plan` and `apply` would: the bundle's key rotation statements count (nothing is
+        // written here).
+        keys = apply::rotations_for(s, bundle, &keys).keys_for_bundle(&keys);
+    }
+    let verified = verify::verify_file(bundle, &keys, None, &Limits::default()).map_err(|e| match &site {
+        Some(s) => trust::verify_error(s, e),
+        None => e.into(),
+    })?;
     let m = verified.manifest();
     reporter.say(&format!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes));
     Ok(verified_fields(&verified))
@@ -532,6 +626,7 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
             let r = (|| {
                 let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
                 let revoked = site.revoked_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+                let retired = trust::retired_keys(&site);
                 if !common.json {
                     for k in &keys {
                         println!("trusted {}", k.key_id());
@@ -539,8 +634,15 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
                     for k in &revoked {
                         println!("revoked {}", k.key_id());
                     }
+                    for k in &retired {
+                        println!("retired {k}");
+                    }
                 }
-                Ok(json!({ "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(), "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>() }))
+                Ok(json!({
+                    "trusted": keys.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(),
+                    "revoked": revoked.iter().map(|k| k.key_id().to_string()).collect::<Vec<_>>(),
+                    "retired": retired.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                }))
             })();
             ("trust", common, r.map_err(failure))
         }
@@ -559,6 +661,15 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
                 let Opened { site, .. } = open_site(&root, "trust revoke", &reporter, false)?;
                 let k = trust::revoke(&site, &key)?;
                 Ok(json!({ "revoked": k.key_id().to_string() }))
+            })();
+            ("trust", common, r.map_err(failure))
+        }
+        TrustAction::Unrevoke { root, key, common } => {
+            let reporter = Lines::new(common.quiet || common.json);
+            let r = (|| {
+                let Opened { site, .. } = open_site(&root, "trust unrevoke", &reporter, false)?;
+                let k = trust::unrevoke(&site, &key)?;
+                Ok(json!({ "unrevoked": k.key_id().to_string() }))
             })();
             ("trust", common, r.map_err(failure))
         }

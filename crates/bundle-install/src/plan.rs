@@ -63,6 +63,9 @@ pub struct Plan {
     pub space: Space,
     /// `releases/<to>` exists (a release kept after a rollback) and is replaced.
     pub replaces_kept: bool,
+    /// What the bundle's key rotation statements do here (none: not shown).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_rotations: Vec<bundle_core::rotation::RotationOutcome>,
     /// The site interpreter's tags (filled by [`Plan::choose_wheels`]; absent when nothing is to do).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site_tags: Option<crate::select::SiteTags>,
@@ -354,6 +357,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     let mut space = Space { payload_bytes: manifest.payload.bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
     space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
     Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept,
+        key_rotations: Vec::new(),
         site_tags: None,
         wheels: Vec::new(),
     })
@@ -385,6 +389,10 @@ impl Plan {
             PlanKind::NothingToDo => return format!("{} {} is already installed: nothing to do\n", self.app, self.to),
         };
         out.push_str(&format!("{what}\n"));
+        for r in &self.key_rotations {
+            let mark = if r.status == "applied" { "[ ]" } else { " - " };
+            out.push_str(&format!("  {mark} trust: {} ({})\n", r.reason, r.status));
+        }
         if self.replaces_kept {
             out.push_str(&format!("  [ ] set aside the kept releases/{} (replaced by this bundle's)\n", self.to));
         }

@@ -21,6 +21,8 @@ pub enum Recovered {
 }
 
 pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
+    // A killed rehearsal's copies never touched the live site: they just go.
+    crate::rehearse::clean_leftovers(site, reporter);
     let Some(journal) = Journal::load(site)? else {
         clean_staging(site);
         return Ok(Recovered::Nothing);

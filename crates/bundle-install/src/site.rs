@@ -93,13 +93,36 @@ impl Site {
             }
         }
         for dir in missing.into_iter().rev() {
-            fs::create_dir(&dir)?;
+            fsutil::create_dir_mode(&dir, 0o755)?;
             created.push(dir);
         }
-        for dir in [self.releases(), self.root.join("data"), self.backups(), self.trust(), self.state(), self.staging()] {
-            fsutil::ensure_real_dir(&dir)?;
+        for (dir, mode) in self.layout_modes() {
+            fsutil::ensure_real_dir_mode(&dir, mode)?;
         }
         Ok(new.then_some(created))
+    }
+
+    /// The layout's directories and the mode each is created with (bundle-spec/site-layout.md,
+    /// "Modes"): nothing the installer creates depends on the caller's umask.
+    pub fn layout_modes(&self) -> [(PathBuf, u32); 6] {
+        [
+            (self.releases(), 0o755),
+            (self.root.join("data"), 0o755),
+            (self.backups(), 0o700),
+            (self.trust(), 0o755),
+            (self.state(), 0o755),
+            (self.staging(), 0o700),
+        ]
+    }
+
+    /// Refuses a site whose root, `trust/`, `trust/revoked/`, `state/`, `releases/` or `backups/`
+    /// another user owns or may write: a key dropped into `trust/`, a journal or link planted in
+    /// `state/`, a file swapped in a release tree, would be obeyed. (`data/` is the app's.)
+    pub fn check_private_dirs(&self) -> io::Result<()> {
+        for dir in [self.root.clone(), self.trust(), self.trust().join("revoked"), self.state(), self.releases(), self.backups()] {
+            fsutil::check_private_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// Removes the skeleton a failed first run created, if nothing else was put in it; `created`
@@ -202,16 +225,23 @@ impl Site {
 
     /// Public keys in `trust/` minus those in `trust/revoked/` (matched by key id).
     pub fn trusted_keys(&self) -> io::Result<Vec<PublicKey>> {
-        let revoked: Vec<String> = read_keys(&self.trust().join("revoked"))?.iter().map(|k| k.key_id().to_string()).collect();
-        Ok(read_keys(&self.trust())?.into_iter().filter(|k| !revoked.contains(&k.key_id().to_string())).collect())
+        let revoked: Vec<String> = self.revoked_keys()?.iter().map(|k| k.key_id().to_string()).collect();
+        Ok(read_keys(&self.trust(), true)?.into_iter().filter(|k| !revoked.contains(&k.key_id().to_string())).collect())
     }
 
+    /// Keys in `trust/revoked/`, whatever their files are called (a revocation counts by content).
     pub fn revoked_keys(&self) -> io::Result<Vec<PublicKey>> {
-        read_keys(&self.trust().join("revoked"))
+        read_keys(&self.trust().join("revoked"), false)
     }
 }
 
-fn read_keys(dir: &Path) -> io::Result<Vec<PublicKey>> {
+/// The `*.pub` keys of `dir`. With `named`, each file must be called `<KEYID>.pub` after the key
+/// it holds (as `trust add` writes them): a key dropped in under another name is refused rather
+/// than trusted.
+fn read_keys(dir: &Path, named: bool) -> io::Result<Vec<PublicKey>> {
+    // A store others may write is no store: checked on every read (verify --root reads it without
+    // taking the site lock).
+    fsutil::check_private_dir(dir)?;
     let mut keys = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -221,7 +251,17 @@ fn read_keys(dir: &Path) -> io::Result<Vec<PublicKey>> {
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pub")).collect();
     paths.sort();
     for p in paths {
-        keys.push(PublicKey::read_file(&p).map_err(|e| io::Error::other(e.to_string()))?);
+        let key = PublicKey::read_file(&p).map_err(|e| io::Error::other(e.to_string()))?;
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if named && !stem.eq_ignore_ascii_case(&key.key_id().to_string()) {
+            return Err(io::Error::other(format!(
+                "{} holds key {}, so it must be named {}.pub; add trusted keys with `bundle-install trust add` (and check who put this file there)",
+                p.display(),
+                key.key_id(),
+                key.key_id()
+            )));
+        }
+        keys.push(key);
     }
     Ok(keys)
 }

@@ -130,9 +130,13 @@ pub struct InstallOptions {
     pub installer: String,
     /// Cap on the sum of uncompressed sizes of one wheel.
     pub max_total_size: u64,
+    /// Cap on the sum of uncompressed sizes of every wheel [`install_wheels`] is given (one budget
+    /// for the whole release, checked before anything is written, together with the free space).
+    pub max_release_size: u64,
     /// Cap on uncompressed/compressed size of one entry ...
     pub max_ratio: u64,
-    /// ... applied to entries at least this large (small files compress well and are harmless).
+    /// ... applied to every entry above this small floor (tiny files compress well and are
+    /// harmless; above it, a member of zeros is a bomb whatever its size).
     pub ratio_min_size: u64,
     /// Cap on the number of zip entries of one wheel.
     pub max_entries: usize,
@@ -149,8 +153,9 @@ impl Default for InstallOptions {
             // Large enough for the biggest real wheels (CUDA builds), small enough to stop a bomb
             // before it fills a site's disk.
             max_total_size: 8 << 30,
+            max_release_size: 16 << 30,
             max_ratio: 250,
-            ratio_min_size: 4 << 20,
+            ratio_min_size: 64 << 10,
             max_entries: 500_000,
             jobs: 2,
         }
@@ -522,7 +527,7 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
         if is_dir && size != 0 {
             return Err(bad("invalid_zip", "directory entry with content".into()));
         }
-        if size >= opts.ratio_min_size && size / f.compressed_size().max(1) > opts.max_ratio {
+        if size > opts.ratio_min_size && size / f.compressed_size().max(1) > opts.max_ratio {
             return Err(bad(
                 "zip_bomb",
                 format!("expands {} bytes to {size} (ratio limit {})", f.compressed_size(), opts.max_ratio),
@@ -768,6 +773,8 @@ struct Generated {
 struct Plan {
     /// PEP 503 name of the project.
     project: String,
+    /// Sum of the declared uncompressed sizes of the files it writes (for the release budget).
+    declared: u64,
     files: Vec<PlannedFile>,
     launchers: Vec<Generated>,
     dist_info_rel: PathBuf,
@@ -885,6 +892,7 @@ fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
 
     let plan = Plan {
         project: normalize_name(&w.meta.name),
+        declared: files.iter().map(|f| w.entries[f.entry].size).sum(),
         files,
         launchers,
         dist_info_rel: site_rel.join(dist_info),
@@ -1347,6 +1355,30 @@ pub fn install_wheel(venv: &Venv, wheel: &Path, opts: &InstallOptions) -> Result
     extract(venv, &mut w, &plan, opts, &mut undo).inspect_err(|_| std::mem::take(&mut undo).rollback())
 }
 
+/// One decompression budget for the whole release: the wheels' declared uncompressed sizes, summed
+/// before anything is unpacked, must stay under `opts.max_release_size` and fit in the free space
+/// under the venv. A per-wheel cap alone let many small bombs add up (128 members of 4 MiB − 1
+/// zeros in a 541 KB wheel). The error names the wheel that declares the most.
+fn release_budget(declared: &[u64], labels: &[String], opts: &InstallOptions, venv_root: &Path) -> Result<(), WheelError> {
+    let total = declared.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    let Some(biggest) = (0..declared.len()).max_by_key(|&i| (declared[i], std::cmp::Reverse(i))) else { return Ok(()) };
+    let over = |kind, why: String| {
+        Err(WheelError::Invalid {
+            kind,
+            wheel: labels[biggest].clone(),
+            entry: None,
+            detail: format!("{why}; this wheel alone declares {} bytes, the most of the {} wheels", declared[biggest], declared.len()),
+        })
+    };
+    if total > opts.max_release_size {
+        return over("zip_bomb", format!("the release's wheels expand to {total} bytes (limit {} for a whole release)", opts.max_release_size));
+    }
+    match crate::plan::free_bytes(venv_root) {
+        Some(free) if total > free => over("disk_full", format!("the release's wheels expand to {total} bytes, only {free} are free under {}", venv_root.display())),
+        _ => Ok(()),
+    }
+}
+
 /// Installs several wheels, `opts.jobs` at a time. Every wheel is opened, checked and planned
 /// before anything is written, and two wheels installing the same path are refused up front with
 /// the same error whatever their order. Results are in input order. On error everything the batch
@@ -1376,6 +1408,7 @@ pub fn install_wheels(
 
     let labels: Vec<String> = wheels.iter().map(|w| wheel_label(w)).collect();
     let label_of = |i: usize| (labels[i].clone(), wheels[i].clone());
+    release_budget(&ready.iter().map(|(_, p)| p.declared).collect::<Vec<_>>(), &labels, opts, &venv.root)?;
 
     // One project twice (two versions, or one wheel listed twice) is never what was meant.
     let mut projects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();

@@ -1221,3 +1221,42 @@ fn clean_install_killed_after_every_step() {
     faults.push(Fault::FailThenKillUndo { fail: "health_check".into(), undo: step_named(r, "migrate:client:1.0:up"), when: "after" });
     run_all("clean install", journal_cases(r, "first install of 4.0.0", faults));
 }
+
+/// Issue 13 item 6, as an invariant of this suite: whatever a validly signed bundle contains, a
+/// failed apply never leaves a site that `recover` cannot finish. Bundles whose SQLite `path`
+/// points into the installer's own files (the swap target `current/`, `trust/`, `releases/`,
+/// `state/`, `backups/`, `site.yaml`) used to make the swap or the undo fail and leave the site
+/// stuck (exit 5, `recover` unable to finish). Each must now fail without exit 5, `recover` must
+/// exit 0, the site must be exactly the old release, and the real 4.0.0 must then install.
+#[test]
+fn hostile_signed_manifests_never_leave_a_site_recover_cannot_finish() {
+    let r = apply_ref();
+    let dir = scratch_dir("crash-hostile");
+    let paths = ["current/client.db", "trust/client.pub", "releases/4.0.0/x.db", "state/site.json", "backups/x.db", "site.yaml"];
+    let cases = paths
+        .iter()
+        .map(|p| {
+            let mut parts = test_support::Parts::read(world().bundle("4.0.0"));
+            let mut m = parts.parsed();
+            m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = p.to_string();
+            parts.set_manifest(&m, &world().key.secret());
+            let bundle = dir.join(format!("db-at-{}.bundle.tar.gz", p.replace('/', "_")));
+            std::fs::write(&bundle, parts.bundle().to_bytes()).unwrap();
+            case(format!("db path {p}"), move |slot| {
+                let site = slot.restore(r.tpl);
+                let o = install(&site, &["apply", bundle.to_str().unwrap()], None, None);
+                if o.code() == Some(5) || o.code() == Some(0) || o.code().is_none() {
+                    return Err(format!("a hostile manifest must fail and be put back (not exit 0 or 5):\n{o}"));
+                }
+                let rec = install(&site, &["recover"], None, None);
+                expect_code(&rec, 0, "recover after the hostile bundle")?;
+                same(&r.fingerprint(&site), ("old", &r.old), ("new", &r.new)).map_err(|e| format!("after the hostile bundle: {e}"))?;
+                let again = apply(&site, "4.0.0", None, None);
+                expect_code(&again, 0, "the real 4.0.0 after the hostile bundle")?;
+                same(&r.fingerprint(&site), ("new", &r.new), ("old", &r.old)).map_err(|e| format!("after the real 4.0.0: {e}"))?;
+                site_runs(&site, &r.new_version)
+            })
+        })
+        .collect();
+    run_all("hostile manifests", cases);
+}

@@ -550,3 +550,65 @@ fn my_passwords_are_never_printed() {
     assert_eq!(err.kind(), "open");
     assert!(!err.to_string().contains("wrong-Pw-99") && err.to_string().contains("Access denied"), "{err}");
 }
+
+const ARGV_SECRET: &str = "argv-My-S3cret-78";
+
+/// Runs in a child process whose `BUNDLE_MYSQL_BINDIR` holds wrappers that log their argv (see
+/// [`my_client_programs_never_get_a_password_on_their_command_line`]).
+#[test]
+fn my_child_client_programs_with_password() {
+    if std::env::var("MY_CHILD_ARGV").is_err() {
+        return;
+    }
+    let Some(server) = server_url() else { return };
+    let mut site = Site::new(&server);
+    let url = site.db.user_with_password(ARGV_SECRET);
+    site.site_url(&url);
+    let mut engine = site.open();
+    engine.preflight().unwrap();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    let record = engine.backup(&site.backups).unwrap();
+    engine.restore(&record, &site.backups).unwrap();
+    engine.close().unwrap();
+    println!("ARGV-CHILD-DONE");
+}
+
+/// Issue 13 item 3: MariaDB/MySQL client programs get the password from a 0600 option file
+/// (`--defaults-extra-file`), never on their command line. Wrapper programs record their argv
+/// and the option file's mode, then run the real program.
+#[test]
+fn my_client_programs_never_get_a_password_on_their_command_line() {
+    let Some(_server) = server_url() else { return };
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (bin, log) = (tmp.path().join("bin"), tmp.path().join("argv.log"));
+    std::fs::create_dir(&bin).unwrap();
+    for prog in ["mysqldump", "mariadb-dump", "mysql", "mariadb"] {
+        let real = Command::new("sh").arg("-c").arg(format!("command -v {prog}")).output().unwrap();
+        let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+        if real.is_empty() {
+            continue;
+        }
+        let w = bin.join(prog);
+        let script = format!(
+            "#!/bin/sh\nopt=$(printf '%s' \"$1\" | sed -n 's/^--defaults-extra-file=//p')\nmode=$( [ -n \"$opt\" ] && stat -c %a \"$opt\")\nprintf '%s optmode=%s argv=%s\\n' {prog} \"$mode\" \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        );
+        std::fs::write(&w, script).unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "my_child_client_programs_with_password", "--nocapture"])
+        .env("MY_CHILD_ARGV", "1")
+        .env("BUNDLE_MYSQL_BINDIR", &bin)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("ARGV-CHILD-DONE"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(lines.lines().any(|l| l.contains("dump ")), "no dump program was run:\n{lines}");
+    for l in lines.lines().filter(|l| !l.contains("--version")) {
+        assert!(!l.contains(ARGV_SECRET) && !l.contains("password"), "a password on a command line: {l}");
+        assert!(l.contains(" optmode=600 "), "the option file is not 0600: {l}");
+    }
+}

@@ -852,3 +852,70 @@ fn pg_prefer_falls_back_without_tls_when_the_handshake_fails() {
     assert!(err.to_string().contains("TLS"), "{err}");
     assert_eq!(count(&seen), 1, "require must not try again without TLS");
 }
+
+/// Runs in a child process whose `BUNDLE_PG_BINDIR` holds wrappers that log their argv (see
+/// [`pg_client_programs_never_get_a_password_on_their_command_line`]).
+#[test]
+fn pg_child_client_programs_with_password() {
+    let Ok(form) = std::env::var("PG_CHILD_ARGV_FORM") else { return };
+    let Some(server) = server_url() else { return };
+    let probe = TestDb::new(&server);
+    let url = match form.as_str() {
+        "userinfo" => with_password(&probe.url, ARGV_SECRET),
+        "query" => format!("{}{}password={ARGV_SECRET}", probe.url, if probe.url.contains('?') { "&" } else { "?" }),
+        other => panic!("unknown form {other}"),
+    };
+    let site = Site::with_url(&server, Some(&url));
+    let mut engine = site.open();
+    engine.preflight().unwrap();
+    site.upgrade(engine.as_mut(), "1.1").unwrap();
+    let record = engine.backup(&site.backups).unwrap();
+    engine.restore(&record, &site.backups).unwrap();
+    let mut scratch = engine.scratch().unwrap();
+    scratch.restore(&record, &site.backups).unwrap();
+    scratch.close().unwrap();
+    engine.close().unwrap();
+    println!("ARGV-CHILD-DONE");
+}
+
+const ARGV_SECRET: &str = "argv-S3cret-77";
+
+/// Issue 13 item 3: a password given in the URL's user info or as `?password=` reaches `pg_dump`,
+/// `pg_restore` and `psql` through `PGPASSWORD`, never through their command line (readable by any
+/// local user in `/proc/*/cmdline`). Wrapper programs record the argv they were given and whether
+/// `PGPASSWORD` was set, then run the real program.
+#[test]
+fn pg_client_programs_never_get_a_password_on_their_command_line() {
+    let Some(_server) = server_url() else { return };
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (bin, log) = (tmp.path().join("bin"), tmp.path().join("argv.log"));
+    std::fs::create_dir(&bin).unwrap();
+    for prog in ["pg_dump", "pg_restore", "psql"] {
+        let real = Command::new("sh").arg("-c").arg(format!("command -v {prog}")).output().unwrap();
+        let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+        assert!(!real.is_empty(), "{prog} is not installed");
+        let w = bin.join(prog);
+        std::fs::write(&w, format!("#!/bin/sh\nprintf '%s pw=%s argv=%s\\n' {prog} \"${{PGPASSWORD:+set}}\" \"$*\" >> '{}'\nexec '{real}' \"$@\"\n", log.display())).unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for form in ["userinfo", "query"] {
+        std::fs::write(&log, b"").unwrap();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "pg_child_client_programs_with_password", "--nocapture"])
+            .env("PG_CHILD_ARGV_FORM", form)
+            .env("BUNDLE_PG_BINDIR", &bin)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("ARGV-CHILD-DONE"), "{form}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let lines = std::fs::read_to_string(&log).unwrap();
+        for prog in ["pg_dump ", "pg_restore "] {
+            assert!(lines.lines().any(|l| l.starts_with(prog)), "{form}: {prog}was not run:\n{lines}");
+        }
+        for l in lines.lines().filter(|l| !l.contains("--version")) {
+            assert!(!l.contains(ARGV_SECRET) && !l.contains("password="), "{form}: a password on a command line: {l}");
+            assert!(l.contains(" pw=set "), "{form}: the password did not reach the program by PGPASSWORD: {l}");
+        }
+    }
+}

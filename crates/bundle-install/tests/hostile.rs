@@ -258,7 +258,9 @@ fn run_scenario(s: Scenario) {
             }
         }
         for k in &keys {
-            std::fs::copy(k, site.join("trust").join(k.file_name().unwrap())).unwrap();
+            // Stored as `trust add` would: `<KEYID>.pub` (a key that does not parse keeps its name).
+            let name = bundle_core::signature::PublicKey::read_file(k).map(|pk| format!("{}.pub", pk.key_id())).unwrap_or_else(|_| k.file_name().unwrap().to_string_lossy().into_owned());
+            std::fs::copy(k, site.join("trust").join(name)).unwrap();
         }
     }
     if let Some(setup) = &s.setup {
@@ -498,8 +500,8 @@ fn trust_revoked_key_is_refused() {
     let id = revoked_key().key_id.clone();
     let s = Scenario::new("revoked_key", Input::Bytes(signed_by_revoked()))
         .setup(revoke_on)
-        .run(Where::SiteApply, Expect::err(3, "untrusted_key", &[&id]))
-        .run(Where::SiteVerify, Expect::err(3, "untrusted_key", &[&id]));
+        .run(Where::SiteApply, Expect::err(3, "revoked_key", &[&id]))
+        .run(Where::SiteVerify, Expect::err(3, "revoked_key", &[&id]));
     run_scenario(s);
 }
 
@@ -513,8 +515,8 @@ fn trust_revoked_key_is_refused_even_if_also_trusted() {
             std::fs::copy(&k.public_path, site.join("trust").join(format!("{}.pub", k.key_id))).unwrap();
             assert!(site.join("trust/revoked").join(format!("{}.pub", k.key_id)).is_file());
         })
-        .run(Where::SiteApply, Expect::err(3, "untrusted_key", &[&id]))
-        .run(Where::SiteVerify, Expect::err(3, "untrusted_key", &[&id]));
+        .run(Where::SiteApply, Expect::err(3, "revoked_key", &[&id]))
+        .run(Where::SiteVerify, Expect::err(3, "revoked_key", &[&id]));
     run_scenario(s);
 }
 
@@ -526,6 +528,159 @@ fn trust_revoked_key_named_with_trust_flag() {
         .apply_args(&["--trust", k.public_path.to_str().unwrap()])
         .run(Where::SiteApply, Expect::err(3, "revoked_key", &[&k.key_id]));
     run_scenario(s);
+}
+
+/// Issue 13 item 6: a validly signed manifest whose SQLite `path` points into the installer's own
+/// files (the swap target `current/`, `releases/`, `backups/`, `trust/`, `state/`, `site.yaml`, the
+/// reserved `store/` and `scratch/`, a dot name) is refused by the verifier before anything
+/// changes; two databases sharing one `BUNDLE_DB_URL_` variable likewise.
+#[test]
+fn signed_database_path_into_installer_directories_is_refused() {
+    let paths = ["current/client.db", "releases/4.0.0/x.db", "backups/x.db", "trust/client.pub", "state/site.json", "site.yaml", "store/x.db", "scratch/x.db", ".current.new"];
+    std::thread::scope(|scope| {
+        for p in paths {
+            scope.spawn(move || {
+                let bytes = resigned(&parts4(), None, |m| m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = p.into());
+                let s = Scenario::new(&format!("reserved_db_path_{}", p.replace('/', "_")), Input::Bytes(bytes))
+                    .run(Where::SiteApply, Expect::err(3, "invalid_manifest", &[p]))
+                    .run(Where::FreshApply, Expect::err(3, "invalid_manifest", &[p]))
+                    .run(Where::SiteVerify, Expect::err(3, "invalid_manifest", &[p]));
+                run_scenario(s);
+            });
+        }
+    });
+    let bytes = resigned(&parts4(), None, |m| {
+        for d in &mut m.databases {
+            d.name = if d.name == "client" { "client-db".into() } else { "client_db".into() };
+        }
+    });
+    let s = Scenario::new("db_env_clash", Input::Bytes(bytes))
+        .run(Where::SiteApply, Expect::err(3, "invalid_manifest", &["BUNDLE_DB_URL_CLIENT_DB"]))
+        .run(Where::SiteVerify, Expect::err(3, "invalid_manifest", &["BUNDLE_DB_URL_CLIENT_DB"]));
+    run_scenario(s);
+}
+
+/// Issue 13 item 7: a signed bundle whose dependency wheel is a decompression bomb of many members
+/// just under the old 4 MiB ratio floor (each 4 MiB − 1 of zeros, ~1000:1) is refused before
+/// anything is unpacked (`zip_bomb`, naming the wheel, exit 1), and the site is put back on 1.0.0.
+#[test]
+fn wheel_bomb_of_many_small_members_is_refused() {
+    use std::io::Write;
+    let mut p = parts4();
+    let mut m = p.parsed();
+    let victim = m.wheels.iter().find(|w| **w != m.app_wheel).expect("a dependency wheel").clone();
+    let label = victim.rsplit('/').next().unwrap().to_string();
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let zeros = vec![0u8; (4 << 20) - 1];
+    for i in 0..16 {
+        z.start_file(format!("bomb/zeros{i}.bin"), zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+        z.write_all(&zeros).unwrap();
+    }
+    let data = z.finish().unwrap().into_inner();
+    assert!(data.len() < 200_000, "the bomb is small: {} bytes", data.len());
+    let f = p.files.iter_mut().find(|f| f.path == victim).unwrap();
+    f.data = data;
+    let (size, sha) = (f.data.len() as u64, bundle_core::hash::sha256_hex(&f.data));
+    let entry = m.files.iter_mut().find(|e| e.path == victim).unwrap();
+    entry.size = size;
+    entry.sha256 = sha;
+    m.payload.bytes = m.files.iter().map(|e| e.size).sum();
+    p.set_manifest(&m, &env().key());
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-bomb")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    let bundle = tmp.path().join("bomb.bundle.tar.gz");
+    std::fs::write(&bundle, p.bundle().to_bytes()).unwrap();
+    let r = run(Command::new(INSTALL).arg("apply").arg(&bundle).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(1), Some("zip_bomb")), "{r}");
+    assert!(r.stdout.contains(&label), "the error names the wheel:\n{r}");
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+    assert!(!site.join("releases/4.0.0").exists(), "the failed release is removed");
+    let r = run(Command::new(INSTALL).args(["check", "--json", "--root"]).arg(&site));
+    r.expect_ok();
+}
+
+/// Issue 13 item 1: the site's only key revoked, then named again with `--trust`: `plan`, `apply`
+/// and `verify --root` all refuse with `revoked_key` (before, the empty trust store made `--trust`
+/// a first-install key and the revoked key installed 4.0.0). Nothing on the site changes.
+#[test]
+fn trust_only_key_revoked_then_named_with_trust_flag() {
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-trust")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    trust_cmd(&site, &["revoke", &e.signer.key_id]);
+    let before = snapshot_ignoring_lock(tmp.path());
+    let py = site_python();
+    let with_trust = |cmd: &str| {
+        let mut c = Command::new(INSTALL);
+        c.arg(cmd).arg(&e.real).arg("--root").arg(&site).arg("--trust").arg(&e.signer.public_path).arg("--json");
+        if cmd == "apply" {
+            c.arg("--python").arg(py);
+        }
+        run(&mut c)
+    };
+    for cmd in ["plan", "apply", "verify"] {
+        let r = with_trust(cmd);
+        assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("revoked_key")), "{cmd} --trust REVOKED:\n{r}");
+        assert!(r.stdout.contains(&e.signer.key_id), "{cmd}: the message names the key:\n{r}");
+    }
+    // Without --trust: no trusted key left, and the hint no longer suggests --trust.
+    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(py).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("no_trusted_keys")), "{r}");
+    assert!(r.stdout.contains("trust add"), "{r}");
+    let diff = diff_snapshots(&before, &snapshot_ignoring_lock(tmp.path()));
+    assert!(diff.is_empty(), "refusing a revoked key changed the site:\n{}", diff.join("\n"));
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
+/// Issue 13 item 5: a key dropped into `trust/` under a name other than its key id (`evil.pub`) is
+/// not trusted quietly: reading the store fails (`trust_store`) naming the file.
+#[test]
+fn trust_key_under_another_name_is_refused() {
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-trust")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    std::fs::copy(&e.stranger.public_path, site.join("trust/evil.pub")).unwrap();
+    let r = run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("trust_store")), "{r}");
+    assert!(r.stdout.contains("evil.pub") && r.stdout.contains(&e.stranger.key_id), "{r}");
+    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("trust_store")), "{r}");
+    std::fs::rename(site.join("trust/evil.pub"), site.join(format!("trust/{}.pub", e.stranger.key_id))).unwrap();
+    run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json")).expect_ok();
+}
+
+/// Issue 13 item 8: `trust add` of a revoked key is refused (exit 4, `revoked_key`, naming it) and
+/// the key stays revoked; `trust unrevoke` is the explicit way back.
+#[test]
+fn trust_add_of_a_revoked_key_is_refused_until_unrevoked() {
+    let k = revoked_key();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-trust")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    revoke_on(&site);
+    let before = snapshot_ignoring_lock(tmp.path());
+    let trust = |args: &[&str]| run(Command::new(INSTALL).arg("trust").args(args).arg("--root").arg(&site).arg("--json"));
+    let r = trust(&["add", k.public_path.to_str().unwrap()]);
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(4), Some("revoked_key")), "{r}");
+    assert!(r.stdout.contains(&k.key_id), "{r}");
+    let diff = diff_snapshots(&before, &snapshot_ignoring_lock(tmp.path()));
+    assert!(diff.is_empty(), "a refused trust add changed the site:\n{}", diff.join("\n"));
+    let list = trust(&["list"]);
+    list.expect_ok();
+    assert!(list.json()["revoked"].as_array().unwrap().iter().any(|v| v == k.key_id.as_str()), "{list}");
+    assert!(!list.json()["trusted"].as_array().unwrap().iter().any(|v| v == k.key_id.as_str()), "{list}");
+
+    let r = trust(&["unrevoke", &k.key_id]);
+    r.expect_ok();
+    assert_eq!(r.json()["unrevoked"], k.key_id.as_str(), "{r}");
+    let list = trust(&["list"]);
+    assert!(list.json()["trusted"].as_array().unwrap().iter().any(|v| v == k.key_id.as_str()), "{list}");
+    assert!(list.json()["revoked"].as_array().unwrap().is_empty(), "{list}");
+    let r = trust(&["unrevoke", &k.key_id]);
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("unknown_key")), "{r}");
 }
 
 #[test]
@@ -572,7 +727,7 @@ fn trust_rotation_with_two_keys() {
     verify(&new_signed).expect_ok();
     trust_cmd(&site, &["revoke", &e.signer.key_id]);
     let r = verify(&e.real);
-    assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("untrusted_key")), "{r}");
+    assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("revoked_key")), "{r}");
     verify(&new_signed).expect_ok();
     let r = run(Command::new(INSTALL)
         .arg("apply")
@@ -851,6 +1006,254 @@ fn planted_history_file() {
 #[test]
 fn planted_site_state_file() {
     planted("state/site.json", Target::CopyOf);
+}
+
+/// Issue 13 item 5: a first install under `umask 000` creates nothing group- or world-writable
+/// (before: `trust/`, `state/`, `releases/<v>/` and the venv were 0777, so any local user could drop
+/// a key into `trust/`), `backups/` is 0700; and a site whose `trust/` or `state/` is writable by
+/// others or owned by another user is refused by every command that trusts them.
+#[test]
+fn umask_000_install_has_fixed_modes_and_open_dirs_are_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-umask")).unwrap();
+    let site = tmp.path().join("site");
+    let r = run(Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(INSTALL)
+        .arg("apply")
+        .arg(e.bundle("1.0.0"))
+        .arg("--root")
+        .arg(&site)
+        .arg("--trust")
+        .arg(&e.signer.public_path)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut open = Vec::new();
+    for entry in walkdir::WalkDir::new(&site).into_iter().flatten() {
+        let m = entry.path().symlink_metadata().unwrap();
+        if !m.file_type().is_symlink() && m.mode() & 0o022 != 0 {
+            open.push(format!("{} {:o}", entry.path().display(), m.mode() & 0o7777));
+        }
+    }
+    assert!(open.is_empty(), "writable by group or others after an install under umask 000:\n{}", open.join("\n"));
+    let mode = |p: &str| std::fs::metadata(site.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("backups"), 0o700);
+    assert_eq!(mode("trust"), 0o755);
+    assert_eq!(mode("state"), 0o755);
+
+    let status = |args: &[&str]| run(Command::new(INSTALL).args(args).arg("--root").arg(&site).arg("--json"));
+    let owner = std::fs::metadata(&site).unwrap().uid();
+    for (dir, how) in [("trust", "chmod"), ("state", "chmod"), ("trust", "chown"), ("state", "chown")] {
+        let p = site.join(dir);
+        if how == "chmod" {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        } else if let Err(err) = std::os::unix::fs::chown(&p, Some(owner + 1), None) {
+            eprintln!("skipping the {dir}/ owned-by-another-user case: chown needs root ({err})");
+            continue;
+        }
+        let commands: &[&[&str]] = if dir == "trust" { &[&["status"], &["trust", "list"], &["check"]] } else { &[&["status"], &["check"], &["history"]] };
+        for args in commands {
+            let r = status(args);
+            let kind = r.error_kind();
+            assert!(
+                r.code != Some(0) && matches!(kind.as_deref(), Some("unsafe_permissions") | Some("trust_store")),
+                "{args:?} with {dir}/ {how}ed must be refused:\n{r}"
+            );
+            assert!(r.stdout.contains(dir), "{r}");
+        }
+        let v = run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json"));
+        if dir == "trust" {
+            assert_eq!((v.code, v.error_kind().as_deref()), (Some(2), Some("trust_store")), "{v}");
+        }
+        let a = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+        assert_eq!((a.code, a.error_kind().as_deref()), (Some(4), Some("unsafe_permissions")), "{a}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&p, Some(owner), None).unwrap();
+        status(&["status"]).expect_ok();
+    }
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
+/// Issue 13 item 4: backups hold every row: `backups/` 0700 (tightened on a site that had it open),
+/// each backup directory 0700 and every file in it 0600, even under `umask 000`; the live databases
+/// keep their modes.
+#[test]
+fn backups_are_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let e = env();
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-backups")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    std::fs::set_permissions(site.join("backups"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let live_mode = |p: &str| std::fs::metadata(site.join(p)).unwrap().mode() & 0o7777;
+    let before = live_mode("data/client.db");
+    let r = run(Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(INSTALL)
+        .arg("apply")
+        .arg(&e.real)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(live_mode("backups"), 0o700);
+    let mut files = 0;
+    for entry in walkdir::WalkDir::new(site.join("backups")).min_depth(1).into_iter().flatten() {
+        let m = entry.path().symlink_metadata().unwrap();
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        assert!(!m.file_type().is_symlink(), "{}", entry.path().display());
+        assert_eq!(m.mode() & 0o7777, want, "{}", entry.path().display());
+        files += m.is_file() as usize;
+    }
+    assert!(files >= 3, "the backups hold the databases, the config and record.json ({files} files)");
+    assert_eq!(live_mode("data/client.db"), before, "the live database keeps its mode");
+}
+
+/// A root-only SQLite database outside the site holding `marker`, and its sha256.
+fn foreign_db(dir: &Path, marker: &str) -> (PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("secret.db");
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch(&format!("CREATE TABLE secrets (v TEXT); INSERT INTO secrets VALUES ('{marker}');")).unwrap();
+    drop(c);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sha = bundle_core::hash::sha256_hex(&std::fs::read(&p).unwrap());
+    (p, sha)
+}
+
+/// No file under `dir` holds `marker` (a backup of the foreign database would).
+fn nowhere_under(dir: &Path, marker: &str) -> Result<(), String> {
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| e.file_type().is_file()) {
+        if std::fs::read(e.path()).is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes())) {
+            return Err(format!("{} holds rows of the foreign database", e.path().display()));
+        }
+    }
+    Ok(())
+}
+
+/// Issue 13 item 2, nested path: a bundle whose SQLite database lives at `data/sub/inner/client.db`,
+/// on a site where the app's user made `data/sub/inner` a link to a directory holding a root-only
+/// database.
+/// The link was never checked (only the top of each directory was): root migrated the foreign
+/// database. Now the directory is opened without following links and apply refuses.
+#[test]
+fn nested_database_directory_link_is_never_followed() {
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-nested")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    let marker = "FOREIGN-ROW-nested-7c1";
+    let (secret, sha) = foreign_db(&tmp.path().join("foreign"), marker);
+    std::fs::rename(&secret, tmp.path().join("foreign/client.db")).unwrap();
+    let secret = tmp.path().join("foreign/client.db");
+    // `data/sub` is a real directory; the link is one level further down, where the start-of-run
+    // check (the top of each layout directory) never looked.
+    std::fs::create_dir(site.join("data/sub")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("foreign"), site.join("data/sub/inner")).unwrap();
+    let bundle = tmp.path().join("nested.bundle.tar.gz");
+    std::fs::write(&bundle, resigned(&parts4(), None, |m| m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = "data/sub/inner/client.db".into())).unwrap();
+    for cmd in ["plan", "apply"] {
+        let mut c = Command::new(INSTALL);
+        c.arg(cmd).arg(&bundle).arg("--root").arg(&site).arg("--json");
+        if cmd == "apply" {
+            c.arg("--python").arg(site_python());
+        }
+        let r = run(&mut c);
+        assert!(matches!(r.code, Some(1 | 2 | 4)) && !r.panicked(), "{cmd} must refuse:\n{r}");
+        assert!(r.stdout.contains("link"), "{cmd}: the error says why:\n{r}");
+    }
+    assert_eq!(bundle_core::hash::sha256_hex(&std::fs::read(&secret).unwrap()), sha, "the foreign database was changed");
+    nowhere_under(&site, marker).unwrap();
+    assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
+}
+
+/// Issue 13 item 2, the race: `data/` belongs to the app's user, who swaps `data/client.db` for a
+/// link to a root-only database while an apply runs. A helper (this test, driven by the
+/// `BUNDLE_INSTALL_TEST_PAUSE` fault hook) makes the swap at one step boundary per run, for every
+/// boundary of a real 1.0.0 → 4.0.0 upgrade. Whatever the run then does (finish, fail, or stop for
+/// attention), the foreign database is never changed and no file of the site ever holds its rows.
+#[test]
+fn database_swapped_for_a_link_at_any_step_boundary() {
+    let e = env();
+    let marker = "FOREIGN-ROW-race-4b2";
+    let apply = |site: &Path, pause: &Path, mut at_boundary: Box<dyn FnMut(&str) + '_>| {
+        let mut child = Command::new(INSTALL)
+            .arg("apply")
+            .arg(&e.real)
+            .arg("--root")
+            .arg(site)
+            .arg("--python")
+            .arg(site_python())
+            .arg("--json")
+            .env("BUNDLE_INSTALL_TEST_PAUSE", pause)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(point) = std::fs::read_to_string(pause.join("at")) {
+                std::fs::remove_file(pause.join("at")).unwrap();
+                at_boundary(&point);
+                std::fs::write(pause.join("go"), b"").unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                return (status.code(), String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            assert!(std::time::Instant::now() < deadline, "apply hung");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    // The boundaries of an undisturbed run.
+    let tmp = tempfile::tempdir_in(scratch_dir("hostile-race")).unwrap();
+    let site = tmp.path().join("site");
+    copy_site(base_site(), &site);
+    let pause = tmp.path().join("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let mut points = Vec::new();
+    let (code, out) = apply(&site, &pause, Box::new(|p| points.push(p.to_string())));
+    assert_eq!(code, Some(0), "{out}");
+    let points: Vec<String> = points.into_iter().filter(|p| p.ends_with(":before")).collect();
+    assert!(points.len() >= 5, "{points:?}");
+
+    let mut problems = Vec::new();
+    for point in &points {
+        let tmp = tempfile::tempdir_in(scratch_dir("hostile-race")).unwrap();
+        let site = tmp.path().join("site");
+        copy_site(base_site(), &site);
+        let pause = tmp.path().join("pause");
+        std::fs::create_dir(&pause).unwrap();
+        let (secret, sha) = foreign_db(&tmp.path().join("foreign"), marker);
+        let live = site.join("data/client.db");
+        let (code, out) = apply(
+            &site,
+            &pause,
+            Box::new(|p| {
+                if p == point {
+                    std::fs::rename(&live, site.join("data/client.db.moved")).unwrap();
+                    std::os::unix::fs::symlink(&secret, &live).unwrap();
+                }
+            }),
+        );
+        if bundle_core::hash::sha256_hex(&std::fs::read(&secret).unwrap()) != sha {
+            problems.push(format!("swap at {point}: the foreign database was changed (exit {code:?})"));
+        }
+        if let Err(e) = nowhere_under(&site, marker) {
+            problems.push(format!("swap at {point}: {e} (exit {code:?})"));
+        }
+        if out.contains("panicked") || code.is_none() {
+            problems.push(format!("swap at {point}: crashed: {out}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// A first install that fails, into a root whose parent directories do not exist either: nothing

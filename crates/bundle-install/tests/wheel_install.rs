@@ -525,6 +525,43 @@ fn metadata_refusals() {
     let mut zeros = demo_entries();
     zeros.push(Entry { name: "demo_pkg/zeros.bin".into(), data: vec![0; 8 << 20], mode: 0o644, symlink: false });
     assert_eq!(refused(&case("ratio", zeros), &InstallOptions::default()).kind(), "zip_bomb");
+    // Issue 13 item 7: the ratio cap applies to every member above a small floor, not only to
+    // members of 4 MiB or more.
+    let mut under_old_floor = demo_entries();
+    under_old_floor.push(Entry { name: "demo_pkg/zeros.bin".into(), data: vec![0; (4 << 20) - 1], mode: 0o644, symlink: false });
+    let e = refused(&case("ratio4m", under_old_floor), &InstallOptions::default());
+    assert_eq!(e.kind(), "zip_bomb", "{e}");
+    assert!(e.to_string().contains("demo_pkg/zeros.bin"), "{e}");
+    let mut small = demo_entries();
+    small.push(Entry { name: "demo_pkg/zeros.bin".into(), data: vec![0; 32 << 10], mode: 0o644, symlink: false });
+    let tmp = tempfile::tempdir().unwrap();
+    let venv = create_venv(&python(), &tmp.path().join("venv")).unwrap();
+    install_wheel(&venv, &case("small-zeros", small), &InstallOptions::default()).expect("a small well-compressed file is fine");
+}
+
+/// Issue 13 item 7: one decompression budget for the whole release. Two wheels each under the
+/// per-wheel cap but together over the release's are refused before anything is written, naming
+/// the wheel that declares the most.
+#[test]
+fn release_budget_is_one_for_all_wheels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = |name: &str, n: usize| {
+        let dist = name.replace('-', "_");
+        let mut entries = vec![Entry { name: format!("{dist}/data.txt"), data: (0..n).map(|i| (i * 7 % 251) as u8).collect(), mode: 0o644, symlink: false }];
+        entries.extend(dist_info_files(name, "1.0", "1.0", None));
+        build_wheel(tmp.path(), name, "1.0", entries)
+    };
+    let (a, b) = (big("alpha", 30_000), big("bravo", 50_000));
+    let opts = InstallOptions { max_total_size: 60_000, max_release_size: 70_000, ..InstallOptions::default() };
+    let venv = create_venv(&python(), &tmp.path().join("venv")).unwrap();
+    let before = tree(&venv.root);
+    let e = install_wheels(&venv, &[a.clone(), b.clone()], &opts).unwrap_err();
+    assert_eq!(e.kind(), "zip_bomb", "{e}");
+    assert!(e.to_string().contains("bravo-1.0-py3-none-any.whl") && e.to_string().contains("whole release"), "{e}");
+    assert_eq!(tree(&venv.root), before, "nothing is written before the budget is checked");
+    // Each alone fits.
+    install_wheels(&venv, &[a], &opts).unwrap();
+    install_wheels(&venv, &[b], &opts).unwrap();
 }
 
 fn other_wheel(dir: &Path, clash: &str) -> PathBuf {

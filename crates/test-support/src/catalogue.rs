@@ -26,6 +26,7 @@ use std::sync::{Mutex, OnceLock};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
+use bundle_core::rotation::{KeyRotation, RotationAction, Statement};
 use bundle_core::signature::{KeyId, SecretKey, Signature};
 
 pub use crate::craft::pax_record;
@@ -291,6 +292,20 @@ pub fn edited_signature(edit: impl FnOnce(&mut Signature)) -> Vec<u8> {
     s.to_minisign().into_bytes()
 }
 
+/// "`new` joins `old` for `app`", signed by both.
+pub fn rotation(old: &SecretKey, new: &SecretKey, app: &str) -> KeyRotation {
+    Statement { app: app.into(), action: RotationAction::Add, old: old.public_key(), new: new.public_key() }.sign(old, new).expect("sign a statement")
+}
+
+/// The real bundle carrying `rotations` in its manifest, signed by `signer`.
+pub fn with_rotations(e: &Env, rotations: Vec<KeyRotation>, signer: &SecretKey) -> Input {
+    let mut p = e.parts();
+    let mut m = p.parsed();
+    m.key_rotations = rotations;
+    p.set_manifest(&m, signer);
+    p.bundle().into()
+}
+
 pub fn e_key_id() -> String {
     env().signer.key_id.clone()
 }
@@ -347,6 +362,23 @@ table! {
         |_| CraftedBundle::new().entry(Hdr::file(MANIFEST_NAME, 0o644, 17 << 20), b"").into();
 
     // --- signature and trust ---------------------------------------------------------------------
+    // Key rotation statements cannot bring in a key the site does not trust (bundle-install's
+    // tests/rotation.rs covers revoked keys and the statements that do apply).
+    rotation_statement_forged: "untrusted_key", [env().stranger.key_id.clone()],
+        |e| {
+            let (signer, stranger) = (e.key(), e.stranger.secret());
+            let mut r = rotation(&signer, &stranger, "fieldlog");
+            r.signatures[0] = stranger.sign(r.statement.as_bytes(), "forged").expect("sign").to_minisign();
+            with_rotations(e, vec![r], &stranger)
+        };
+    rotation_statement_for_another_app: "untrusted_key", [env().stranger.key_id.clone()],
+        |e| with_rotations(e, vec![rotation(&e.key(), &e.stranger.secret(), "otherapp")], &e.stranger.secret());
+    rotation_statement_signed_by_the_new_key_only: "untrusted_key", [env().stranger.key_id.clone()],
+        |e| {
+            let mut r = rotation(&e.key(), &e.stranger.secret(), "fieldlog");
+            r.signatures.remove(0);
+            with_rotations(e, vec![r], &e.stranger.secret())
+        };
     manifest_bit_flipped: "bad_signature", [e_key_id()],
         |e| {
             let mut p = e.parts();
@@ -875,7 +907,8 @@ macro_rules! hostile_cases {
     ($m:ident) => {
         $m! {
             missing_signature_entry, signature_before_manifest, payload_before_manifest, empty_archive,
-            manifest_as_directory, manifest_header_bad_checksum, manifest_too_large, manifest_bit_flipped,
+            manifest_as_directory, manifest_header_bad_checksum, manifest_too_large, rotation_statement_forged,
+            rotation_statement_for_another_app, rotation_statement_signed_by_the_new_key_only, manifest_bit_flipped,
             manifest_byte_appended, trusted_comment_edited, trusted_comment_disagrees_with_manifest,
             trusted_comment_not_a_bundle_comment, signature_from_another_manifest,
             old_signed_manifest_with_new_payload, untrusted_key, same_key_id_different_key,

@@ -215,6 +215,7 @@ impl Parts {
             config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
             sbom: None,
+            key_rotations: Vec::new(),
             payload: Payload { entries: entries.len() as u64, bytes: entries.iter().map(|e| e.size).sum() },
             files: entries,
         };
@@ -247,9 +248,11 @@ impl Parts {
     }
 
     /// Replaces the manifest by `m` serialised, and signs it.
+    /// `m` need not be valid (hostile tests sign manifests the verifier must refuse).
     pub fn set_manifest(&mut self, m: &Manifest, key: &SecretKey) {
         self.manifest = m.to_yaml();
-        self.sign(key);
+        let comment = TrustedInfo { app: m.app.clone(), version: m.version.clone(), sequence: m.sequence }.format();
+        self.sign_with_comment(key, &comment);
     }
 
     /// The payload file at `path`.

@@ -25,9 +25,22 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
 }
 
 impl KeyPair {
-    /// Runs `bundle-build keygen --out PREFIX --json` (needs the `bundle-build` binary, see [`crate::bin`]).
+    /// Runs `bundle-build keygen --unencrypted --out PREFIX --json` (needs the `bundle-build` binary,
+    /// see [`crate::bin`]): a key in clear, as CI keys of old are.
     pub fn keygen(prefix: &Path) -> KeyPair {
-        let r = run(tool("bundle-build").arg("keygen").arg("--out").arg(prefix).arg("--json"));
+        Self::keygen_with(prefix, tool("bundle-build").arg("keygen").arg("--unencrypted"))
+    }
+
+    /// Runs `bundle-build keygen` encrypting the key with `password`, given through the variable
+    /// `BUNDLE_TEST_KEY_PASSWORD` named by `--password-env` (scrypt: takes a second or two).
+    pub fn keygen_encrypted(prefix: &Path, password: &str) -> KeyPair {
+        let mut c = tool("bundle-build");
+        c.env("BUNDLE_TEST_KEY_PASSWORD", password).args(["keygen", "--password-env", "BUNDLE_TEST_KEY_PASSWORD"]);
+        Self::keygen_with(prefix, &mut c)
+    }
+
+    fn keygen_with(prefix: &Path, cmd: &mut std::process::Command) -> KeyPair {
+        let r = run(cmd.arg("--out").arg(prefix).arg("--json"));
         r.expect_ok();
         let key_id = r.json()["key_id"].as_str().unwrap_or_else(|| panic!("keygen printed no key_id:\n{r}")).to_string();
         let pair = KeyPair { prefix: prefix.to_path_buf(), secret_path: with_ext(prefix, "key"), public_path: with_ext(prefix, "pub"), key_id };

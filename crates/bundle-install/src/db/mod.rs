@@ -591,6 +591,42 @@ pub struct TableDiff {
     pub removed: u64,
 }
 
+/// Rows and on-disk bytes of one data table (its indexes included), for a rehearsal's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStat {
+    pub table: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// A server database copied for a rehearsal (see [`Engine::copy_to_scratch`]).
+pub struct ScratchCopy {
+    /// The copy's connection URL, credentials included: written only to the rehearsal's private
+    /// `site.yaml`, never printed.
+    pub url: String,
+    /// The same, password masked, for messages.
+    pub masked: String,
+    /// How it was copied: `template` (`CREATE DATABASE … TEMPLATE`) or `dump` (dump and load).
+    pub method: String,
+}
+
+/// What every scratch database of a rehearsal is called: `<live name>_rehearse_<tag>` (cut to
+/// fit the servers' 63/64-character limits); `recover` drops only names of this form.
+pub fn rehearsal_db_name(live: &str, tag: &str) -> String {
+    let suffix = format!("_rehearse_{tag}");
+    let keep = 60usize.saturating_sub(suffix.len());
+    let mut head: String = live.chars().take(keep).collect();
+    while head.len() > keep {
+        head.pop();
+    }
+    format!("{head}{suffix}")
+}
+
+/// Whether `name` is a rehearsal's scratch database name.
+pub fn is_rehearsal_db_name(name: &str) -> bool {
+    name.rsplit_once("_rehearse_").is_some_and(|(head, tag)| !head.is_empty() && !tag.is_empty() && tag.bytes().all(|c| c.is_ascii_alphanumeric()))
+}
+
 /// One database engine. Every method names the database in its errors; none of them leaves a
 /// transaction open behind it, and none prints or returns a password (server URLs are masked).
 pub trait Engine: Send {
@@ -646,6 +682,36 @@ pub trait Engine: Send {
     fn dump(&mut self) -> Result<String, DbError>;
     /// Releases connections and locks (before the swap, before handing the database back to the app).
     fn close(&mut self) -> Result<(), DbError>;
+    /// Rows and bytes of each data table (history excluded), sorted by name; empty for a database
+    /// that does not exist. For a rehearsal's report.
+    fn table_stats(&mut self) -> Result<Vec<TableStat>, DbError> {
+        Ok(Vec::new())
+    }
+    /// The live database's own name on its server (none for SQLite).
+    fn server_dbname(&self) -> Option<String> {
+        None
+    }
+    /// For a rehearsal: copies this database into a new database `name` on the same server (see
+    /// [`rehearsal_db_name`]), using `work` for any dump file; the live database is only read.
+    /// SQLite has none (a rehearsal copies the file).
+    fn copy_to_scratch(&mut self, name: &str, work: &Path) -> Result<ScratchCopy, DbError> {
+        let _ = (name, work);
+        Err(DbError::Config { db: self.name().into(), message: format!("the {} engine has no scratch databases", self.engine()) })
+    }
+    /// Drops the rehearsal scratch database `name` on this database's server, if it exists
+    /// (`recover` after a killed rehearsal). Names not of the rehearsal form are refused.
+    fn drop_rehearsal_db(&mut self, name: &str) -> Result<(), DbError> {
+        let _ = name;
+        Ok(())
+    }
+}
+
+/// Refuses to drop anything but a rehearsal's scratch database, or the live database itself.
+pub(crate) fn check_rehearsal_drop(db: &str, live: &str, name: &str) -> Result<(), DbError> {
+    if !is_rehearsal_db_name(name) || name == live {
+        return Err(DbError::Config { db: db.into(), message: format!("`{name}` is not a rehearsal's scratch database; not dropped") });
+    }
+    Ok(())
 }
 
 /// Applies a plan in order, stopping at the first failure; returns how many files ran.
@@ -1445,6 +1511,20 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2000-02-29T01:02:03.456Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799); // 2099-12-31T23:59:59
         assert_eq!(format_rfc3339(t), "2099-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn rehearsal_names() {
+        assert_eq!(rehearsal_db_name("fieldlog", "a1b2c3"), "fieldlog_rehearse_a1b2c3");
+        let long = rehearsal_db_name(&"x".repeat(80), "a1b2c3d4e5f6");
+        assert!(long.len() <= 60 && long.ends_with("_rehearse_a1b2c3d4e5f6"), "{long}");
+        assert!(is_rehearsal_db_name(&long));
+        for not in ["fieldlog", "_rehearse_ab", "fieldlog_rehearse_", "fieldlog_rehearse_a;b"] {
+            assert!(!is_rehearsal_db_name(not), "{not}");
+        }
+        assert!(check_rehearsal_drop("client", "fieldlog", "fieldlog").is_err());
+        assert!(check_rehearsal_drop("client", "x_rehearse_1", "x_rehearse_1").is_err());
+        assert!(check_rehearsal_drop("client", "fieldlog", "fieldlog_rehearse_1").is_ok());
     }
 
     #[test]

@@ -848,6 +848,49 @@ impl Engine for MyEngine {
         self.conn = None;
         Ok(())
     }
+
+    fn table_stats(&mut self) -> Result<Vec<super::TableStat>, DbError> {
+        let ctx = self.ctx.clone();
+        let dbname = ctx.url.dbname.clone();
+        let tables = self.data_tables()?;
+        let c = self.conn()?;
+        let mut out = Vec::new();
+        for t in tables {
+            let rows = count(c, &dbname, &t).map_err(|e| ctx.my("counting rows", &e))?;
+            // InnoDB's figures are estimates refreshed by ANALYZE; good enough for a size report.
+            let bytes: Option<u64> = c
+                .exec_first(
+                    "SELECT DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (&dbname, &t),
+                )
+                .map_err(|e| ctx.my("reading table sizes", &e))?;
+            out.push(super::TableStat { table: t, rows, bytes: bytes.unwrap_or(0) });
+        }
+        Ok(out)
+    }
+
+    fn server_dbname(&self) -> Option<String> {
+        Some(self.ctx.url.dbname.clone())
+    }
+
+    fn copy_to_scratch(&mut self, name: &str, work: &Path) -> Result<super::ScratchCopy, DbError> {
+        let ctx = self.ctx.clone();
+        let record = self.backup(work)?;
+        let file = work.join(record.file.as_deref().unwrap_or_default());
+        let c = self.conn()?;
+        c.query_drop(format!("CREATE DATABASE {} DEFAULT CHARSET utf8mb4", ident(name)))
+            .map_err(|e| ctx.my("creating the rehearsal's scratch database (the user needs CREATE)", &e))?;
+        let loaded = self.load(name, &file);
+        let _ = fs::remove_file(&file);
+        loaded?;
+        let target = ctx.url.with_dbname(name);
+        Ok(super::ScratchCopy { url: target.full.clone(), masked: target.masked.clone(), method: "dump".into() })
+    }
+
+    fn drop_rehearsal_db(&mut self, name: &str) -> Result<(), DbError> {
+        super::check_rehearsal_drop(&self.ctx.db, &self.ctx.url.dbname, name)?;
+        self.drop_database(name)
+    }
 }
 
 

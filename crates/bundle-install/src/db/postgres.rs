@@ -964,6 +964,60 @@ impl Engine for PgEngine {
         }
         Ok(())
     }
+
+    fn table_stats(&mut self) -> Result<Vec<super::TableStat>, DbError> {
+        let ctx = self.ctx.clone();
+        let tables = self.data_tables()?;
+        let c = self.client()?;
+        let mut out = Vec::new();
+        for (display, q) in tables {
+            let rows = count(c, &q).map_err(|e| ctx.pg("counting rows", &e))?;
+            let bytes: i64 = c
+                .query_one("SELECT pg_total_relation_size($1::text::regclass)", &[&q])
+                .map_err(|e| ctx.pg("reading table sizes", &e))?
+                .get(0);
+            out.push(super::TableStat { table: display, rows, bytes: bytes as u64 });
+        }
+        Ok(out)
+    }
+
+    fn server_dbname(&self) -> Option<String> {
+        Some(self.ctx.url.dbname.clone())
+    }
+
+    fn copy_to_scratch(&mut self, name: &str, work: &Path) -> Result<super::ScratchCopy, DbError> {
+        let ctx = self.ctx.clone();
+        let target = ctx.url.with_dbname(name);
+        // `CREATE DATABASE … TEMPLATE` copies the files, far faster than a dump, but only while no
+        // session (ours included) is connected to the live database: asked from the maintenance
+        // database, and any other session (the running app, another node) means a dump instead.
+        self.client = None;
+        let admin = Ctx { db: ctx.db.clone(), url: ctx.url.with_dbname("postgres") };
+        if let Ok(mut c) = connect(&admin, "rehearsal copy") {
+            let others: i64 = c
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", &[&ctx.url.dbname])
+                .map_err(|e| ctx.pg("counting sessions on the live database", &e))?
+                .get(0);
+            if others == 0 && c.batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", ident(name), ident(&ctx.url.dbname))).is_ok() {
+                return Ok(super::ScratchCopy { url: target.full.clone(), masked: target.masked.clone(), method: "template".into() });
+            }
+        }
+        let record = self.backup(work)?;
+        let file = work.join(record.file.as_deref().unwrap_or_default());
+        let c = self.client()?;
+        c.batch_execute(&format!("CREATE DATABASE {}", ident(name)))
+            .map_err(|e| ctx.pg("creating the rehearsal's scratch database (the user needs CREATEDB)", &e))?;
+        let loaded = self.load_into(&target, &file);
+        let _ = std::fs::remove_file(&file);
+        loaded?;
+        Ok(super::ScratchCopy { url: target.full.clone(), masked: target.masked.clone(), method: "dump".into() })
+    }
+
+    fn drop_rehearsal_db(&mut self, name: &str) -> Result<(), DbError> {
+        super::check_rehearsal_drop(&self.ctx.db, &self.ctx.url.dbname, name)?;
+        let admin = Ctx { db: self.ctx.db.clone(), url: self.ctx.url.clone() };
+        PgEngine::drop_scratch(&admin, name)
+    }
 }
 
 impl PgEngine {

@@ -55,11 +55,7 @@ pub const SITE_FILE: &str = "site.yaml";
 
 /// The environment variable naming database `name`'s connection.
 pub fn url_env_var(name: &str) -> String {
-    let up: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-        .collect();
-    format!("BUNDLE_DB_URL_{up}")
+    format!("BUNDLE_DB_URL_{}", bundle_core::naming::db_env_suffix(name))
 }
 
 /// A connection URL with its secret kept apart: `full` is only ever handed to a driver or a child
@@ -134,6 +130,10 @@ impl ConnUrl {
             return Err("names no database (expected …/database at the end)".into());
         }
         let decode_opt = |s: Option<&str>| s.map(percent_decode);
+        // `?password=` is a password too (libpq reads it): it goes the same way as the user-info one.
+        let query_password = query.and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k.eq_ignore_ascii_case("password")).map(|(_, v)| v));
+        let info_password = raw_password;
+        let raw_password = raw_password.or(query_password);
         let password = decode_opt(raw_password);
         let userpart = |pw: Option<&str>| match (user, pw) {
             (Some(u), Some(p)) => format!("{u}:{p}@"),
@@ -142,12 +142,14 @@ impl ConnUrl {
             (None, None) => String::new(),
         };
         let tail = format!("{hostport}/{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
-        // A password may also hide in the query (`?password=…`): mask those parameters too.
+        // A password may also hide in the query (`?password=…`): mask those parameters too, and
+        // leave them out of what goes on a command line.
         let masked_tail = mask_query(&tail);
+        let public_tail = strip_secret_query(&tail);
         Ok(ConnUrl {
             full: text.to_string(),
-            masked: format!("{scheme}://{}{masked_tail}", userpart(raw_password.map(|_| "***"))),
-            without_password: format!("{scheme}://{}{tail}", userpart(None)),
+            masked: format!("{scheme}://{}{masked_tail}", userpart(info_password.map(|_| "***"))),
+            without_password: format!("{scheme}://{}{public_tail}", userpart(None)),
             scheme: scheme.to_ascii_lowercase(),
             user: decode_opt(user),
             password,
@@ -205,6 +207,18 @@ fn query_pairs(url: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `tail` without its secret query parameters (`password`, `sslpassword`, …): what may appear on a
+/// client program's command line, which every local user can read in `/proc/*/cmdline`.
+fn strip_secret_query(tail: &str) -> String {
+    let Some((head, q)) = tail.split_once('?') else { return tail.to_string() };
+    let kept: Vec<&str> = q.split('&').filter(|kv| !is_secret_param(kv.split_once('=').map_or(*kv, |(k, _)| k))).collect();
+    if kept.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}?{}", kept.join("&"))
+    }
+}
+
 fn mask_query(tail: &str) -> String {
     let Some((head, q)) = tail.split_once('?') else { return tail.to_string() };
     let parts: Vec<String> = q
@@ -246,12 +260,19 @@ struct SiteDb {
     url: String,
 }
 
-/// Finds database `name`'s connection: the environment variable wins over `ROOT/site.yaml`.
+/// Marks a rehearsal's scratch site root: there `site.yaml` (naming the scratch copies) is the only
+/// source of connections, so a `BUNDLE_DB_URL_<NAME>` set for the live site can never lead a
+/// rehearsal to the live database.
+pub const REHEARSAL_MARK: &str = ".rehearsal";
+
+/// Finds database `name`'s connection: the environment variable wins over `ROOT/site.yaml`
+/// (except in a rehearsal's scratch site, see [`REHEARSAL_MARK`]).
 pub(crate) fn resolve_url(name: &str, engine: &str, root: &Path) -> Result<ConnUrl, DbError> {
     let var = url_env_var(name);
     let config = |message: String| DbError::Config { db: name.into(), message };
-    let (text, source) = match std::env::var(&var) {
-        Ok(v) if !v.trim().is_empty() => (v, var.clone()),
+    let from_env = if root.join(REHEARSAL_MARK).exists() { None } else { std::env::var(&var).ok() };
+    let (text, source) = match from_env {
+        Some(v) if !v.trim().is_empty() => (v, var.clone()),
         _ => {
             let file = root.join(SITE_FILE);
             let missing = || {
@@ -645,6 +666,15 @@ mod tests {
         let q = ConnUrl::parse("mysql://root@h/db?password=hunter2&x=1", "x").unwrap();
         assert_eq!(q.masked, "mysql://root@h/db?password=***&x=1");
         assert_eq!(q.scrub("pw hunter2"), "pw ***");
+        // Issue 13 item 3: a query password is the password (it goes by environment or option
+        // file), and no secret parameter stays in what goes on a command line.
+        assert_eq!(q.password.as_deref(), Some("hunter2"));
+        assert_eq!(q.without_password, "mysql://root@h/db?x=1");
+        let p = ConnUrl::parse("postgres://app@h/db?sslmode=require&password=p%26w&sslpassword=k3y", "x").unwrap();
+        assert_eq!(p.password.as_deref(), Some("p&w"));
+        assert_eq!(p.without_password, "postgres://app@h/db?sslmode=require");
+        let only = ConnUrl::parse("postgres://app@h/db?password=pw", "x").unwrap();
+        assert_eq!(only.without_password, "postgres://app@h/db");
         assert!(ConnUrl::parse("postgres://h:5432", "x").is_err());
         assert!(ConnUrl::parse("nonsense", "x").is_err());
         let s = u.with_dbname("scratch_1");

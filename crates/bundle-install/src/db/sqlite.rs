@@ -6,6 +6,10 @@
 //! thread; a WAL database goes through SQLite's online backup API. Restores copy the backup over the
 //! live file in place under an EXCLUSIVE lock (WAL: through the backup API); the run's journal makes
 //! an interrupted restore one that `recover` repeats.
+//!
+//! The file is reached without following links ([`crate::beneath`]): its directory is opened from
+//! the site root with no link at any component, afresh before each use, SQLite is given
+//! `/proc/self/fd/N/NAME`, and the file SQLite opened must be the one the installer checked.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::CString;
@@ -71,10 +75,21 @@ impl Ctx {
 
 pub(crate) struct SqliteEngine {
     ctx: Ctx,
-    /// Absolute path of the database file.
+    /// The site root (absolute) and the database's path under it.
+    root: PathBuf,
+    rel: PathBuf,
+    /// `root/rel`: for messages and for data scripts.
+    shown: PathBuf,
+    /// The path our own code and SQLite use: `/proc/self/fd/N/NAME`, N being `dir`, the database's
+    /// directory opened without following a link at any component (`shown` while that directory
+    /// does not exist yet, or without `/proc`). See [`crate::beneath`].
     path: PathBuf,
+    dir: Option<std::os::fd::OwnedFd>,
     /// Opened lazily so that inspecting a missing database creates nothing.
     conn: Option<Connection>,
+    /// Our descriptor of the live file (opened `O_NOFOLLOW`, checked to be a regular file), kept as
+    /// long as `conn`: closing it earlier would drop SQLite's POSIX locks.
+    pin: Option<fs::File>,
 }
 
 impl SqliteEngine {
@@ -96,31 +111,92 @@ impl SqliteEngine {
             });
         }
         let root = std::path::absolute(root).map_err(|e| ctx.io(root, e))?;
-        Ok(SqliteEngine {
-            path: root.join(p),
-            ctx,
-            conn: None,
-        })
+        let shown = root.join(p);
+        let mut engine = SqliteEngine { path: shown.clone(), shown, root, rel: p.to_path_buf(), dir: None, ctx, conn: None, pin: None };
+        engine.locate(false)?;
+        Ok(engine)
+    }
+
+    fn file_name(&self) -> &std::ffi::OsStr {
+        self.rel.file_name().expect("checked in new")
+    }
+
+    /// Opens the database's directory afresh, without following a link at any component (creating
+    /// missing ones with `create`), and checks that the database and its companion files are
+    /// regular files or absent. Repeated before each use; while a connection is open its directory
+    /// stays the one SQLite was given, and only the files are checked again.
+    fn locate(&mut self, create: bool) -> Result<(), DbError> {
+        if self.conn.is_none() {
+            if create && !self.root.exists() {
+                // A scratch root of our own (rollback's replay), never a site's.
+                fs::create_dir_all(&self.root).map_err(|e| self.ctx.io(&self.root, e))?;
+            }
+            let parent = self.rel.parent().unwrap_or(Path::new(""));
+            let opened = match crate::beneath::open_dir(&self.root, parent, create.then_some(0o755)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => None,
+                other => other.map_err(|e| self.ctx.io(&self.shown, e))?,
+            };
+            self.path = opened.as_ref().and_then(crate::beneath::proc_path).map(|d| d.join(self.file_name())).unwrap_or_else(|| self.shown.clone());
+            self.dir = opened;
+        }
+        let Some(dir) = &self.dir else { return Ok(()) };
+        for suffix in ["", "-wal", "-shm", "-journal", ".restoring"] {
+            let mut name = self.file_name().to_owned();
+            name.push(suffix);
+            if crate::beneath::entry_at(dir, &name).map_err(|e| self.ctx.io(&self.shown, e))? == crate::beneath::Entry::Other {
+                return Err(self.ctx.io(
+                    &sidecar(&self.shown, suffix),
+                    std::io::Error::other("is a symbolic link or not a regular file; the installer never follows links inside the site (check who put it there)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn exists(&self) -> bool {
-        self.conn.is_some() || self.path.exists()
+        match &self.dir {
+            _ if self.conn.is_some() => true,
+            Some(dir) => crate::beneath::entry_at(dir, self.file_name()).is_ok_and(|e| e != crate::beneath::Entry::Missing),
+            None => false,
+        }
     }
 
-    /// The connection, opening (and creating the file and its directory) when needed.
+    /// The connection, opening (and creating the file and its directory) when needed. The file is
+    /// opened (or created) by us first, `O_NOFOLLOW`; once SQLite has opened its path, one of the
+    /// process's descriptors must be that same file, or SQLite was redirected in between and the
+    /// connection is refused.
     fn conn(&mut self) -> Result<&mut Connection, DbError> {
         if self.conn.is_none() {
-            if let Some(parent) = self.path.parent() {
-                fs::create_dir_all(parent).map_err(|e| self.ctx.io(parent, e))?;
+            self.locate(true)?;
+            let open_err = |ctx: &Ctx, message: String| DbError::Open { db: ctx.db.clone(), path: ctx.rel.clone(), message };
+            let dir = self.dir.as_ref().expect("created by locate");
+            let pin = crate::beneath::open_file_at(dir, self.file_name(), Some(0o644)).map_err(|e| self.ctx.io(&self.shown, e))?;
+            let id = {
+                use std::os::unix::fs::MetadataExt;
+                let m = pin.metadata().map_err(|e| self.ctx.io(&self.shown, e))?;
+                (m.dev(), m.ino())
+            };
+            let conn = open_live(&self.path).map_err(|e| open_err(&self.ctx, one_line(&e.to_string(), 300)))?;
+            if self.path != self.shown {
+                use std::os::fd::AsRawFd;
+                let ours = pin.as_raw_fd();
+                if !crate::beneath::open_file_ids().iter().any(|&(d, i, fd)| (d, i) == id && fd != ours) {
+                    drop(conn);
+                    return Err(open_err(&self.ctx, "the file changed between the installer's check and SQLite's open (a link swapped in?); nothing was done".into()));
+                }
             }
-            let conn = open_live(&self.path).map_err(|e| DbError::Open {
-                db: self.ctx.db.clone(),
-                path: self.ctx.rel.clone(),
-                message: one_line(&e.to_string(), 300),
-            })?;
             self.conn = Some(conn);
+            self.pin = Some(pin);
+        } else {
+            self.locate(false)?;
         }
         Ok(self.conn.as_mut().expect("opened above"))
+    }
+
+    /// Closes the connection, then our descriptor of the file (in that order: see `pin`).
+    fn drop_conn(&mut self) {
+        self.conn = None;
+        self.pin = None;
     }
 
     fn sidecars(&self) -> Vec<PathBuf> {
@@ -171,15 +247,18 @@ impl SqliteEngine {
         } else {
             python.to_path_buf() // a bare name is looked up on PATH
         };
+        // Checked again right before the script runs; its working directory is the checked
+        // directory itself (`/proc/self/fd/N`, entered before the script starts). The script, the
+        // app's own code, gets the database's ordinary path.
+        self.locate(true)?;
         let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| ctx.io(&dir, e))?;
         // Our connection stays open but idle: it holds no lock, so the script can write.
         let out = crate::child::die_with_parent(&mut Command::new(&python))
             .arg(&script)
             .current_dir(&dir)
             .env("BUNDLE_DB_NAME", &ctx.db)
             .env("BUNDLE_DB_ENGINE", "sqlite")
-            .env("BUNDLE_DB_PATH", &self.path)
+            .env("BUNDLE_DB_PATH", &self.shown)
             .stdin(Stdio::null())
             // stdout is captured, never inherited: with --json the installer's stdout is one object.
             .output()
@@ -248,17 +327,38 @@ impl SqliteEngine {
     /// sidecars so no stale journal/WAL is replayed onto the restored file, rename, fsync dir) means a
     /// crash leaves either the broken file or the backup; `recover` then restores again.
     fn replace_file(&mut self, ctx: &Ctx, src: &Path) -> Result<(), DbError> {
-        self.conn = None;
-        let parent = self.path.parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(parent).map_err(|e| ctx.io(parent, e))?;
+        self.drop_conn();
+        self.locate(true)?;
+        let parent = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let parent = parent.as_path();
         let tmp = sidecar(&self.path, ".restoring");
-        fs::copy(src, &tmp).map_err(|e| ctx.io(&tmp, e))?;
-        fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
+        // The backup is 0600 (backups are private); the restored file gets the live file's mode and
+        // owner back when there was one, else the mode a new database gets.
+        let live = fs::symlink_metadata(&self.path).ok().filter(|m| m.is_file());
+        remove_if_exists(&tmp).map_err(|e| ctx.io(&tmp, e))?;
+        // Mode, owner and fsync through our own descriptor: the directory may be writable by the
+        // app's user, who could swap the name for a link to some other file in between.
+        let copy = copy_new(src, &tmp).map_err(|e| ctx.io(&tmp, e))?;
+        restore_mode_and_owner(&copy, live.as_ref()).and_then(|()| copy.sync_all()).map_err(|e| ctx.io(&tmp, e))?;
+        drop(copy);
         for side in self.sidecars() {
             remove_if_exists(&side).map_err(|e| ctx.io(&side, e))?;
         }
         fs::rename(&tmp, &self.path).map_err(|e| ctx.io(&self.path, e))?;
         fsync_dir(parent).map_err(|e| ctx.io(parent, e))
+    }
+}
+
+/// The open `file` gets `live`'s permission bits and owner (or 0644 when there was no live file).
+fn restore_mode_and_owner(file: &fs::File, live: Option<&fs::Metadata>) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match live {
+        Some(m) => {
+            // Owner first: chown clears set-id bits, the chmod after puts the mode back exactly.
+            let _ = std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()));
+            file.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
+        }
+        None => file.set_permissions(fs::Permissions::from_mode(0o644)),
     }
 }
 
@@ -272,7 +372,7 @@ impl Engine for SqliteEngine {
     }
 
     fn location(&self) -> String {
-        self.path.display().to_string()
+        self.shown.display().to_string()
     }
 
     fn inspect(&mut self) -> Result<DbState, DbError> {
@@ -308,8 +408,10 @@ impl Engine for SqliteEngine {
         for p in [tmp.clone(), dir.join(format!(".{}.db.partial-journal", ctx.db))] {
             remove_if_exists(&p).map_err(|e| ctx.io(&p, e))?;
         }
+        // Opened first: opening checks the path afresh, and `live` must be the path SQLite was given.
+        self.conn()?;
         let live = self.path.clone();
-        let src = self.conn()?;
+        let src = self.conn.as_mut().expect("opened above");
         let wal = src
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
             .map_err(|e| ctx.engine("reading the journal mode", e))?
@@ -364,7 +466,8 @@ impl Engine for SqliteEngine {
         let Some(file) = &backup.file else {
             // The database did not exist before: delete it. Sidecars first, so a crash in between
             // never leaves a stale journal or WAL next to a database that could adopt it.
-            self.conn = None;
+            self.drop_conn();
+            self.locate(false)?;
             for side in self.sidecars() {
                 remove_if_exists(&side).map_err(|e| ctx.io(&side, e))?;
             }
@@ -380,13 +483,15 @@ impl Engine for SqliteEngine {
             // Nothing live to protect or to keep consistent for other connections.
             return self.replace_file(&ctx, &src_path);
         }
-        let live = self.path.clone();
-        let conn = match self.conn() {
-            Ok(conn) => conn,
+        match self.conn() {
+            Ok(_) => {}
             // A live file SQLite cannot open as a database has no committed data to protect.
             Err(DbError::Open { .. }) => return self.replace_file(&ctx, &src_path),
             Err(e) => return Err(e),
         };
+        // After opening: `live` must be the path SQLite was given (opening checks it afresh).
+        let live = self.path.clone();
+        let conn = self.conn.as_mut().expect("opened above");
         let wal = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
             .map_err(|e| ctx.engine("reading the journal mode", e))?
@@ -410,7 +515,7 @@ impl Engine for SqliteEngine {
         conn.execute_batch("BEGIN EXCLUSIVE").map_err(|e| ctx.engine("locking the database for the restore", e))?;
         // Our descriptor of the live file must outlive SQLite's lock, on every path: closing any
         // descriptor of a file drops every POSIX lock this process holds on it.
-        let file = match fs::OpenOptions::new().read(true).write(true).open(&live) {
+        let file = match open_nofollow(&live, true) {
             Ok(f) => f,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -430,7 +535,7 @@ impl Engine for SqliteEngine {
         });
         let unlocked = conn.execute_batch("COMMIT");
         // Pages this connection cached before are stale; the next use opens afresh.
-        self.conn = None;
+        self.drop_conn();
         drop(file);
         written.map_err(|e| ctx.io(&live, e))?;
         unlocked.map_err(|e| ctx.engine("unlocking the database after the restore", e))
@@ -547,8 +652,52 @@ impl Engine for SqliteEngine {
         if let Some(conn) = self.conn.take() {
             conn.close().map_err(|(_, e)| self.ctx.engine("closing", e))?;
         }
+        self.pin = None;
         Ok(())
     }
+
+    fn table_stats(&mut self) -> Result<Vec<super::TableStat>, DbError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let ctx = self.ctx.clone();
+        let conn = self.conn()?;
+        table_stats(conn).map_err(|e| ctx.engine("counting rows and pages", e))
+    }
+}
+
+/// Rows of each data table, and the pages of the table and its indexes (SQLite's `dbstat`).
+fn table_stats(conn: &Connection) -> rusqlite::Result<Vec<super::TableStat>> {
+    let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT m.tbl_name, sum(s.pgsize) FROM dbstat('main', 1) s JOIN main.sqlite_schema m ON m.name = s.name GROUP BY m.tbl_name",
+    )?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (t, n) = row?;
+        bytes.insert(t, n as u64);
+    }
+    table_counts(conn, "main").map(|counts| {
+        counts
+            .into_iter()
+            .map(|(table, rows)| super::TableStat { bytes: bytes.get(&table).copied().unwrap_or(0), table, rows })
+            .collect()
+    })
+}
+
+/// Opens an existing file without following a link at its last component (the directories above
+/// are the engine's checked `/proc/self/fd/N`).
+fn open_nofollow(path: &Path, write: bool) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// Copies `src` into a new file `to` (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600 until its mode is set) and
+/// returns it open.
+fn copy_new(src: &Path, to: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(to)?;
+    std::io::copy(&mut fs::File::open(src)?, &mut out)?;
+    Ok(out)
 }
 
 /// `path` with `suffix` appended (`-wal`, `-journal`, `-shm`).
@@ -564,8 +713,8 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
     // Both descriptors stay open until both readers are done: closing one would drop the caller's
     // SQLite lock (POSIX locks belong to the process and go with any descriptor of the file).
-    let for_checksum = fs::File::open(live)?;
-    let mut input = fs::File::open(live)?;
+    let for_checksum = open_nofollow(live, false)?;
+    let mut input = open_nofollow(live, false)?;
     let out = fs::File::create(to)?;
     std::thread::scope(|scope| {
         let hasher = scope.spawn(|| super::checksum_reader(&for_checksum));
