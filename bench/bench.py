@@ -7,7 +7,7 @@ A reference tool that cannot be had (uv, pip, real wheels from the package index
 `skipped` with the reason; nothing else is allowed to fail quietly.
 
 Environment: BENCH_SCALE=small (about 100 MB instead of 1-2 GB: a quick run), BENCH_ONLY=a,b (run
-only these sections: verify, build, stage, swap, rss, db, rehearse, store).
+only these sections: verify, build, stage, swap, rss, db, rehearse, store, corpus).
 """
 
 import datetime
@@ -506,6 +506,58 @@ def sec_store():
     rm(store_site)
 
 
+def sec_corpus():
+    """A clean `apply` of the wheel corpus of scripts/corpus.sh (the whole command: verify, stage, venv,
+    wheels, bytecode, swap, health check) against `uv venv` + `uv pip install --offline --no-cache
+    --no-deps --compile-bytecode` of the same wheel files."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import corpus  # noqa: PLC0415
+
+    name = "clean apply of the wheel corpus vs uv venv + uv pip install --compile-bytecode"
+    why = corpus.interpreter_fits()
+    have, missing = corpus.cached() if not why else ({}, [])
+    if why or missing:
+        add_row("corpus", name, "scripts/corpus-lock.txt", skipped=why or f"{len(missing)} corpus wheels not cached: run scripts/corpus.sh fetch")
+        return
+    uv, uv_reason, _, _ = tools()
+    if uv is None:
+        add_row("corpus", name, "scripts/corpus-lock.txt", skipped=uv_reason)
+        return
+    corpus.BIN = REL
+    work = W / "corpus"
+    bundle, pub, chosen, left_out = corpus.build_bundle(work, sorted(have.values()), "auto")
+    wheels = sorted((work / "spec" / "wheelhouse").glob("*.whl"))
+    mb = sum(w.stat().st_size for w in wheels) / 1e6
+    desc = f"{len(wheels)} real wheels of scripts/corpus-lock.txt, {mb:.0f} MB" + (f" ({len(left_out)} left out: names over 100 bytes)" if left_out else "")
+    site, venv = W / "site-corpus", W / "venvs" / "uv-corpus"
+    steps = []
+
+    def ours():
+        rm(site)
+        dt, _ = sh([BI, "apply", str(bundle), "--root", str(site), "--trust", str(pub), "--quiet", "--json", "--python", PY])
+        steps.append({s["step"]: s.get("millis") for s in history(site)[-1]["steps"]})
+        return dt
+
+    def ref():
+        rm(venv)
+        t1, _ = sh([uv, "venv", "-q", "--python", PY, str(venv)])
+        t2, _ = sh([uv, "pip", "install", "-q", "--offline", "--no-cache", "--no-deps", "--compile-bytecode",
+                    "--python", str(venv / "bin" / "python"), *map(str, wheels)])
+        return t1 + t2
+
+    ours()  # warm-up: page cache, interpreter
+    ref()
+    log("corpus: clean apply vs uv")
+    s = paired(P["slow_reps"], [("apply", ours), ("uv", ref)])
+    keys = sorted({k for d in steps for k in d})
+    add_row("corpus", name, desc, med(s["apply"]), med(s["uv"]), "bundle-install apply (whole command, clean site)",
+            "uv venv + uv pip install --offline --no-cache --no-deps --compile-bytecode", 1.0, samples=s,
+            extra={"apply_steps_ms": {k: med([d[k] for d in steps if d.get(k) is not None]) for k in keys},
+                   "bundle_bytes": bundle.stat().st_size, **(cpu_ratio("apply", "uv") or {})})
+    rm(site)
+    rm(venv)
+
+
 def history(site):
     _, p = sh([BI, "history", "--root", str(site), "--json"])
     return json.loads(p.stdout)["history"]
@@ -779,7 +831,8 @@ def main():
             sys.exit(f"{tool} is missing: run `cargo build --release` first (scripts/bench.sh does)")
     FX, KEY, PUB = inputs()
     sections = [("build", sec_build_and_verify), ("verify", None), ("stage", sec_stage), ("swap", sec_swap),
-                ("rss", sec_rss), ("db", sec_db), ("rehearse", sec_rehearse), ("store", sec_store)]
+                ("rss", sec_rss), ("db", sec_db), ("rehearse", sec_rehearse), ("store", sec_store),
+                ("corpus", sec_corpus)]
     for name, fn in sections:
         if fn is None:
             continue

@@ -6,7 +6,8 @@
 #
 #   scripts/bench.sh                      # full scale: 1 GB wheelhouse, 2 GB bundle, 1 GB database (~4 min quiet, 10+ busy)
 #   BENCH_SCALE=small scripts/bench.sh    # ~100 MB inputs, a few minutes; writes bench/results.small.*
-#   BENCH_ONLY=verify,stage scripts/bench.sh   # some sections only: build, verify, stage, swap, rss, db, rehearse, store
+#   BENCH_ONLY=verify,stage scripts/bench.sh   # some sections only: build, verify, stage, swap, rss, db, rehearse, store, corpus
+#   (corpus: a clean apply of the wheel corpus of scripts/corpus.sh vs uv; skipped until `scripts/corpus.sh fetch`)
 #   BENCH_NICE=-10 scripts/bench.sh       # on a shared machine (root): see below
 #
 # Needs: cargo, python3 (>= 3.9, with venv), sha256sum, tar, gzip, /usr/bin/time (Debian package

@@ -388,7 +388,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         Action::CompileBytecode { .. } => {
             let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             // The store's entries bring their `.pyc`; only what lacks one is compiled here.
-            python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&ctx.interp.cache_tag), false, 2)
+            python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&ctx.interp.cache_tag), false, cores())
                 .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
@@ -454,6 +454,11 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
 /// The wheels chosen for the site's interpreter, with their sha256 from the signed manifest.
 fn chosen_wheels(ctx: &Ctx, dir: &Path) -> Vec<store::WheelRef> {
     store::refs(ctx.manifest, ctx.plan.wheels.iter().map(|w| w.wheel.as_str()), &dir.join("bundle"))
+}
+
+/// Worker threads and processes for unpacking and byte-compiling: one per core.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Writes the new release's config: defaults on a clean install, otherwise the running release's

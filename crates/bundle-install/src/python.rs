@@ -46,6 +46,8 @@ pub enum PythonError {
     Compile { failures: Vec<CompileFailure> },
     #[error("byte-compile worker `{}` failed: {detail}", exe.display())]
     CompileWorker { exe: PathBuf, detail: String },
+    #[error("`{}` could not write the venv's activate scripts: {detail}", exe.display())]
+    ActivateScripts { exe: PathBuf, detail: String },
 }
 
 impl PythonError {
@@ -61,6 +63,7 @@ impl PythonError {
             PythonError::Io { .. } => "io",
             PythonError::Compile { .. } => "bytecode_compile_failed",
             PythonError::CompileWorker { .. } => "bytecode_worker_failed",
+            PythonError::ActivateScripts { .. } => "activate_scripts_failed",
         }
     }
 }
@@ -454,7 +457,31 @@ fn populate_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError>
             symlink("python", &link).map_err(io_err("cannot create symlink", &link))?;
         }
     }
+    write_activate_scripts(interp, root)?;
     Ok(Venv { root: root.to_path_buf(), python, bin, site_packages, include, version: interp.version })
+}
+
+/// Run by the site interpreter: its own `venv` module writes `bin/activate`, `activate.csh`,
+/// `activate.fish` and `Activate.ps1` from its templates, with its own substitutions (and quoting,
+/// which changed between Python versions), exactly as `python -m venv` does. `ensure_directories`
+/// only computes the paths here: every directory it would create exists already.
+const ACTIVATE_SCRIPT: &str = "import sys, venv\nb = venv.EnvBuilder()\nb.setup_scripts(b.ensure_directories(sys.argv[1]))\n";
+
+fn write_activate_scripts(interp: &Interpreter, root: &Path) -> Result<(), PythonError> {
+    let fail = |detail: String| PythonError::ActivateScripts { exe: interp.executable.clone(), detail };
+    let out = Command::new(&interp.executable)
+        .args(["-I", "-S", "-B", "-c", ACTIVATE_SCRIPT])
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        return Err(fail(format!("exited with {}: {}", out.status, last.trim())));
+    }
+    Ok(())
 }
 
 /// One file that failed to byte-compile.

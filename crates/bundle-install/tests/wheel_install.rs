@@ -183,6 +183,63 @@ fn venv_is_usable_and_refuses_existing_root() {
     assert!(venv.python.exists(), "the existing venv must be left alone");
 }
 
+/// The venv has the activate scripts `python -m venv` writes, made by the interpreter's own `venv`
+/// module: the same file names and modes, and the same bytes once each venv's path is replaced.
+/// `source bin/activate` puts the venv's python first on PATH and `deactivate` restores PATH.
+#[test]
+fn activate_scripts_match_python_venv_and_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let interp = python();
+    let ours = create_venv(&interp, &tmp.path().join("a/venv")).unwrap();
+    let theirs = tmp.path().join("b/venv");
+    let st = Command::new(&interp.executable).args(["-m", "venv", "--without-pip"]).arg(&theirs).status().unwrap();
+    assert!(st.success());
+    let ours_root = ours.root.to_string_lossy().into_owned();
+    let theirs_root = fs::canonicalize(&theirs).unwrap().to_string_lossy().into_owned();
+    for name in ["activate", "activate.csh", "activate.fish", "Activate.ps1"] {
+        let a = fs::read_to_string(ours.bin.join(name)).unwrap_or_else(|e| panic!("bin/{name}: {e}"));
+        let b = fs::read_to_string(theirs.join("bin").join(name)).unwrap();
+        // Activate.ps1 finds its venv at run time; the others have the path written in.
+        assert!(name == "Activate.ps1" || a.contains(&ours_root), "bin/{name} names its venv");
+        assert_eq!(a.replace(&ours_root, "<VENV>"), b.replace(&theirs_root, "<VENV>"), "bin/{name}");
+        assert_eq!(mode(&ours.bin.join(name)), mode(&theirs.join("bin").join(name)), "mode of bin/{name}");
+    }
+
+    let script = r#"
+        before="$PATH"
+        . "$VENV/bin/activate"
+        echo "python=$(command -v python)"
+        echo "first=${PATH%%:*}"
+        echo "env=$VIRTUAL_ENV"
+        python -c 'import sys; print("prefix=" + sys.prefix)'
+        deactivate
+        [ "$PATH" = "$before" ] && echo restored=yes || echo restored=no
+        echo "after=${VIRTUAL_ENV:-unset}"
+    "#;
+    for shell in ["bash", "sh"] {
+        if shell == "bash" && Command::new("bash").arg("-c").arg("true").status().is_err() {
+            continue;
+        }
+        let out = Command::new(shell)
+            .arg("-c")
+            .arg(script)
+            .env("VENV", &ours.root)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env_remove("VIRTUAL_ENV")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        let bin = ours.bin.to_string_lossy();
+        assert!(text.contains(&format!("python={bin}/python\n")), "{shell}: {text}");
+        assert!(text.contains(&format!("first={bin}\n")), "{shell}: {text}");
+        assert!(text.contains(&format!("env={ours_root}\n")), "{shell}: {text}");
+        assert!(text.contains(&format!("prefix={ours_root}\n")), "{shell}: {text}");
+        assert!(text.contains("restored=yes\n"), "{shell}: {text}");
+        assert!(text.contains("after=unset\n"), "{shell}: {text}");
+    }
+}
+
 #[test]
 fn missing_interpreter_is_a_clear_error() {
     let e = Interpreter::probe("python-does-not-exist-9.9").unwrap_err();
@@ -274,8 +331,10 @@ fn install_run_record_and_compile() {
         assert!(listed.contains_key(want), "{want} missing from RECORD:\n{record}");
     }
     let mut installed_files: BTreeSet<String> = BTreeSet::new();
+    // The venv's own files (pyvenv.cfg, the activate scripts) belong to no distribution.
+    let venv_own = ["pyvenv.cfg", "activate", "activate.csh", "activate.fish", "Activate.ps1"];
     for e in walkdir::WalkDir::new(&venv.root).into_iter().map(Result::unwrap) {
-        if e.file_type().is_file() && e.file_name() != "pyvenv.cfg" {
+        if e.file_type().is_file() && !venv_own.iter().any(|n| e.file_name() == *n) {
             let rel = e.path().strip_prefix(&venv.root).unwrap();
             let site_rel = venv.site_packages.strip_prefix(&venv.root).unwrap();
             installed_files.insert(match rel.strip_prefix(site_rel) {
