@@ -402,6 +402,17 @@ fn venv_root_path(root: &Path) -> Result<PathBuf, PythonError> {
 /// Creates a venv at `root` natively: no `python -m venv`, no ensurepip, no pip. `root` must not
 /// exist (its parent is created if needed). On failure the partly created `root` is removed.
 pub fn create_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError> {
+    create_venv_with(interp, root, true)
+}
+
+/// A venv without the `activate` scripts: the work tree a store entry's wheel is unpacked into
+/// (the scripts belong to each release's venv, not to a wheel, and would cost a Python process
+/// per wheel).
+pub(crate) fn create_bare_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError> {
+    create_venv_with(interp, root, false)
+}
+
+fn create_venv_with(interp: &Interpreter, root: &Path, activate: bool) -> Result<Venv, PythonError> {
     let root = venv_root_path(root)?;
     match fs::create_dir(&root) {
         Ok(()) => {}
@@ -410,12 +421,12 @@ pub fn create_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonErro
         }
         Err(e) => return Err(io_err("cannot create directory", &root)(e)),
     }
-    populate_venv(interp, &root).inspect_err(|_| {
+    populate_venv(interp, &root, activate).inspect_err(|_| {
         let _ = fs::remove_dir_all(&root);
     })
 }
 
-fn populate_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError> {
+fn populate_venv(interp: &Interpreter, root: &Path, activate: bool) -> Result<Venv, PythonError> {
     use std::os::unix::fs::symlink;
     let bin = root.join("bin");
     let include = root.join("include");
@@ -457,7 +468,9 @@ fn populate_venv(interp: &Interpreter, root: &Path) -> Result<Venv, PythonError>
             symlink("python", &link).map_err(io_err("cannot create symlink", &link))?;
         }
     }
-    write_activate_scripts(interp, root)?;
+    if activate {
+        write_activate_scripts(interp, root)?;
+    }
     Ok(Venv { root: root.to_path_buf(), python, bin, site_packages, include, version: interp.version })
 }
 

@@ -242,7 +242,7 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         let tmp = site.store().join(format!(".tmp-{}-{run}", w.sha256));
         fsutil::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
         fs::create_dir(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-        let mut venv = python::create_venv(interp, &tmp.join("tree")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+        let mut venv = python::create_bare_venv(interp, &tmp.join("tree")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
         let real_python = std::mem::replace(&mut venv.python, PathBuf::from(PLACEHOLDER_PYTHON));
         let dist = wheel::install_wheel(&venv, &w.path, &wheel::InstallOptions::default()).map_err(wheel_err)?;
         venv.python = real_python;
