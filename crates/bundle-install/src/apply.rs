@@ -121,18 +121,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     // A delta bundle whose omitted files the site lacks is refused before anything is written.
     let base_bundle = delta::find_base_bundle(&manifest, bundle, opts.base_bundle.as_deref(), &keys)?;
     plan.delta = delta::locate(site, &manifest, base_bundle.as_ref())?;
-    if !plan.space.fits() {
-        return Err(InstallError::refused(
-            "disk_full",
-            format!(
-                "not enough disk space under {}: the apply needs about {} MiB, {} MiB are free",
-                site.root.display(),
-                plan.space.needed_bytes >> 20,
-                plan.space.free_bytes.unwrap_or(0) >> 20
-            ),
-        )
-        .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
-    }
+    refuse_unless_it_fits(site, &plan)?;
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
@@ -449,6 +438,24 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `disk_full` (exit 4) when the plan's space estimate exceeds the free space: checked before any
+/// change, by `apply` and by `rehearse` for the real run it predicts.
+pub(crate) fn refuse_unless_it_fits(site: &Site, plan: &Plan) -> Result<()> {
+    if plan.space.fits() {
+        return Ok(());
+    }
+    Err(InstallError::refused(
+        "disk_full",
+        format!(
+            "not enough disk space under {}: the apply needs about {} MiB, {} MiB are free",
+            site.root.display(),
+            plan.space.needed_bytes >> 20,
+            plan.space.free_bytes.unwrap_or(0) >> 20
+        ),
+    )
+    .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"))
 }
 
 /// The wheels chosen for the site's interpreter, with their sha256 from the signed manifest.

@@ -260,18 +260,7 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     // As apply: the interpreter first, its wheels size the venv in the space check.
     let interp = apply::probe_interpreter(&opts.python, &manifest)?;
     plan.choose_wheels(site, &manifest, &interp)?;
-    if !plan.space.fits() {
-        return Err(InstallError::refused(
-            "disk_full",
-            format!(
-                "not enough disk space under {}: the apply needs about {} MiB, {} MiB are free",
-                site.root.display(),
-                plan.space.needed_bytes >> 20,
-                plan.space.free_bytes.unwrap_or(0) >> 20
-            ),
-        )
-        .with_hint("free space (old backups/ can go once you no longer need them) and run the command again"));
-    }
+    apply::refuse_unless_it_fits(site, &plan)?;
 
     let tag = db::server::random_suffix();
     let id = format!("{}-{tag}", crate::time::now_compact_millis());
