@@ -101,10 +101,17 @@ pub struct Built {
 /// of `m` whose sha256 the base also carries (under any path) is left out. `None` when nothing is
 /// shared.
 pub fn delta_base(m: &Manifest, base: &Manifest, base_id: &str) -> Option<Base> {
-    let carried: std::collections::HashSet<(&str, u64)> = base.files.iter().map(|f| (f.sha256.as_str(), f.size)).collect();
-    let mut omitted: Vec<String> = m.files.iter().filter(|f| carried.contains(&(f.sha256.as_str(), f.size))).map(|f| f.path.clone()).collect();
+    let carried: std::collections::HashSet<(&str, u64)> =
+        base.files.iter().map(|f| (f.sha256.as_str(), f.size)).collect();
+    let mut omitted: Vec<String> =
+        m.files.iter().filter(|f| carried.contains(&(f.sha256.as_str(), f.size))).map(|f| f.path.clone()).collect();
     omitted.sort();
-    (!omitted.is_empty()).then(|| Base { app: base.app.clone(), version: base.version.clone(), bundle_id: base_id.to_string(), omitted })
+    (!omitted.is_empty()).then(|| Base {
+        app: base.app.clone(),
+        version: base.version.clone(),
+        bundle_id: base_id.to_string(),
+        omitted,
+    })
 }
 
 pub fn bundle_file_name(app: &str, version: &str) -> String {
@@ -118,19 +125,29 @@ fn add_err(fs_path: &Path) -> impl FnOnce(AddError) -> BuildError {
     move |e: AddError| match e {
         AddError::Read(source) => BuildError::Read { path: fs_path, source },
         AddError::Write(source) => BuildError::Write { path: PathBuf::from("<bundle>"), source },
-        AddError::Unstorable { path, reason } => BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason },
+        AddError::Unstorable { path, reason } => {
+            BuildError::Unstorable { path: format!("{} (as {path})", fs_path.display()).into(), reason }
+        }
     }
 }
 
 /// Writes the archive into `out` (which should buffer: the archive writer makes many small writes)
 /// and returns it. Without `sig_bytes` there is no signature entry (an unsigned bundle).
-fn write_archive<W: ArchiveSink>(manifest_bytes: &[u8], sig_bytes: Option<&[u8]>, payload: PayloadSource<'_>, mtime: u64, out: W) -> Result<W, BuildError> {
+fn write_archive<W: ArchiveSink>(
+    manifest_bytes: &[u8],
+    sig_bytes: Option<&[u8]>,
+    payload: PayloadSource<'_>,
+    mtime: u64,
+    out: W,
+) -> Result<W, BuildError> {
     let werr = |source| BuildError::Write { path: PathBuf::from("<bundle>"), source };
     let mut ar = ArchiveWriter::new(out, mtime).map_err(werr)?;
     let generated = Path::new("<generated>");
-    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress).map_err(add_err(generated))?;
+    ar.add_file(MANIFEST_NAME, 0o644, manifest_bytes.len() as u64, &mut &manifest_bytes[..], Packing::Compress)
+        .map_err(add_err(generated))?;
     if let Some(sig_bytes) = sig_bytes {
-        ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress).map_err(add_err(generated))?;
+        ar.add_file(SIGNATURE_NAME, 0o644, sig_bytes.len() as u64, &mut &sig_bytes[..], Packing::Compress)
+            .map_err(add_err(generated))?;
     }
     match payload {
         PayloadSource::Release(release) => add_release_files(release, &mut ar)?,
@@ -148,9 +165,12 @@ fn add_release_files<W: ArchiveSink>(release: &Release, ar: &mut ArchiveWriter<W
         }
         let packing = Packing::for_path(&e.path);
         match &src.content {
-            Some(bytes) => ar.add_file(&e.path, e.mode_bits(), e.size, &mut &bytes[..], packing).map_err(add_err(generated))?,
+            Some(bytes) => {
+                ar.add_file(&e.path, e.mode_bits(), e.size, &mut &bytes[..], packing).map_err(add_err(generated))?
+            }
             None => {
-                let mut f = File::open(&src.fs_path).map_err(|source| BuildError::Read { path: src.fs_path.clone(), source })?;
+                let mut f = File::open(&src.fs_path)
+                    .map_err(|source| BuildError::Read { path: src.fs_path.clone(), source })?;
                 ar.add_file(&e.path, e.mode_bits(), e.size, &mut f, packing).map_err(add_err(&src.fs_path))?;
             }
         }
@@ -220,11 +240,20 @@ pub fn trusted_info(m: &Manifest) -> TrustedInfo {
 
 /// Writes a bundle of `manifest` (serialised as `manifest_bytes`) and `payload` into `out_dir`,
 /// signed as `signing` says.
-pub fn write_bundle(m: &Manifest, manifest_bytes: &[u8], payload: PayloadSource<'_>, signing: Signing<'_>, out_dir: &Path, opts: &BuildOptions) -> Result<Built, BuildError> {
+pub fn write_bundle(
+    m: &Manifest,
+    manifest_bytes: &[u8],
+    payload: PayloadSource<'_>,
+    signing: Signing<'_>,
+    out_dir: &Path,
+    opts: &BuildOptions,
+) -> Result<Built, BuildError> {
     let info = trusted_info(m);
     let signature = match signing {
         Signing::Key(key) => Some(key.sign(manifest_bytes, &info.format())?),
-        Signing::Given(sig) => Some(Signature { untrusted_comment: SIGNATURE_UNTRUSTED_COMMENT.to_string(), ..sig.clone() }),
+        Signing::Given(sig) => {
+            Some(Signature { untrusted_comment: SIGNATURE_UNTRUSTED_COMMENT.to_string(), ..sig.clone() })
+        }
         Signing::Unsigned if opts.split_size.is_some() => return Err(BuildError::UnsignedSplit),
         Signing::Unsigned => None,
     };
@@ -310,7 +339,11 @@ pub fn write_bundle(m: &Manifest, manifest_bytes: &[u8], payload: PayloadSource<
         None => (out_dir.join(&name), Vec::new()),
         Some(_) => (
             out_dir.join(format!("{name}.parts")),
-            files.iter().filter(|f| !f.ends_with(".parts") && !f.ends_with(".minisig")).map(|f| out_dir.join(f)).collect(),
+            files
+                .iter()
+                .filter(|f| !f.ends_with(".parts") && !f.ends_with(".minisig"))
+                .map(|f| out_dir.join(f))
+                .collect(),
         ),
     };
     Ok(Built {

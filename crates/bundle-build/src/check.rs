@@ -52,13 +52,20 @@ pub fn compare_with_previous(new: &Release, old: &Manifest) -> Vec<Lint> {
         }
     }
     if old.app != new.manifest.app {
-        lints.push(Lint { level: Level::Error, code: "app_changed", message: format!("the previous bundle is for `{}`, this spec for `{}`", old.app, new.manifest.app) });
+        lints.push(Lint {
+            level: Level::Error,
+            code: "app_changed",
+            message: format!("the previous bundle is for `{}`, this spec for `{}`", old.app, new.manifest.app),
+        });
     }
     if old.sequence >= new.manifest.sequence {
         lints.push(Lint {
             level: Level::Error,
             code: "sequence_not_increasing",
-            message: format!("release sequence {} is not above the previous bundle's {}; sites would refuse it as a downgrade", new.manifest.sequence, old.sequence),
+            message: format!(
+                "release sequence {} is not above the previous bundle's {}; sites would refuse it as a downgrade",
+                new.manifest.sequence, old.sequence
+            ),
         });
     }
     lints

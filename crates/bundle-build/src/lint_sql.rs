@@ -40,11 +40,7 @@ pub fn non_additive(sql: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     for (line, original, words) in statements(sql) {
         if let Some(reason) = classify(&words) {
-            out.push(Finding {
-                line,
-                statement: shorten(&original, 120),
-                reason,
-            });
+            out.push(Finding { line, statement: shorten(&original, 120), reason });
         }
     }
     out
@@ -71,7 +67,10 @@ fn classify(w: &[String]) -> Option<&'static str> {
         if seq("SET", "NOT") {
             return Some("makes an existing column NOT NULL: old code's inserts and updates may fail");
         }
-        if seq("DATA", "TYPE") || w.windows(3).any(|p| p[0] == "ALTER" && p[2] == "TYPE") || w.windows(4).any(|p| p[0] == "ALTER" && p[1] == "COLUMN" && p[3] == "TYPE") {
+        if seq("DATA", "TYPE")
+            || w.windows(3).any(|p| p[0] == "ALTER" && p[2] == "TYPE")
+            || w.windows(4).any(|p| p[0] == "ALTER" && p[1] == "COLUMN" && p[3] == "TYPE")
+        {
             return Some("changes a column's type");
         }
         if has("MODIFY") {
@@ -88,7 +87,16 @@ fn classify(w: &[String]) -> Option<&'static str> {
             let next = w.get(i + 1).map(String::as_str).unwrap_or("");
             if matches!(
                 next,
-                "CONSTRAINT" | "INDEX" | "KEY" | "PRIMARY" | "UNIQUE" | "FOREIGN" | "CHECK" | "FULLTEXT" | "SPATIAL" | "PARTITION"
+                "CONSTRAINT"
+                    | "INDEX"
+                    | "KEY"
+                    | "PRIMARY"
+                    | "UNIQUE"
+                    | "FOREIGN"
+                    | "CHECK"
+                    | "FULLTEXT"
+                    | "SPATIAL"
+                    | "PARTITION"
             ) {
                 continue;
             }

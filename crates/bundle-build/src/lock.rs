@@ -36,7 +36,8 @@ pub fn read(path: &Path) -> Result<Lock, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let list = if file_name.ends_with(".toml") { parse_pylock(text) } else { parse_requirements(text) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    let list = if file_name.ends_with(".toml") { parse_pylock(text) } else { parse_requirements(text) }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut packages = BTreeMap::new();
     for p in list {
         let key = normalize_name(&p.name);
@@ -82,7 +83,9 @@ fn parse_requirement_line(line: &str) -> Result<Option<Locked>, String> {
     }
     if line.starts_with('-') {
         return match line.split([' ', '=']).next() {
-            Some("-e" | "--editable" | "-r" | "--requirement") => Err(format!("`{line}`: editable or nested requirement files cannot be locked")),
+            Some("-e" | "--editable" | "-r" | "--requirement") => {
+                Err(format!("`{line}`: editable or nested requirement files cannot be locked"))
+            }
             _ => Ok(None),
         };
     }
@@ -99,7 +102,10 @@ fn parse_requirement_line(line: &str) -> Result<Option<Locked>, String> {
                 continue;
             }
         };
-        let hex = value.strip_prefix("sha256:").ok_or_else(|| format!("`{value}`: only sha256 hashes are checked"))?.to_ascii_lowercase();
+        let hex = value
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("`{value}`: only sha256 hashes are checked"))?
+            .to_ascii_lowercase();
         if !bundle_core::hash::is_sha256_hex(&hex) {
             return Err(format!("`{value}` is not a sha256 digest"));
         }
@@ -110,14 +116,17 @@ fn parse_requirement_line(line: &str) -> Result<Option<Locked>, String> {
         Some((r, m)) => (r.trim(), Some(m.trim().to_string()).filter(|m| !m.is_empty())),
         None => (rest.trim(), None),
     };
-    let (name, version) = req.split_once("==").ok_or_else(|| format!("`{req}` is not pinned with ==; a lock pins every version"))?;
+    let (name, version) =
+        req.split_once("==").ok_or_else(|| format!("`{req}` is not pinned with ==; a lock pins every version"))?;
     let name = name.split('[').next().unwrap_or(name).trim();
     let version = version.trim();
     if !bundle_core::wheel::is_valid_dist_name(name) || bundle_core::version::parse_release(version).is_err() {
         return Err(format!("`{req}` is not `name==version`"));
     }
     if hashes.is_empty() {
-        return Err(format!("`{req}` has no --hash=sha256:…; generate the file with hashes (uv export, pip-compile --generate-hashes)"));
+        return Err(format!(
+            "`{req}` has no --hash=sha256:…; generate the file with hashes (uv export, pip-compile --generate-hashes)"
+        ));
     }
     Ok(Some(Locked { name: name.to_string(), version: version.to_string(), hashes, wheels: Vec::new(), marker }))
 }
@@ -168,10 +177,20 @@ pub fn parse_pylock(text: &str) -> Result<Vec<Locked>, String> {
                 .name
                 .or_else(|| w.url.or(w.path).map(|u| u.rsplit('/').next().unwrap_or(&u).to_string()))
                 .ok_or_else(|| format!("a wheel of `{}` has neither name, url nor path", p.name))?;
-            let sha = w.hashes.get("sha256").map(|h| h.to_ascii_lowercase()).ok_or_else(|| format!("wheel {file} has no sha256 hash"))?;
+            let sha = w
+                .hashes
+                .get("sha256")
+                .map(|h| h.to_ascii_lowercase())
+                .ok_or_else(|| format!("wheel {file} has no sha256 hash"))?;
             wheels.push((file, sha));
         }
-        out.push(Locked { name: p.name, version, hashes: wheels.iter().map(|(_, h)| h.clone()).collect(), wheels, marker: p.marker });
+        out.push(Locked {
+            name: p.name,
+            version,
+            hashes: wheels.iter().map(|(_, h)| h.clone()).collect(),
+            wheels,
+            marker: p.marker,
+        });
     }
     Ok(out)
 }

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bundle_build::password::{self, KeyOpenError, PasswordError, PasswordSource};
 use bundle_build::release::{self, Level, Lint};
 use bundle_build::spec::LoadedSpec;
-use bundle_build::password::{self, KeyOpenError, PasswordError, PasswordSource};
 use bundle_build::{build, check};
 use bundle_core::exit::Exit;
 use bundle_core::report::{envelope, verified_fields, Failure};
@@ -183,13 +183,19 @@ fn main() -> ExitCode {
     let (name, json, result) = match cli.command {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man(),
-        Command::Keygen { out, unencrypted, password, json } => ("keygen", json, keygen(&out, (!unencrypted).then(|| password.source()))),
-        Command::Build { spec, key, unsigned: _, password, out, split_size, base, base_trust, json } => {
-            ("build", json, build_cmd(&spec, key.as_deref(), &password.source(), &out, split_size, base.as_deref(), &base_trust))
+        Command::Keygen { out, unencrypted, password, json } => {
+            ("keygen", json, keygen(&out, (!unencrypted).then(|| password.source())))
         }
-        Command::Sign { input, key, password, signature, trust, out, split_size, json } => {
-            ("sign", json, sign_cmd(&input, key.as_deref(), &password.source(), signature.as_deref(), &trust, &out, split_size))
-        }
+        Command::Build { spec, key, unsigned: _, password, out, split_size, base, base_trust, json } => (
+            "build",
+            json,
+            build_cmd(&spec, key.as_deref(), &password.source(), &out, split_size, base.as_deref(), &base_trust),
+        ),
+        Command::Sign { input, key, password, signature, trust, out, split_size, json } => (
+            "sign",
+            json,
+            sign_cmd(&input, key.as_deref(), &password.source(), signature.as_deref(), &trust, &out, split_size),
+        ),
         Command::Rotate { app, old, new, add, password, new_password_fd, new_password_env, out, json } => {
             let new_source = match (new_password_fd, new_password_env) {
                 (None, None) => password.source(),
@@ -200,7 +206,9 @@ fn main() -> ExitCode {
         Command::Verify { bundle, trust, json } => ("verify", json, verify_cmd(&bundle, &trust)),
         Command::Inspect { bundle, sbom: true, json } => ("inspect", json, inspect_sbom(&bundle, json)),
         Command::Inspect { bundle, sbom: false, json } => ("inspect", json, inspect(&bundle, json)),
-        Command::Check { spec, previous, trust, json } => ("check", json, check_cmd(&spec, previous.as_deref(), &trust, json)),
+        Command::Check { spec, previous, trust, json } => {
+            ("check", json, check_cmd(&spec, previous.as_deref(), &trust, json))
+        }
     };
     if json {
         println!("{}", envelope(name, &result));
@@ -233,7 +241,8 @@ fn key_failure(e: SignatureError) -> Failure {
 
 fn verify_failure(e: VerifyError) -> Failure {
     let exit = if matches!(e, VerifyError::Write { .. }) { Exit::Failed } else { Exit::Verification };
-    Failure::new(exit, e.kind(), e.to_string()).hint("do not install this bundle; get a fresh copy from the release engineer")
+    Failure::new(exit, e.kind(), e.to_string())
+        .hint("do not install this bundle; get a fresh copy from the release engineer")
 }
 
 fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, Failure> {
@@ -258,8 +267,12 @@ fn keygen(prefix: &Path, password: Option<PasswordSource>) -> Result<Value, Fail
     let pub_path = prefix.with_file_name(format!("{}.pub", file_name(prefix)));
     for p in [&key_path, &pub_path] {
         if p.exists() {
-            return Err(Failure::new(Exit::Usage, "exists", format!("{} already exists; keygen never overwrites a key", p.display()))
-                .hint("choose another --out prefix or move the old key away"));
+            return Err(Failure::new(
+                Exit::Usage,
+                "exists",
+                format!("{} already exists; keygen never overwrites a key", p.display()),
+            )
+            .hint("choose another --out prefix or move the old key away"));
         }
     }
     let key = SecretKey::generate().map_err(key_failure)?;
@@ -288,7 +301,9 @@ fn keygen(prefix: &Path, password: Option<PasswordSource>) -> Result<Value, Fail
     let how = if password.is_some() { "encrypted with your password" } else { "UNENCRYPTED: keep it offline" };
     eprintln!("wrote {} (secret, {how}) and {}", key_path.display(), pub_path.display());
     eprintln!("key id {}", key.key_id());
-    Ok(json!({ "key_id": key.key_id().to_string(), "secret_key": key_path, "public_key": pub_path, "encrypted": password.is_some() }))
+    Ok(
+        json!({ "key_id": key.key_id().to_string(), "secret_key": key_path, "public_key": pub_path, "encrypted": password.is_some() }),
+    )
 }
 
 fn file_name(p: &Path) -> String {
@@ -297,7 +312,13 @@ fn file_name(p: &Path) -> String {
 
 fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().map_err(|_| Failure::new(Exit::Usage, "bad_source_date_epoch", format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"))),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            Failure::new(
+                Exit::Usage,
+                "bad_source_date_epoch",
+                format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"),
+            )
+        }),
         Err(_) => Ok(0),
     }
 }
@@ -315,8 +336,12 @@ fn print_lints(lints: &[Lint]) {
 fn spec_failure(lints: &[Lint], spec: &Path) -> Failure {
     let errors: Vec<&Lint> = lints.iter().filter(|l| l.level == Level::Error).collect();
     let first = errors.first().map(|l| l.message.clone()).unwrap_or_default();
-    Failure::new(Exit::Usage, errors.first().map(|l| l.code).unwrap_or("invalid_spec"), format!("{}: {first}", spec.display()))
-        .hint(format!("{} error(s) in all; run `bundle-build check {}` to list them", errors.len(), spec.display()))
+    Failure::new(
+        Exit::Usage,
+        errors.first().map(|l| l.code).unwrap_or("invalid_spec"),
+        format!("{}: {first}", spec.display()),
+    )
+    .hint(format!("{} error(s) in all; run `bundle-build check {}` to list them", errors.len(), spec.display()))
 }
 
 /// `4000M`, `2G`, `512K` or plain bytes.
@@ -351,11 +376,19 @@ fn build_cmd(
     let key = key_path.map(|k| open_key(k, password)).transpose()?;
     let (release, lints) = release::gather(&spec, mtime);
     print_lints(&lints);
-    let mut release = release.filter(|_| !lints.iter().any(|l| l.level == Level::Error)).ok_or_else(|| spec_failure(&lints, spec_path))?;
+    let mut release = release
+        .filter(|_| !lints.iter().any(|l| l.level == Level::Error))
+        .ok_or_else(|| spec_failure(&lints, spec_path))?;
     if let Some(base) = base {
         let keys = match (&key, base_trust.is_empty()) {
             (Some(key), true) => vec![key.public_key()],
-            (None, true) => return Err(Failure::new(Exit::Usage, "usage", "--base with --unsigned needs --base-trust to check the base bundle's signature")),
+            (None, true) => {
+                return Err(Failure::new(
+                    Exit::Usage,
+                    "usage",
+                    "--base with --unsigned needs --base-trust to check the base bundle's signature",
+                ))
+            }
             _ => load_keys(base_trust)?,
         };
         let (base_manifest, base_id, _, _) = verify::read_verified_manifest(base, &keys).map_err(|e| {
@@ -363,14 +396,25 @@ fn build_cmd(
             Failure { message: format!("base bundle {}: {}", base.display(), f.message), ..f }
         })?;
         if base_manifest.base.is_some() {
-            return Err(Failure::new(Exit::Usage, "base_is_delta", format!("{} is itself a delta bundle; build against a full bundle", base.display())));
+            return Err(Failure::new(
+                Exit::Usage,
+                "base_is_delta",
+                format!("{} is itself a delta bundle; build against a full bundle", base.display()),
+            ));
         }
         if base_manifest.app != release.manifest.app {
-            return Err(Failure::new(Exit::Usage, "base_other_app", format!("{} is a bundle of {}, not {}", base.display(), base_manifest.app, release.manifest.app)));
+            return Err(Failure::new(
+                Exit::Usage,
+                "base_other_app",
+                format!("{} is a bundle of {}, not {}", base.display(), base_manifest.app, release.manifest.app),
+            ));
         }
         release.manifest.base = build::delta_base(&release.manifest, &base_manifest, &base_id);
         if release.manifest.base.is_none() {
-            eprintln!("warning: the base {} {} shares no file with this release; writing a full bundle", base_manifest.app, base_manifest.version);
+            eprintln!(
+                "warning: the base {} {} shares no file with this release; writing a full bundle",
+                base_manifest.app, base_manifest.version
+            );
         }
     }
     let opts = build::BuildOptions { mtime, split_size };
@@ -378,7 +422,14 @@ fn build_cmd(
         Some(key) => build::build(&release, key, out, &opts),
         None => {
             let bytes = release.manifest.to_yaml();
-            build::write_bundle(&release.manifest, &bytes, build::PayloadSource::Release(&release), build::Signing::Unsigned, out, &opts)
+            build::write_bundle(
+                &release.manifest,
+                &bytes,
+                build::PayloadSource::Release(&release),
+                build::Signing::Unsigned,
+                out,
+                &opts,
+            )
         }
     }
     .map_err(|e| Failure::new(Exit::Failed, "build_failed", e.to_string()))?;
@@ -389,10 +440,21 @@ fn build_cmd(
 /// The human lines for a written bundle (signed, unsigned, or split awaiting its index signature).
 fn report_built(built: &build::Built) {
     let key = built.key_id.as_deref().map(|k| format!("key {k}")).unwrap_or_else(|| "UNSIGNED".into());
-    eprintln!("built {} ({} entries, {} payload bytes, {} bytes on disk, {key})", built.bundle.display(), built.entries, built.payload_bytes, built.bytes);
+    eprintln!(
+        "built {} ({} entries, {} payload bytes, {} bytes on disk, {key})",
+        built.bundle.display(),
+        built.entries,
+        built.payload_bytes,
+        built.bytes
+    );
     let t = built.trusted_comment.replace('\t', "\\t");
     if let Some(manifest) = &built.manifest {
-        eprintln!("sign {} elsewhere, then run `bundle-build sign {} --signature {}.minisig --trust KEY.pub`:", manifest.display(), built.bundle.display(), manifest.display());
+        eprintln!(
+            "sign {} elsewhere, then run `bundle-build sign {} --signature {}.minisig --trust KEY.pub`:",
+            manifest.display(),
+            built.bundle.display(),
+            manifest.display()
+        );
         eprintln!("  minisign -S -s KEY.key -m {} -t \"$(printf '{t}')\"", manifest.display());
     }
     if built.index_signature_needed {
@@ -412,11 +474,21 @@ fn sign_failure(e: bundle_build::sign::SignError) -> Failure {
 }
 
 /// `sign INPUT`: an unsigned bundle becomes the signed one in `out`; a parts index gets its signature.
-fn sign_cmd(input: &Path, key_path: Option<&Path>, password: &PasswordSource, signature: Option<&Path>, trust: &[PathBuf], out: &Path, split_size: Option<u64>) -> Result<Value, Failure> {
+fn sign_cmd(
+    input: &Path,
+    key_path: Option<&Path>,
+    password: &PasswordSource,
+    signature: Option<&Path>,
+    trust: &[PathBuf],
+    out: &Path,
+    split_size: Option<u64>,
+) -> Result<Value, Failure> {
     use bundle_build::sign::{self, SignWith};
     let keys = load_keys(trust)?;
     let key = key_path.map(|k| open_key(k, password)).transpose()?;
-    let sig = signature.map(|p| Signature::read_file(p).map_err(|e| Failure::new(Exit::Usage, e.kind(), e.to_string()))).transpose()?;
+    let sig = signature
+        .map(|p| Signature::read_file(p).map_err(|e| Failure::new(Exit::Usage, e.kind(), e.to_string())))
+        .transpose()?;
     let with = match (&key, &sig) {
         (Some(key), _) => SignWith::Key(key),
         (None, Some(signature)) => SignWith::Signature { signature, trusted: &keys },
@@ -432,7 +504,15 @@ fn sign_cmd(input: &Path, key_path: Option<&Path>, password: &PasswordSource, si
     Ok(serde_json::to_value(&built).expect("serialisable"))
 }
 
-fn rotate_cmd(app: &str, old_path: &Path, old_pw: &PasswordSource, new_path: &Path, new_pw: &PasswordSource, add: bool, out: &Path) -> Result<Value, Failure> {
+fn rotate_cmd(
+    app: &str,
+    old_path: &Path,
+    old_pw: &PasswordSource,
+    new_path: &Path,
+    new_pw: &PasswordSource,
+    add: bool,
+    out: &Path,
+) -> Result<Value, Failure> {
     use bundle_core::rotation::{RotationAction, Statement};
     let old = open_key(old_path, old_pw)?;
     let new = open_key(new_path, new_pw)?;
@@ -447,10 +527,15 @@ fn rotate_cmd(app: &str, old_path: &Path, old_pw: &PasswordSource, new_path: &Pa
         .create_new(true)
         .open(out)
         .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
-        .map_err(|e| Failure::new(Exit::Failed, "io", format!("cannot write {}: {e}", out.display())).hint("rotate never overwrites; choose another --out"))?;
+        .map_err(|e| {
+            Failure::new(Exit::Failed, "io", format!("cannot write {}: {e}", out.display()))
+                .hint("rotate never overwrites; choose another --out")
+        })?;
     let verb = if add { "joins" } else { "replaces" };
     eprintln!("wrote {}: key {} {verb} key {} for {app}; list it under key_rotations: in the spec of this and every later release", out.display(), new.key_id(), old.key_id());
-    Ok(json!({ "statement": out, "app": app, "action": action, "old": old.key_id().to_string(), "new": new.key_id().to_string() }))
+    Ok(
+        json!({ "statement": out, "app": app, "action": action, "old": old.key_id().to_string(), "new": new.key_id().to_string() }),
+    )
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf]) -> Result<Value, Failure> {
@@ -473,7 +558,10 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
     let (manifest, signature) = verify::read_unverified(bundle).map_err(verify_failure)?;
     if !json {
         let m = &manifest;
-        println!("{} {} (sequence {}), upgrades from {}, python {}", m.app, m.version, m.sequence, m.upgrades_from, m.python);
+        println!(
+            "{} {} (sequence {}), upgrades from {}, python {}",
+            m.app, m.version, m.sequence, m.upgrades_from, m.python
+        );
         println!("signed by key {} — signature NOT checked here; use `verify --trust KEY`", signature.key_id);
         println!("trusted comment: {}", signature.trusted_comment);
         if !m.targets.is_empty() {
@@ -486,14 +574,27 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
         for db in &m.databases {
             println!("database {} ({}, {}), schema {}:", db.name, db.engine, db.path, db.schema);
             for s in &db.steps {
-                let files: Vec<&str> = [&s.up, &s.data, &s.down].into_iter().flatten().map(|f| f.rsplit('/').next().unwrap_or(f)).collect();
+                let files: Vec<&str> = [&s.up, &s.data, &s.down]
+                    .into_iter()
+                    .flatten()
+                    .map(|f| f.rsplit('/').next().unwrap_or(f))
+                    .collect();
                 println!("  {:>6}  {}", s.version.to_string(), files.join(", "));
             }
         }
         if let Some(c) = &m.config {
-            println!("config {} version {}, converters: {}", c.file, c.version, c.converters.iter().map(|c| format!("{}→{}", c.from, c.to)).collect::<Vec<_>>().join(", "));
+            println!(
+                "config {} version {}, converters: {}",
+                c.file,
+                c.version,
+                c.converters.iter().map(|c| format!("{}→{}", c.from, c.to)).collect::<Vec<_>>().join(", ")
+            );
         }
-        for (name, h) in [("pre_apply", &m.hooks.pre_apply), ("post_apply", &m.hooks.post_apply), ("health_check", &m.hooks.health_check)] {
+        for (name, h) in [
+            ("pre_apply", &m.hooks.pre_apply),
+            ("post_apply", &m.hooks.post_apply),
+            ("health_check", &m.hooks.health_check),
+        ] {
             if let Some(h) = h {
                 println!("hook {name}: {h}");
             }
@@ -528,9 +629,12 @@ fn inspect(bundle: &Path, json: bool) -> Result<Value, Failure> {
 
 fn inspect_sbom(bundle: &Path, json: bool) -> Result<Value, Failure> {
     let (manifest, _) = verify::read_unverified(bundle).map_err(verify_failure)?;
-    let path = manifest.sbom.ok_or_else(|| Failure::new(Exit::Usage, "no_sbom", format!("{} carries no SBOM", bundle.display())))?;
+    let path = manifest
+        .sbom
+        .ok_or_else(|| Failure::new(Exit::Usage, "no_sbom", format!("{} carries no SBOM", bundle.display())))?;
     let bytes = verify::read_entry_unverified(bundle, &path, 64 << 20).map_err(verify_failure)?;
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Failure::new(Exit::Verification, "invalid_sbom", format!("{path}: {e}")))?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::new(Exit::Verification, "invalid_sbom", format!("{path}: {e}")))?;
     if !json {
         println!("{}", String::from_utf8_lossy(&bytes).trim_end());
     }

@@ -107,9 +107,7 @@ impl PasswordSource {
 }
 
 fn ask(prompt: &str) -> Result<Zeroizing<String>, PasswordError> {
-    rpassword::prompt_password(prompt)
-        .map(Zeroizing::new)
-        .map_err(|e| PasswordError::NoTerminal(e.to_string()))
+    rpassword::prompt_password(prompt).map(Zeroizing::new).map_err(|e| PasswordError::NoTerminal(e.to_string()))
 }
 
 fn strip_newline(mut s: String) -> String {
@@ -147,12 +145,11 @@ fn read_fd(fd: i32) -> Result<Zeroizing<String>, PasswordError> {
     if bytes.last() == Some(&b'\r') {
         bytes.pop();
     }
-    let text = String::from_utf8(std::mem::take(&mut *bytes))
-        .map_err(|e| {
-            let mut v = e.into_bytes();
-            zeroize::Zeroize::zeroize(&mut v);
-            err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the password is not UTF-8"))
-        })?;
+    let text = String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+        let mut v = e.into_bytes();
+        zeroize::Zeroize::zeroize(&mut v);
+        err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the password is not UTF-8"))
+    })?;
     Ok(Zeroizing::new(text))
 }
 

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bundle_core::rotation::KeyRotation;
 use bundle_core::manifest::{self, Config, Converter, Database, FileEntry, Hooks, Manifest, Payload, Step};
 use bundle_core::naming::{self, MigrationKind};
 use bundle_core::paths::BundlePath;
+use bundle_core::rotation::KeyRotation;
 use bundle_core::version::{self, SchemaVersion, VersionSpecifiers};
 use bundle_core::wheel::normalize_name;
 use serde::Serialize;
@@ -85,7 +85,10 @@ impl Gather {
         }
         if let Some((other, _)) = self.files.get(&bundle_path) {
             if other != fs_path {
-                self.error("name_clash", format!("{} and {} would both be packed as {bundle_path}", other.display(), fs_path.display()));
+                self.error(
+                    "name_clash",
+                    format!("{} and {} would both be packed as {bundle_path}", other.display(), fs_path.display()),
+                );
             }
             return false;
         }
@@ -133,7 +136,9 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     let mut g = Gather { lints: Vec::new(), files: BTreeMap::new(), hashing: Hashing::start() };
 
     let version = version::parse_release(&s.version).map_err(|e| g.error("bad_version", e)).ok();
-    let from = version::parse_release(&s.upgrades_from).map_err(|e| g.error("bad_version", format!("upgrades_from: {e}"))).ok();
+    let from = version::parse_release(&s.upgrades_from)
+        .map_err(|e| g.error("bad_version", format!("upgrades_from: {e}")))
+        .ok();
     if let (Some(v), Some(f)) = (&version, &from) {
         if f > v {
             g.error("bad_version", format!("upgrades_from {} is newer than version {}", s.upgrades_from, s.version));
@@ -155,7 +160,11 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
             (spec.resolve(Path::new("")), None)
         }
     };
-    let lock = lock_path.and_then(|p| crate::lock::read(&p).map_err(|e| g.error("lock_unreadable", format!("{e}; fix or re-export the lock file"))).ok());
+    let lock = lock_path.and_then(|p| {
+        crate::lock::read(&p)
+            .map_err(|e| g.error("lock_unreadable", format!("{e}; fix or re-export the lock file")))
+            .ok()
+    });
     let mut wheels = Vec::new();
     let mut app_wheel = None;
     for name in list_dir(&mut g, &wheel_dir, "wheels") {
@@ -174,7 +183,10 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
         if normalize_name(&parsed.distribution) == normalize_name(&s.app) {
             match (version::parse_release(&parsed.version), &version) {
                 (Ok(wv), Some(v)) if &wv == v => app_wheel = Some(bundle_path.clone()),
-                _ => g.error("app_wheel_version", format!("{name}: the app's wheel must carry the spec's version {}", s.version)),
+                _ => g.error(
+                    "app_wheel_version",
+                    format!("{name}: the app's wheel must carry the spec's version {}", s.version),
+                ),
             }
         }
         if g.add(bundle_path.clone(), &wheel_dir.join(&name), 0o644) {
@@ -230,19 +242,31 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     if g.lints.iter().any(|l| l.level == Level::Error) {
         return (None, g.lints);
     }
-    let set: Vec<crate::wheels::Wheel> = contents.iter().map(|(path, sha256, c)| crate::wheels::Wheel { path, contents: c, sha256 }).collect();
-    let rules = crate::wheels::Rules { targets: &s.targets, python: &s.python, allow_unmet: &s.allow_unmet, lock: lock.as_ref() };
+    let set: Vec<crate::wheels::Wheel> =
+        contents.iter().map(|(path, sha256, c)| crate::wheels::Wheel { path, contents: c, sha256 }).collect();
+    let rules = crate::wheels::Rules {
+        targets: &s.targets,
+        python: &s.python,
+        allow_unmet: &s.allow_unmet,
+        lock: lock.as_ref(),
+    };
     g.lints.extend(crate::wheels::check(&set, &rules));
     if g.lints.iter().any(|l| l.level == Level::Error) {
         return (None, g.lints);
     }
     let wheel_info = crate::wheels::wheel_info(&set);
-    let entries: Vec<crate::sbom::WheelEntry> = contents.iter().map(|(path, sha256, c)| crate::sbom::WheelEntry { meta: &c.meta, sha256, path }).collect();
+    let entries: Vec<crate::sbom::WheelEntry> =
+        contents.iter().map(|(path, sha256, c)| crate::sbom::WheelEntry { meta: &c.meta, sha256, path }).collect();
     let lock_ref = lock.as_ref().map(|l| crate::sbom::LockRef { file_name: &l.file_name, sha256: &l.sha256 });
     let sbom = crate::sbom::generate(&s.app, &s.version, &entries, lock_ref, mtime);
     sources.push(Source {
         fs_path: PathBuf::new(),
-        entry: FileEntry { path: crate::sbom::SBOM_PATH.into(), size: sbom.len() as u64, sha256: bundle_core::hash::sha256_hex(&sbom), mode: "0644".into() },
+        entry: FileEntry {
+            path: crate::sbom::SBOM_PATH.into(),
+            size: sbom.len() as u64,
+            sha256: bundle_core::hash::sha256_hex(&sbom),
+            mode: "0644".into(),
+        },
         content: Some(sbom),
     });
     sources.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
@@ -302,7 +326,9 @@ fn gather_key_rotations(g: &mut Gather, spec: &LoadedSpec) -> Vec<KeyRotation> {
         match parsed {
             Ok(r) if out.contains(&r) => g.warn("duplicate_key_rotation", format!("{}: listed twice", fs.display())),
             Ok(r) => out.push(r),
-            Err(e) => g.error("invalid_key_rotation", format!("{}: {e}; make it with `bundle-build rotate`", fs.display())),
+            Err(e) => {
+                g.error("invalid_key_rotation", format!("{}: {e}; make it with `bundle-build rotate`", fs.display()))
+            }
         }
     }
     out
@@ -320,14 +346,21 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
             }
         };
         let bundle_path = format!("migrations/{name}/{file}");
-        let step = steps.entry(parsed.version).or_insert(Step { version: parsed.version, up: None, data: None, down: None });
+        let step =
+            steps.entry(parsed.version).or_insert(Step { version: parsed.version, up: None, data: None, down: None });
         let slot = match parsed.kind {
             MigrationKind::Up => &mut step.up,
             MigrationKind::Data => &mut step.data,
             MigrationKind::Down => &mut step.down,
         };
         if let Some(other) = slot {
-            g.error("migration_duplicate", format!("database `{name}`: {other} and {bundle_path} both are the {:?} step of {}", parsed.kind, parsed.version));
+            g.error(
+                "migration_duplicate",
+                format!(
+                    "database `{name}`: {other} and {bundle_path} both are the {:?} step of {}",
+                    parsed.kind, parsed.version
+                ),
+            );
             continue;
         }
         *slot = Some(bundle_path.clone());
@@ -342,7 +375,11 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
     for (i, step) in steps.values().enumerate() {
         let v = step.version;
         // The chain may start at any X.0 (a squashed initial script), as the installer accepts.
-        let next_ok = if i == 0 { v.minor == 0 } else { (v.major == prev.major && v.minor == prev.minor + 1) || (v.major == prev.major + 1 && v.minor == 0) };
+        let next_ok = if i == 0 {
+            v.minor == 0
+        } else {
+            (v.major == prev.major && v.minor == prev.minor + 1) || (v.major == prev.major + 1 && v.minor == 0)
+        };
         if !next_ok {
             g.error("migration_gap", format!("database `{name}`: the chain jumps from {prev} to {v}; it starts at X.0 and goes M.m → M.(m+1) or (M+1).0"));
         }
@@ -354,7 +391,10 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
     if steps.is_empty() {
         g.error("migration_empty", format!("database `{name}`: no migrations in {}", dir.display()));
     } else if prev != db.schema {
-        g.error("schema_mismatch", format!("database `{name}`: schema is {} but the last migration is {prev}", db.schema));
+        g.error(
+            "schema_mismatch",
+            format!("database `{name}`: schema is {} but the last migration is {prev}", db.schema),
+        );
     }
     if db.engine == "sqlite" {
         if let Some(why) = bundle_core::paths::BundlePath::parse(&db.path).ok().and_then(|p| p.site_reserved()) {
@@ -364,7 +404,13 @@ fn gather_database(g: &mut Gather, spec: &LoadedSpec, name: &str, db: &crate::sp
     if !["sqlite", "postgres", "mysql"].contains(&db.engine.as_str()) {
         g.error("bad_engine", format!("database `{name}`: engine `{}` is not sqlite, postgres or mysql", db.engine));
     }
-    Database { name: name.to_string(), engine: db.engine.clone(), path: db.path.clone(), schema: db.schema, steps: steps.into_values().collect() }
+    Database {
+        name: name.to_string(),
+        engine: db.engine.clone(),
+        path: db.path.clone(),
+        schema: db.schema,
+        steps: steps.into_values().collect(),
+    }
 }
 
 fn gather_config(g: &mut Gather, spec: &LoadedSpec, c: &crate::spec::ConfigSpec) -> Config {
@@ -427,7 +473,10 @@ fn check_rules_file(g: &mut Gather, path: &Path) {
     for (i, rule) in list.iter().enumerate() {
         let kind = rule.as_mapping().filter(|m| m.len() == 1).and_then(|m| m.keys().next()).and_then(|k| k.as_str());
         if !matches!(kind, Some("rename" | "set" | "replace" | "delete")) {
-            g.error("converter_rules", format!("{}: rule {} is not one of rename/set/replace/delete", path.display(), i + 1));
+            g.error(
+                "converter_rules",
+                format!("{}: rule {} is not one of rename/set/replace/delete", path.display(), i + 1),
+            );
         }
     }
 }

@@ -47,7 +47,11 @@ pub fn generate(app: &str, version: &str, wheels: &[WheelEntry], lock: Option<Lo
             // `file_name` qualifier, so every bom-ref stays unique.
             let base = purl(&w.meta.name, &w.meta.version);
             let twins = wheels.iter().filter(|o| purl(&o.meta.name, &o.meta.version) == base).count();
-            let id = if twins > 1 { format!("{base}?file_name={}", w.path.rsplit('/').next().unwrap_or(w.path)) } else { base };
+            let id = if twins > 1 {
+                format!("{base}?file_name={}", w.path.rsplit('/').next().unwrap_or(w.path))
+            } else {
+                base
+            };
             let mut c = json!({
                 "type": "library",
                 "bom-ref": id,

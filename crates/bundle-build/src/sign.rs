@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use bundle_core::signature::{verify, PublicKey, SecretKey, Signature, SignatureError, TrustedInfo, SIGNATURE_UNTRUSTED_COMMENT};
+use bundle_core::signature::{
+    verify, PublicKey, SecretKey, Signature, SignatureError, TrustedInfo, SIGNATURE_UNTRUSTED_COMMENT,
+};
 use bundle_core::split::{PartsIndex, MAX_INDEX_BYTES};
 use bundle_core::unsigned::{UnsignedBundle, UnsignedError};
 
@@ -55,11 +57,22 @@ impl SignError {
 }
 
 /// Checks a signature made elsewhere over `message` and that its trusted comment is `expected`.
-fn check_given(message: &[u8], sig: &Signature, trusted: &[PublicKey], expected: &TrustedInfo, what: &'static str) -> Result<(), SignError> {
+fn check_given(
+    message: &[u8],
+    sig: &Signature,
+    trusted: &[PublicKey],
+    expected: &TrustedInfo,
+    what: &'static str,
+) -> Result<(), SignError> {
     verify(message, sig, trusted).map_err(SignError::Signature)?;
     if TrustedInfo::parse(&sig.trusted_comment).ok().as_ref() != Some(expected) {
         let expected = expected.format();
-        return Err(SignError::TrustedComment { what, found: sig.trusted_comment.escape_debug().to_string(), printf: expected.replace('\t', "\\t"), expected: expected.escape_debug().to_string() });
+        return Err(SignError::TrustedComment {
+            what,
+            found: sig.trusted_comment.escape_debug().to_string(),
+            printf: expected.replace('\t', "\\t"),
+            expected: expected.escape_debug().to_string(),
+        });
     }
     Ok(())
 }
@@ -67,7 +80,12 @@ fn check_given(message: &[u8], sig: &Signature, trusted: &[PublicKey], expected:
 /// Signs the unsigned bundle at `input` and writes the signed bundle (split when asked) into
 /// `out_dir`. Nothing is written unless the signature checks out and every payload entry matches
 /// the manifest.
-pub fn sign_unsigned(input: &Path, with: SignWith<'_>, out_dir: &Path, split_size: Option<u64>) -> Result<Built, SignError> {
+pub fn sign_unsigned(
+    input: &Path,
+    with: SignWith<'_>,
+    out_dir: &Path,
+    split_size: Option<u64>,
+) -> Result<Built, SignError> {
     let unsigned = UnsignedBundle::open(input)?;
     let m = unsigned.manifest();
     let signing = match with {
@@ -78,16 +96,19 @@ pub fn sign_unsigned(input: &Path, with: SignWith<'_>, out_dir: &Path, split_siz
         }
     };
     let opts = BuildOptions { mtime: unsigned.mtime(), split_size };
-    write_bundle(m, unsigned.manifest_bytes(), PayloadSource::Unsigned(&unsigned), signing, out_dir, &opts).map_err(|e| match e {
-        BuildError::Unsigned(e) => SignError::Unsigned(e),
-        e => SignError::Build(e),
-    })
+    write_bundle(m, unsigned.manifest_bytes(), PayloadSource::Unsigned(&unsigned), signing, out_dir, &opts).map_err(
+        |e| match e {
+            BuildError::Unsigned(e) => SignError::Unsigned(e),
+            e => SignError::Build(e),
+        },
+    )
 }
 
 /// Adds `NAME.parts.minisig` beside the parts index `index_path` (a split bundle whose manifest was
 /// signed elsewhere); returns the signature file written.
 pub fn sign_index(index_path: &Path, with: SignWith<'_>) -> Result<PathBuf, SignError> {
-    let bytes = std::fs::read(index_path).map_err(|source| SignError::Read { path: index_path.to_path_buf(), source })?;
+    let bytes =
+        std::fs::read(index_path).map_err(|source| SignError::Read { path: index_path.to_path_buf(), source })?;
     let not = |reason: String| SignError::NotIndex { path: index_path.to_path_buf(), reason };
     if bytes.len() as u64 > MAX_INDEX_BYTES {
         return Err(not(format!("larger than {MAX_INDEX_BYTES} bytes")));

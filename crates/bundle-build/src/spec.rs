@@ -72,7 +72,9 @@ impl WheelsSpec {
             WheelsSpec::Path(p) => Ok((p.clone(), None)),
             WheelsSpec::Table(WheelsTable { dir: Some(d), lock }) => Ok((d.clone(), lock.clone())),
             WheelsSpec::Table(WheelsTable { dir: None, lock: Some(l) }) => Ok((parent(l), Some(l.clone()))),
-            WheelsSpec::Table(WheelsTable { dir: None, lock: None }) => Err("wheels: give `dir`, `lock` or both".into()),
+            WheelsSpec::Table(WheelsTable { dir: None, lock: None }) => {
+                Err("wheels: give `dir`, `lock` or both".into())
+            }
         }
     }
 }
@@ -174,7 +176,8 @@ mod tests {
     use super::*;
 
     fn seq(version: &str) -> u64 {
-        let spec: Spec = serde_yaml::from_str(&format!("app: a\nversion: {version}\nupgrades_from: 1.0\nwheels: w/\n")).unwrap();
+        let spec: Spec =
+            serde_yaml::from_str(&format!("app: a\nversion: {version}\nupgrades_from: 1.0\nwheels: w/\n")).unwrap();
         LoadedSpec { spec, dir: PathBuf::from("."), path: PathBuf::from("spec.yaml") }.sequence().unwrap()
     }
 

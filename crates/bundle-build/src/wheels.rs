@@ -82,7 +82,15 @@ pub fn check(wheels: &[Wheel], rules: &Rules) -> Vec<Lint> {
     // fits[i][t]: wheel i may be chosen on target t.
     let fits: Vec<Vec<bool>> = wheels
         .iter()
-        .map(|w| targets.iter().map(|t| t.ranking.best(&w.contents.name.tags()).is_some() && t.env.admits(w.contents.meta.requires_python.as_deref())).collect())
+        .map(|w| {
+            targets
+                .iter()
+                .map(|t| {
+                    t.ranking.best(&w.contents.name.tags()).is_some()
+                        && t.env.admits(w.contents.meta.requires_python.as_deref())
+                })
+                .collect()
+        })
         .collect();
     check_fit(wheels, rules, &targets, &fits, &mut lints);
     check_overlaps(wheels, &fits, &mut lints);
@@ -138,7 +146,13 @@ fn check_one_version(wheels: &[Wheel], lints: &mut Vec<Lint>) {
                     a.dist()
                 )
             } else if let Some(t) = a.contents.name.tags().iter().find(|t| b.contents.name.tags().contains(t)) {
-                format!("{} and {} are both `{}` {} for {t}; keep one of them", a.file(), b.file(), a.dist(), a.contents.name.version)
+                format!(
+                    "{} and {} are both `{}` {} for {t}; keep one of them",
+                    a.file(),
+                    b.file(),
+                    a.dist(),
+                    a.contents.name.version
+                )
             } else {
                 continue;
             };
@@ -155,7 +169,10 @@ fn target_envs<'a>(rules: &Rules<'a>) -> Result<Vec<TargetEnv<'a>>, Vec<String>>
         match target.environment().and_then(|env| marker_env(target, &env).map(|m| (env, m))) {
             Ok((env, markers)) => {
                 if python.as_ref().is_some_and(|p| !p.contains(&env.python_version())) {
-                    errors.push(format!("target {target}: Python {} does not satisfy the spec's python: \"{}\"", target.python, rules.python));
+                    errors.push(format!(
+                        "target {target}: Python {} does not satisfy the spec's python: \"{}\"",
+                        target.python, rules.python
+                    ));
                 }
                 out.push(TargetEnv { target, ranking: env.ranking(), env, markers });
             }
@@ -216,11 +233,15 @@ fn check_fit(wheels: &[Wheel], rules: &Rules, targets: &[TargetEnv], fits: &[Vec
         for w in wheels {
             let Some(rp) = w.contents.meta.requires_python.as_deref() else { continue };
             let Ok(req) = VersionSpecifiers::from_str(rp) else {
-                lints.push(err("bad_wheel", format!("{}: Requires-Python `{rp}` is not a PEP 440 specifier set", w.file())));
+                lints.push(err(
+                    "bad_wheel",
+                    format!("{}: Requires-Python `{rp}` is not a PEP 440 specifier set", w.file()),
+                ));
                 continue;
             };
             if let Some(spec) = &spec {
-                let both = pep440_rs::release_specifiers_to_ranges(spec.clone()).intersection(&pep440_rs::release_specifiers_to_ranges(req));
+                let both = pep440_rs::release_specifiers_to_ranges(spec.clone())
+                    .intersection(&pep440_rs::release_specifiers_to_ranges(req));
                 if both.is_empty() {
                     lints.push(err(
                         "incompatible_wheel",
@@ -233,10 +254,21 @@ fn check_fit(wheels: &[Wheel], rules: &Rules, targets: &[TargetEnv], fits: &[Vec
     }
     for (i, w) in wheels.iter().enumerate() {
         if !fits[i].iter().any(|f| *f) {
-            let rp = w.contents.meta.requires_python.as_deref().map(|r| format!(", Requires-Python {r}")).unwrap_or_default();
+            let rp = w
+                .contents
+                .meta
+                .requires_python
+                .as_deref()
+                .map(|r| format!(", Requires-Python {r}"))
+                .unwrap_or_default();
             lints.push(err(
                 "incompatible_wheel",
-                format!("{} (tags {}{rp}) fits none of the targets: {}; fetch the wheel built for them or add a target", w.file(), w.contents.name.tags().iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "), target_list(targets)),
+                format!(
+                    "{} (tags {}{rp}) fits none of the targets: {}; fetch the wheel built for them or add a target",
+                    w.file(),
+                    w.contents.name.tags().iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+                    target_list(targets)
+                ),
             ));
         }
     }
@@ -307,7 +339,14 @@ fn check_overlaps(wheels: &[Wheel], fits: &[Vec<bool>], lints: &mut Vec<Lint>) {
 /// Every requirement active on the target (or, without targets, every one not limited by an
 /// environment marker) is met by a chosen wheel: an error unless `allow_unmet` names the
 /// requiring distribution. Extras requested by active requirements are followed.
-fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&TargetEnv>, rules: &Rules, report_bad: bool, lints: &mut Vec<Lint>) {
+fn check_requirements(
+    wheels: &[Wheel],
+    chosen: &[usize],
+    target: Option<&TargetEnv>,
+    rules: &Rules,
+    report_bad: bool,
+    lints: &mut Vec<Lint>,
+) {
     let parsed: Vec<(usize, Vec<Requirement>)> = chosen
         .iter()
         .map(|&i| {
@@ -320,7 +359,14 @@ fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&Target
                     Ok(req) => Some(req),
                     Err(e) => {
                         if report_bad {
-                            lints.push(Lint { level: Level::Warning, code: "bad_requirement", message: format!("{}: Requires-Dist `{r}` is not PEP 508 ({e}); not checked", wheels[i].file()) });
+                            lints.push(Lint {
+                                level: Level::Warning,
+                                code: "bad_requirement",
+                                message: format!(
+                                    "{}: Requires-Dist `{r}` is not PEP 508 ({e}); not checked",
+                                    wheels[i].file()
+                                ),
+                            });
                         }
                         None
                     }
@@ -339,7 +385,8 @@ fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&Target
     loop {
         let mut changed = false;
         for (i, reqs) in &parsed {
-            let mine: Vec<ExtraName> = extras.get(&wheels[*i].dist()).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+            let mine: Vec<ExtraName> =
+                extras.get(&wheels[*i].dist()).map(|s| s.iter().cloned().collect()).unwrap_or_default();
             for req in reqs.iter().filter(|r| active(r, &mine)) {
                 let set = extras.entry(normalize_name(req.name.as_ref())).or_default();
                 for e in &req.extras {
@@ -360,11 +407,14 @@ fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&Target
             let problem = match by_name.get(&name) {
                 None => format!("no wheel of `{name}` is in the bundle"),
                 Some(&d) => match (&req.version_or_url, parse_release(&wheels[d].contents.name.version)) {
-                    (Some(VersionOrUrl::VersionSpecifier(specs)), Ok(v)) if !specs.contains(&v) => format!("the bundle has {}", wheels[d].file()),
+                    (Some(VersionOrUrl::VersionSpecifier(specs)), Ok(v)) if !specs.contains(&v) => {
+                        format!("the bundle has {}", wheels[d].file())
+                    }
                     _ => continue,
                 },
             };
-            let conditional = !req.marker.is_true() && target.is_none() && req.marker.evaluate_extras(&mine) && has_env_marker(req);
+            let conditional =
+                !req.marker.is_true() && target.is_none() && req.marker.evaluate_extras(&mine) && has_env_marker(req);
             let level = if allowed(&w.dist()) || conditional { Level::Warning } else { Level::Error };
             let on = match target {
                 Some(t) => format!(" on target {}", t.target),
@@ -374,7 +424,11 @@ fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&Target
             lints.push(Lint {
                 level,
                 code: "unmet_requirement",
-                message: format!("{} requires `{req}`{on} but {problem}; add the wheel, or list `{}` in allow_unmet", w.file(), w.dist()),
+                message: format!(
+                    "{} requires `{req}`{on} but {problem}; add the wheel, or list `{}` in allow_unmet",
+                    w.file(),
+                    w.dist()
+                ),
             });
         }
     }
@@ -383,7 +437,13 @@ fn check_requirements(wheels: &[Wheel], chosen: &[usize], target: Option<&Target
 /// Whether a requirement's marker depends on more than extras.
 fn has_env_marker(req: &Requirement) -> bool {
     let text = req.marker.try_to_string().unwrap_or_default();
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w.starts_with("python_") || w.starts_with("platform_") || w.starts_with("sys_") || w.starts_with("os_") || w.starts_with("implementation_"))
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| {
+        w.starts_with("python_")
+            || w.starts_with("platform_")
+            || w.starts_with("sys_")
+            || w.starts_with("os_")
+            || w.starts_with("implementation_")
+    })
 }
 
 /// The lock and the wheelhouse hold the same distributions at the same versions, and each wheel's
@@ -393,12 +453,30 @@ fn check_lock(wheels: &[Wheel], lock: &Lock, targets: &[TargetEnv], lints: &mut 
     let err = |code, message| Lint { level: Level::Error, code, message };
     for w in wheels {
         let Some(locked) = lock.packages.get(&w.dist()) else {
-            lints.push(err("lock_extra_wheel", format!("{} is in the wheelhouse but `{}` is not in {}; re-export the lock or remove the wheel", w.file(), w.dist(), lock.file_name)));
+            lints.push(err(
+                "lock_extra_wheel",
+                format!(
+                    "{} is in the wheelhouse but `{}` is not in {}; re-export the lock or remove the wheel",
+                    w.file(),
+                    w.dist(),
+                    lock.file_name
+                ),
+            ));
             continue;
         };
         let same_version = matches!((parse_release(&locked.version), parse_release(&w.contents.name.version)), (Ok(a), Ok(b)) if a == b);
         if !same_version {
-            lints.push(err("lock_extra_wheel", format!("{} is version {}, {} locks `{}` at {}", w.file(), w.contents.name.version, lock.file_name, w.dist(), locked.version)));
+            lints.push(err(
+                "lock_extra_wheel",
+                format!(
+                    "{} is version {}, {} locks `{}` at {}",
+                    w.file(),
+                    w.contents.name.version,
+                    lock.file_name,
+                    w.dist(),
+                    locked.version
+                ),
+            ));
         } else if !locked.hashes.iter().any(|h| h == w.sha256) {
             lints.push(err(
                 "lock_hash_mismatch",

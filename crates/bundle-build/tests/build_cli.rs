@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use test_support::{build_fixture_bundle, copy_spec, diff_snapshots, fixture_specs, run, scratch_dir, snapshot, KeyPair, Run};
+use test_support::{
+    build_fixture_bundle, copy_spec, diff_snapshots, fixture_specs, run, scratch_dir, snapshot, KeyPair, Run,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bundle-build");
 
@@ -118,8 +120,13 @@ fn stock_minisign_accepts_the_extracted_manifest() {
     }
     let e = env();
     let tmp = tempfile::tempdir().unwrap();
-    run(Command::new("tar").arg("-xzf").arg(&e.bundle4).arg("-C").arg(tmp.path()).args(["manifest.yaml", "manifest.yaml.minisig"]))
-        .expect_ok();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&e.bundle4)
+        .arg("-C")
+        .arg(tmp.path())
+        .args(["manifest.yaml", "manifest.yaml.minisig"]))
+    .expect_ok();
     let verify = |extra: &[&str]| {
         run(Command::new("minisign")
             .current_dir(tmp.path())
@@ -158,7 +165,10 @@ fn keygen_never_overwrites() {
     assert!(public.is_file());
     assert_eq!(v["key_id"].as_str().map(str::len), Some(16), "{r}");
     let pub_text = std::fs::read_to_string(&public).unwrap();
-    assert!(pub_text.starts_with(&format!("untrusted comment: minisign public key {}", v["key_id"].as_str().unwrap())), "{pub_text}");
+    assert!(
+        pub_text.starts_with(&format!("untrusted comment: minisign public key {}", v["key_id"].as_str().unwrap())),
+        "{pub_text}"
+    );
 
     let before = snapshot(tmp.path());
     for json in [true, false] {
@@ -197,7 +207,12 @@ fn check(spec: &Path, previous: Option<&Path>) -> (Run, Vec<String>) {
     assert_eq!(v["command"], "check", "{r}");
     let codes = v["lints"]
         .as_array()
-        .map(|l| l.iter().filter(|l| l["level"] == "error").map(|l| l["code"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|l| {
+            l.iter()
+                .filter(|l| l["level"] == "error")
+                .map(|l| l["code"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     (r, codes)
 }
@@ -249,8 +264,18 @@ fn check_names_the_lint_for_each_broken_spec() {
     type Break = fn(&Path);
     let cases: [(&str, Break, &str, &str); 10] = [
         // Issue 13 item 6: a database inside the installer's own directories.
-        ("database under current/", |d| edit(d, "spec.yaml", "path: data/client.db", "path: current/client.db"), "reserved_path", "current/client.db"),
-        ("database in trust/", |d| edit(d, "spec.yaml", "path: data/client.db", "path: trust/client.pub"), "reserved_path", "trust/client.pub"),
+        (
+            "database under current/",
+            |d| edit(d, "spec.yaml", "path: data/client.db", "path: current/client.db"),
+            "reserved_path",
+            "current/client.db",
+        ),
+        (
+            "database in trust/",
+            |d| edit(d, "spec.yaml", "path: data/client.db", "path: trust/client.pub"),
+            "reserved_path",
+            "trust/client.pub",
+        ),
         // Both would read BUNDLE_DB_URL_CLIENT_DB.
         (
             "client-db and client_db",
@@ -262,8 +287,18 @@ fn check_names_the_lint_for_each_broken_spec() {
             "BUNDLE_DB_URL_CLIENT_DB",
         ),
         // 1.1 → 2.1 skips 2.0 (1.0 → 2.0 would be a legal major step, so the middle of a major is cut).
-        ("gap in a migration chain", |d| remove(d, "migrations/client/2.0_rename_notes.sql"), "migration_gap", "client"),
-        ("schema is not the last step", |d| edit(d, "spec.yaml", "schema: \"2.1\"", "schema: \"2.2\""), "schema_mismatch", "2.2"),
+        (
+            "gap in a migration chain",
+            |d| remove(d, "migrations/client/2.0_rename_notes.sql"),
+            "migration_gap",
+            "client",
+        ),
+        (
+            "schema is not the last step",
+            |d| edit(d, "spec.yaml", "schema: \"2.1\"", "schema: \"2.2\""),
+            "schema_mismatch",
+            "2.2",
+        ),
         ("missing converter", |d| remove(d, "config/converters/1-to-2.yaml"), "converter_gap", "1 to 2"),
         (
             "badly named migration",
@@ -273,11 +308,22 @@ fn check_names_the_lint_for_each_broken_spec() {
         ),
         (
             "wheel METADATA version disagrees with its file name",
-            |d| rewrite_wheel_metadata(&d.join("wheelhouse/fieldkit-1.2.0-py3-none-any.whl"), "Version: 1.2.0", "Version: 1.3.0"),
+            |d| {
+                rewrite_wheel_metadata(
+                    &d.join("wheelhouse/fieldkit-1.2.0-py3-none-any.whl"),
+                    "Version: 1.2.0",
+                    "Version: 1.3.0",
+                )
+            },
             "bad_wheel",
             "1.3.0",
         ),
-        ("missing app wheel", |d| remove(d, "wheelhouse/fieldlog-4.0.0-py3-none-any.whl"), "no_app_wheel", "fieldlog 4.0.0"),
+        (
+            "missing app wheel",
+            |d| remove(d, "wheelhouse/fieldlog-4.0.0-py3-none-any.whl"),
+            "no_app_wheel",
+            "fieldlog 4.0.0",
+        ),
         ("garbage spec", |d| std::fs::write(d.join("spec.yaml"), "app: [\n").unwrap(), "invalid_spec", "spec"),
     ];
     for (what, breaks, code, mention) in cases {
@@ -297,7 +343,10 @@ fn check_names_the_lint_for_each_broken_spec() {
         assert!(codes.iter().any(|c| c == code), "{what}: no `{code}` among the error lints {codes:?}\n{r}");
         let lints = v["lints"].as_array().unwrap();
         let lint = lints.iter().find(|l| l["code"] == code).unwrap();
-        assert!(lint["message"].as_str().unwrap().contains(mention), "{what}: the `{code}` lint should mention {mention:?}: {lint}");
+        assert!(
+            lint["message"].as_str().unwrap().contains(mention),
+            "{what}: the `{code}` lint should mention {mention:?}: {lint}"
+        );
         // Human mode lists the lint by code.
         let h = run(bb().arg("check").arg(&spec));
         assert_eq!(h.code, Some(2), "{h}");
@@ -353,15 +402,32 @@ fn check_previous_with_trust_checks_its_signature() {
     assert_eq!(r.json()["previous_signature_checked"], false, "{r}");
     assert!(r.stderr.contains("add --trust KEY"), "{r}");
 
-    let r = run(bb().arg("check").arg(&spec).arg("--previous").arg(&e.bundle3).arg("--trust").arg(&e.signer.public_path).arg("--json"));
+    let r = run(bb()
+        .arg("check")
+        .arg(&spec)
+        .arg("--previous")
+        .arg(&e.bundle3)
+        .arg("--trust")
+        .arg(&e.signer.public_path)
+        .arg("--json"));
     r.expect_ok();
     assert_eq!(r.json()["previous_signature_checked"], true, "{r}");
 
     let tmp = tempfile::tempdir().unwrap();
     let stranger = KeyPair::keygen(&tmp.path().join("stranger"));
-    let r = run(bb().arg("check").arg(&spec).arg("--previous").arg(&e.bundle3).arg("--trust").arg(&stranger.public_path).arg("--json"));
+    let r = run(bb()
+        .arg("check")
+        .arg(&spec)
+        .arg("--previous")
+        .arg(&e.bundle3)
+        .arg("--trust")
+        .arg(&stranger.public_path)
+        .arg("--json"));
     assert_eq!(r.code, Some(3), "a previous bundle signed by an untrusted key must fail verification:\n{r}");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains(&e.signer.key_id), "the error should name the signing key: {r}");
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().contains(&e.signer.key_id),
+        "the error should name the signing key: {r}"
+    );
 
     // --trust means nothing without --previous.
     let r = run(bb().arg("check").arg(&spec).arg("--trust").arg(&e.signer.public_path).arg("--json"));
@@ -381,7 +447,10 @@ fn inspect_shows_the_manifest_without_checking_it() {
     assert_eq!(v["manifest"]["app"], "fieldlog");
     assert_eq!(v["manifest"]["version"], "4.0.0");
     assert!(v["trusted_comment"].as_str().unwrap().contains("version:4.0.0"), "{r}");
-    assert_eq!(v["manifest"]["files"].as_array().map(Vec::len), v["manifest"]["payload"]["entries"].as_u64().map(|n| n as usize));
+    assert_eq!(
+        v["manifest"]["files"].as_array().map(Vec::len),
+        v["manifest"]["payload"]["entries"].as_u64().map(|n| n as usize)
+    );
 
     let h = run(bb().arg("inspect").arg(&e.bundle4));
     h.expect_ok();

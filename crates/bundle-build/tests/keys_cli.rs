@@ -104,10 +104,22 @@ fn wrong_password_fails_with_exit_2_and_writes_nothing() {
     let mut after = snapshot(tmp.path());
     // Only the copied spec directory is new (the test made it).
     after.retain(|path, _| !path.starts_with("dist.spec"));
-    assert!(diff_snapshots(&before, &after).is_empty(), "a wrong password changed files: {:?}", diff_snapshots(&before, &after));
+    assert!(
+        diff_snapshots(&before, &after).is_empty(),
+        "a wrong password changed files: {:?}",
+        diff_snapshots(&before, &after)
+    );
     // Human form: one line saying what is wrong.
     let spec = copy_spec("1.0.0", &tmp.path().join("h.spec"));
-    let r = run(bb().arg("build").arg(&spec).arg("--key").arg(&pair.secret_path).arg("--out").arg(&out).args(["--password-env", PW_VAR]).env(PW_VAR, "nope"));
+    let r = run(bb()
+        .arg("build")
+        .arg(&spec)
+        .arg("--key")
+        .arg(&pair.secret_path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--password-env", PW_VAR])
+        .env(PW_VAR, "nope"));
     r.expect_code(2);
     assert!(r.stderr.contains("wrong password"), "{r}");
 }
@@ -192,7 +204,12 @@ fn keygen_asks_twice_on_a_terminal_without_echo() {
     // The key opens with that password, typed once on the terminal by `build`.
     let spec = copy_spec("1.0.0", &tmp.path().join("spec"));
     let out = tmp.path().join("out");
-    let cmd = format!("SOURCE_DATE_EPOCH=1 '{BIN}' build '{}' --key '{}' --out '{}'", spec.display(), key.display(), out.display());
+    let cmd = format!(
+        "SOURCE_DATE_EPOCH=1 '{BIN}' build '{}' --key '{}' --out '{}'",
+        spec.display(),
+        key.display(),
+        out.display()
+    );
     let r = on_terminal(&cmd, &format!("{PW}\n"));
     assert_eq!(r.code, Some(0), "{r}");
     assert!(out.join("fieldlog-1.0.0.bundle.tar.gz").is_file(), "{r}");
@@ -227,7 +244,12 @@ fn minisign_signs_with_our_encrypted_key_and_we_build_with_its_encrypted_key() {
     // signature verifies with our .pub (minisign -V).
     let ours = KeyPair::keygen_encrypted(&d.join("ours"), PW);
     std::fs::write(d.join("msg"), b"release notes\n").unwrap();
-    let out = minisign_with_input(&ms, d, &["-S", "-s", "ours.key", "-m", "msg", "-t", "app:x\tversion:1\tsequence:1"], &format!("{PW}\n"));
+    let out = minisign_with_input(
+        &ms,
+        d,
+        &["-S", "-s", "ours.key", "-m", "msg", "-t", "app:x\tversion:1\tsequence:1"],
+        &format!("{PW}\n"),
+    );
     assert!(out.status.success(), "minisign could not open our key: {}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(&ms).args(["-Vm", "msg", "-p"]).arg(&ours.public_path).current_dir(d).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -22,7 +22,15 @@ fn bb() -> Command {
 }
 
 fn build(spec: &Path, key: &KeyPair, out: &Path) -> Run {
-    run(bb().arg("build").arg(spec).arg("--key").arg(&key.secret_path).arg("--out").arg(out).arg("--json").env("SOURCE_DATE_EPOCH", "1700000000"))
+    run(bb()
+        .arg("build")
+        .arg(spec)
+        .arg("--key")
+        .arg(&key.secret_path)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .env("SOURCE_DATE_EPOCH", "1700000000"))
 }
 
 /// Entry names of `bundle` as GNU tar lists them.
@@ -101,10 +109,14 @@ fn a_wheel_name_over_150_bytes_builds_verifies_and_reads_everywhere() {
             let mut e = e.unwrap();
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-            (e.header().entry_type(), if e.header().entry_type().is_pax_local_extensions() { data } else { e.path_bytes().into_owned() })
+            (
+                e.header().entry_type(),
+                if e.header().entry_type().is_pax_local_extensions() { data } else { e.path_bytes().into_owned() },
+            )
         })
         .collect();
-    let pax: Vec<usize> = raw.iter().enumerate().filter(|(_, (t, _))| *t != tar::EntryType::Regular).map(|(i, _)| i).collect();
+    let pax: Vec<usize> =
+        raw.iter().enumerate().filter(|(_, (t, _))| *t != tar::EntryType::Regular).map(|(i, _)| i).collect();
     assert_eq!(pax.len(), 1, "{:?}", raw.iter().map(|r| r.0).collect::<Vec<_>>());
     let record = format!(" path={long}\n");
     assert_eq!(raw[pax[0]].1, format!("{}{record}", record.len() + 3).into_bytes());
@@ -127,7 +139,12 @@ fn check_errors(spec: &Path) -> (Run, Vec<(String, String)>) {
         .map(|l| {
             l.iter()
                 .filter(|l| l["level"] == "error")
-                .map(|l| (l["code"].as_str().unwrap_or_default().to_string(), l["message"].as_str().unwrap_or_default().to_string()))
+                .map(|l| {
+                    (
+                        l["code"].as_str().unwrap_or_default().to_string(),
+                        l["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -168,14 +185,16 @@ fn check_and_build_refuse_what_the_archive_cannot_hold() {
         let file = breaks(&dir);
         let (r, errors) = check_errors(&spec);
         assert_eq!(r.code, Some(2), "{what}: check must refuse\n{r}");
-        let (_, message) = errors.iter().find(|(c, _)| c == code).unwrap_or_else(|| panic!("{what}: no `{code}` lint in {errors:?}"));
+        let (_, message) =
+            errors.iter().find(|(c, _)| c == code).unwrap_or_else(|| panic!("{what}: no `{code}` lint in {errors:?}"));
         assert!(message.contains(&file) && message.contains(mention), "{what}: {message}");
         // (No snapshot of the spec: it would read the sparse 8 GiB file.)
         let out = tmp.path().join("out");
         let b = build(&spec, &key, &out);
         assert_eq!(b.code, Some(2), "{what}: build must refuse like check\n{b}");
         assert_eq!(b.error_kind().as_deref(), Some(code), "{b}");
-        let written: Vec<_> = std::fs::read_dir(&out).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+        let written: Vec<_> =
+            std::fs::read_dir(&out).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
         assert!(written.is_empty(), "{what}: build wrote {written:?}");
     }
 }

@@ -17,7 +17,13 @@ fn bb() -> Command {
 }
 
 fn rotate(a: &KeyPair, b: &KeyPair, app: &str, out: &Path) -> Run {
-    run(bb().args(["rotate", "--json", "--app", app, "--old"]).arg(&a.secret_path).arg("--new").arg(&b.secret_path).arg("--out").arg(out))
+    run(bb()
+        .args(["rotate", "--json", "--app", app, "--old"])
+        .arg(&a.secret_path)
+        .arg("--new")
+        .arg(&b.secret_path)
+        .arg("--out")
+        .arg(out))
 }
 
 /// Copies fixture `version` to `dir` and lists `statements` under `key_rotations`.
@@ -52,7 +58,11 @@ fn statements_are_signed_carried_linted_and_cumulative() {
     let statement = d.join("a-to-b.yaml");
     let r = rotate(&a, &b, "fieldlog", &statement);
     r.expect_ok();
-    assert_eq!((r.json()["old"].as_str(), r.json()["new"].as_str()), (Some(a.key_id.as_str()), Some(b.key_id.as_str())), "{r}");
+    assert_eq!(
+        (r.json()["old"].as_str(), r.json()["new"].as_str()),
+        (Some(a.key_id.as_str()), Some(b.key_id.as_str())),
+        "{r}"
+    );
     let text = std::fs::read_to_string(&statement).unwrap();
     assert!(text.contains("action: replace") && text.contains(&a.public().to_base64()), "{text}");
     // Never overwritten.
@@ -62,7 +72,14 @@ fn statements_are_signed_carried_linted_and_cumulative() {
 
     // Carried in the manifest.
     let spec3 = spec_with("3.0.0", &d.join("s3"), &[&statement]);
-    let r = run(bb().arg("build").arg(&spec3).arg("--key").arg(&a.secret_path).arg("--out").arg(d.join("o3")).arg("--json"));
+    let r = run(bb()
+        .arg("build")
+        .arg(&spec3)
+        .arg("--key")
+        .arg(&a.secret_path)
+        .arg("--out")
+        .arg(d.join("o3"))
+        .arg("--json"));
     r.expect_ok();
     let bundle3 = PathBuf::from(r.json()["bundle"].as_str().unwrap());
     let inspect = run(bb().arg("inspect").arg(&bundle3).arg("--json"));

@@ -124,14 +124,29 @@ fn json_of(r: &Run, command: &str) -> Value {
 }
 
 fn build(spec: &Path, key: &KeyPair, out: &Path, extra: &[&str]) -> PathBuf {
-    let r = run(bb().arg("build").arg(spec).arg("--key").arg(&key.secret_path).arg("--out").arg(out).args(extra).arg("--json").env("SOURCE_DATE_EPOCH", EPOCH));
+    let r = run(bb()
+        .arg("build")
+        .arg(spec)
+        .arg("--key")
+        .arg(&key.secret_path)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg("--json")
+        .env("SOURCE_DATE_EPOCH", EPOCH));
     let v = json_of(&r, "build");
     assert_eq!(v["ok"], true, "{r}");
     PathBuf::from(v["bundle"].as_str().expect("bundle path"))
 }
 
 fn make_wheel(dir: &Path, name: &str, version: &str, license_line: &str, size: usize, seed: u32) -> PathBuf {
-    let r = run(Command::new("python3").arg("-c").arg(MKWHEEL).arg(dir).args([name, version, license_line, &size.to_string(), &seed.to_string()]));
+    let r = run(Command::new("python3").arg("-c").arg(MKWHEEL).arg(dir).args([
+        name,
+        version,
+        license_line,
+        &size.to_string(),
+        &seed.to_string(),
+    ]));
     r.expect_ok();
     PathBuf::from(r.stdout.trim())
 }
@@ -155,7 +170,13 @@ fn env() -> &'static Env {
 /// The SBOM bytes inside a bundle, read straight from the archive.
 fn sbom_bytes(bundle: &Path) -> Vec<u8> {
     let parts = Parts::read(bundle);
-    parts.files.iter().find(|f| f.path == SBOM_PATH).unwrap_or_else(|| panic!("{} has no {SBOM_PATH}", bundle.display())).data.clone()
+    parts
+        .files
+        .iter()
+        .find(|f| f.path == SBOM_PATH)
+        .unwrap_or_else(|| panic!("{} has no {SBOM_PATH}", bundle.display()))
+        .data
+        .clone()
 }
 
 fn sbom(bundle: &Path) -> Value {
@@ -194,7 +215,8 @@ impl jsonschema::Retrieve for LocalSchemas {
             .or_else(|| uri.strip_prefix("https://cyclonedx.org/schema/"))
             .filter(|f| !f.is_empty() && !f.contains('/'))
             .ok_or_else(|| format!("refusing to fetch {uri}: the schema tests run offline"))?;
-        let text = std::fs::read_to_string(self.dir.join(file)).map_err(|e| format!("{uri}: no vendored copy {file}: {e}"))?;
+        let text =
+            std::fs::read_to_string(self.dir.join(file)).map_err(|e| format!("{uri}: no vendored copy {file}: {e}"))?;
         self.served.lock().unwrap().push(file.to_string());
         Ok(serde_json::from_str(&text)?)
     }
@@ -231,7 +253,12 @@ fn violations(doc: &Value) -> Vec<String> {
 #[track_caller]
 fn assert_valid(doc: &Value, what: &str) {
     let errors = violations(doc);
-    assert!(errors.is_empty(), "{what} is not a valid CycloneDX 1.5 document:\n{}\n\n{}", errors.join("\n"), serde_json::to_string_pretty(doc).unwrap());
+    assert!(
+        errors.is_empty(),
+        "{what} is not a valid CycloneDX 1.5 document:\n{}\n\n{}",
+        errors.join("\n"),
+        serde_json::to_string_pretty(doc).unwrap()
+    );
 }
 
 // --- tests ------------------------------------------------------------------------------------
@@ -285,15 +312,27 @@ fn the_schema_rejects_broken_sboms() {
     assert_valid(&good, "the built SBOM");
     type Edit = Box<dyn Fn(&mut Value)>;
     let broken: Vec<(&str, Edit)> = vec![
-        ("no bomFormat", Box::new(|d: &mut Value| {
-            d.as_object_mut().unwrap().remove("bomFormat");
-        })),
+        (
+            "no bomFormat",
+            Box::new(|d: &mut Value| {
+                d.as_object_mut().unwrap().remove("bomFormat");
+            }),
+        ),
         ("unknown top-level key", Box::new(|d: &mut Value| d["surprise"] = json!(1))),
-        ("hash algorithm not in the enum", Box::new(|d: &mut Value| d["components"][0]["hashes"][0]["alg"] = json!("SHA-999"))),
-        ("hash content not hex", Box::new(|d: &mut Value| d["components"][0]["hashes"][0]["content"] = json!("not a hash"))),
-        ("license id not an SPDX id (spdx.schema.json)", Box::new(|d: &mut Value| {
-            d["components"][0]["licenses"] = json!([{ "license": { "id": "Not-An-SPDX-Id" } }]);
-        })),
+        (
+            "hash algorithm not in the enum",
+            Box::new(|d: &mut Value| d["components"][0]["hashes"][0]["alg"] = json!("SHA-999")),
+        ),
+        (
+            "hash content not hex",
+            Box::new(|d: &mut Value| d["components"][0]["hashes"][0]["content"] = json!("not a hash")),
+        ),
+        (
+            "license id not an SPDX id (spdx.schema.json)",
+            Box::new(|d: &mut Value| {
+                d["components"][0]["licenses"] = json!([{ "license": { "id": "Not-An-SPDX-Id" } }]);
+            }),
+        ),
         ("component type unknown", Box::new(|d: &mut Value| d["components"][0]["type"] = json!("gadget"))),
         ("serialNumber not a urn:uuid", Box::new(|d: &mut Value| d["serialNumber"] = json!("12345"))),
         ("timestamp not a date-time", Box::new(|d: &mut Value| d["metadata"]["timestamp"] = json!("yesterday"))),
@@ -314,8 +353,12 @@ fn one_component_per_wheel_with_purl_manifest_sha256_and_metadata_license() {
     let e = env();
     let doc = sbom(&e.bundle_a);
     let manifest = inspect_manifest(&e.bundle_a);
-    let file_sha: BTreeMap<&str, &str> =
-        manifest["files"].as_array().unwrap().iter().map(|f| (f["path"].as_str().unwrap(), f["sha256"].as_str().unwrap())).collect();
+    let file_sha: BTreeMap<&str, &str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["sha256"].as_str().unwrap()))
+        .collect();
     let wheels: Vec<&str> = manifest["wheels"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
     assert_eq!(wheels.len(), 4, "fieldlog, fieldkit and the two extra wheels: {wheels:?}");
 
@@ -337,7 +380,11 @@ fn one_component_per_wheel_with_purl_manifest_sha256_and_metadata_license() {
         assert_eq!(c["name"], name, "{c}");
         assert_eq!(c["version"], version, "{c}");
         let sha = file_sha.get(wheel).unwrap_or_else(|| panic!("{wheel} not in the manifest's files"));
-        assert_eq!(c["hashes"], json!([{ "alg": "SHA-256", "content": sha }]), "{wheel}: hash must be the manifest's sha256");
+        assert_eq!(
+            c["hashes"],
+            json!([{ "alg": "SHA-256", "content": sha }]),
+            "{wheel}: hash must be the manifest's sha256"
+        );
         let declared = meta["license_expression"].as_str().or(meta["license"].as_str());
         let listed = license_strings(c);
         match declared {
@@ -383,7 +430,12 @@ fn sbom_is_byte_identical_across_two_builds() {
     let e = env();
     assert_ne!(e.bundle_a.parent(), e.bundle_b.parent());
     let (a, b) = (sbom_bytes(&e.bundle_a), sbom_bytes(&e.bundle_b));
-    assert!(a == b, "the SBOM differs between two builds with SOURCE_DATE_EPOCH={EPOCH}:\n{}\n---\n{}", String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    assert!(
+        a == b,
+        "the SBOM differs between two builds with SOURCE_DATE_EPOCH={EPOCH}:\n{}\n---\n{}",
+        String::from_utf8_lossy(&a),
+        String::from_utf8_lossy(&b)
+    );
     assert_eq!(std::fs::read(&e.bundle_a).unwrap(), std::fs::read(&e.bundle_b).unwrap(), "and so is the whole bundle");
 }
 
@@ -393,7 +445,12 @@ fn sbom_is_in_the_signed_payload() {
     let manifest = inspect_manifest(&e.bundle_a);
     assert_eq!(manifest["sbom"], SBOM_PATH, "{manifest:#}");
     let bytes = sbom_bytes(&e.bundle_a);
-    let entry = manifest["files"].as_array().unwrap().iter().find(|f| f["path"] == SBOM_PATH).expect("the SBOM is listed in the manifest");
+    let entry = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == SBOM_PATH)
+        .expect("the SBOM is listed in the manifest");
     assert_eq!(entry["sha256"].as_str(), Some(sha256_hex(&bytes).as_str()));
     assert_eq!(entry["size"].as_u64(), Some(bytes.len() as u64));
     let r = run(bb().arg("verify").arg(&e.bundle_a).arg("--trust").arg(&e.key.public_path).arg("--json"));
@@ -408,7 +465,11 @@ fn inspect_sbom_prints_exactly_the_sbom() {
 
     let human = run(bb().arg("inspect").arg("--sbom").arg(&e.bundle_a));
     human.expect_ok();
-    assert_eq!(human.stdout.trim_end(), String::from_utf8_lossy(&bytes).trim_end(), "human `inspect --sbom` prints the SBOM as stored");
+    assert_eq!(
+        human.stdout.trim_end(),
+        String::from_utf8_lossy(&bytes).trim_end(),
+        "human `inspect --sbom` prints the SBOM as stored"
+    );
 
     let r = run(bb().arg("inspect").arg("--sbom").arg("--json").arg(&e.bundle_a));
     let v = json_of(&r, "inspect");
@@ -452,7 +513,12 @@ fn sbom_with_targets_and_a_lock_validates_and_records_the_lock() {
         let p = w.unwrap().path();
         let f = p.file_name().unwrap().to_string_lossy().into_owned();
         let mut it = f.split('-');
-        lock.push_str(&format!("{}=={} --hash=sha256:{}\n", it.next().unwrap(), it.next().unwrap(), sha256_hex(&std::fs::read(&p).unwrap())));
+        lock.push_str(&format!(
+            "{}=={} --hash=sha256:{}\n",
+            it.next().unwrap(),
+            it.next().unwrap(),
+            sha256_hex(&std::fs::read(&p).unwrap())
+        ));
     }
     // A requirements file lists each distribution once, with every file's hash.
     let mut merged: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -472,7 +538,10 @@ fn sbom_with_targets_and_a_lock_validates_and_records_the_lock() {
     collect_bom_refs(&doc, &mut refs);
     let unique: BTreeSet<&String> = refs.iter().collect();
     assert_eq!(unique.len(), refs.len(), "duplicate bom-ref in {refs:?}");
-    assert!(refs.iter().any(|r| r == "pkg:pypi/pyyaml@6.0.3?file_name=pyyaml-6.0.3-cp312-cp312-manylinux_2_17_aarch64.whl"), "{refs:?}");
+    assert!(
+        refs.iter().any(|r| r == "pkg:pypi/pyyaml@6.0.3?file_name=pyyaml-6.0.3-cp312-cp312-manylinux_2_17_aarch64.whl"),
+        "{refs:?}"
+    );
     let props = &doc["metadata"]["properties"];
     assert_eq!(props[0], json!({"name": "bundle:lock:file", "value": "requirements.txt"}), "{props}");
     assert_eq!(props[1]["value"], sha256_hex(text.as_bytes()), "{props}");

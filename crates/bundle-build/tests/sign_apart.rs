@@ -46,7 +46,17 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn minisign_sign(ms: &Path, key: &Path, file: &Path, comment: &str) {
-    let out = Command::new(ms).arg("-S").arg("-s").arg(key).arg("-m").arg(file).arg("-t").arg(comment).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(ms)
+        .arg("-S")
+        .arg("-s")
+        .arg(key)
+        .arg("-m")
+        .arg(file)
+        .arg("-t")
+        .arg(comment)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "minisign -S: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -89,7 +99,14 @@ fn unsigned_bundle_is_refused_by_verify_and_its_manifest_is_the_bundles() {
     let out = Command::new("tar").arg("-xOzf").arg(&s.direct).arg("manifest.yaml").output().unwrap();
     assert_eq!(out.stdout, std::fs::read(&s.manifest).unwrap());
     // A direct build refuses --unsigned with --key, and --unsigned with --split-size.
-    let r = run(bb().arg("build").arg(&s.spec).arg("--unsigned").arg("--key").arg(&s.key.secret_path).arg("--out").arg(s.dir.join("x")));
+    let r = run(bb()
+        .arg("build")
+        .arg(&s.spec)
+        .arg("--unsigned")
+        .arg("--key")
+        .arg(&s.key.secret_path)
+        .arg("--out")
+        .arg(s.dir.join("x")));
     r.expect_code(2);
 }
 
@@ -101,8 +118,15 @@ fn sign_with_our_key_gives_the_direct_build_bytes() {
     r.expect_ok();
     let signed = PathBuf::from(r.json()["bundle"].as_str().unwrap());
     assert_eq!(signed.file_name(), s.direct.file_name());
-    assert!(std::fs::read(&signed).unwrap() == std::fs::read(&s.direct).unwrap(), "sign-apart bytes differ from the direct build");
-    assert_eq!(r.json()["sha256"], run(bb().arg("verify").arg(&signed).arg("--trust").arg(&s.key.public_path).arg("--json")).json()["bundle_sha256"]);
+    assert!(
+        std::fs::read(&signed).unwrap() == std::fs::read(&s.direct).unwrap(),
+        "sign-apart bytes differ from the direct build"
+    );
+    assert_eq!(
+        r.json()["sha256"],
+        run(bb().arg("verify").arg(&signed).arg("--trust").arg(&s.key.public_path).arg("--json")).json()
+            ["bundle_sha256"]
+    );
 }
 
 #[test]
@@ -119,21 +143,42 @@ fn sign_with_a_minisign_signature_gives_the_direct_build_bytes_and_refuses_bad_o
     let r = sign(&s.unsigned, &out, &trust);
     r.expect_ok();
     let signed = PathBuf::from(r.json()["bundle"].as_str().unwrap());
-    assert!(std::fs::read(&signed).unwrap() == std::fs::read(&s.direct).unwrap(), "minisign-signed bytes differ from the direct build");
+    assert!(
+        std::fs::read(&signed).unwrap() == std::fs::read(&s.direct).unwrap(),
+        "minisign-signed bytes differ from the direct build"
+    );
 
     // Checked against another key: exit 3, nothing written.
     let other = KeyPair::keygen(&s.dir.join("other"));
     let out2 = s.dir.join("other-out");
-    let r = sign(&s.unsigned, &out2, &["--signature", sig.to_str().unwrap(), "--trust", other.public_path.to_str().unwrap()]);
+    let r = sign(
+        &s.unsigned,
+        &out2,
+        &["--signature", sig.to_str().unwrap(), "--trust", other.public_path.to_str().unwrap()],
+    );
     r.expect_code(3);
     assert_eq!(r.error_kind().as_deref(), Some("untrusted_key"), "{r}");
     assert!(!out2.exists());
 
     // minisign's default trusted comment (timestamp, file name): exit 2, and the message says what to use.
     let plain = s.dir.join("plain.minisig");
-    let o = Command::new(&ms).arg("-S").arg("-s").arg(&s.key.secret_path).arg("-m").arg(&s.manifest).arg("-x").arg(&plain).stdin(Stdio::null()).output().unwrap();
+    let o = Command::new(&ms)
+        .arg("-S")
+        .arg("-s")
+        .arg(&s.key.secret_path)
+        .arg("-m")
+        .arg(&s.manifest)
+        .arg("-x")
+        .arg(&plain)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    let r = sign(&s.unsigned, &out2, &["--signature", plain.to_str().unwrap(), "--trust", s.key.public_path.to_str().unwrap()]);
+    let r = sign(
+        &s.unsigned,
+        &out2,
+        &["--signature", plain.to_str().unwrap(), "--trust", s.key.public_path.to_str().unwrap()],
+    );
     r.expect_code(2);
     assert_eq!(r.error_kind().as_deref(), Some("trusted_comment_mismatch"), "{r}");
     assert!(r.stdout.contains("sequence:"), "{r}");
@@ -197,7 +242,11 @@ fn split_bundles_signed_apart_are_the_direct_split_build() {
     minisign_sign(&ms, &s.key.secret_path, &s.manifest, &s.comment);
     let sig = format!("{}.minisig", s.manifest.display());
     let theirs = s.dir.join("theirs-split");
-    let r = sign(&s.unsigned, &theirs, &["--signature", &sig, "--trust", s.key.public_path.to_str().unwrap(), split[0], split[1]]);
+    let r = sign(
+        &s.unsigned,
+        &theirs,
+        &["--signature", &sig, "--trust", s.key.public_path.to_str().unwrap(), split[0], split[1]],
+    );
     r.expect_ok();
     assert_eq!(r.json()["index_signature_needed"], true, "{r}");
     let index = PathBuf::from(r.json()["bundle"].as_str().unwrap());
@@ -206,7 +255,14 @@ fn split_bundles_signed_apart_are_the_direct_split_build() {
     // minisign wrote NAME.parts.minisig itself; `sign NAME.parts` checks it and writes ours in its place.
     let theirs_sig = s.dir.join("index.minisig");
     std::fs::rename(format!("{}.minisig", index.display()), &theirs_sig).unwrap();
-    let r = run(bb().arg("sign").arg(&index).arg("--signature").arg(&theirs_sig).arg("--trust").arg(&s.key.public_path).arg("--json"));
+    let r = run(bb()
+        .arg("sign")
+        .arg(&index)
+        .arg("--signature")
+        .arg(&theirs_sig)
+        .arg("--trust")
+        .arg(&s.key.public_path)
+        .arg("--json"));
     r.expect_ok();
     assert!(files(&theirs) == files(&direct), "minisign-signed split bundle differs from build --split-size");
     run(bb().arg("verify").arg(&index).arg("--trust").arg(&s.key.public_path)).expect_ok();

@@ -53,7 +53,15 @@ impl Spec {
         let out = self.dir.parent().unwrap().join("out");
         let _ = std::fs::remove_dir_all(&out);
         let key = signer();
-        let r = run(Command::new(BIN).arg("build").arg(self.path()).arg("--key").arg(&key.secret_path).arg("--out").arg(&out).arg("--json").env("SOURCE_DATE_EPOCH", "1700000000"));
+        let r = run(Command::new(BIN)
+            .arg("build")
+            .arg(self.path())
+            .arg("--key")
+            .arg(&key.secret_path)
+            .arg("--out")
+            .arg(&out)
+            .arg("--json")
+            .env("SOURCE_DATE_EPOCH", "1700000000"));
         (r, out.join("fieldlog-4.0.0.bundle.tar.gz"))
     }
 }
@@ -74,11 +82,18 @@ impl Checked {
         self.lints().iter().filter(|l| l["level"] == "error").map(|l| l["code"].as_str().unwrap().to_string()).collect()
     }
     fn warnings(&self) -> Vec<String> {
-        self.lints().iter().filter(|l| l["level"] == "warning").map(|l| l["code"].as_str().unwrap().to_string()).collect()
+        self.lints()
+            .iter()
+            .filter(|l| l["level"] == "warning")
+            .map(|l| l["code"].as_str().unwrap().to_string())
+            .collect()
     }
     fn message(&self, code: &str) -> String {
         let l = self.lints();
-        l.iter().find(|l| l["code"] == code).unwrap_or_else(|| panic!("no `{code}` lint:\n{}", self.0))["message"].as_str().unwrap().to_string()
+        l.iter().find(|l| l["code"] == code).unwrap_or_else(|| panic!("no `{code}` lint:\n{}", self.0))["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
     /// Exit 2 with `code` as the first error (`error.kind`), whose message mentions every `mention`.
     fn refused(&self, code: &str, mentions: &[&str]) {
@@ -128,7 +143,10 @@ fn two_wheels_installing_one_file_are_refused() {
     s.add(Wheel::new("jwt-1.4.0-py3-none-any.whl").file("jwt/__init__.py").file("jwt/api.py"));
     s.add(Wheel::new("PyJWT-2.10.1-py3-none-any.whl").file("PyJWT-2.10.1.data/purelib/jwt/__init__.py"));
     let c = s.check();
-    c.refused("file_conflict", &["jwt-1.4.0-py3-none-any.whl", "PyJWT-2.10.1-py3-none-any.whl", "site-packages/jwt/__init__.py"]);
+    c.refused(
+        "file_conflict",
+        &["jwt-1.4.0-py3-none-any.whl", "PyJWT-2.10.1-py3-none-any.whl", "site-packages/jwt/__init__.py"],
+    );
     build_refuses(&s, "file_conflict");
     // Paths differing in case are different files on the site.
     let s = Spec::new();
@@ -147,7 +165,10 @@ fn file_name_wheel_and_metadata_must_agree() {
     s.check().ok();
     let s = Spec::new();
     s.add(Wheel::new(&format!("pyyaml-6.0.3-{X86}.whl")).tags(&["cp312-cp312-manylinux_2_17_x86_64"]));
-    s.check().refused("wheel_tags_mismatch", &["pyyaml-6.0.3-", "cp311-cp311-manylinux_2_17_x86_64", "cp312-cp312-manylinux_2_17_x86_64"]);
+    s.check().refused(
+        "wheel_tags_mismatch",
+        &["pyyaml-6.0.3-", "cp311-cp311-manylinux_2_17_x86_64", "cp312-cp312-manylinux_2_17_x86_64"],
+    );
     build_refuses(&s, "wheel_tags_mismatch");
     let s = Spec::new();
     s.add(Wheel::new("pyyaml-6.0.3-py3-none-any.whl").metadata_version("6.0.4"));
@@ -165,7 +186,11 @@ fn targets_carry_one_wheel_per_platform_and_refuse_what_fits_none() {
     let (r, bundle) = s.build();
     r.expect_ok();
     let m = manifest_of(&bundle);
-    assert_eq!(m["targets"][0], serde_json::json!({"implementation": "cp", "python": "3.11", "platform": "manylinux_2_28_x86_64"}), "{m}");
+    assert_eq!(
+        m["targets"][0],
+        serde_json::json!({"implementation": "cp", "python": "3.11", "platform": "manylinux_2_28_x86_64"}),
+        "{m}"
+    );
     let info = m["wheel_info"].as_array().unwrap();
     let arm = info.iter().find(|w| w["path"].as_str().unwrap().contains("aarch64")).unwrap();
     assert_eq!(arm["tags"], serde_json::json!(["cp312-cp312-manylinux_2_17_aarch64"]), "{arm}");
@@ -175,7 +200,10 @@ fn targets_carry_one_wheel_per_platform_and_refuse_what_fits_none() {
 
     // A macOS wheel fits neither target.
     let numpy = s.add(Wheel::new("numpy-2.0.0-cp311-cp311-macosx_11_0_arm64.whl"));
-    s.check().refused("incompatible_wheel", &["numpy-2.0.0-cp311-cp311-macosx_11_0_arm64.whl", "cp3.11 on manylinux_2_28_x86_64"]);
+    s.check().refused(
+        "incompatible_wheel",
+        &["numpy-2.0.0-cp311-cp311-macosx_11_0_arm64.whl", "cp3.11 on manylinux_2_28_x86_64"],
+    );
     build_refuses(&s, "incompatible_wheel");
     std::fs::remove_file(numpy).unwrap();
     // Without the aarch64 wheel, the second target has no pyyaml.
@@ -207,8 +235,19 @@ fn without_targets_requires_python_must_meet_the_spec() {
 fn requirements_are_evaluated_with_markers_and_extras_per_target() {
     let s = Spec::new();
     s.append("targets:\n- {python: \"3.11\", platform: manylinux_2_28_x86_64}\n");
-    s.add(Wheel::new("toolkit-1.0-py3-none-any.whl").requires("tomli>=1.1.0; python_version < \"3.11\"").requires("colorama; sys_platform == \"win32\"").requires("requests[socks]>=2").requires("armonly; platform_machine == \"aarch64\"").requires("pypyonly; implementation_name == \"pypy\""));
-    s.add(Wheel::new("requests-2.32.0-py3-none-any.whl").requires("PySocks!=1.5.7,>=1.5.6; extra == \"socks\"").requires("chardet; extra == \"other\""));
+    s.add(
+        Wheel::new("toolkit-1.0-py3-none-any.whl")
+            .requires("tomli>=1.1.0; python_version < \"3.11\"")
+            .requires("colorama; sys_platform == \"win32\"")
+            .requires("requests[socks]>=2")
+            .requires("armonly; platform_machine == \"aarch64\"")
+            .requires("pypyonly; implementation_name == \"pypy\""),
+    );
+    s.add(
+        Wheel::new("requests-2.32.0-py3-none-any.whl")
+            .requires("PySocks!=1.5.7,>=1.5.6; extra == \"socks\"")
+            .requires("chardet; extra == \"other\""),
+    );
     // tomli (3.11 has tomllib), colorama (not Windows), armonly (not aarch64) and pypyonly (CPython)
     // are not needed; PySocks is, via the extra.
     let c = s.check();
@@ -248,21 +287,35 @@ fn sha256(p: &Path) -> String {
 
 /// A requirements.txt as `uv export` writes it, for every wheel in the wheelhouse.
 fn requirements_for(s: &Spec, extra_lines: &str) -> String {
-    let mut text = String::from("# This file was autogenerated by uv via the following command:\n#    uv export --format requirements-txt\n");
-    let mut names: Vec<_> = std::fs::read_dir(s.wheelhouse()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "whl")).collect();
+    let mut text = String::from(
+        "# This file was autogenerated by uv via the following command:\n#    uv export --format requirements-txt\n",
+    );
+    let mut names: Vec<_> = std::fs::read_dir(s.wheelhouse())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
     names.sort();
     for p in names {
         let f = p.file_name().unwrap().to_string_lossy().into_owned();
         let mut it = f.split('-');
         let (name, version) = (it.next().unwrap(), it.next().unwrap());
-        text.push_str(&format!("{name}=={version} \\\n    --hash=sha256:{} \\\n    --hash=sha256:{}\n    # via fieldlog\n", "0".repeat(64), sha256(&p)));
+        text.push_str(&format!(
+            "{name}=={version} \\\n    --hash=sha256:{} \\\n    --hash=sha256:{}\n    # via fieldlog\n",
+            "0".repeat(64),
+            sha256(&p)
+        ));
     }
     text + extra_lines
 }
 
 fn pylock_for(s: &Spec, extra: &str) -> String {
     let mut text = String::from("lock-version = \"1.0\"\ncreated-by = \"test\"\nrequires-python = \">=3.9\"\n");
-    let mut names: Vec<_> = std::fs::read_dir(s.wheelhouse()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "whl")).collect();
+    let mut names: Vec<_> = std::fs::read_dir(s.wheelhouse())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
     names.sort();
     for p in names {
         let f = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -306,7 +359,11 @@ fn requirements_txt_lock_is_checked() {
     let h = "a".repeat(64);
     std::fs::write(&lock, requirements_for(&s, &format!("pyyaml==6.0.3 --hash=sha256:{h}\n"))).unwrap();
     s.check().refused("lock_missing_wheel", &["pyyaml", "6.0.3"]);
-    std::fs::write(&lock, requirements_for(&s, &format!("tomli==2.0.1 ; python_full_version < '3.11' --hash=sha256:{h}\n"))).unwrap();
+    std::fs::write(
+        &lock,
+        requirements_for(&s, &format!("tomli==2.0.1 ; python_full_version < '3.11' --hash=sha256:{h}\n")),
+    )
+    .unwrap();
     s.check().refused("lock_missing_wheel", &["tomli"]);
     s.append("targets:\n- {python: \"3.11\", platform: manylinux_2_28_x86_64}\n");
     s.check().ok();

@@ -80,9 +80,7 @@ impl<W: ArchiveSink> GzipWriter<W> {
         while !data.is_empty() {
             let before_in = self.compress.total_in();
             let before_out = self.compress.total_out();
-            self.compress
-                .compress(data, &mut self.buf, FlushCompress::None)
-                .map_err(io::Error::other)?;
+            self.compress.compress(data, &mut self.buf, FlushCompress::None).map_err(io::Error::other)?;
             let used = (self.compress.total_in() - before_in) as usize;
             let made = (self.compress.total_out() - before_out) as usize;
             self.out.write_all(&self.buf[..made])?;
@@ -100,9 +98,7 @@ impl<W: ArchiveSink> GzipWriter<W> {
         }
         loop {
             let before_out = self.compress.total_out();
-            self.compress
-                .compress(&[], &mut self.buf, FlushCompress::Sync)
-                .map_err(io::Error::other)?;
+            self.compress.compress(&[], &mut self.buf, FlushCompress::Sync).map_err(io::Error::other)?;
             let made = (self.compress.total_out() - before_out) as usize;
             self.out.write_all(&self.buf[..made])?;
             if made < self.buf.len() {
@@ -278,7 +274,14 @@ impl<W: ArchiveSink> ArchiveWriter<W> {
 
     /// Appends a regular file of exactly `size` bytes read from `content`; a path too long for a
     /// ustar header gets a PAX header first.
-    pub fn add_file(&mut self, path: &str, mode: u32, size: u64, content: &mut dyn Read, packing: Packing) -> Result<(), AddError> {
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        content: &mut dyn Read,
+        packing: Packing,
+    ) -> Result<(), AddError> {
         check_storable(path, size)?;
         let mut content = Content { inner: content, failed: false };
         self.add_checked(path, mode, size, &mut content, packing).map_err(|e| match e {
@@ -287,12 +290,25 @@ impl<W: ArchiveSink> ArchiveWriter<W> {
         })
     }
 
-    fn add_checked(&mut self, path: &str, mode: u32, size: u64, content: &mut Content<'_>, packing: Packing) -> Result<(), AddError> {
+    fn add_checked(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        content: &mut Content<'_>,
+        packing: Packing,
+    ) -> Result<(), AddError> {
         let (prefix, name) = match tarfmt::ustar_split(path.as_bytes()) {
             Some(split) => split,
             None => {
                 let record = tarfmt::pax_record(path.as_bytes());
-                let pax = self.header(tarfmt::PAX_HEADER_NAME.as_bytes(), &[], tar::EntryType::XHeader, record.len() as u64, 0o644);
+                let pax = self.header(
+                    tarfmt::PAX_HEADER_NAME.as_bytes(),
+                    &[],
+                    tar::EntryType::XHeader,
+                    record.len() as u64,
+                    0o644,
+                );
                 self.gz.write_compressed(pax.as_bytes()).map_err(AddError::Write)?;
                 self.gz.write_compressed(&record).map_err(AddError::Write)?;
                 self.gz.write_compressed(&[0u8; 512][..padding(record.len() as u64)]).map_err(AddError::Write)?;
@@ -302,7 +318,9 @@ impl<W: ArchiveSink> ArchiveWriter<W> {
         let header = self.header(name, prefix, tar::EntryType::Regular, size, mode);
         self.gz.write_compressed(header.as_bytes()).map_err(AddError::Write)?;
 
-        let shrank = || AddError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path} shrank while being packed")));
+        let shrank = || {
+            AddError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path} shrank while being packed")))
+        };
         match packing {
             Packing::Compress => {
                 let mut left = size;
@@ -386,17 +404,17 @@ mod tests {
         let bytes = w.finish().unwrap();
         let plain = gunzip(&bytes);
         let mut ar = tar::Archive::new(&plain[..]);
-        let names: Vec<String> = ar
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> =
+            ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["a.txt", "w/x.whl"]);
     }
 
     #[test]
     fn long_names_get_a_pax_header_the_tar_crate_follows() {
-        let long = format!("wheels/{}-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.whl", "n".repeat(40));
+        let long = format!(
+            "wheels/{}-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.whl",
+            "n".repeat(40)
+        );
         let split = format!("{}/{}", "d".repeat(150), "f".repeat(80));
         let mut w = ArchiveWriter::new(Vec::new(), 7).unwrap();
         w.add_file("a.txt", 0o644, 5, &mut &b"hello"[..], Packing::Compress).unwrap();
@@ -411,13 +429,16 @@ mod tests {
         assert_eq!((pax.mtime().unwrap(), pax.mode().unwrap(), pax.uid().unwrap()), (7, 0o644, 0));
         assert_eq!(&plain[1536..1536 + pax.size().unwrap() as usize], &crate::tarfmt::pax_record(long.as_bytes())[..]);
         let mut ar = tar::Archive::new(&plain[..]);
-        let names: Vec<String> = ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> =
+            ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["a.txt", long.as_str(), split.as_str()]);
     }
 
     #[test]
     fn what_the_format_cannot_hold_is_refused_before_writing() {
-        for (path, size) in [("a/".repeat(121) + "b", 1), ("../x".to_string(), 1), ("x".to_string(), MAX_ENTRY_SIZE + 1)] {
+        for (path, size) in
+            [("a/".repeat(121) + "b", 1), ("../x".to_string(), 1), ("x".to_string(), MAX_ENTRY_SIZE + 1)]
+        {
             let mut w = ArchiveWriter::new(Vec::new(), 0).unwrap();
             let e = w.add_file(&path, 0o644, size, &mut &b"x"[..], Packing::Compress).expect_err(&path);
             assert!(matches!(e, AddError::Unstorable { .. }), "{path}: {e:?}");
@@ -449,7 +470,14 @@ mod tests {
             }
         }
         impl ArchiveSink for Full {}
-        let gz = GzipWriter { out: Full, compress: Compress::new(Compression::new(6), false), compress_dirty: false, crc: Crc::new(), buf: vec![0; 1024], stored: Vec::new() };
+        let gz = GzipWriter {
+            out: Full,
+            compress: Compress::new(Compression::new(6), false),
+            compress_dirty: false,
+            crc: Crc::new(),
+            buf: vec![0; 1024],
+            stored: Vec::new(),
+        };
         let mut w = ArchiveWriter { gz, mtime: 0, chunk: vec![0; 1024] };
         let e = w.add_file("b.whl", 0o644, 3, &mut &b"zip"[..], Packing::Store).expect_err("the sink fails");
         assert!(matches!(e, AddError::Write(_)), "{e:?}");

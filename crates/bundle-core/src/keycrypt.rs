@@ -59,7 +59,13 @@ impl ScryptParams {
 /// Derives `len` bytes from `password` and `salt` as libsodium's
 /// `crypto_pwhash_scryptsalsa208sha256(out, len, password, salt, opslimit, memlimit)` does.
 /// Refuses parameters beyond minisign's own (more than 1 GiB of memory, p above 16) with a reason.
-pub fn derive(password: &[u8], salt: &[u8; 32], opslimit: u64, memlimit: u64, len: usize) -> Result<Zeroizing<Vec<u8>>, String> {
+pub fn derive(
+    password: &[u8],
+    salt: &[u8; 32],
+    opslimit: u64,
+    memlimit: u64,
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>, String> {
     let params = ScryptParams::pick(opslimit, memlimit);
     if params.memory() > MAX_SCRYPT_MEMORY || params.p > MAX_SCRYPT_P || params.p == 0 {
         return Err(format!(
@@ -68,7 +74,8 @@ pub fn derive(password: &[u8], salt: &[u8; 32], opslimit: u64, memlimit: u64, le
         ));
     }
     // `len` of Params is only used for PHC password-hash strings, not by `scrypt::scrypt`.
-    let p = scrypt::Params::new(params.log_n, params.r, params.p, 64).map_err(|e| format!("invalid scrypt parameters: {e}"))?;
+    let p = scrypt::Params::new(params.log_n, params.r, params.p, 64)
+        .map_err(|e| format!("invalid scrypt parameters: {e}"))?;
     let mut out = Zeroizing::new(vec![0u8; len]);
     scrypt::scrypt(password, salt, &p, &mut out).map_err(|e| format!("scrypt failed: {e}"))?;
     Ok(out)

@@ -302,7 +302,11 @@ impl Manifest {
             }
             // Both would read their connection from the same BUNDLE_DB_URL_<NAME>.
             if let Some(other) = env_names.insert(naming::db_env_suffix(&db.name), db.name.as_str()) {
-                return err(format!("databases `{other}` and `{}` would share the variable BUNDLE_DB_URL_{}", db.name, naming::db_env_suffix(&db.name)));
+                return err(format!(
+                    "databases `{other}` and `{}` would share the variable BUNDLE_DB_URL_{}",
+                    db.name,
+                    naming::db_env_suffix(&db.name)
+                ));
             }
             validate_database(db, &need)?;
         }
@@ -342,7 +346,10 @@ impl Manifest {
         }
         if let Some(base) = &self.base {
             if base.app != self.app || !crate::hash::is_sha256_hex(&base.bundle_id) {
-                return err(format!("base {} {} (bundle id `{}`) is not a bundle of {}", base.app, base.version, base.bundle_id, self.app));
+                return err(format!(
+                    "base {} {} (bundle id `{}`) is not a bundle of {}",
+                    base.app, base.version, base.bundle_id, self.app
+                ));
             }
             version::parse_release(&base.version).map_err(ManifestError)?;
             if base.omitted.is_empty() || base.omitted.windows(2).any(|w| w[0] >= w[1]) {
@@ -379,7 +386,8 @@ impl Manifest {
                 return err(format!("wheel_info of `{}` has no tags or a malformed one", w.path));
             }
             if let Some(r) = &w.requires_python {
-                crate::version::VersionSpecifiers::from_str_checked(r).map_err(|e| ManifestError(format!("requires_python of `{}`: {e}", w.path)))?;
+                crate::version::VersionSpecifiers::from_str_checked(r)
+                    .map_err(|e| ManifestError(format!("requires_python of `{}`: {e}", w.path)))?;
             }
         }
         if seen.len() != self.wheels.len() {
@@ -426,9 +434,12 @@ fn validate_database(
         return err(format!("unknown engine `{}` (sqlite, postgres, mysql)", db.engine));
     }
     if db.engine == "sqlite" {
-        let path = BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
+        let path =
+            BundlePath::parse(&db.path).map_err(|e| ManifestError(format!("database `{}` path: {e}", db.name)))?;
         if let Some(why) = path.site_reserved() {
-            return err(format!("path `{path}` is reserved: {why}; put the database under a directory of its own such as `data/`"));
+            return err(format!(
+                "path `{path}` is reserved: {why}; put the database under a directory of its own such as `data/`"
+            ));
         }
     }
     let mut last = SchemaVersion::CLEAN;
@@ -440,11 +451,14 @@ fn validate_database(
         if step.up.is_none() && step.data.is_none() {
             return err(format!("step {} has neither an .sql nor a .py file", step.version));
         }
-        for (file, kind) in [(&step.up, MigrationKind::Up), (&step.data, MigrationKind::Data), (&step.down, MigrationKind::Down)] {
+        for (file, kind) in
+            [(&step.up, MigrationKind::Up), (&step.data, MigrationKind::Data), (&step.down, MigrationKind::Down)]
+        {
             let Some(file) = file else { continue };
             need("migration", file)?;
             let name = file.rsplit('/').next().unwrap_or(file);
-            let parsed = naming::parse_migration(name).map_err(|e| ManifestError(format!("database `{}`: {e}", db.name)))?;
+            let parsed =
+                naming::parse_migration(name).map_err(|e| ManifestError(format!("database `{}`: {e}", db.name)))?;
             if parsed.version != step.version || parsed.kind != kind {
                 return err(format!("`{file}` does not belong to step {} as {kind:?}", step.version));
             }
@@ -501,9 +515,19 @@ pub(crate) mod tests {
                 engine: "sqlite".into(),
                 path: "data/main.db".into(),
                 schema: SchemaVersion::new(1, 0),
-                steps: vec![Step { version: SchemaVersion::new(1, 0), up: Some("migrations/main/1.0_init.sql".into()), data: None, down: None }],
+                steps: vec![Step {
+                    version: SchemaVersion::new(1, 0),
+                    up: Some("migrations/main/1.0_init.sql".into()),
+                    data: None,
+                    down: None,
+                }],
             }],
-            config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
+            config: Some(Config {
+                file: "app.yaml".into(),
+                version: 1,
+                defaults: "config/defaults.yaml".into(),
+                converters: vec![],
+            }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
             sbom: None,
             key_rotations: Vec::new(),
@@ -536,13 +560,16 @@ pub(crate) mod tests {
             ("db in trust/", Box::new(|m| m.databases[0].path = "trust/client.pub".into())),
             ("db is site.yaml", Box::new(|m| m.databases[0].path = "site.yaml".into())),
             ("db in state/", Box::new(|m| m.databases[0].path = "state/site.json".into())),
-            ("db env clash", Box::new(|m| {
-                let mut other = m.databases[0].clone();
-                m.databases[0].name = "main-db".into();
-                other.name = "main_db".into();
-                other.path = "data/other.db".into();
-                m.databases.push(other);
-            })),
+            (
+                "db env clash",
+                Box::new(|m| {
+                    let mut other = m.databases[0].clone();
+                    m.databases[0].name = "main-db".into();
+                    other.name = "main_db".into();
+                    other.path = "data/other.db".into();
+                    m.databases.push(other);
+                }),
+            ),
         ];
         for (what, edit) in cases {
             let mut m = sample();

@@ -91,7 +91,10 @@ mod tests {
     #[test]
     fn migrations() {
         let m = parse_migration("2.0_split_label.down.sql").unwrap();
-        assert_eq!((m.version, m.kind, m.slug.as_str()), (SchemaVersion::new(2, 0), MigrationKind::Down, "split_label"));
+        assert_eq!(
+            (m.version, m.kind, m.slug.as_str()),
+            (SchemaVersion::new(2, 0), MigrationKind::Down, "split_label")
+        );
         assert_eq!(parse_migration("1.10_x.py").unwrap().kind, MigrationKind::Data);
         for bad in ["1_x.sql", "1.0.sql", "1.0_.sql", "a.b_x.sql", "1.0_x.txt", "0.0_x.sql", "1.0_x y.sql"] {
             assert!(parse_migration(bad).is_err(), "accepted {bad}");

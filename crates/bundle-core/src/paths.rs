@@ -88,7 +88,8 @@ impl BundlePath {
 /// Top-level names of a site root that belong to the installer (or are reserved for it): a
 /// database `path` (or anything else a bundle places on the site) must never start with one. Names
 /// starting with `.` are reserved too (temporary links such as `.current.new` live there).
-pub const SITE_RESERVED: &[&str] = &["current", "releases", "backups", "trust", "state", "site.yaml", "store", "scratch"];
+pub const SITE_RESERVED: &[&str] =
+    &["current", "releases", "backups", "trust", "state", "site.yaml", "store", "scratch"];
 
 /// SQLite's companion files of a database `x.db`: `x.db-wal`, `x.db-shm`, `x.db-journal`.
 pub const SQLITE_SIDECARS: &[&str] = &["-wal", "-shm", "-journal"];
@@ -98,7 +99,10 @@ impl BundlePath {
     /// own files ([`SITE_RESERVED`], a dot name) or is named like an SQLite companion file.
     pub fn site_reserved(&self) -> Option<String> {
         let first = self.0.split('/').next().unwrap_or("");
-        if let Some(r) = SITE_RESERVED.iter().find(|r| **r == first || first.strip_prefix(**r).is_some_and(|rest| SQLITE_SIDECARS.contains(&rest))) {
+        if let Some(r) = SITE_RESERVED
+            .iter()
+            .find(|r| **r == first || first.strip_prefix(**r).is_some_and(|rest| SQLITE_SIDECARS.contains(&rest)))
+        {
             return Some(format!("`{r}` at the site root belongs to the installer"));
         }
         if first.starts_with('.') {
@@ -121,7 +125,21 @@ impl fmt::Display for BundlePath {
 mod tests {
     #[test]
     fn site_reserved_names() {
-        for p in ["current", "current/x.db", "releases/4.0.0/x.db", "backups/x.db", "trust/client.pub", "state/site.json", "site.yaml", "site.yaml-wal", "store/a", "scratch/a", ".current.new", "data/x.db-wal", "a.db-journal"] {
+        for p in [
+            "current",
+            "current/x.db",
+            "releases/4.0.0/x.db",
+            "backups/x.db",
+            "trust/client.pub",
+            "state/site.json",
+            "site.yaml",
+            "site.yaml-wal",
+            "store/a",
+            "scratch/a",
+            ".current.new",
+            "data/x.db-wal",
+            "a.db-journal",
+        ] {
             assert!(super::BundlePath::parse(p).unwrap().site_reserved().is_some(), "{p} accepted");
         }
         for p in ["data/client.db", "db/current.db", "currently.db", "data/releases/x.db", "state.db"] {
@@ -142,8 +160,23 @@ mod tests {
     fn refuses_every_escape() {
         let long = "a/".repeat(130) + "b";
         for bad in [
-            "", "..", "../x", "a/../../x", "a/./b", "/x", "//x", "C:\\x", "C:x", "a\\b", "a//b", "a/", "a\0b",
-            "a b", "é", "a\nb", long.as_str(),
+            "",
+            "..",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "/x",
+            "//x",
+            "C:\\x",
+            "C:x",
+            "a\\b",
+            "a//b",
+            "a/",
+            "a\0b",
+            "a b",
+            "é",
+            "a\nb",
+            long.as_str(),
         ] {
             assert!(BundlePath::parse(bad).is_err(), "accepted {bad:?}");
         }

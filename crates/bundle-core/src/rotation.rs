@@ -57,7 +57,12 @@ impl Statement {
             RotationAction::Replace => "replace",
             RotationAction::Add => "add",
         };
-        format!("format: {STATEMENT_FORMAT}\napp: {}\naction: {action}\nold: {}\nnew: {}\n", self.app, self.old.to_base64(), self.new.to_base64())
+        format!(
+            "format: {STATEMENT_FORMAT}\napp: {}\naction: {action}\nold: {}\nnew: {}\n",
+            self.app,
+            self.old.to_base64(),
+            self.new.to_base64()
+        )
     }
 
     /// Parses exactly the text [`Statement::format`] writes (anything else is refused, so the
@@ -65,7 +70,8 @@ impl Statement {
     pub fn parse(text: &str) -> Result<Statement, String> {
         let mut fields = Vec::new();
         for line in text.strip_suffix('\n').ok_or("the statement does not end with a newline")?.split('\n') {
-            let (k, v) = line.split_once(": ").ok_or_else(|| format!("line `{}` is not `key: value`", line.escape_debug()))?;
+            let (k, v) =
+                line.split_once(": ").ok_or_else(|| format!("line `{}` is not `key: value`", line.escape_debug()))?;
             fields.push((k, v));
         }
         let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
@@ -73,7 +79,10 @@ impl Statement {
             return Err(format!("fields {keys:?}, expected format, app, action, old, new in that order"));
         }
         if fields[0].1 != STATEMENT_FORMAT.to_string() {
-            return Err(format!("format {} is not supported (expected {STATEMENT_FORMAT})", fields[0].1.escape_debug()));
+            return Err(format!(
+                "format {} is not supported (expected {STATEMENT_FORMAT})",
+                fields[0].1.escape_debug()
+            ));
         }
         let action = match fields[2].1 {
             "replace" => RotationAction::Replace,
@@ -81,7 +90,12 @@ impl Statement {
             other => return Err(format!("action `{}` is neither replace nor add", other.escape_debug())),
         };
         let key = |v: &str, which: &str| PublicKey::from_base64(v).map_err(|e| format!("the {which} key: {e}"));
-        let s = Statement { app: fields[1].1.to_string(), action, old: key(fields[3].1, "old")?, new: key(fields[4].1, "new")? };
+        let s = Statement {
+            app: fields[1].1.to_string(),
+            action,
+            old: key(fields[3].1, "old")?,
+            new: key(fields[4].1, "new")?,
+        };
         if s.app.is_empty() || s.app.chars().any(char::is_control) {
             return Err("the app name is empty or has control characters".into());
         }
@@ -183,7 +197,12 @@ impl RotationPlan {
 /// A statement naming a key for which `is_revoked` holds is refused (a revoked key never comes back
 /// through a bundle, and never authorises anything), as is one with a bad signature or for another
 /// app. Refused statements change nothing; the bundle then stands or falls on its own signature.
-pub fn plan(rotations: &[KeyRotation], app: &str, trusted: &[PublicKey], is_revoked: &dyn Fn(&KeyId) -> bool) -> RotationPlan {
+pub fn plan(
+    rotations: &[KeyRotation],
+    app: &str,
+    trusted: &[PublicKey],
+    is_revoked: &dyn Fn(&KeyId) -> bool,
+) -> RotationPlan {
     let mut current: Vec<PublicKey> = trusted.to_vec();
     let mut outcomes: Vec<Option<RotationOutcome>> = vec![None; rotations.len()];
     let mut out = RotationPlan::default();
@@ -219,7 +238,12 @@ pub fn plan(rotations: &[KeyRotation], app: &str, trusted: &[PublicKey], is_revo
     out
 }
 
-fn judge(r: &KeyRotation, app: &str, current: &[PublicKey], is_revoked: &dyn Fn(&KeyId) -> bool) -> (RotationOutcome, Option<Statement>) {
+fn judge(
+    r: &KeyRotation,
+    app: &str,
+    current: &[PublicKey],
+    is_revoked: &dyn Fn(&KeyId) -> bool,
+) -> (RotationOutcome, Option<Statement>) {
     let outcome = |s: Option<&Statement>, status, reason: String| RotationOutcome {
         old: s.map(|s| s.old.key_id().to_string()).unwrap_or_default(),
         new: s.map(|s| s.new.key_id().to_string()).unwrap_or_default(),
@@ -232,14 +256,32 @@ fn judge(r: &KeyRotation, app: &str, current: &[PublicKey], is_revoked: &dyn Fn(
         Err(e) => return (outcome(None, "refused", format!("malformed statement: {e}")), None),
     };
     if s.app != app {
-        return (outcome(Some(&s), "refused", format!("the statement is for app `{}`, this bundle is `{app}`", s.app.escape_debug())), None);
+        return (
+            outcome(
+                Some(&s),
+                "refused",
+                format!("the statement is for app `{}`, this bundle is `{app}`", s.app.escape_debug()),
+            ),
+            None,
+        );
     }
     if is_revoked(s.old.key_id()) || is_revoked(s.new.key_id()) {
         let which = if is_revoked(s.new.key_id()) { s.new.key_id() } else { s.old.key_id() };
-        return (outcome(Some(&s), "refused", format!("key {which} is revoked on this site; a revoked key never comes back through a bundle")), None);
+        return (
+            outcome(
+                Some(&s),
+                "refused",
+                format!("key {which} is revoked on this site; a revoked key never comes back through a bundle"),
+            ),
+            None,
+        );
     }
     if !current.contains(&s.old) {
-        let reason = if current.contains(&s.new) { "already applied".to_string() } else { format!("signed by key {}, which this site does not trust", s.old.key_id()) };
+        let reason = if current.contains(&s.new) {
+            "already applied".to_string()
+        } else {
+            format!("signed by key {}, which this site does not trust", s.old.key_id())
+        };
         return (outcome(Some(&s), "ignored", reason), None);
     }
     if let Err(e) = r.check(app) {
@@ -308,7 +350,8 @@ mod tests {
         // Old key's signature missing: only the new key signed.
         let mut half = statement("app", RotationAction::Add, &a, &x);
         half.signatures.remove(0);
-        for (r, status) in [(&forged, "refused"), (&other_app, "refused"), (&untrusted, "ignored"), (&half, "refused")] {
+        for (r, status) in [(&forged, "refused"), (&other_app, "refused"), (&untrusted, "ignored"), (&half, "refused")]
+        {
             let p = plan(std::slice::from_ref(r), "app", &trusted, NONE_REVOKED);
             assert!(!p.changes_anything(), "{:?}", p.outcomes);
             assert_eq!(p.outcomes[0].status, status, "{:?}", p.outcomes);

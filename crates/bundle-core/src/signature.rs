@@ -96,7 +96,9 @@ pub enum SignatureError {
     InvalidTrustedComment(String),
     #[error("the signed trusted comment does not describe a bundle: {0}; rebuild and sign the bundle with `bundle-build build`")]
     MalformedTrustedInfo(String),
-    #[error("cannot get random bytes from the operating system: {0}; check that the system's random source is available")]
+    #[error(
+        "cannot get random bytes from the operating system: {0}; check that the system's random source is available"
+    )]
     Random(String),
     #[error("cannot encrypt the secret key: {0}")]
     InvalidKeyParameters(String),
@@ -156,10 +158,7 @@ fn split_lines(text: &str, expected: usize) -> Result<Vec<&str>, String> {
     if text.is_empty() {
         return Err("the text is empty".into());
     }
-    let body = text
-        .strip_suffix("\r\n")
-        .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(text);
+    let body = text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(text);
     let mut lines: Vec<&str> = body.split('\n').collect();
     let last = lines.len() - 1;
     // Every line but the last was followed by '\n' here: only those may end in a CR of a CRLF.
@@ -181,54 +180,37 @@ fn split_lines(text: &str, expected: usize) -> Result<Vec<&str>, String> {
 fn decode_line(line: &str, len: usize, line_no: usize) -> Result<Vec<u8>, String> {
     let want = len.div_ceil(3) * 4;
     if line.len() != want {
-        return Err(format!(
-            "line {line_no} has {} characters, expected {want} base64 characters",
-            line.len()
-        ));
+        return Err(format!("line {line_no} has {} characters, expected {want} base64 characters", line.len()));
     }
-    let bytes = B64
-        .decode(line)
-        .map_err(|e| format!("line {line_no} is not valid base64 ({e})"))?;
+    let bytes = B64.decode(line).map_err(|e| format!("line {line_no} is not valid base64 ({e})"))?;
     if bytes.len() != len {
-        return Err(format!(
-            "line {line_no} decodes to {} bytes, expected {len}",
-            bytes.len()
-        ));
+        return Err(format!("line {line_no} decodes to {} bytes, expected {len}", bytes.len()));
     }
     Ok(bytes)
 }
 
 fn untrusted_comment(line: &str, line_no: usize) -> Result<&str, String> {
-    line.strip_prefix(UNTRUSTED_PREFIX)
-        .ok_or_else(|| format!("line {line_no} must start with `{UNTRUSTED_PREFIX}`"))
+    line.strip_prefix(UNTRUSTED_PREFIX).ok_or_else(|| format!("line {line_no} must start with `{UNTRUSTED_PREFIX}`"))
 }
 
 /// A trusted comment must be one line of text: no control characters except tab (minisign cuts a
 /// comment at NUL, CR or LF, so such bytes would make us and minisign check different text).
 fn check_comment_text(comment: &str) -> Result<(), String> {
     if let Some(c) = comment.chars().find(|c| c.is_control() && *c != '\t') {
-        return Err(format!(
-            "it contains the control character {:?} (one line of text, tabs allowed)",
-            c
-        ));
+        return Err(format!("it contains the control character {:?} (one line of text, tabs allowed)", c));
     }
     Ok(())
 }
 
 /// Reads a small text file, refusing more than `limit` bytes.
 fn read_limited(path: &Path, limit: usize) -> Result<Result<String, String>, SignatureError> {
-    let io = |source| SignatureError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| SignatureError::Io { path: path.to_path_buf(), source };
     let file = crate::input::open_regular(path).map_err(|e| match e {
         crate::input::OpenError::Io(e) => io(e),
         crate::input::OpenError::NotRegular => io(std::io::Error::other("not a regular file")),
     })?;
     let mut bytes = Vec::new();
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() > limit {
         return Ok(Err(format!("the file is larger than {limit} bytes")));
     }
@@ -249,12 +231,8 @@ impl PublicKey {
     }
 
     fn from_parts(key_id: KeyId, key: &[u8; 32], origin: &str) -> Result<Self, SignatureError> {
-        let bad = |reason: &str| SignatureError::MalformedKey {
-            origin: origin.into(),
-            reason: reason.into(),
-        };
-        let key = VerifyingKey::from_bytes(key)
-            .map_err(|_| bad("the key is not a valid Ed25519 point"))?;
+        let bad = |reason: &str| SignatureError::MalformedKey { origin: origin.into(), reason: reason.into() };
+        let key = VerifyingKey::from_bytes(key).map_err(|_| bad("the key is not a valid Ed25519 point"))?;
         if key.is_weak() {
             return Err(bad("the key is a small-order (weak) Ed25519 point"));
         }
@@ -267,10 +245,7 @@ impl PublicKey {
     }
 
     fn parse_named(text: &str, origin: &str) -> Result<Self, SignatureError> {
-        let bad = |reason: String| SignatureError::MalformedKey {
-            origin: origin.into(),
-            reason,
-        };
+        let bad = |reason: String| SignatureError::MalformedKey { origin: origin.into(), reason };
         if text.len() > MAX_KEY_FILE_BYTES {
             return Err(bad(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
         }
@@ -284,15 +259,8 @@ impl PublicKey {
         Self::parse_base64_named(line, 1, "public key")
     }
 
-    fn parse_base64_named(
-        line: &str,
-        line_no: usize,
-        origin: &str,
-    ) -> Result<Self, SignatureError> {
-        let bad = |reason: String| SignatureError::MalformedKey {
-            origin: origin.into(),
-            reason,
-        };
+    fn parse_base64_named(line: &str, line_no: usize, origin: &str) -> Result<Self, SignatureError> {
+        let bad = |reason: String| SignatureError::MalformedKey { origin: origin.into(), reason };
         let bytes = decode_line(line, PUBLIC_KEY_LEN, line_no).map_err(bad)?;
         if bytes[..2] != ALG_ED {
             return Err(bad(format!(
@@ -327,11 +295,7 @@ impl PublicKey {
 
     /// The `.pub` file, exactly as `minisign -G` writes it.
     pub fn to_minisign(&self) -> String {
-        format!(
-            "{UNTRUSTED_PREFIX}minisign public key {}\n{}\n",
-            self.key_id,
-            self.to_base64()
-        )
+        format!("{UNTRUSTED_PREFIX}minisign public key {}\n{}\n", self.key_id, self.to_base64())
     }
 
     pub fn key_id(&self) -> &KeyId {
@@ -352,9 +316,7 @@ pub struct SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretKey")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("SecretKey").field("key_id", &self.key_id).finish_non_exhaustive()
     }
 }
 
@@ -372,10 +334,7 @@ impl SecretKey {
 
     /// A key from a known seed: for tests and fixtures, never for real signing keys.
     pub fn from_seed(key_id: KeyId, seed: [u8; 32]) -> Self {
-        SecretKey {
-            key_id,
-            key: SigningKey::from_bytes(&seed),
-        }
+        SecretKey { key_id, key: SigningKey::from_bytes(&seed) }
     }
 
     /// Parses an unencrypted minisign secret key file (`minisign -G -W`, or ours); an encrypted one
@@ -426,7 +385,13 @@ impl SecretKey {
     }
 
     /// [`SecretKey::to_minisign_encrypted`] with a given salt and limits (tests use cheap limits).
-    pub fn to_minisign_encrypted_with(&self, password: &[u8], salt: &[u8; 32], opslimit: u64, memlimit: u64) -> Result<String, SignatureError> {
+    pub fn to_minisign_encrypted_with(
+        &self,
+        password: &[u8],
+        salt: &[u8; 32],
+        opslimit: u64,
+        memlimit: u64,
+    ) -> Result<String, SignatureError> {
         let mut material = self.key_material();
         let stream = keycrypt::derive(password, salt, opslimit, memlimit, material.len())
             .map_err(SignatureError::InvalidKeyParameters)?;
@@ -449,10 +414,7 @@ impl SecretKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            key_id: self.key_id,
-            key: self.key.verifying_key(),
-        }
+        PublicKey { key_id: self.key_id, key: self.key.verifying_key() }
     }
 
     /// Signs `message` the way `minisign -S` does (prehashed `ED`), with `trusted_comment` (one line).
@@ -461,11 +423,7 @@ impl SecretKey {
     }
 
     /// Like [`SecretKey::sign`], given the BLAKE2b-512 hash of the message (see [`prehash`]).
-    pub fn sign_prehashed(
-        &self,
-        hash: &[u8; 64],
-        trusted_comment: &str,
-    ) -> Result<Signature, SignatureError> {
+    pub fn sign_prehashed(&self, hash: &[u8; 64], trusted_comment: &str) -> Result<Signature, SignatureError> {
         check_comment_text(trusted_comment).map_err(SignatureError::InvalidTrustedComment)?;
         let signature = self.key.sign(hash).to_bytes();
         let mut global = Vec::with_capacity(64 + trusted_comment.len());
@@ -537,10 +495,7 @@ impl SecretKeyFile {
     }
 
     fn parse_named(text: &str, origin: &str) -> Result<Self, SignatureError> {
-        let bad = |reason: String| SignatureError::MalformedSecretKey {
-            origin: origin.into(),
-            reason,
-        };
+        let bad = |reason: String| SignatureError::MalformedSecretKey { origin: origin.into(), reason };
         if text.len() > MAX_KEY_FILE_BYTES {
             return Err(bad(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
         }
@@ -563,10 +518,7 @@ impl SecretKeyFile {
             return Ok(SecretKeyFile::Encrypted(EncryptedSecretKey { origin: origin.into(), blob: b }));
         }
         if b[2..4] != KDF_NONE {
-            return Err(bad(format!(
-                "unsupported key derivation function {:?}",
-                String::from_utf8_lossy(&b[2..4])
-            )));
+            return Err(bad(format!("unsupported key derivation function {:?}", String::from_utf8_lossy(&b[2..4]))));
         }
         // `minisign -G -W` leaves the checksum all zeros; anything else must be the right checksum.
         let zero_checksum = b[SK_CHECKSUM..].iter().all(|&x| x == 0);
@@ -586,9 +538,8 @@ impl EncryptedSecretKey {
         let salt: [u8; 32] = b[SK_SALT..SK_OPSLIMIT].try_into().expect("32 bytes");
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let mut material = Zeroizing::new(b[SK_KEYID..].to_vec());
-        let stream = keycrypt::derive(password, &salt, u64_at(SK_OPSLIMIT), u64_at(SK_MEMLIMIT), material.len()).map_err(|reason| {
-            SignatureError::MalformedSecretKey { origin: self.origin.clone(), reason }
-        })?;
+        let stream = keycrypt::derive(password, &salt, u64_at(SK_OPSLIMIT), u64_at(SK_MEMLIMIT), material.len())
+            .map_err(|reason| SignatureError::MalformedSecretKey { origin: self.origin.clone(), reason })?;
         for (m, k) in material.iter_mut().zip(stream.iter()) {
             *m ^= k;
         }
@@ -649,10 +600,7 @@ impl Signature {
 
     /// Parses signature bytes, naming them `origin` (e.g. an archive entry) in errors.
     pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Self, SignatureError> {
-        let bad = |reason: String| SignatureError::MalformedSignature {
-            origin: origin.into(),
-            reason,
-        };
+        let bad = |reason: String| SignatureError::MalformedSignature { origin: origin.into(), reason };
         if bytes.len() > MAX_SIGNATURE_BYTES {
             return Err(bad(format!("larger than {MAX_SIGNATURE_BYTES} bytes")));
         }
@@ -670,10 +618,7 @@ impl Signature {
     }
 
     fn parse_named(text: &str, origin: &str) -> Result<Self, SignatureError> {
-        let bad = |reason: String| SignatureError::MalformedSignature {
-            origin: origin.into(),
-            reason,
-        };
+        let bad = |reason: String| SignatureError::MalformedSignature { origin: origin.into(), reason };
         if text.len() > MAX_SIGNATURE_BYTES {
             return Err(bad(format!("larger than {MAX_SIGNATURE_BYTES} bytes")));
         }
@@ -681,9 +626,7 @@ impl Signature {
         let untrusted = untrusted_comment(lines[0], 1).map_err(bad)?;
         let sig = decode_line(lines[1], SIG_LINE_LEN, 2).map_err(bad)?;
         if sig[..2] == ALG_ED {
-            return Err(SignatureError::LegacySignature {
-                origin: origin.into(),
-            });
+            return Err(SignatureError::LegacySignature { origin: origin.into() });
         }
         if sig[..2] != ALG_PREHASHED {
             return Err(bad(format!(
@@ -694,8 +637,7 @@ impl Signature {
         let trusted = lines[2]
             .strip_prefix(TRUSTED_PREFIX)
             .ok_or_else(|| bad(format!("line 3 must start with `{TRUSTED_PREFIX}`")))?;
-        check_comment_text(trusted)
-            .map_err(|e| bad(format!("the trusted comment is not one line of text: {e}")))?;
+        check_comment_text(trusted).map_err(|e| bad(format!("the trusted comment is not one line of text: {e}")))?;
         let global = decode_line(lines[3], 64, 4).map_err(bad)?;
         let mut key_id = [0u8; 8];
         key_id.copy_from_slice(&sig[2..10]);
@@ -715,11 +657,8 @@ impl Signature {
     /// The `.minisig` text. Line breaks in the untrusted comment are replaced by spaces; the trusted
     /// comment is written as is (it is signed), so it must be one line for the result to parse.
     pub fn to_minisign(&self) -> String {
-        let untrusted: String = self
-            .untrusted_comment
-            .chars()
-            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-            .collect();
+        let untrusted: String =
+            self.untrusted_comment.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
         let mut sig = Vec::with_capacity(SIG_LINE_LEN);
         sig.extend_from_slice(&ALG_PREHASHED);
         sig.extend_from_slice(&self.key_id.0);
@@ -737,11 +676,7 @@ impl Signature {
 ///
 /// Both the signature over BLAKE2b-512(message) and the global signature over the trusted comment
 /// are checked with `verify_strict`.
-pub fn verify<'k>(
-    message: &[u8],
-    sig: &Signature,
-    trusted: &'k [PublicKey],
-) -> Result<&'k PublicKey, SignatureError> {
+pub fn verify<'k>(message: &[u8], sig: &Signature, trusted: &'k [PublicKey]) -> Result<&'k PublicKey, SignatureError> {
     verify_prehashed(&prehash(message), sig, trusted)
 }
 
@@ -786,19 +721,14 @@ impl TrustedInfo {
     /// The trusted comment text. Run [`TrustedInfo::check`] first: a tab, line break or empty value
     /// would not read back.
     pub fn format(&self) -> String {
-        format!(
-            "app:{}\tversion:{}\tsequence:{}",
-            self.app, self.version, self.sequence
-        )
+        format!("app:{}\tversion:{}\tsequence:{}", self.app, self.version, self.sequence)
     }
 
     /// Refuses values that would not survive [`TrustedInfo::format`] and [`TrustedInfo::parse`].
     pub fn check(&self) -> Result<(), SignatureError> {
         for (name, value) in [("app", &self.app), ("version", &self.version)] {
             if value.is_empty() {
-                return Err(SignatureError::InvalidTrustedComment(format!(
-                    "the {name} is empty"
-                )));
+                return Err(SignatureError::InvalidTrustedComment(format!("the {name} is empty")));
             }
             if value.chars().any(|c| c.is_control()) {
                 return Err(SignatureError::InvalidTrustedComment(format!(
@@ -815,13 +745,9 @@ impl TrustedInfo {
         let bad = |reason: String| SignatureError::MalformedTrustedInfo(reason);
         let (mut app, mut version, mut sequence) = (None, None, None);
         for (i, field) in comment.split('\t').enumerate() {
-            let (key, value) = field.split_once(':').ok_or_else(|| {
-                bad(format!(
-                    "field {} `{}` is not `key:value`",
-                    i + 1,
-                    field.escape_debug()
-                ))
-            })?;
+            let (key, value) = field
+                .split_once(':')
+                .ok_or_else(|| bad(format!("field {} `{}` is not `key:value`", i + 1, field.escape_debug())))?;
             let slot = match key {
                 "app" => &mut app,
                 "version" => &mut version,
@@ -844,17 +770,8 @@ impl TrustedInfo {
             .parse::<u64>()
             .ok()
             .filter(|n| n.to_string() == seq)
-            .ok_or_else(|| {
-                bad(format!(
-                    "the sequence `{}` is not a whole number",
-                    seq.escape_debug()
-                ))
-            })?;
-        Ok(TrustedInfo {
-            app,
-            version,
-            sequence,
-        })
+            .ok_or_else(|| bad(format!("the sequence `{}` is not a whole number", seq.escape_debug())))?;
+        Ok(TrustedInfo { app, version, sequence })
     }
 }
 
@@ -944,8 +861,8 @@ mod tests {
 
     /// Ed25519 group order L, little-endian.
     const L: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
     ];
 
     fn test_key(n: u8) -> SecretKey {
@@ -972,46 +889,22 @@ mod tests {
     fn key_id_displays_like_minisign() {
         let pk = PublicKey::from_minisign(MS_PUB).unwrap();
         assert_eq!(pk.key_id().to_string(), "B253A21CB5409BF6");
-        assert_eq!(
-            KeyId([1, 0, 0, 0, 0, 0, 0, 0]).to_string(),
-            "0000000000000001"
-        );
-        assert_eq!(
-            KeyId([0, 0, 0, 0, 0, 0, 0, 0xab]).to_string(),
-            "AB00000000000000"
-        );
+        assert_eq!(KeyId([1, 0, 0, 0, 0, 0, 0, 0]).to_string(), "0000000000000001");
+        assert_eq!(KeyId([0, 0, 0, 0, 0, 0, 0, 0xab]).to_string(), "AB00000000000000");
     }
 
     #[test]
     fn minisign_vectors_verify() {
         let pk = PublicKey::from_minisign(MS_PUB).unwrap();
-        assert_eq!(
-            pk.to_minisign(),
-            MS_PUB,
-            "our .pub output is byte-identical to minisign's"
-        );
+        assert_eq!(pk.to_minisign(), MS_PUB, "our .pub output is byte-identical to minisign's");
         let sig = Signature::parse(MS_SIG).unwrap();
-        assert_eq!(
-            sig.to_minisign(),
-            MS_SIG,
-            "our .minisig output is byte-identical to minisign's"
-        );
+        assert_eq!(sig.to_minisign(), MS_SIG, "our .minisig output is byte-identical to minisign's");
         assert_eq!(sig.untrusted_comment, "signature from minisign secret key");
         let keys = [pk.clone()];
         assert_eq!(verify(MS_MSG, &sig, &keys).unwrap(), &pk);
         let info = TrustedInfo::parse(&sig.trusted_comment).unwrap();
-        assert_eq!(
-            info,
-            TrustedInfo {
-                app: "fieldlog".into(),
-                version: "1.0.0".into(),
-                sequence: 1
-            }
-        );
-        assert_eq!(
-            verify(b"hello bundle!", &sig, &keys).unwrap_err().kind(),
-            "bad_signature"
-        );
+        assert_eq!(info, TrustedInfo { app: "fieldlog".into(), version: "1.0.0".into(), sequence: 1 });
+        assert_eq!(verify(b"hello bundle!", &sig, &keys).unwrap_err().kind(), "bad_signature");
     }
 
     #[test]
@@ -1019,9 +912,7 @@ mod tests {
         let sk = SecretKey::from_minisign(MS_KEY).unwrap();
         assert_eq!(sk.public_key(), PublicKey::from_minisign(MS_PUB).unwrap());
         // Ed25519 is deterministic: same key, message and comment give minisign's exact signature.
-        let ours = sk
-            .sign(MS_MSG, "app:fieldlog\tversion:1.0.0\tsequence:1")
-            .unwrap();
+        let ours = sk.sign(MS_MSG, "app:fieldlog\tversion:1.0.0\tsequence:1").unwrap();
         let theirs = Signature::parse(MS_SIG).unwrap();
         assert_eq!(ours.signature, theirs.signature);
         assert_eq!(ours.global_signature, theirs.global_signature);
@@ -1029,13 +920,8 @@ mod tests {
         // Our rewrite of the file differs only by the checksum minisign leaves at zero.
         let again = SecretKey::from_minisign(&sk.to_minisign()).unwrap();
         assert_eq!(again.public_key(), sk.public_key());
-        assert!(sk
-            .to_minisign()
-            .starts_with("untrusted comment: minisign encrypted secret key\n"));
-        assert!(
-            !format!("{sk:?}").contains("key: "),
-            "Debug must not print the secret"
-        );
+        assert!(sk.to_minisign().starts_with("untrusted comment: minisign encrypted secret key\n"));
+        assert!(!format!("{sk:?}").contains("key: "), "Debug must not print the secret");
     }
 
     #[test]
@@ -1054,10 +940,7 @@ mod tests {
         assert_eq!(Signature::parse_bytes(text.as_bytes(), "x").unwrap(), sig);
         let keys = [test_key(9).public_key(), pk.clone()];
         assert_eq!(verify(b"manifest bytes", &parsed, &keys).unwrap(), &keys[1]);
-        assert_eq!(
-            verify_prehashed(&prehash(b"manifest bytes"), &parsed, &keys).unwrap(),
-            &keys[1]
-        );
+        assert_eq!(verify_prehashed(&prehash(b"manifest bytes"), &parsed, &keys).unwrap(), &keys[1]);
         // The empty message and the empty comment are fine too.
         let sig = sk.sign(b"", "").unwrap();
         verify(b"", &Signature::parse(&sig.to_minisign()).unwrap(), &keys).unwrap();
@@ -1069,19 +952,11 @@ mod tests {
         let sig = sk.sign(b"data", COMMENT).unwrap();
         let vk = sk.public_key().key;
         let s = ed25519_dalek::Signature::from_bytes(&sig.signature);
-        vk.verify_strict(&prehash(b"data"), &s)
-            .expect("plain Ed25519 over the BLAKE2b-512 hash");
-        assert!(
-            vk.verify_strict(b"data", &s).is_err(),
-            "not over the raw message"
-        );
+        vk.verify_strict(&prehash(b"data"), &s).expect("plain Ed25519 over the BLAKE2b-512 hash");
+        assert!(vk.verify_strict(b"data", &s).is_err(), "not over the raw message");
         let mut g = sig.signature.to_vec();
         g.extend_from_slice(COMMENT.as_bytes());
-        vk.verify_strict(
-            &g,
-            &ed25519_dalek::Signature::from_bytes(&sig.global_signature),
-        )
-        .unwrap();
+        vk.verify_strict(&g, &ed25519_dalek::Signature::from_bytes(&sig.global_signature)).unwrap();
     }
 
     #[test]
@@ -1095,61 +970,34 @@ mod tests {
         for bit in [0usize, 7, 8 * 10 + 3, msg.len() * 8 - 1] {
             let mut m = msg.clone();
             m[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(
-                verify(&m, &sig, &keys).unwrap_err().kind(),
-                "bad_signature",
-                "message bit {bit}"
-            );
+            assert_eq!(verify(&m, &sig, &keys).unwrap_err().kind(), "bad_signature", "message bit {bit}");
         }
         let mut longer = msg.clone();
         longer.push(b'\n');
-        assert_eq!(
-            verify(&longer, &sig, &keys).unwrap_err().kind(),
-            "bad_signature"
-        );
-        assert_eq!(
-            verify(&msg[..msg.len() - 1], &sig, &keys)
-                .unwrap_err()
-                .kind(),
-            "bad_signature"
-        );
+        assert_eq!(verify(&longer, &sig, &keys).unwrap_err().kind(), "bad_signature");
+        assert_eq!(verify(&msg[..msg.len() - 1], &sig, &keys).unwrap_err().kind(), "bad_signature");
 
         for byte in [0usize, 31, 32, 63] {
             let mut s = sig.clone();
             s.signature[byte] ^= 0x04;
-            assert_eq!(
-                verify(&msg, &s, &keys).unwrap_err().kind(),
-                "bad_signature",
-                "signature byte {byte}"
-            );
+            assert_eq!(verify(&msg, &s, &keys).unwrap_err().kind(), "bad_signature", "signature byte {byte}");
         }
         for byte in [0usize, 31, 32, 63] {
             let mut s = sig.clone();
             s.global_signature[byte] ^= 0x20;
-            assert_eq!(
-                verify(&msg, &s, &keys).unwrap_err().kind(),
-                "bad_trusted_comment",
-                "global byte {byte}"
-            );
+            assert_eq!(verify(&msg, &s, &keys).unwrap_err().kind(), "bad_trusted_comment", "global byte {byte}");
         }
         let mut s = sig.clone();
         s.trusted_comment = s.trusted_comment.replace("sequence:7", "sequence:8");
-        assert_eq!(
-            verify(&msg, &s, &keys).unwrap_err().kind(),
-            "bad_trusted_comment"
-        );
+        assert_eq!(verify(&msg, &s, &keys).unwrap_err().kind(), "bad_trusted_comment");
         // The same through the text form, as an attacker would edit the file.
         let text = sig.to_minisign().replace("version:4.0.0", "version:9.0.0");
         let s = Signature::parse(&text).unwrap();
         let err = verify(&msg, &s, &keys).unwrap_err();
-        assert!(
-            matches!(err, SignatureError::BadTrustedComment { key_id } if key_id == *sk.key_id())
-        );
+        assert!(matches!(err, SignatureError::BadTrustedComment { key_id } if key_id == *sk.key_id()));
         assert!(err.to_string().contains("trusted comment"), "{err}");
         // The untrusted comment is not signed: editing it changes nothing.
-        let text = sig
-            .to_minisign()
-            .replace(SIGNATURE_UNTRUSTED_COMMENT, "anything at all");
+        let text = sig.to_minisign().replace(SIGNATURE_UNTRUSTED_COMMENT, "anything at all");
         verify(&msg, &Signature::parse(&text).unwrap(), &keys).unwrap();
     }
 
@@ -1175,19 +1023,13 @@ mod tests {
         // Same key material, different key id: still untrusted (the id is part of the identity).
         let mut s = sig.clone();
         s.key_id = KeyId([0xee; 8]);
-        assert_eq!(
-            verify(b"m", &s, &[sk.public_key()]).unwrap_err().kind(),
-            "untrusted_key"
-        );
+        assert_eq!(verify(b"m", &s, &[sk.public_key()]).unwrap_err().kind(), "untrusted_key");
     }
 
     #[test]
     fn legacy_ed_signature_is_refused() {
         let err = Signature::parse(MS_LEGACY_SIG).unwrap_err();
-        assert!(
-            matches!(err, SignatureError::LegacySignature { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SignatureError::LegacySignature { .. }), "{err:?}");
         assert_eq!(err.kind(), "legacy_signature");
         assert!(err.to_string().contains("legacy"), "{err}");
         // The same check on a signature of ours with the algorithm bytes switched to "Ed".
@@ -1195,29 +1037,11 @@ mod tests {
         let lines: Vec<&str> = sig.lines().collect();
         let mut raw = B64.decode(lines[1]).unwrap();
         raw[1] = b'd';
-        let text = format!(
-            "{}\n{}\n{}\n{}\n",
-            lines[0],
-            B64.encode(&raw),
-            lines[2],
-            lines[3]
-        );
-        assert_eq!(
-            Signature::parse(&text).unwrap_err().kind(),
-            "legacy_signature"
-        );
+        let text = format!("{}\n{}\n{}\n{}\n", lines[0], B64.encode(&raw), lines[2], lines[3]);
+        assert_eq!(Signature::parse(&text).unwrap_err().kind(), "legacy_signature");
         raw[0] = b'X';
-        let text = format!(
-            "{}\n{}\n{}\n{}\n",
-            lines[0],
-            B64.encode(&raw),
-            lines[2],
-            lines[3]
-        );
-        assert_eq!(
-            Signature::parse(&text).unwrap_err().kind(),
-            "malformed_signature"
-        );
+        let text = format!("{}\n{}\n{}\n{}\n", lines[0], B64.encode(&raw), lines[2], lines[3]);
+        assert_eq!(Signature::parse(&text).unwrap_err().kind(), "malformed_signature");
     }
 
     #[test]
@@ -1232,12 +1056,7 @@ mod tests {
         let err = PublicKey::from_minisign(&text).unwrap_err();
         assert_eq!(err.kind(), "malformed_key");
         assert!(err.to_string().contains("small-order"), "{err}");
-        assert_eq!(
-            PublicKey::from_bytes(KeyId([7; 8]), &identity)
-                .unwrap_err()
-                .kind(),
-            "malformed_key"
-        );
+        assert_eq!(PublicKey::from_bytes(KeyId([7; 8]), &identity).unwrap_err().kind(), "malformed_key");
 
         // ... and verification refuses it even if such a key got into the trusted list. With the
         // identity key, R = identity and S = 0 is a "valid" signature of anything under the lenient
@@ -1247,14 +1066,8 @@ mod tests {
         forged[0] = 1;
         let fs = ed25519_dalek::Signature::from_bytes(&forged);
         let lenient = ed25519_dalek::Verifier::verify(&vk, &prehash(b"anything"), &fs);
-        assert!(
-            lenient.is_ok(),
-            "the forgery must work against lenient verification for this test to mean anything"
-        );
-        let key = PublicKey {
-            key_id: KeyId([7; 8]),
-            key: vk,
-        };
+        assert!(lenient.is_ok(), "the forgery must work against lenient verification for this test to mean anything");
+        let key = PublicKey { key_id: KeyId([7; 8]), key: vk };
         let sig = Signature {
             key_id: KeyId([7; 8]),
             signature: forged,
@@ -1262,10 +1075,7 @@ mod tests {
             global_signature: forged,
             untrusted_comment: String::new(),
         };
-        assert_eq!(
-            verify(b"anything", &sig, &[key]).unwrap_err().kind(),
-            "bad_signature"
-        );
+        assert_eq!(verify(b"anything", &sig, &[key]).unwrap_err().kind(), "bad_signature");
     }
 
     fn add_l(s: &mut [u8]) {
@@ -1290,18 +1100,12 @@ mod tests {
         assert_eq!(verify(b"m", &s, &keys).unwrap_err().kind(), "bad_signature");
         let mut s = sig.clone();
         add_l(&mut s.global_signature[32..]);
-        assert_eq!(
-            verify(b"m", &s, &keys).unwrap_err().kind(),
-            "bad_trusted_comment"
-        );
+        assert_eq!(verify(b"m", &s, &keys).unwrap_err().kind(), "bad_trusted_comment");
         // Also survives the text round trip (parsing does not "fix" it).
         let mut s = sig.clone();
         add_l(&mut s.signature[32..]);
         let reparsed = Signature::parse(&s.to_minisign()).unwrap();
-        assert_eq!(
-            verify(b"m", &reparsed, &keys).unwrap_err().kind(),
-            "bad_signature"
-        );
+        assert_eq!(verify(b"m", &reparsed, &keys).unwrap_err().kind(), "bad_signature");
     }
 
     // Minimal arithmetic modulo L on little-endian [u64; 4] (values < 2^254), enough to forge the
@@ -1325,10 +1129,7 @@ mod tests {
     }
     fn reduce_once(a: [u64; 4]) -> [u64; 4] {
         let l = l_limbs();
-        let ge = (0..4)
-            .rev()
-            .find(|&i| a[i] != l[i])
-            .is_none_or(|i| a[i] > l[i]);
+        let ge = (0..4).rev().find(|&i| a[i] != l[i]).is_none_or(|i| a[i] > l[i]);
         if !ge {
             return a;
         }
@@ -1383,11 +1184,7 @@ mod tests {
         r[0] = 1; // the identity point
         let mut global = good.signature.to_vec();
         global.extend_from_slice(COMMENT.as_bytes());
-        let k = Sha512::new()
-            .chain_update(r)
-            .chain_update(keys[0].key.as_bytes())
-            .chain_update(&global)
-            .finalize();
+        let k = Sha512::new().chain_update(r).chain_update(keys[0].key.as_bytes()).chain_update(&global).finalize();
         let s = mul_mod_l(mod_l(&k), &a);
         let mut forged = [0u8; 64];
         forged[..32].copy_from_slice(&r);
@@ -1402,10 +1199,7 @@ mod tests {
         assert!(keys[0].key.verify_strict(&global, &fs).is_err());
         let mut sig = good.clone();
         sig.global_signature = forged;
-        assert_eq!(
-            verify(b"m", &sig, &keys).unwrap_err().kind(),
-            "bad_trusted_comment"
-        );
+        assert_eq!(verify(b"m", &sig, &keys).unwrap_err().kind(), "bad_trusted_comment");
     }
 
     fn with_blob(comment: &str, blob: &[u8]) -> String {
@@ -1415,9 +1209,7 @@ mod tests {
     #[test]
     fn secret_key_checks() {
         let sk = test_key(10);
-        let good = B64
-            .decode(sk.to_minisign().lines().nth(1).unwrap())
-            .unwrap();
+        let good = B64.decode(sk.to_minisign().lines().nth(1).unwrap()).unwrap();
         assert_eq!(good.len(), SECRET_KEY_LEN);
 
         let mut b = good.clone();
@@ -1429,12 +1221,7 @@ mod tests {
         // A changed key id is caught by the checksum.
         let mut b = good.clone();
         b[SK_KEYID] ^= 1;
-        assert_eq!(
-            SecretKey::from_minisign(&with_blob("k", &b))
-                .unwrap_err()
-                .kind(),
-            "corrupt_secret_key"
-        );
+        assert_eq!(SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err().kind(), "corrupt_secret_key");
 
         // Seed and public half that do not match: caught even with minisign's all-zero checksum.
         let mut b = good.clone();
@@ -1447,102 +1234,46 @@ mod tests {
         let id = KeyId(b[SK_KEYID..SK_SECRET].try_into().unwrap());
         let chk = secret_key_checksum(&id, &b[SK_SECRET..SK_CHECKSUM]);
         b[SK_CHECKSUM..].copy_from_slice(&chk);
-        assert_eq!(
-            SecretKey::from_minisign(&with_blob("k", &b))
-                .unwrap_err()
-                .kind(),
-            "corrupt_secret_key"
-        );
+        assert_eq!(SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err().kind(), "corrupt_secret_key");
 
         // All-zero checksum (what `minisign -G -W` writes) is accepted.
         let mut b = good.clone();
         b[SK_CHECKSUM..].fill(0);
-        assert_eq!(
-            SecretKey::from_minisign(&with_blob("k", &b))
-                .unwrap()
-                .public_key(),
-            sk.public_key()
-        );
+        assert_eq!(SecretKey::from_minisign(&with_blob("k", &b)).unwrap().public_key(), sk.public_key());
 
         let mut b = good.clone();
         b[2..4].copy_from_slice(b"Sc");
         let err = SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err();
         assert_eq!(err.kind(), "encrypted_secret_key");
-        assert!(
-            err.to_string().contains("encrypted and no password was given"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("encrypted and no password was given"), "{err}");
         let mut b = good.clone();
         b[2..4].copy_from_slice(b"Xy");
-        assert_eq!(
-            SecretKey::from_minisign(&with_blob("k", &b))
-                .unwrap_err()
-                .kind(),
-            "malformed_secret_key"
-        );
+        assert_eq!(SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err().kind(), "malformed_secret_key");
         let mut b = good.clone();
         b[4..6].copy_from_slice(b"B3");
-        assert_eq!(
-            SecretKey::from_minisign(&with_blob("k", &b))
-                .unwrap_err()
-                .kind(),
-            "malformed_secret_key"
-        );
+        assert_eq!(SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err().kind(), "malformed_secret_key");
         let mut b = good.clone();
         b[0..2].copy_from_slice(b"ED");
-        assert_eq!(
-            SecretKey::from_minisign(&with_blob("k", &b))
-                .unwrap_err()
-                .kind(),
-            "malformed_secret_key"
-        );
+        assert_eq!(SecretKey::from_minisign(&with_blob("k", &b)).unwrap_err().kind(), "malformed_secret_key");
         // A public key file is not a secret key, and vice versa.
-        assert_eq!(
-            SecretKey::from_minisign(MS_PUB).unwrap_err().kind(),
-            "malformed_secret_key"
-        );
-        assert_eq!(
-            PublicKey::from_minisign(MS_KEY).unwrap_err().kind(),
-            "malformed_key"
-        );
+        assert_eq!(SecretKey::from_minisign(MS_PUB).unwrap_err().kind(), "malformed_secret_key");
+        assert_eq!(PublicKey::from_minisign(MS_KEY).unwrap_err().kind(), "malformed_key");
     }
 
     #[test]
     fn line_handling() {
         let pk = PublicKey::from_minisign(MS_PUB).unwrap();
-        assert_eq!(
-            PublicKey::from_minisign(MS_PUB.trim_end()).unwrap(),
-            pk,
-            "no final newline"
-        );
-        assert_eq!(
-            PublicKey::from_minisign(&MS_PUB.replace('\n', "\r\n")).unwrap(),
-            pk,
-            "CRLF"
-        );
+        assert_eq!(PublicKey::from_minisign(MS_PUB.trim_end()).unwrap(), pk, "no final newline");
+        assert_eq!(PublicKey::from_minisign(&MS_PUB.replace('\n', "\r\n")).unwrap(), pk, "CRLF");
         let sig = Signature::parse(MS_SIG).unwrap();
-        assert_eq!(
-            Signature::parse(&MS_SIG.replace('\n', "\r\n")).unwrap(),
-            sig
-        );
-        assert_eq!(
-            SecretKey::from_minisign(&MS_KEY.replace('\n', "\r\n"))
-                .unwrap()
-                .key_id(),
-            pk.key_id()
-        );
+        assert_eq!(Signature::parse(&MS_SIG.replace('\n', "\r\n")).unwrap(), sig);
+        assert_eq!(SecretKey::from_minisign(&MS_KEY.replace('\n', "\r\n")).unwrap().key_id(), pk.key_id());
 
         let cases: Vec<(String, &str)> = vec![
             (format!("{MS_PUB}\n"), "expected 2 lines, found 3"),
             (format!("\n{MS_PUB}"), "expected 2 lines, found 3"),
-            (
-                MS_PUB.replacen("untrusted comment: ", "comment: ", 1),
-                "must start with `untrusted comment: `",
-            ),
-            (
-                MS_PUB.lines().nth(1).unwrap().to_string(),
-                "expected 2 lines, found 1",
-            ),
+            (MS_PUB.replacen("untrusted comment: ", "comment: ", 1), "must start with `untrusted comment: `"),
+            (MS_PUB.lines().nth(1).unwrap().to_string(), "expected 2 lines, found 1"),
             (MS_PUB.replace("RWT2", " RWT2"), "line 2 has 57 characters"),
             (MS_PUB.replace("NI\n", "N=\n"), "not valid base64"),
             (MS_PUB.replace("B253", "B2\r53"), "stray carriage return"),
@@ -1560,22 +1291,10 @@ mod tests {
                 MS_SIG.replace("trusted comment: app", "trusted comment:app"),
                 "line 3 must start with `trusted comment: `",
             ),
-            (
-                MS_SIG.replace("trusted comment: app", "Trusted comment: app"),
-                "line 3 must start",
-            ),
-            (
-                MS_SIG.replace("sequence:1", "sequence:1\u{0}"),
-                "control character",
-            ),
-            (
-                MS_SIG.replace("untrusted comment: ", ""),
-                "line 1 must start",
-            ),
-            (
-                format!("{MS_SIG}{}", "x".repeat(MAX_SIGNATURE_BYTES)),
-                "larger than 4096 bytes",
-            ),
+            (MS_SIG.replace("trusted comment: app", "Trusted comment: app"), "line 3 must start"),
+            (MS_SIG.replace("sequence:1", "sequence:1\u{0}"), "control character"),
+            (MS_SIG.replace("untrusted comment: ", ""), "line 1 must start"),
+            (format!("{MS_SIG}{}", "x".repeat(MAX_SIGNATURE_BYTES)), "larger than 4096 bytes"),
             (MS_SIG.replace("fdAXBA==", "fdAXBB=="), "not valid base64"),
         ];
         for (text, want) in sig_cases {
@@ -1597,48 +1316,23 @@ mod tests {
         assert_eq!(err.kind(), "invalid_trusted_comment");
         // The longest comment we accept still makes a signature we can parse back; one more byte fails.
         let n = MAX_SIGNATURE_BYTES - sk.sign(b"m", "").unwrap().to_minisign().len();
-        assert_eq!(
-            sk.sign(b"m", &"y".repeat(n + 1)).unwrap_err().kind(),
-            "invalid_trusted_comment"
-        );
+        assert_eq!(sk.sign(b"m", &"y".repeat(n + 1)).unwrap_err().kind(), "invalid_trusted_comment");
         let sig = sk.sign(b"m", &"y".repeat(n)).unwrap();
         assert_eq!(sig.to_minisign().len(), MAX_SIGNATURE_BYTES);
-        verify(
-            b"m",
-            &Signature::parse(&sig.to_minisign()).unwrap(),
-            &[sk.public_key()],
-        )
-        .unwrap();
+        verify(b"m", &Signature::parse(&sig.to_minisign()).unwrap(), &[sk.public_key()]).unwrap();
     }
 
     #[test]
     fn trusted_info() {
-        let info = TrustedInfo {
-            app: "fieldlog".into(),
-            version: "4.0.0rc1".into(),
-            sequence: 42,
-        };
+        let info = TrustedInfo { app: "fieldlog".into(), version: "4.0.0rc1".into(), sequence: 42 };
         info.check().unwrap();
         assert_eq!(info.format(), "app:fieldlog\tversion:4.0.0rc1\tsequence:42");
         assert_eq!(TrustedInfo::parse(&info.format()).unwrap(), info);
         // Extra and reordered fields.
-        let t = TrustedInfo::parse(
-            "sequence:42\tbuilt:2026-01-01T00:00:00Z\tversion:4.0.0rc1\tapp:fieldlog",
-        )
-        .unwrap();
+        let t = TrustedInfo::parse("sequence:42\tbuilt:2026-01-01T00:00:00Z\tversion:4.0.0rc1\tapp:fieldlog").unwrap();
         assert_eq!(t, info);
-        assert_eq!(
-            TrustedInfo::parse("app:a\tversion:1:2\tsequence:0")
-                .unwrap()
-                .version,
-            "1:2"
-        );
-        assert_eq!(
-            TrustedInfo::parse(&format!("app:a\tversion:1\tsequence:{}", u64::MAX))
-                .unwrap()
-                .sequence,
-            u64::MAX
-        );
+        assert_eq!(TrustedInfo::parse("app:a\tversion:1:2\tsequence:0").unwrap().version, "1:2");
+        assert_eq!(TrustedInfo::parse(&format!("app:a\tversion:1\tsequence:{}", u64::MAX)).unwrap().sequence, u64::MAX);
 
         let bad = [
             ("version:1\tsequence:1", "no `app:` field"),
@@ -1648,10 +1342,7 @@ mod tests {
             ("app:a\tversion:1\tsequence:-1", "not a whole number"),
             ("app:a\tversion:1\tsequence:+1", "not a whole number"),
             ("app:a\tversion:1\tsequence:01", "not a whole number"),
-            (
-                "app:a\tversion:1\tsequence:18446744073709551616",
-                "not a whole number",
-            ),
+            ("app:a\tversion:1\tsequence:18446744073709551616", "not a whole number"),
             ("app:a\tversion:1\tsequence:", "`sequence` field is empty"),
             ("app:a\tapp:b\tversion:1\tsequence:1", "appears twice"),
             ("app:a\tversion:1\tsequence:1\thashed", "not `key:value`"),
@@ -1664,11 +1355,7 @@ mod tests {
             assert!(err.to_string().contains(want), "{text:?}: {err}");
         }
         for (app, version) in [("", "1"), ("a", ""), ("a\tb", "1"), ("a", "1\n")] {
-            let t = TrustedInfo {
-                app: app.into(),
-                version: version.into(),
-                sequence: 1,
-            };
+            let t = TrustedInfo { app: app.into(), version: version.into(), sequence: 1 };
             assert_eq!(t.check().unwrap_err().kind(), "invalid_trusted_comment");
         }
     }
@@ -1685,44 +1372,28 @@ mod tests {
         std::fs::write(&bad, "untrusted comment: x\nnot base64!\n").unwrap();
         let err = PublicKey::read_file(&bad).unwrap_err();
         assert_eq!(err.kind(), "malformed_key");
-        assert!(
-            err.to_string().starts_with(&bad.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with(&bad.display().to_string()), "{err}");
 
         let big = dir.path().join("big.minisig");
         std::fs::write(&big, vec![b'a'; MAX_SIGNATURE_BYTES + 1]).unwrap();
         let err = Signature::read_file(&big).unwrap_err();
         assert_eq!(err.kind(), "malformed_signature");
-        assert!(
-            err.to_string().contains("big.minisig") && err.to_string().contains("larger"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("big.minisig") && err.to_string().contains("larger"), "{err}");
 
         let bin = dir.path().join("bin.key");
         std::fs::write(&bin, [0xff, 0xfe, 0, 1]).unwrap();
         let err = SecretKey::read_file(&bin).unwrap_err();
         assert_eq!(err.kind(), "malformed_secret_key");
-        assert!(
-            err.to_string().contains("bin.key") && err.to_string().contains("UTF-8"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("bin.key") && err.to_string().contains("UTF-8"), "{err}");
 
         let sk = test_key(12);
-        let (kp, pp, sp) = (
-            dir.path().join("k.key"),
-            dir.path().join("k.pub"),
-            dir.path().join("m.minisig"),
-        );
+        let (kp, pp, sp) = (dir.path().join("k.key"), dir.path().join("k.pub"), dir.path().join("m.minisig"));
         std::fs::write(&kp, sk.to_minisign()).unwrap();
         std::fs::write(&pp, sk.public_key().to_minisign()).unwrap();
         std::fs::write(&sp, sk.sign(b"m", COMMENT).unwrap().to_minisign()).unwrap();
         let keys = [PublicKey::read_file(&pp).unwrap()];
         let sig = Signature::read_file(&sp).unwrap();
-        assert_eq!(
-            SecretKey::read_file(&kp).unwrap().key_id(),
-            keys[0].key_id()
-        );
+        assert_eq!(SecretKey::read_file(&kp).unwrap().key_id(), keys[0].key_id());
         verify(b"m", &sig, &keys).unwrap();
     }
 
@@ -1730,28 +1401,13 @@ mod tests {
     fn every_error_kind_is_distinct_and_messages_are_one_line() {
         let id = KeyId([1; 8]);
         let errors = [
-            SignatureError::Io {
-                path: "/x".into(),
-                source: std::io::Error::other("boom"),
-            },
-            SignatureError::MalformedKey {
-                origin: "o".into(),
-                reason: "r".into(),
-            },
-            SignatureError::MalformedSecretKey {
-                origin: "o".into(),
-                reason: "r".into(),
-            },
+            SignatureError::Io { path: "/x".into(), source: std::io::Error::other("boom") },
+            SignatureError::MalformedKey { origin: "o".into(), reason: "r".into() },
+            SignatureError::MalformedSecretKey { origin: "o".into(), reason: "r".into() },
             SignatureError::EncryptedSecretKey { origin: "o".into() },
             SignatureError::WrongPassword { origin: "o".into() },
-            SignatureError::CorruptSecretKey {
-                origin: "o".into(),
-                reason: "r".into(),
-            },
-            SignatureError::MalformedSignature {
-                origin: "o".into(),
-                reason: "r".into(),
-            },
+            SignatureError::CorruptSecretKey { origin: "o".into(), reason: "r".into() },
+            SignatureError::MalformedSignature { origin: "o".into(), reason: "r".into() },
             SignatureError::LegacySignature { origin: "o".into() },
             SignatureError::UntrustedKey(id),
             SignatureError::BadSignature { key_id: id },
@@ -1764,10 +1420,7 @@ mod tests {
         let mut kinds: Vec<&str> = errors.iter().map(|e| e.kind()).collect();
         for e in &errors {
             assert!(!e.to_string().contains('\n'), "{e}");
-            assert!(e
-                .kind()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(e.kind().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
         }
         kinds.sort();
         kinds.dedup();
@@ -1791,43 +1444,27 @@ mod tests {
                 let t = &text[..cut];
                 // A cut right before the final newline is the same file without it.
                 let complete = cut + 1 == text.len();
-                assert_eq!(
-                    Signature::parse(t).is_ok(),
-                    complete && text == &sig_text,
-                    "{t:?}"
-                );
-                assert_eq!(
-                    PublicKey::from_minisign(t).is_ok(),
-                    complete && text == &pub_text,
-                    "{t:?}"
-                );
-                assert_eq!(
-                    SecretKey::from_minisign(t).is_ok(),
-                    complete && text == &key_text,
-                    "{t:?}"
-                );
+                assert_eq!(Signature::parse(t).is_ok(), complete && text == &sig_text, "{t:?}");
+                assert_eq!(PublicKey::from_minisign(t).is_ok(), complete && text == &pub_text, "{t:?}");
+                assert_eq!(SecretKey::from_minisign(t).is_ok(), complete && text == &key_text, "{t:?}");
             }
         }
 
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let alphabet =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r\t :-_\0";
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r\t :-_\0";
         for round in 0..3000 {
             // Random base64 of random length behind a valid-looking comment.
             let n = rng.below(200);
             let blob: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
             let b64 = B64.encode(&blob);
             assert!(
-                PublicKey::from_minisign(&format!("untrusted comment: x\n{b64}\n")).is_err()
-                    || n == PUBLIC_KEY_LEN
+                PublicKey::from_minisign(&format!("untrusted comment: x\n{b64}\n")).is_err() || n == PUBLIC_KEY_LEN
             );
             assert!(SecretKey::from_minisign(&format!("untrusted comment: x\n{b64}\n")).is_err());
             let fake_sig = format!("untrusted comment: x\n{b64}\ntrusted comment: y\n{b64}\n");
             assert!(Signature::parse(&fake_sig).is_err());
             // Random printable junk.
-            let junk: String = (0..rng.below(300))
-                .map(|_| alphabet[rng.below(alphabet.len())] as char)
-                .collect();
+            let junk: String = (0..rng.below(300)).map(|_| alphabet[rng.below(alphabet.len())] as char).collect();
             assert!(Signature::parse(&junk).is_err());
             assert!(PublicKey::from_minisign(&junk).is_err());
             assert!(SecretKey::from_minisign(&junk).is_err());
@@ -1847,11 +1484,7 @@ mod tests {
             bytes[at] = new;
             if let Ok(s) = Signature::parse_bytes(&bytes, "fuzz") {
                 if verify(msg, &s, &keys).is_ok() {
-                    assert!(
-                        at < first_line_len,
-                        "mutation at {at} verified: {:?}",
-                        String::from_utf8_lossy(&bytes)
-                    );
+                    assert!(at < first_line_len, "mutation at {at} verified: {:?}", String::from_utf8_lossy(&bytes));
                 }
             }
             // Same for the public key: a mutated key line is another key or an error.

@@ -46,7 +46,10 @@ impl PartsIndex {
     /// Part names must be plain file names next to the index, named after the bundle.
     pub fn check_names(&self) -> Result<(), String> {
         for part in &self.parts {
-            let ok = !part.name.contains('/') && !part.name.contains('\\') && !part.name.starts_with('.') && part.name.starts_with(&self.bundle);
+            let ok = !part.name.contains('/')
+                && !part.name.contains('\\')
+                && !part.name.starts_with('.')
+                && part.name.starts_with(&self.bundle);
             if !ok {
                 return Err(format!("part name `{}` is not allowed", part.name));
             }
@@ -64,7 +67,11 @@ pub fn part_name(bundle: &str, n: usize) -> String {
 /// directory holding exactly one `*.parts`.
 pub fn locate_index(path: &Path) -> Option<PathBuf> {
     if path.is_dir() {
-        let mut found = std::fs::read_dir(path).ok()?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "parts"));
+        let mut found = std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parts"));
         let first = found.next()?;
         return if found.next().is_none() { Some(first) } else { None };
     }
@@ -92,13 +99,25 @@ pub struct SplitWriter {
 
 impl SplitWriter {
     pub fn new(dir: &Path, bundle: &str, part_size: u64) -> SplitWriter {
-        SplitWriter { dir: dir.to_path_buf(), bundle: bundle.to_string(), part_size: part_size.max(1), current: None, parts: Vec::new(), whole: Sha256::new(), total: 0 }
+        SplitWriter {
+            dir: dir.to_path_buf(),
+            bundle: bundle.to_string(),
+            part_size: part_size.max(1),
+            current: None,
+            parts: Vec::new(),
+            whole: Sha256::new(),
+            total: 0,
+        }
     }
 
     fn close_part(&mut self) -> io::Result<()> {
         if let Some((file, hasher, size)) = self.current.take() {
             file.sync_all()?;
-            self.parts.push(Part { name: part_name(&self.bundle, self.parts.len() + 1), size, sha256: to_hex(&hasher.finalize()) });
+            self.parts.push(Part {
+                name: part_name(&self.bundle, self.parts.len() + 1),
+                size,
+                sha256: to_hex(&hasher.finalize()),
+            });
         }
         Ok(())
     }
@@ -175,7 +194,10 @@ impl Read for PartsReader {
             if self.file.is_none() {
                 let path = self.dir.join(&part.name);
                 let file = crate::input::open_regular(&path).map_err(|e| {
-                    part_error("missing_part", format!("{} cannot be read ({e}); copy that part again", self.describe()))
+                    part_error(
+                        "missing_part",
+                        format!("{} cannot be read ({e}); copy that part again", self.describe()),
+                    )
                 })?;
                 self.file = Some(file);
                 self.hasher = Sha256::new();
@@ -188,7 +210,13 @@ impl Read for PartsReader {
                 let extra = self.file.as_mut().expect("open").read(&mut probe)?;
                 let got = to_hex(&std::mem::take(&mut self.hasher).finalize());
                 if extra != 0 || got != part.sha256 {
-                    return Err(part_error("damaged_part", format!("{} is damaged (its size or sha256 differs from the signed index); copy that part again", self.describe())));
+                    return Err(part_error(
+                        "damaged_part",
+                        format!(
+                            "{} is damaged (its size or sha256 differs from the signed index); copy that part again",
+                            self.describe()
+                        ),
+                    ));
                 }
                 self.file = None;
                 self.index += 1;
@@ -197,7 +225,13 @@ impl Read for PartsReader {
             let want = buf.len().min(left as usize);
             let n = self.file.as_mut().expect("open").read(&mut buf[..want])?;
             if n == 0 {
-                return Err(part_error("damaged_part", format!("{} is shorter than the signed index says (truncated copy?); copy that part again", self.describe())));
+                return Err(part_error(
+                    "damaged_part",
+                    format!(
+                        "{} is shorter than the signed index says (truncated copy?); copy that part again",
+                        self.describe()
+                    ),
+                ));
             }
             self.hasher.update(&buf[..n]);
             self.read_in_part += n as u64;

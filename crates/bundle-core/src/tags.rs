@@ -171,7 +171,9 @@ pub fn platforms_for(platform: &str) -> Result<Vec<String>, String> {
     }
     if let Some(rest) = platform.strip_prefix("macosx_") {
         let mut it = rest.splitn(3, '_');
-        if let (Some(Ok(ma)), Some(Ok(mi)), Some(arch)) = (it.next().map(str::parse), it.next().map(str::parse), it.next()) {
+        if let (Some(Ok(ma)), Some(Ok(mi)), Some(arch)) =
+            (it.next().map(str::parse), it.next().map(str::parse), it.next())
+        {
             return Ok(macos_platforms(ma, mi, arch));
         }
     }
@@ -223,7 +225,10 @@ impl Target {
     pub fn environment(&self) -> Result<Environment, String> {
         let (major, minor, micro) = self.python_version()?;
         if self.implementation.is_empty() || !self.implementation.bytes().all(|c| c.is_ascii_lowercase()) {
-            return Err(format!("target implementation `{}` is not a PEP 425 abbreviation such as cp or pp", self.implementation));
+            return Err(format!(
+                "target implementation `{}` is not a PEP 425 abbreviation such as cp or pp",
+                self.implementation
+            ));
         }
         let abi = (self.implementation == "cp").then(|| format!("cp{major}{minor}"));
         Ok(Environment {
@@ -360,7 +365,13 @@ impl InterpreterTags {
             Some(arch) => linux_platforms(self.libc, arch),
             None => platforms_for(&platform).unwrap_or_else(|_| vec![platform.clone()]),
         };
-        Environment { abi3: self.abi3 && implementation == "cp", implementation, version: self.version, abi: self.abi.clone(), platforms }
+        Environment {
+            abi3: self.abi3 && implementation == "cp",
+            implementation,
+            version: self.version,
+            abi: self.abi.clone(),
+            platforms,
+        }
     }
 }
 
@@ -369,7 +380,9 @@ mod tests {
     use super::*;
 
     fn cp311_glibc() -> Environment {
-        Target { implementation: "cp".into(), python: "3.11".into(), platform: "manylinux_2_28_x86_64".into() }.environment().unwrap()
+        Target { implementation: "cp".into(), python: "3.11".into(), platform: "manylinux_2_28_x86_64".into() }
+            .environment()
+            .unwrap()
     }
 
     #[test]
@@ -382,8 +395,14 @@ mod tests {
         assert_eq!(normalize_platform("manylinux2010_x86_64"), "manylinux_2_12_x86_64");
         assert_eq!(Tag::parse("cp311-abi3-manylinux2014_aarch64").unwrap().platform, "manylinux_2_17_aarch64");
         let machine = |p| platform_machine(p).unwrap();
-        assert_eq!([machine("manylinux_2_17_x86_64"), machine("musllinux_1_2_aarch64"), machine("manylinux2014_ppc64le")], ["x86_64", "aarch64", "ppc64le"]);
-        assert_eq!([machine("linux_armv7l"), machine("macosx_11_0_arm64"), machine("win_amd64")], ["armv7l", "arm64", "AMD64"]);
+        assert_eq!(
+            [machine("manylinux_2_17_x86_64"), machine("musllinux_1_2_aarch64"), machine("manylinux2014_ppc64le")],
+            ["x86_64", "aarch64", "ppc64le"]
+        );
+        assert_eq!(
+            [machine("linux_armv7l"), machine("macosx_11_0_arm64"), machine("win_amd64")],
+            ["armv7l", "arm64", "AMD64"]
+        );
         assert!(Tag::parse("cp311-abi3").is_none());
     }
 
@@ -425,7 +444,10 @@ mod tests {
 
     #[test]
     fn musl_and_site_interpreters() {
-        let musl = Target { implementation: "cp".into(), python: "3.12".into(), platform: "musllinux_1_2_aarch64".into() }.environment().unwrap();
+        let musl =
+            Target { implementation: "cp".into(), python: "3.12".into(), platform: "musllinux_1_2_aarch64".into() }
+                .environment()
+                .unwrap();
         let r = musl.ranking();
         assert!(r.best(&expand("cp312", "cp312", "musllinux_1_1_aarch64")).is_some());
         assert!(r.best(&expand("cp312", "cp312", "manylinux_2_17_aarch64")).is_none());
@@ -441,9 +463,15 @@ mod tests {
         assert_eq!(site.platforms.first().map(String::as_str), Some("manylinux_2_36_x86_64"));
         assert!(site.ranking().best(&expand("cp311", "cp311", "manylinux2014_x86_64")).is_some());
         assert!(site.admits(Some(">=3.8")) && !site.admits(Some(">=3.12")) && site.admits(None));
-        assert!(Target { implementation: "cp".into(), python: "3".into(), platform: "manylinux_2_28_x86_64".into() }.environment().is_err());
-        assert!(Target { implementation: "cp".into(), python: "3.11".into(), platform: "solaris".into() }.environment().is_err());
-        let mac = Target { implementation: "cp".into(), python: "3.11".into(), platform: "macosx_14_0_arm64".into() }.environment().unwrap();
+        assert!(Target { implementation: "cp".into(), python: "3".into(), platform: "manylinux_2_28_x86_64".into() }
+            .environment()
+            .is_err());
+        assert!(Target { implementation: "cp".into(), python: "3.11".into(), platform: "solaris".into() }
+            .environment()
+            .is_err());
+        let mac = Target { implementation: "cp".into(), python: "3.11".into(), platform: "macosx_14_0_arm64".into() }
+            .environment()
+            .unwrap();
         assert!(mac.ranking().best(&expand("cp311", "cp311", "macosx_11_0_arm64")).is_some());
     }
 }

@@ -103,11 +103,8 @@ pub fn parse_block(block: &[u8; BLOCK]) -> Result<Block, HeaderProblem> {
         return Err(HeaderProblem::Magic);
     }
     let recorded = octal(block, 148, 8, "chksum")?;
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
-        .sum();
+    let sum: u64 =
+        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 }).sum();
     if sum != recorded {
         return Err(HeaderProblem::Checksum);
     }
@@ -154,7 +151,9 @@ fn parse_pax_header(block: &[u8; BLOCK]) -> Result<Block, HeaderProblem> {
     }
     let size = octal(block, 124, 12, "size")?;
     if size == 0 || size > BLOCK as u64 {
-        return Err(HeaderProblem::Pax(format!("a PAX header of {size} bytes (one `path` record of 1 to {BLOCK} bytes is allowed)")));
+        return Err(HeaderProblem::Pax(format!(
+            "a PAX header of {size} bytes (one `path` record of 1 to {BLOCK} bytes is allowed)"
+        )));
     }
     Ok(Block::Pax { size })
 }
@@ -246,8 +245,15 @@ mod tests {
 
     #[test]
     fn refuses_links_devices_and_extensions() {
-        for t in [tar::EntryType::Symlink, tar::EntryType::Link, tar::EntryType::Char, tar::EntryType::Fifo,
-                  tar::EntryType::GNULongName, tar::EntryType::XHeader, tar::EntryType::XGlobalHeader] {
+        for t in [
+            tar::EntryType::Symlink,
+            tar::EntryType::Link,
+            tar::EntryType::Char,
+            tar::EntryType::Fifo,
+            tar::EntryType::GNULongName,
+            tar::EntryType::XHeader,
+            tar::EntryType::XGlobalHeader,
+        ] {
             assert!(matches!(parse(&header("x", t)), Err(HeaderProblem::Type(_))), "{t:?}");
         }
     }
@@ -292,7 +298,10 @@ mod tests {
         for len in [1, 90, 91, 92, 93, 101, 200, 240, 600] {
             let path = vec![b'p'; len];
             let record = pax_record(&path);
-            let digits: usize = std::str::from_utf8(&record[..record.iter().position(|&b| b == b' ').unwrap()]).unwrap().parse().unwrap();
+            let digits: usize = std::str::from_utf8(&record[..record.iter().position(|&b| b == b' ').unwrap()])
+                .unwrap()
+                .parse()
+                .unwrap();
             assert_eq!(digits, record.len(), "len {len}");
             assert!(record.ends_with(b"\n"));
             if record.len() <= BLOCK {
@@ -322,7 +331,11 @@ mod tests {
             [&good[..], b"\0"].concat(),
         ];
         for content in refused {
-            assert!(matches!(parse_pax(&content), Err(HeaderProblem::Pax(_))), "{:?}", String::from_utf8_lossy(&content));
+            assert!(
+                matches!(parse_pax(&content), Err(HeaderProblem::Pax(_))),
+                "{:?}",
+                String::from_utf8_lossy(&content)
+            );
         }
     }
 

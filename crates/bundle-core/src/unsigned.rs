@@ -98,7 +98,11 @@ impl UnsignedBundle {
     /// entries must be exactly the manifest's files, in its order, with its sizes, modes and sha256.
     pub fn copy_payload<W: ArchiveSink>(&self, ar: &mut ArchiveWriter<W>) -> Result<(), UnsignedError> {
         let not = |reason: String| UnsignedError::NotUnsigned { path: self.path.clone(), reason };
-        let mismatch = |entry: &str, reason: String| UnsignedError::Mismatch { path: self.path.clone(), entry: entry.into(), reason };
+        let mismatch = |entry: &str, reason: String| UnsignedError::Mismatch {
+            path: self.path.clone(),
+            entry: entry.into(),
+            reason,
+        };
         let mut archive = open_archive(&self.path)?;
         let mut entries = archive.entries().map_err(|e| not(e.to_string()))?.skip(1);
         for want in &self.manifest.files {
@@ -114,16 +118,28 @@ impl UnsignedBundle {
                 return Err(mismatch(&want.path, format!("found `{name}` in its place")));
             }
             let header = entry.header();
-            let (size, mode) = (header.size().map_err(|e| not(e.to_string()))?, header.mode().map_err(|e| not(e.to_string()))?);
+            let (size, mode) =
+                (header.size().map_err(|e| not(e.to_string()))?, header.mode().map_err(|e| not(e.to_string()))?);
             if !header.entry_type().is_file() || size != want.size || mode & 0o7777 != want.mode_bits() {
-                return Err(mismatch(&want.path, format!("a {:?} of {size} bytes, mode {:o}; the manifest says a file of {} bytes, mode {}", header.entry_type(), mode & 0o7777, want.size, want.mode)));
+                return Err(mismatch(
+                    &want.path,
+                    format!(
+                        "a {:?} of {size} bytes, mode {:o}; the manifest says a file of {} bytes, mode {}",
+                        header.entry_type(),
+                        mode & 0o7777,
+                        want.size,
+                        want.mode
+                    ),
+                ));
             }
             let mut hashing = HashingReader { inner: &mut entry, hash: Sha256::new() };
-            ar.add_file(&want.path, want.mode_bits(), want.size, &mut hashing, Packing::for_path(&want.path)).map_err(|e| match e {
-                AddError::Write(e) => UnsignedError::Write(e),
-                AddError::Read(e) => not(format!("entry {}: {e}", want.path)),
-                AddError::Unstorable { path, reason } => mismatch(&path, reason),
-            })?;
+            ar.add_file(&want.path, want.mode_bits(), want.size, &mut hashing, Packing::for_path(&want.path)).map_err(
+                |e| match e {
+                    AddError::Write(e) => UnsignedError::Write(e),
+                    AddError::Read(e) => not(format!("entry {}: {e}", want.path)),
+                    AddError::Unstorable { path, reason } => mismatch(&path, reason),
+                },
+            )?;
             let sha = crate::hash::to_hex(&hashing.hash.finalize());
             if sha != want.sha256 {
                 return Err(mismatch(&want.path, format!("its sha256 is {sha}, the manifest says {}", want.sha256)));
@@ -131,7 +147,10 @@ impl UnsignedBundle {
         }
         if let Some(extra) = entries.next() {
             let extra = extra.map_err(|e| not(e.to_string()))?;
-            return Err(not(format!("it has an entry `{}` the manifest does not list", entry_path(&extra).unwrap_or_default())));
+            return Err(not(format!(
+                "it has an entry `{}` the manifest does not list",
+                entry_path(&extra).unwrap_or_default()
+            )));
         }
         Ok(())
     }

@@ -17,7 +17,9 @@ use flate2::bufread::GzDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::hash::{sha256_hex, to_hex};
-use crate::manifest::{FileEntry, Manifest, ManifestError, MANIFEST_NAME, MAX_ENTRIES, MAX_MANIFEST_BYTES, SIGNATURE_NAME};
+use crate::manifest::{
+    FileEntry, Manifest, ManifestError, MANIFEST_NAME, MAX_ENTRIES, MAX_MANIFEST_BYTES, SIGNATURE_NAME,
+};
 use crate::paths::BundlePath;
 use crate::signature::{self, KeyId, PublicKey, Signature, SignatureError, TrustedInfo};
 use crate::tarfmt::{self, Kind, BLOCK};
@@ -148,7 +150,12 @@ impl VerifiedBundle {
 ///
 /// `path` may also name a split bundle (`NAME.001`, `NAME.parts` or the directory holding them): the
 /// signed parts index is checked first, then the parts are read as one stream.
-pub fn verify_file(path: &Path, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
+pub fn verify_file(
+    path: &Path,
+    trusted: &[PublicKey],
+    dest: Option<&Path>,
+    limits: &Limits,
+) -> Result<VerifiedBundle, VerifyError> {
     verify_file_with_progress(path, trusted, dest, limits, &|_| {})
 }
 
@@ -198,7 +205,11 @@ fn damaged_part(dir: &Path, index: &crate::split::PartsIndex) -> Option<VerifyEr
         let which = format!("part {} of {n} ({})", i + 1, part.name);
         let path = dir.join(&part.name);
         if crate::input::open_regular(&path).is_err() {
-            return Some(VerifyError::bundle("missing_part", None, format!("{which} cannot be read; copy that part again")));
+            return Some(VerifyError::bundle(
+                "missing_part",
+                None,
+                format!("{which} cannot be read; copy that part again"),
+            ));
         }
         match crate::hash::hash_file(&path) {
             Ok((sha, size)) if sha == part.sha256 && size == part.size => {}
@@ -206,7 +217,9 @@ fn damaged_part(dir: &Path, index: &crate::split::PartsIndex) -> Option<VerifyEr
                 return Some(VerifyError::bundle(
                     "damaged_part",
                     None,
-                    format!("{which} is damaged (its size or sha256 differs from the signed index); copy that part again"),
+                    format!(
+                        "{which} is damaged (its size or sha256 differs from the signed index); copy that part again"
+                    ),
                 ))
             }
         }
@@ -215,11 +228,16 @@ fn damaged_part(dir: &Path, index: &crate::split::PartsIndex) -> Option<VerifyEr
 }
 
 /// Reads and checks `NAME.parts` against `NAME.parts.minisig`; returns it and the parts' directory.
-fn read_parts_index(index_path: &Path, trusted: &[PublicKey]) -> Result<(crate::split::PartsIndex, PathBuf), VerifyError> {
+fn read_parts_index(
+    index_path: &Path,
+    trusted: &[PublicKey],
+) -> Result<(crate::split::PartsIndex, PathBuf), VerifyError> {
     let read = |p: &Path, cap: u64| -> Result<Vec<u8>, VerifyError> {
         let f = open_bundle(p)?;
         let mut bytes = Vec::new();
-        f.take(cap + 1).read_to_end(&mut bytes).map_err(|source| VerifyError::Open { path: p.to_path_buf(), source })?;
+        f.take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| VerifyError::Open { path: p.to_path_buf(), source })?;
         if bytes.len() as u64 > cap {
             return Err(VerifyError::bundle("limit", None, format!("{} is larger than {cap} bytes", p.display())));
         }
@@ -231,12 +249,20 @@ fn read_parts_index(index_path: &Path, trusted: &[PublicKey]) -> Result<(crate::
     let signature = Signature::parse_bytes(&sig_bytes, &sig_path.display().to_string())?;
     signature::verify(&index_bytes, &signature, trusted)?;
     let info = TrustedInfo::parse(&signature.trusted_comment)?;
-    let index: crate::split::PartsIndex = std::str::from_utf8(&index_bytes)
-        .ok()
-        .and_then(|t| serde_yaml::from_str(t).ok())
-        .ok_or_else(|| VerifyError::bundle("invalid_parts_index", None, format!("{} is not a parts index", index_path.display())))?;
-    if index.format != crate::split::PARTS_FORMAT || info.app != index.app || info.version != index.version || info.sequence != index.sequence {
-        return Err(VerifyError::bundle("invalid_parts_index", None, "the parts index and its signed trusted comment disagree"));
+    let index: crate::split::PartsIndex =
+        std::str::from_utf8(&index_bytes).ok().and_then(|t| serde_yaml::from_str(t).ok()).ok_or_else(|| {
+            VerifyError::bundle("invalid_parts_index", None, format!("{} is not a parts index", index_path.display()))
+        })?;
+    if index.format != crate::split::PARTS_FORMAT
+        || info.app != index.app
+        || info.version != index.version
+        || info.sequence != index.sequence
+    {
+        return Err(VerifyError::bundle(
+            "invalid_parts_index",
+            None,
+            "the parts index and its signed trusted comment disagree",
+        ));
     }
     index.check_names().map_err(|m| VerifyError::bundle("invalid_parts_index", None, m))?;
     let dir = index_path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -284,18 +310,30 @@ fn read_error(e: io::Error, entry: Option<&str>) -> VerifyError {
 }
 
 /// See [`verify_file`].
-pub fn verify_reader<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
+pub fn verify_reader<R: Read>(
+    reader: R,
+    trusted: &[PublicKey],
+    dest: Option<&Path>,
+    limits: &Limits,
+) -> Result<VerifiedBundle, VerifyError> {
     verify_stream(reader, trusted, dest, limits, &|_| {})
 }
 
-fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>, limits: &Limits, progress: &dyn Fn(u64)) -> Result<VerifiedBundle, VerifyError> {
+fn verify_stream<R: Read>(
+    reader: R,
+    trusted: &[PublicKey],
+    dest: Option<&Path>,
+    limits: &Limits,
+    progress: &dyn Fn(u64),
+) -> Result<VerifiedBundle, VerifyError> {
     let hashing = crate::hash::ThreadedHashReader::new(reader);
     let counting = Counting { inner: hashing, count: 0, reported: 0, progress };
     let mut gz = GzDecoder::new(BufReader::with_capacity(1 << 20, counting));
     let mut block = [0u8; BLOCK];
 
     // 1. The manifest, then its signature, checked before anything else is believed.
-    let Head { manifest, manifest_bytes, sig_bytes, signature, key_id, info } = read_head(&mut gz, &mut block, trusted, limits)?;
+    let Head { manifest, manifest_bytes, sig_bytes, signature, key_id, info } =
+        read_head(&mut gz, &mut block, trusted, limits)?;
     if let Some(dir) = dest {
         write_whole(dir, MANIFEST_NAME, &manifest_bytes, 0o644)?;
         write_whole(dir, SIGNATURE_NAME, &sig_bytes, 0o644)?;
@@ -306,7 +344,9 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
     let dirs: HashSet<String> = manifest
         .files
         .iter()
-        .flat_map(|f| BundlePath::parse(&f.path).map(|p| p.parents().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default())
+        .flat_map(|f| {
+            BundlePath::parse(&f.path).map(|p| p.parents().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default()
+        })
         .collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -323,17 +363,26 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
             Kind::Directory => header.name.strip_suffix(b"/").unwrap_or(&header.name),
             Kind::File => &header.name[..],
         };
-        let path = BundlePath::parse_bytes(raw_name).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
+        let path =
+            BundlePath::parse_bytes(raw_name).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
         let name = path.as_str();
         if header.mode & 0o7000 != 0 {
-            return Err(VerifyError::bundle("entry_mode", Some(name), format!("mode {:o} has setuid/setgid/sticky bits", header.mode)));
+            return Err(VerifyError::bundle(
+                "entry_mode",
+                Some(name),
+                format!("mode {:o} has setuid/setgid/sticky bits", header.mode),
+            ));
         }
         if !seen.insert(name.to_string()) {
             return Err(VerifyError::bundle("duplicate_entry", Some(name), "appears twice in the archive"));
         }
         if header.kind == Kind::Directory {
             if !dirs.contains(name) || header.size != 0 {
-                return Err(VerifyError::bundle("unlisted_entry", Some(name), "directory not implied by any listed file"));
+                return Err(VerifyError::bundle(
+                    "unlisted_entry",
+                    Some(name),
+                    "directory not implied by any listed file",
+                ));
             }
             continue;
         }
@@ -348,7 +397,11 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
             ));
         }
         if header.mode & 0o777 != entry.mode_bits() {
-            return Err(VerifyError::bundle("mode_mismatch", Some(name), format!("mode {:o}, the manifest says {}", header.mode & 0o777, entry.mode)));
+            return Err(VerifyError::bundle(
+                "mode_mismatch",
+                Some(name),
+                format!("mode {:o}, the manifest says {}", header.mode & 0o777, entry.mode),
+            ));
         }
         let mut out = match dest {
             Some(dir) => Some(create_file(dir, &path, entry.mode_bits())?),
@@ -361,7 +414,8 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
             gz.read_exact(&mut buf[..want]).map_err(|e| read_error(e, Some(name)))?;
             hasher.update(&buf[..want]);
             if let Some((file, file_path)) = out.as_mut() {
-                file.write_all(&buf[..want]).map_err(|source| VerifyError::Write { path: file_path.clone(), source })?;
+                file.write_all(&buf[..want])
+                    .map_err(|source| VerifyError::Write { path: file_path.clone(), source })?;
             }
             left -= want as u64;
         }
@@ -380,7 +434,12 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
         }
     }
     // A delta bundle's omitted files are the caller's to supply (and check) from elsewhere.
-    let missing: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).filter(|p| !seen.contains(*p) && !manifest.is_omitted(p)).collect();
+    let missing: Vec<&str> = manifest
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| !seen.contains(*p) && !manifest.is_omitted(p))
+        .collect();
     if let Some(first) = missing.first() {
         return Err(VerifyError::bundle(
             "missing_entry",
@@ -410,7 +469,17 @@ fn verify_stream<R: Read>(reader: R, trusted: &[PublicKey], dest: Option<&Path>,
     let counting = inner.into_inner();
     let compressed_bytes = counting.count;
     let (bundle_sha256, _) = counting.inner.finish();
-    Ok(VerifiedBundle { manifest, manifest_bytes, key_id, signature, info, dir: dest.map(Path::to_path_buf), compressed_bytes, bundle_sha256, parts: None })
+    Ok(VerifiedBundle {
+        manifest,
+        manifest_bytes,
+        key_id,
+        signature,
+        info,
+        dir: dest.map(Path::to_path_buf),
+        compressed_bytes,
+        bundle_sha256,
+        parts: None,
+    })
 }
 
 /// One payload file of a bundle, read WITHOUT any check (for `inspect --sbom`), at most `cap` bytes.
@@ -424,9 +493,10 @@ pub fn read_entry_unverified(path: &Path, wanted: &str, cap: u64) -> Result<Vec<
     }
     let file: Box<dyn Read> = match crate::split::locate_index(path) {
         Some(index_path) => {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| VerifyError::Open { path: index_path.clone(), source })?;
-            let index: crate::split::PartsIndex =
-                serde_yaml::from_str(&text).map_err(|e| VerifyError::bundle("invalid_parts_index", None, e.to_string()))?;
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|source| VerifyError::Open { path: index_path.clone(), source })?;
+            let index: crate::split::PartsIndex = serde_yaml::from_str(&text)
+                .map_err(|e| VerifyError::bundle("invalid_parts_index", None, e.to_string()))?;
             index.check_names().map_err(|m| VerifyError::bundle("invalid_parts_index", None, m))?;
             Box::new(crate::split::PartsReader::new(index_path.parent().unwrap_or(Path::new(".")), index.parts))
         }
@@ -537,7 +607,12 @@ struct Head {
     info: TrustedInfo,
 }
 
-fn read_head<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], trusted: &[PublicKey], limits: &Limits) -> Result<Head, VerifyError> {
+fn read_head<R: Read>(
+    gz: &mut R,
+    block: &mut [u8; BLOCK],
+    trusted: &[PublicKey],
+    limits: &Limits,
+) -> Result<Head, VerifyError> {
     let manifest_bytes = read_small_entry(gz, block, MANIFEST_NAME, limits.max_manifest_bytes)?;
     let sig_bytes = read_small_entry(gz, block, SIGNATURE_NAME, limits.max_signature_bytes)?;
     let signature = Signature::parse_bytes(&sig_bytes, SIGNATURE_NAME)?;
@@ -562,7 +637,10 @@ fn read_head<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], trusted: &[PublicKey]
 
 /// The signed manifest of a bundle, checked against `trusted`, reading only the start of the file.
 /// For planning before the payload is streamed; the full [`verify_file`] checks it all again.
-pub fn read_verified_manifest(path: &Path, trusted: &[PublicKey]) -> Result<(Manifest, String, KeyId, TrustedInfo), VerifyError> {
+pub fn read_verified_manifest(
+    path: &Path,
+    trusted: &[PublicKey],
+) -> Result<(Manifest, String, KeyId, TrustedInfo), VerifyError> {
     let mut split = None;
     let reader: Box<dyn Read> = match crate::split::locate_index(path) {
         Some(index_path) => {
@@ -583,13 +661,20 @@ pub fn read_verified_manifest(path: &Path, trusted: &[PublicKey]) -> Result<(Man
 }
 
 /// Reads an entry that must come at a fixed place (`manifest.yaml`, its signature) into memory.
-fn read_small_entry<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], expected: &str, cap: u64) -> Result<Vec<u8>, VerifyError> {
+fn read_small_entry<R: Read>(
+    gz: &mut R,
+    block: &mut [u8; BLOCK],
+    expected: &str,
+    cap: u64,
+) -> Result<Vec<u8>, VerifyError> {
     gz.read_exact(block).map_err(|e| read_error(e, Some(expected)))?;
-    let missing = || VerifyError::bundle(
-        if expected == SIGNATURE_NAME { "missing_signature" } else { "missing_manifest" },
-        Some(expected),
-        format!("`{expected}` must be entry {} of the archive", if expected == MANIFEST_NAME { 1 } else { 2 }),
-    );
+    let missing = || {
+        VerifyError::bundle(
+            if expected == SIGNATURE_NAME { "missing_signature" } else { "missing_manifest" },
+            Some(expected),
+            format!("`{expected}` must be entry {} of the archive", if expected == MANIFEST_NAME { 1 } else { 2 }),
+        )
+    };
     if tarfmt::is_zero_block(block) {
         return Err(missing());
     }
@@ -598,7 +683,11 @@ fn read_small_entry<R: Read>(gz: &mut R, block: &mut [u8; BLOCK], expected: &str
         return Err(missing());
     }
     if header.size > cap {
-        return Err(VerifyError::bundle("limit", Some(expected), format!("{} bytes, more than the {cap} allowed", header.size)));
+        return Err(VerifyError::bundle(
+            "limit",
+            Some(expected),
+            format!("{} bytes, more than the {cap} allowed", header.size),
+        ));
     }
     let mut data = vec![0u8; header.size as usize];
     gz.read_exact(&mut data).map_err(|e| read_error(e, Some(expected)))?;
@@ -632,9 +721,11 @@ fn write_whole(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), Ver
 pub fn read_unverified(path: &Path) -> Result<(Manifest, Signature), VerifyError> {
     let file: Box<dyn Read> = match crate::split::locate_index(path) {
         Some(index_path) => {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| VerifyError::Open { path: index_path.clone(), source })?;
-            let index: crate::split::PartsIndex = serde_yaml::from_str(&text)
-                .map_err(|e| VerifyError::bundle("invalid_parts_index", None, format!("{}: {e}", index_path.display())))?;
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|source| VerifyError::Open { path: index_path.clone(), source })?;
+            let index: crate::split::PartsIndex = serde_yaml::from_str(&text).map_err(|e| {
+                VerifyError::bundle("invalid_parts_index", None, format!("{}: {e}", index_path.display()))
+            })?;
             index.check_names().map_err(|m| VerifyError::bundle("invalid_parts_index", None, m))?;
             let dir = index_path.parent().unwrap_or(Path::new(".")).to_path_buf();
             Box::new(crate::split::PartsReader::new(&dir, index.parts))

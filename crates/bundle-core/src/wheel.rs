@@ -165,7 +165,11 @@ pub fn inspect(path: &Path) -> Result<WheelContents, WheelInfoError> {
     let dist_info = names
         .iter()
         .filter_map(|n| n.split_once('/').map(|(dir, _)| dir))
-        .find(|dir| dir.strip_suffix(".dist-info").and_then(|s| s.rsplit_once('-')).is_some_and(|(d, v)| normalize_name(d) == name.normalized_name() && same_version(v, &name.version)))
+        .find(|dir| {
+            dir.strip_suffix(".dist-info")
+                .and_then(|s| s.rsplit_once('-'))
+                .is_some_and(|(d, v)| normalize_name(d) == name.normalized_name() && same_version(v, &name.version))
+        })
         .map(str::to_string)
         .ok_or_else(|| err(format!("no {}-{}.dist-info directory", name.distribution, name.version)))?;
     let text = read_member(&mut zip, &format!("{dist_info}/METADATA")).map_err(err)?;
@@ -180,7 +184,8 @@ pub fn inspect(path: &Path) -> Result<WheelContents, WheelInfoError> {
     let mut wheel_tags = Vec::new();
     for line in wheel.lines() {
         if let Some((_, v)) = line.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("tag")) {
-            let tag = crate::tags::Tag::parse(v.trim()).ok_or_else(|| err(format!("WHEEL has a malformed Tag line `{}`", v.trim())))?;
+            let tag = crate::tags::Tag::parse(v.trim())
+                .ok_or_else(|| err(format!("WHEEL has a malformed Tag line `{}`", v.trim())))?;
             wheel_tags.push(tag);
         }
     }
@@ -258,7 +263,10 @@ mod tests {
     #[test]
     fn install_locations() {
         assert_eq!(install_location("jwt/__init__.py", "PyJWT"), "site-packages/jwt/__init__.py");
-        assert_eq!(install_location("PyJWT-2.1.data/purelib/jwt/__init__.py", "PyJWT"), "site-packages/jwt/__init__.py");
+        assert_eq!(
+            install_location("PyJWT-2.1.data/purelib/jwt/__init__.py", "PyJWT"),
+            "site-packages/jwt/__init__.py"
+        );
         assert_eq!(install_location("x-1.data/platlib/./jwt//__init__.py", "x"), "site-packages/jwt/__init__.py");
         assert_eq!(install_location("x-1.data/scripts/tool", "x"), "scripts/tool");
         assert_eq!(install_location("Foo_Bar-1.data/headers/a.h", "Foo_Bar"), "headers/foo-bar/a.h");

@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use bundle_core::archive::{ArchiveWriter, Packing};
 use bundle_core::hash::sha256_hex;
 use bundle_core::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
-use bundle_core::archive::{ArchiveWriter, Packing};
 use bundle_core::paths::BundlePath;
 use bundle_core::signature::{PublicKey, SecretKey, TrustedInfo};
 use bundle_core::tarfmt;
@@ -47,7 +47,8 @@ fn key() -> (SecretKey, PublicKey) {
 
 /// The real fixture bundle 4.0.0 signed by that key (the fuzz seed corpus).
 fn real_bundle() -> Vec<u8> {
-    std::fs::read(workspace().join("fuzz/corpus/verify_reader/real-4.0.0.bundle.tar.gz")).expect("the committed seed bundle")
+    std::fs::read(workspace().join("fuzz/corpus/verify_reader/real-4.0.0.bundle.tar.gz"))
+        .expect("the committed seed bundle")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -77,7 +78,16 @@ struct Raw {
 
 impl Raw {
     fn file(name: &str, mode: u32, size: u64) -> Raw {
-        Raw { name: name.into(), prefix: vec![], link: vec![], kind: b'0', mode, size_field: size, gnu: false, bad_checksum: false }
+        Raw {
+            name: name.into(),
+            prefix: vec![],
+            link: vec![],
+            kind: b'0',
+            mode,
+            size_field: size,
+            gnu: false,
+            bad_checksum: false,
+        }
     }
     fn block(&self) -> [u8; BLOCK] {
         let mut b = [0u8; BLOCK];
@@ -115,7 +125,8 @@ fn gzip(data: &[u8], level: u32) -> Vec<u8> {
 }
 
 /// A listed file whose name only a PAX header holds (last component over 100 bytes).
-const LONG: &str = "wheels/long-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.musllinux_1_1_x86_64.whl";
+const LONG: &str =
+    "wheels/long-1.0-cp311-cp311-manylinux1_x86_64.manylinux_2_28_x86_64.manylinux_2_5_x86_64.musllinux_1_1_x86_64.whl";
 
 /// Appends a regular file as the bundle writer lays it out: in the ustar name (and prefix) fields, or
 /// behind a PAX header with one `path` record when they cannot hold it.
@@ -172,7 +183,12 @@ fn make_release(extra: Vec<(String, u32, Vec<u8>)>) -> Release {
         let total: usize = files.iter().map(|f| f.2.len()).sum();
         yaml.push_str(&format!("payload:\n  entries: {}\n  bytes: {total}\nfiles:\n", files.len()));
         for (p, m, d) in &files {
-            yaml.push_str(&format!("- path: {p}\n  size: {}\n  sha256: {}\n  mode: '{:04o}'\n", d.len(), sha256_hex(d), m));
+            yaml.push_str(&format!(
+                "- path: {p}\n  size: {}\n  sha256: {}\n  mode: '{:04o}'\n",
+                d.len(),
+                sha256_hex(d),
+                m
+            ));
         }
         let manifest = yaml.into_bytes();
         let m = bundle_core::manifest::Manifest::parse(&manifest).expect("the test manifest is valid");
@@ -212,7 +228,13 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
     walk(dir)
         .into_iter()
         .map(|(p, t)| {
-            let v = if t.is_file() { sha256_hex(&std::fs::read(&p).unwrap()) } else if t.is_dir() { "dir".into() } else { format!("{t:?}") };
+            let v = if t.is_file() {
+                sha256_hex(&std::fs::read(&p).unwrap())
+            } else if t.is_dir() {
+                "dir".into()
+            } else {
+                format!("{t:?}")
+            };
             (p.strip_prefix(dir).unwrap().to_path_buf(), v)
         })
         .collect()
@@ -235,7 +257,11 @@ fn check_input(bytes: &[u8], keys: &[PublicKey], expect_manifest: Option<&[u8]>)
     for (p, t_) in walk(t) {
         let p = p.as_path();
         prop_assert!(t_.is_file() || t_.is_dir(), "{} is a {:?}", p.display(), t_);
-        prop_assert!(p.starts_with(&staging) || p.starts_with(&sentinel), "{} was written outside the staging directory", p.display());
+        prop_assert!(
+            p.starts_with(&staging) || p.starts_with(&sentinel),
+            "{} was written outside the staging directory",
+            p.display()
+        );
         if p.starts_with(&staging) {
             let real = p.canonicalize().unwrap();
             prop_assert!(real.starts_with(staging.canonicalize().unwrap()), "{} resolves outside staging", p.display());
@@ -268,8 +294,29 @@ fn check_input(bytes: &[u8], keys: &[PublicKey], expect_manifest: Option<&[u8]>)
 
 /// Name fragments that have broken unpackers.
 const FRAGMENTS: &[&[u8]] = &[
-    b"..", b".", b"", b"a", b"hooks", b"start.sh", b"config", b"C:", b"c:\\x", b"\\", b"..\\..", b"/", b"//", b"\0", b"\x1b[2J",
-    b"\xc3\xa9", b"\xff", b"manifest.yaml", b"wheels", b"~", b"a b", b"x:y", b"CON",
+    b"..",
+    b".",
+    b"",
+    b"a",
+    b"hooks",
+    b"start.sh",
+    b"config",
+    b"C:",
+    b"c:\\x",
+    b"\\",
+    b"..\\..",
+    b"/",
+    b"//",
+    b"\0",
+    b"\x1b[2J",
+    b"\xc3\xa9",
+    b"\xff",
+    b"manifest.yaml",
+    b"wheels",
+    b"~",
+    b"a b",
+    b"x:y",
+    b"CON",
 ];
 
 fn name_strategy() -> impl Strategy<Value = Vec<u8>> {
@@ -281,7 +328,8 @@ fn name_strategy() -> impl Strategy<Value = Vec<u8>> {
         b"config".to_vec(),
         b"wheels/".to_vec(),
     ]);
-    let joined = prop::collection::vec(prop::sample::select(FRAGMENTS.to_vec()), 1..5).prop_map(|parts| parts.join(&b'/'));
+    let joined =
+        prop::collection::vec(prop::sample::select(FRAGMENTS.to_vec()), 1..5).prop_map(|parts| parts.join(&b'/'));
     let random = prop::collection::vec(any::<u8>(), 0..110);
     prop_oneof![3 => listed, 4 => joined, 2 => random]
 }
@@ -313,7 +361,18 @@ fn pax_strategy() -> impl Strategy<Value = Option<Vec<u8>>> {
         tarfmt::pax_record(format!("{LONG}\0/../x").as_bytes()),
         [tarfmt::pax_record(LONG.as_bytes()), tarfmt::pax_record(LONG.as_bytes())].concat(),
     ]);
-    let keyed = (prop::sample::select(vec!["size", "linkpath", "path", "mtime", "uid", "SCHILY.xattr.user.x", "GNU.sparse.size"]), prop::collection::vec(any::<u8>(), 0..30))
+    let keyed = (
+        prop::sample::select(vec![
+            "size",
+            "linkpath",
+            "path",
+            "mtime",
+            "uid",
+            "SCHILY.xattr.user.x",
+            "GNU.sparse.size",
+        ]),
+        prop::collection::vec(any::<u8>(), 0..30),
+    )
         .prop_map(move |(k, v)| record(k, &v));
     let random = prop::collection::vec(any::<u8>(), 0..600);
     prop_oneof![12 => Just(None), 3 => ours.prop_map(Some), 2 => keyed.prop_map(Some), 1 => random.prop_map(Some)]
@@ -327,19 +386,30 @@ fn entry_strategy() -> impl Strategy<Value = Entry> {
         3 => prop::collection::vec(any::<u8>(), 0..700),
     ];
     let size_lie = prop_oneof![6 => Just(None), 2 => (0u64..2000).prop_map(Some), 1 => Just(Some(0o77777777777u64))];
-    let link = prop_oneof![8 => Just(Vec::new()), 1 => Just(b"/etc/passwd".to_vec()), 1 => Just(b"../../sentinel".to_vec())];
+    let link =
+        prop_oneof![8 => Just(Vec::new()), 1 => Just(b"/etc/passwd".to_vec()), 1 => Just(b"../../sentinel".to_vec())];
     let prefix = prop_oneof![8 => Just(Vec::new()), 1 => Just(b"..".to_vec()), 1 => Just(b"/tmp".to_vec()), 1 => Just(b"hooks".to_vec())];
     let long_name = prop_oneof![3 => Just(None), 1 => Just(Some(tarfmt::pax_name_field(LONG.as_bytes()).to_vec()))];
-    (name_strategy(), kind, mode, data, size_lie, link, prefix, any::<bool>(), prop::bool::weighted(0.05), (pax_strategy(), long_name)).prop_map(
-        |(name, kind, mode, data, size_lie, link, prefix, gnu, bad_checksum, (pax, long_name))| {
+    (
+        name_strategy(),
+        kind,
+        mode,
+        data,
+        size_lie,
+        link,
+        prefix,
+        any::<bool>(),
+        prop::bool::weighted(0.05),
+        (pax_strategy(), long_name),
+    )
+        .prop_map(|(name, kind, mode, data, size_lie, link, prefix, gnu, bad_checksum, (pax, long_name))| {
             let size_field = size_lie.unwrap_or(data.len() as u64);
             // Data follows the header as the size field says (up to what we have).
             let data = if (size_field as usize) < data.len() { data[..size_field as usize].to_vec() } else { data };
             // Sometimes the name field a PAX header for the long listed name expects.
             let name = long_name.unwrap_or(name);
             Entry { pax, raw: Raw { name, prefix, link, kind, mode, size_field, gnu, bad_checksum }, data }
-        },
-    )
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -360,7 +430,13 @@ fn archive_strategy() -> impl Strategy<Value = Archive> {
         prop_oneof![8 => Just(Vec::new()), 1 => prop::collection::vec(any::<u8>(), 1..40), 1 => Just(vec![0u8; 1024])],
         prop::sample::select(vec![0u32, 1, 6]),
     )
-        .prop_map(|(entries, payload_at, end_of_archive, trailing, level)| Archive { entries, payload_at, end_of_archive, trailing, level })
+        .prop_map(|(entries, payload_at, end_of_archive, trailing, level)| Archive {
+            entries,
+            payload_at,
+            end_of_archive,
+            trailing,
+            level,
+        })
 }
 
 fn build(a: &Archive) -> Vec<u8> {
@@ -431,7 +507,11 @@ fn any_length_path() -> impl Strategy<Value = String> {
         let mut p = parts.join("/");
         p.truncate(236);
         let p = p.trim_end_matches('/').to_string();
-        if BundlePath::parse(&p).is_ok() { p } else { "fallback".into() }
+        if BundlePath::parse(&p).is_ok() {
+            p
+        } else {
+            "fallback".into()
+        }
     })
 }
 
@@ -445,13 +525,15 @@ fn names_of_any_length_written_by_the_archive_writer_verify_and_list_the_same() 
     runner
         .run(&strategy, |names| {
             // `xN/` keeps the names unique and never a parent of one another.
-            let extra: Vec<(String, u32, Vec<u8>)> = names.into_iter().enumerate().map(|(i, (p, d))| (format!("x{i}/{p}"), 0o644, d)).collect();
+            let extra: Vec<(String, u32, Vec<u8>)> =
+                names.into_iter().enumerate().map(|(i, (p, d))| (format!("x{i}/{p}"), 0o644, d)).collect();
             let r = make_release(extra);
             let mut files = r.files.clone();
             files.sort();
             let mut w = ArchiveWriter::new(Vec::new(), 1_700_000_000).unwrap();
             w.add_file(MANIFEST_NAME, 0o644, r.manifest.len() as u64, &mut &r.manifest[..], Packing::Compress).unwrap();
-            w.add_file(SIGNATURE_NAME, 0o644, r.signature.len() as u64, &mut &r.signature[..], Packing::Compress).unwrap();
+            w.add_file(SIGNATURE_NAME, 0o644, r.signature.len() as u64, &mut &r.signature[..], Packing::Compress)
+                .unwrap();
             for (p, m, d) in &files {
                 w.add_file(p, *m, d.len() as u64, &mut &d[..], Packing::for_path(p)).unwrap();
             }
@@ -483,8 +565,15 @@ fn names_of_any_length_written_by_the_archive_writer_verify_and_list_the_same() 
             }
             prop_assert_eq!(&raw, &want);
             let mut ar = tar::Archive::new(&plain[..]);
-            let names: Vec<String> = ar.entries().unwrap().map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap()).collect();
-            let expected: Vec<String> = [MANIFEST_NAME.to_string(), SIGNATURE_NAME.to_string()].into_iter().chain(files.iter().map(|f| f.0.clone())).collect();
+            let names: Vec<String> = ar
+                .entries()
+                .unwrap()
+                .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+                .collect();
+            let expected: Vec<String> = [MANIFEST_NAME.to_string(), SIGNATURE_NAME.to_string()]
+                .into_iter()
+                .chain(files.iter().map(|f| f.0.clone()))
+                .collect();
             prop_assert_eq!(names, expected);
             Ok(())
         })
@@ -543,7 +632,10 @@ fn damaged_real_bundles_are_refused_or_unchanged_in_content() {
     let keys = [pk];
     let good = real_bundle();
     let plain = gunzip(&good).unwrap();
-    let manifest = verify_reader(&good[..], &keys, None, &Limits::default()).expect("the committed seed bundle verifies").manifest_bytes().to_vec();
+    let manifest = verify_reader(&good[..], &keys, None, &Limits::default())
+        .expect("the committed seed bundle verifies")
+        .manifest_bytes()
+        .to_vec();
     let mut runner = TestRunner::new(config(CASES));
     runner
         .run(&damage_strategy(good.len()), |d| {
@@ -552,7 +644,12 @@ fn damaged_real_bundles_are_refused_or_unchanged_in_content() {
                 // Only damage that changes nothing a decoder reads (gzip header fields such as
                 // mtime/OS, padding bits of a stored block) may pass.
                 let content = gunzip(&bad);
-                prop_assert_eq!(content.as_deref(), Some(&plain[..]), "damage {:?} changed the content and was accepted", d);
+                prop_assert_eq!(
+                    content.as_deref(),
+                    Some(&plain[..]),
+                    "damage {:?} changed the content and was accepted",
+                    d
+                );
             }
             Ok(())
         })

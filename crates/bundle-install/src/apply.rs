@@ -36,7 +36,13 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { plan: PlanOptions::default(), trust: Vec::new(), python: "python3".into(), hook_timeout_secs: hooks::DEFAULT_TIMEOUT_SECS, base_bundle: None }
+        ApplyOptions {
+            plan: PlanOptions::default(),
+            trust: Vec::new(),
+            python: "python3".into(),
+            hook_timeout_secs: hooks::DEFAULT_TIMEOUT_SECS,
+            base_bundle: None,
+        }
     }
 }
 
@@ -66,8 +72,8 @@ pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> Rotat
 pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan> {
     let (keys, _) = keys_for(site, &opts.trust)?;
     let rotations = rotations_for(site, bundle, &keys);
-    let (manifest, bundle_id, key_id, _) =
-        verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys)).map_err(|e| crate::trust::verify_error(site, e))?;
+    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys))
+        .map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     plan.key_rotations = checked_rotations(site, &keys, &manifest, &key_id)?.outcomes;
     if plan.kind != PlanKind::NothingToDo {
@@ -81,22 +87,33 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
 
 /// The rotation plan of the *verified* manifest (the file may have changed since the statements were
 /// first read): recomputed from it, and the key that signed the bundle must be reachable through it.
-fn checked_rotations(site: &Site, trusted: &[PublicKey], verified: &Manifest, signer: &bundle_core::signature::KeyId) -> Result<RotationPlan> {
-    let rotations = rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::site_revokes(site, id));
+fn checked_rotations(
+    site: &Site,
+    trusted: &[PublicKey],
+    verified: &Manifest,
+    signer: &bundle_core::signature::KeyId,
+) -> Result<RotationPlan> {
+    let rotations =
+        rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::site_revokes(site, id));
     if !rotations.keys_for_bundle(trusted).iter().any(|k| k.key_id() == signer) {
-        return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read")
-            .with_hint("copy the bundle to local disk and run the command again"));
+        return Err(InstallError::new(
+            crate::error::Outcome::Verification,
+            "bundle_changed",
+            "the bundle file changed while it was being read",
+        )
+        .with_hint("copy the bundle to local disk and run the command again"));
     }
     Ok(rotations)
 }
 
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
 pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
-    let interp = Interpreter::probe(python)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter"))?;
-    interp
-        .require(&manifest.python)
-        .map_err(|e| InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH"))?;
+    let interp = Interpreter::probe(python).map_err(|e| {
+        InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter")
+    })?;
+    interp.require(&manifest.python).map_err(|e| {
+        InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH")
+    })?;
     Ok(interp)
 }
 
@@ -105,11 +122,15 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let rotations = rotations_for(site, bundle, &site_keys);
     let keys = rotations.keys_for_bundle(&site_keys);
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let (manifest, bundle_id, key_id, _) =
+        verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
-    let _db_locks = db::lock_run(&site.root, manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
+    let _db_locks = db::lock_run(
+        &site.root,
+        manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())),
+    )?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     plan.key_rotations = rotations.outcomes.clone();
     if plan.kind == PlanKind::NothingToDo {
@@ -127,14 +148,25 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
     fsutil::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
     std::fs::create_dir(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
-    reporter.step(&format!("verifying {} ({} files, {} bytes)", bundle.display(), manifest.payload.entries, manifest.payload.bytes));
+    reporter.step(&format!(
+        "verifying {} ({} files, {} bytes)",
+        bundle.display(),
+        manifest.payload.entries,
+        manifest.payload.bytes
+    ));
     let total = verify::bundle_size(bundle);
-    let verified = match verify::verify_file_with_progress(bundle, &keys, Some(&staging), &Limits::default(), &|done| reporter.progress(done, total)) {
+    let verified = match verify::verify_file_with_progress(bundle, &keys, Some(&staging), &Limits::default(), &|done| {
+        reporter.progress(done, total)
+    }) {
         Ok(v) if v.id() == bundle_id => v,
         Ok(_) => {
             let _ = fsutil::remove_tree(&staging);
-            return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read")
-                .with_hint("copy the bundle to local disk and run the command again"));
+            return Err(InstallError::new(
+                crate::error::Outcome::Verification,
+                "bundle_changed",
+                "the bundle file changed while it was being read",
+            )
+            .with_hint("copy the bundle to local disk and run the command again"));
         }
         Err(e) => {
             let _ = fsutil::remove_tree(&staging);
@@ -157,7 +189,13 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
     }
     let id = format!("{}-{}", crate::time::now_compact_millis(), manifest.version);
-    let journal = Journal::new(id.clone(), "apply", plan.from.clone(), manifest.version.clone(), actions(site, &manifest, &plan, &id, opts, &verified, &rotations));
+    let journal = Journal::new(
+        id.clone(),
+        "apply",
+        plan.from.clone(),
+        manifest.version.clone(),
+        actions(site, &manifest, &plan, &id, opts, &verified, &rotations),
+    );
     let runner = match Runner::begin(site, journal, reporter) {
         Ok(r) => r,
         Err(e) => {
@@ -166,7 +204,17 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         }
     };
     let script_limit = std::time::Duration::from_secs(opts.hook_timeout_secs);
-    let ctx = Ctx { site, manifest: &manifest, plan: &plan, interp: &interp, staging: &staging, verified: &verified, reporter, id: &id, script_limit };
+    let ctx = Ctx {
+        site,
+        manifest: &manifest,
+        plan: &plan,
+        interp: &interp,
+        staging: &staging,
+        verified: &verified,
+        reporter,
+        id: &id,
+        script_limit,
+    };
     let result = execute(runner, &ctx);
     // Staging is empty once stage_release moved the payload; a run that failed earlier leaves it.
     let _ = fsutil::remove_tree(&staging);
@@ -176,7 +224,15 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
 
 /// Adds a delta bundle's omitted files to `staging`, verifying the full base bundle first when
 /// some come only from it.
-fn fill_delta(site: &Site, m: &Manifest, d: &delta::DeltaPlan, staging: &Path, base: Option<&delta::BaseBundle>, keys: &[PublicKey], reporter: &dyn Reporter) -> Result<()> {
+fn fill_delta(
+    site: &Site,
+    m: &Manifest,
+    d: &delta::DeltaPlan,
+    staging: &Path,
+    base: Option<&delta::BaseBundle>,
+    keys: &[PublicKey],
+    reporter: &dyn Reporter,
+) -> Result<()> {
     let Some(b) = base.filter(|_| delta::needs_base_bundle(d)) else { return delta::fill(m, d, staging, None) };
     let scratch = site.staging().join(format!("base-{}", std::process::id()));
     fsutil::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
@@ -186,7 +242,11 @@ fn fill_delta(site: &Site, m: &Manifest, d: &delta::DeltaPlan, staging: &Path, b
         .map_err(InstallError::from)
         .and_then(|v| match v.id() == d.base_bundle_id {
             true => delta::fill(m, d, staging, Some((b, &scratch))),
-            false => Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the base bundle file changed while it was being read")),
+            false => Err(InstallError::new(
+                crate::error::Outcome::Verification,
+                "bundle_changed",
+                "the base bundle file changed while it was being read",
+            )),
         });
     let _ = fsutil::remove_tree(&scratch);
     r
@@ -212,19 +272,28 @@ fn db_ref(d: &plan::DbPlan) -> DbRef {
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
-pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &ApplyOptions, verified: &VerifiedBundle, rotations: &RotationPlan) -> Vec<Action> {
+pub(crate) fn actions(
+    site: &Site,
+    m: &Manifest,
+    plan: &Plan,
+    id: &str,
+    opts: &ApplyOptions,
+    verified: &VerifiedBundle,
+    rotations: &RotationPlan,
+) -> Vec<Action> {
     let v = m.version.clone();
     let new_dir = site.release_dir(&v);
-    let hook = |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
-        script.as_ref().map(|s| HookCall {
-            hook: name.into(),
-            script: bundle_dir.join(s),
-            release_dir: dir.to_path_buf(),
-            from,
-            to,
-            timeout_secs: opts.hook_timeout_secs,
-        })
-    };
+    let hook =
+        |name: &str, script: &Option<String>, dir: &Path, bundle_dir: &Path, from: Option<String>, to: String| {
+            script.as_ref().map(|s| HookCall {
+                hook: name.into(),
+                script: bundle_dir.join(s),
+                release_dir: dir.to_path_buf(),
+                from,
+                to,
+                timeout_secs: opts.hook_timeout_secs,
+            })
+        };
     // The old release's own hooks undo ours: its post_apply starts it again after our pre_apply
     // stopped it.
     let old = plan.from.as_ref().and_then(|f| site.release_manifest(f).ok().map(|om| (f.clone(), om)));
@@ -261,16 +330,30 @@ pub(crate) fn actions(site: &Site, m: &Manifest, plan: &Plan, id: &str, opts: &A
             a.push(Action::Baseline { db: db_ref(d), version, restore_from: id.to_string() });
         }
         for s in &d.steps {
-            a.push(Action::Migrate { db: db_ref(d), version: s.version, file: s.file.file.clone(), direction: s.direction, restore_from: id.to_string() });
+            a.push(Action::Migrate {
+                db: db_ref(d),
+                version: s.version,
+                file: s.file.file.clone(),
+                direction: s.direction,
+                restore_from: id.to_string(),
+            });
         }
     }
     a.push(Action::Swap { from: plan.from.clone(), to: v.clone() });
     if let Some(call) = hook("post_apply", &m.hooks.post_apply, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
         // Undone by stopping the new release with its own pre_apply.
-        let stop = hook("pre_apply", &m.hooks.pre_apply, &new_dir, &new_bundle, Some(v.clone()), plan.from.clone().unwrap_or_default());
+        let stop = hook(
+            "pre_apply",
+            &m.hooks.pre_apply,
+            &new_dir,
+            &new_bundle,
+            Some(v.clone()),
+            plan.from.clone().unwrap_or_default(),
+        );
         a.push(Action::Hook { call, undo: stop });
     }
-    if let Some(call) = hook("health_check", &m.hooks.health_check, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
+    if let Some(call) = hook("health_check", &m.hooks.health_check, &new_dir, &new_bundle, plan.from.clone(), v.clone())
+    {
         a.push(Action::Hook { call, undo: None });
     }
     let history = json!({
@@ -310,8 +393,14 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
             if runner.journal.committed() {
                 // Past the point of no return the new release is in place: finish, never undo.
-                return Err(InstallError::attention("commit_failed", format!("the new release is in place but finishing failed: {}", e.message))
-                    .with_hint(format!("fix the cause, then run `bundle-install recover --root {}` to finish", ctx.site.root.display())));
+                return Err(InstallError::attention(
+                    "commit_failed",
+                    format!("the new release is in place but finishing failed: {}", e.message),
+                )
+                .with_hint(format!(
+                    "fix the cause, then run `bundle-install recover --root {}` to finish",
+                    ctx.site.root.display()
+                )));
             }
             let (err, journal) = runner.undo(e);
             crate::history::append_failure(ctx.site, &journal, &err);
@@ -349,36 +438,48 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let dir = site.release_dir(&m.version);
     match action {
         Action::RetireRelease { version, aside } => {
-            std::fs::rename(site.release_dir(version), site.releases().join(aside)).map_err(|e| InstallError::io(format!("setting aside releases/{version}"), e))?;
+            std::fs::rename(site.release_dir(version), site.releases().join(aside))
+                .map_err(|e| InstallError::io(format!("setting aside releases/{version}"), e))?;
             fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))
         }
         Action::StageRelease { .. } => {
             fsutil::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             std::fs::create_dir(&dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
             std::fs::write(dir.join(INCOMPLETE), b"").map_err(|e| InstallError::io(dir.display(), e))?;
-            std::fs::rename(ctx.staging, dir.join("bundle")).map_err(|e| InstallError::io("moving the verified payload into the release", e))
+            std::fs::rename(ctx.staging, dir.join("bundle"))
+                .map_err(|e| InstallError::io("moving the verified payload into the release", e))
         }
         Action::CreateVenv { .. } => {
-            python::create_venv(ctx.interp, &dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            python::create_venv(ctx.interp, &dir.join("venv"))
+                .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
         Action::StoreWheels { run, .. } => {
             let done = store::ensure_entries(site, &chosen_wheels(ctx, &dir), ctx.interp, run)?;
             for (sha, why) in &done.repaired {
-                ctx.reporter.warn(&format!("store entry {sha} could not be used ({why}); unpacked again from the bundle"));
+                ctx.reporter
+                    .warn(&format!("store entry {sha} could not be used ({why}); unpacked again from the bundle"));
             }
             Ok(())
         }
         Action::InstallWheels { .. } => {
-            let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            let venv =
+                python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             store::link_into(site, &venv, &chosen_wheels(ctx, &dir))?;
             Ok(())
         }
         Action::CompileBytecode { .. } => {
-            let venv = python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            let venv =
+                python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             // The store's entries bring their `.pyc`; only what lacks one is compiled here.
-            python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&ctx.interp.cache_tag), false, cores())
-                .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            python::compile_trees(
+                &venv.python,
+                std::slice::from_ref(&venv.site_packages),
+                Some(&ctx.interp.cache_tag),
+                false,
+                cores(),
+            )
+            .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
         Action::WriteConfig { .. } => write_config(ctx, &dir),
@@ -397,11 +498,14 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
                 .map_err(|e| InstallError::io("writing release.json", e))?;
             // One syncfs makes the whole staged tree durable before anything points at it.
             fsutil::sync_filesystem(&dir).map_err(|e| InstallError::io("syncing the staged release", e))?;
-            std::fs::remove_file(dir.join(INCOMPLETE)).map_err(|e| InstallError::io("marking the release complete", e))?;
+            std::fs::remove_file(dir.join(INCOMPLETE))
+                .map_err(|e| InstallError::io("marking the release complete", e))?;
             fsutil::sync_dir(&dir).map_err(|e| InstallError::io(dir.display(), e))
         }
         Action::Hook { call, .. } => hooks::run(site, call),
-        Action::Backup { id, dbs } => crate::backup::take(site, id, dbs, ctx.plan.from.as_deref(), &format!("upgrade to {}", m.version)),
+        Action::Backup { id, dbs } => {
+            crate::backup::take(site, id, dbs, ctx.plan.from.as_deref(), &format!("upgrade to {}", m.version))
+        }
         Action::Migrate { db: dbr, version, direction, file, .. } => {
             let dp = ctx.plan.databases.iter().find(|d| d.name == dbr.name).expect("planned database");
             let step = dp
@@ -422,9 +526,8 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             engine.close()?;
             result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
         }
-        Action::Swap { to, .. } => {
-            fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to)).map_err(|e| InstallError::io("switching `current`", e))
-        }
+        Action::Swap { to, .. } => fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
+            .map_err(|e| InstallError::io("switching `current`", e)),
         Action::Commit { history, keep_releases, protect } => {
             commit(site, history, *keep_releases, protect, ctx.reporter)
         }
@@ -486,24 +589,28 @@ fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
             let converters: Vec<config::Converter> = c
                 .converters
                 .iter()
-                .map(|x| config::Converter {
-                    from: x.from,
-                    to: x.to,
-                    kind: x.kind,
-                    path: bundle_dir.join(&x.path),
-                })
+                .map(|x| config::Converter { from: x.from, to: x.to, kind: x.kind, path: bundle_dir.join(&x.path) })
                 .collect();
             let python = dir.join("venv").join("bin").join("python");
-            config::convert_within(&old, &out, from, c.version, &converters, &python, ctx.script_limit).map_err(|e| {
-                InstallError::failed(e.kind(), format!("converting {}: {}", old.display(), name_user_config(&e.to_string(), &old)))
-                    .with_hint(format!("fix what it reports in {} (the running release's config), then apply again", old.display()))
-            })?;
+            config::convert_within(&old, &out, from, c.version, &converters, &python, ctx.script_limit).map_err(
+                |e| {
+                    InstallError::failed(
+                        e.kind(),
+                        format!("converting {}: {}", old.display(), name_user_config(&e.to_string(), &old)),
+                    )
+                    .with_hint(format!(
+                        "fix what it reports in {} (the running release's config), then apply again",
+                        old.display()
+                    ))
+                },
+            )?;
         }
         (from, _) => {
             if from.is_some() {
                 ctx.reporter.warn("the running release has no config file; writing the new release's defaults");
             }
-            std::fs::copy(bundle_dir.join(&c.defaults), &out).map_err(|e| InstallError::io("writing config defaults", e))?;
+            std::fs::copy(bundle_dir.join(&c.defaults), &out)
+                .map_err(|e| InstallError::io("writing config defaults", e))?;
         }
     }
     Ok(())
@@ -516,7 +623,14 @@ fn name_user_config(message: &str, user_file: &Path) -> String {
         .split(' ')
         .map(|word| match word.find("/bundle-config-") {
             Some(_) => {
-                let trail: String = word.chars().rev().take_while(|c| !c.is_alphanumeric()).collect::<Vec<_>>().into_iter().rev().collect();
+                let trail: String = word
+                    .chars()
+                    .rev()
+                    .take_while(|c| !c.is_alphanumeric())
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 let version = word.rsplit("config-v").next().and_then(|r| r.split('.').next()).unwrap_or("?");
                 format!("{} (as converted to config version {version}){trail}", user_file.display())
             }
@@ -528,7 +642,13 @@ fn name_user_config(message: &str, user_file: &Path) -> String {
 
 /// The point of no return: the highest sequence seen, history, then trimming old releases.
 /// Idempotent, so `recover` can redo it from the journal alone.
-pub fn commit(site: &Site, history: &serde_json::Value, keep: u32, protect: &[String], reporter: &dyn Reporter) -> Result<()> {
+pub fn commit(
+    site: &Site,
+    history: &serde_json::Value,
+    keep: u32,
+    protect: &[String],
+    reporter: &dyn Reporter,
+) -> Result<()> {
     if let (Some(app), Some(seq)) = (history["app"].as_str(), history["sequence"].as_u64()) {
         if history["command"] == "apply" {
             let mut st = crate::state::load(site)?;
@@ -542,7 +662,8 @@ pub fn commit(site: &Site, history: &serde_json::Value, keep: u32, protect: &[St
     if let Ok(entries) = std::fs::read_dir(site.releases()) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".retired-") {
-                fsutil::remove_tree(&e.path()).map_err(|err| InstallError::io(format!("removing {}", e.path().display()), err))?;
+                fsutil::remove_tree(&e.path())
+                    .map_err(|err| InstallError::io(format!("removing {}", e.path().display()), err))?;
             }
         }
     }

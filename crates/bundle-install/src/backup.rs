@@ -20,7 +20,8 @@ use crate::site::Site;
 pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose: &str) -> Result<()> {
     fsutil::ensure_real_dir_mode(&site.backups(), 0o700).map_err(|e| InstallError::io("backups/", e))?;
     // Backups hold every row of every database: owner only, also on a site laid out before this rule.
-    std::fs::set_permissions(site.backups(), std::fs::Permissions::from_mode(0o700)).map_err(|e| InstallError::io("backups/", e))?;
+    std::fs::set_permissions(site.backups(), std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| InstallError::io("backups/", e))?;
     let final_dir = site.backups().join(id);
     let tmp = site.backups().join(format!(".{id}.partial"));
     fsutil::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
@@ -53,8 +54,12 @@ pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose
         "config": config,
     });
     make_private(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-    fsutil::write_atomic_mode(&tmp.join("record.json"), &serde_json::to_vec_pretty(&record).expect("serialises"), 0o600)
-        .map_err(|e| InstallError::io("writing the backup record", e))?;
+    fsutil::write_atomic_mode(
+        &tmp.join("record.json"),
+        &serde_json::to_vec_pretty(&record).expect("serialises"),
+        0o600,
+    )
+    .map_err(|e| InstallError::io("writing the backup record", e))?;
     std::fs::rename(&tmp, &final_dir).map_err(|e| InstallError::io(final_dir.display(), e))?;
     fsutil::sync_dir(&site.backups()).map_err(|e| InstallError::io("backups/", e))
 }
@@ -66,7 +71,13 @@ fn make_private(dir: &Path) -> std::io::Result<()> {
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
         let entry = entry.map_err(std::io::Error::other)?;
         let ft = entry.file_type();
-        let mode = if ft.is_dir() { 0o700 } else if ft.is_file() { 0o600 } else { continue };
+        let mode = if ft.is_dir() {
+            0o700
+        } else if ft.is_file() {
+            0o600
+        } else {
+            continue;
+        };
         std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())

@@ -50,7 +50,11 @@ fn openat_dir(dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     // SAFETY: `dir` is an open descriptor and `c` a valid NUL-terminated name.
     let fd = check(unsafe {
-        libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
     })?;
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -69,7 +73,13 @@ fn openat2_dir(dir: &OwnedFd, rel: &Path) -> Option<io::Result<OwnedFd>> {
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
     // SAFETY: openat2 reads `how` (of the size given) and the path; both outlive the call.
     let ret = unsafe {
-        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
     };
     if ret < 0 {
         let e = io::Error::last_os_error();
@@ -90,7 +100,10 @@ pub fn open_dir(root: &Path, rel: &Path, create: Option<u32>) -> io::Result<Opti
         .components()
         .map(|c| match c {
             Component::Normal(n) => Ok(n),
-            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("`{}` is not a plain relative path", rel.display()))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a plain relative path", rel.display()),
+            )),
         })
         .collect::<io::Result<_>>()?;
     let root_fd = open_root(root)?;
@@ -160,7 +173,9 @@ pub fn open_file_at(dir: &OwnedFd, name: &OsStr, create: Option<u32>) -> io::Res
         match (e.kind(), create) {
             (io::ErrorKind::NotFound, Some(mode)) => {
                 // SAFETY: as above; O_EXCL with O_CREAT never follows a link either.
-                fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), base | libc::O_CREAT | libc::O_EXCL, mode as libc::c_uint) })?;
+                fd = check(unsafe {
+                    libc::openat(dir.as_raw_fd(), c.as_ptr(), base | libc::O_CREAT | libc::O_EXCL, mode as libc::c_uint)
+                })?;
             }
             _ => return Err(e),
         }

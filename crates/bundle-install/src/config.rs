@@ -35,8 +35,8 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -61,42 +61,21 @@ pub enum ConfigError {
     #[error("{what} is not a valid config: {message}; fix its YAML (it must be a mapping of settings) and run the command again")]
     InvalidConfig { what: String, message: String },
     #[error("{file}{}: {message}; the converter is broken, ask the vendor for a fixed bundle", rule.map(|n| format!(": rule {n}")).unwrap_or_default())]
-    InvalidRules {
-        file: String,
-        rule: Option<usize>,
-        message: String,
-    },
+    InvalidRules { file: String, rule: Option<usize>, message: String },
     #[error("rule {rule} ({op} {path}): {message}; fix that setting in the config by hand or ask the vendor for a converter that handles it")]
-    RuleFailed {
-        rule: usize,
-        op: &'static str,
-        path: String,
-        message: String,
-    },
+    RuleFailed { rule: usize, op: &'static str, path: String, message: String },
     #[error("rule {rule} (rename {from} -> {to}): `{to}` already exists; keep only one of `{from}` and `{to}` in the config and run the command again")]
-    RenameConflict {
-        rule: usize,
-        from: String,
-        to: String,
-    },
+    RenameConflict { rule: usize, from: String, to: String },
     #[error("no config converter from version {step_from} to {} (needed to convert the config from version {from} to {to}); the bundle is incomplete, rebuild it with `{step_from}-to-{}.yaml` or `.py`", step_from + 1, step_from + 1)]
     MissingStep { step_from: u32, from: u32, to: u32 },
     #[error("two config converters from version {step_from} to {}: {first} and {second}; the bundle is ambiguous, rebuild it with only one", step_from + 1)]
-    DuplicateStep {
-        step_from: u32,
-        first: String,
-        second: String,
-    },
+    DuplicateStep { step_from: u32, first: String, second: String },
     #[error("cannot convert the config from version {from} down to {to}: converters only go up; restore the backup taken before the upgrade instead")]
     Downgrade { from: u32, to: u32 },
     #[error("the output {} is the input config itself; write the converted config somewhere else", path.display())]
     OutputIsInput { path: PathBuf },
     #[error("config converter {script} failed ({status}): {stderr_tail}; fix what it reports in the config and run the command again")]
-    ScriptFailed {
-        script: String,
-        status: String,
-        stderr_tail: String,
-    },
+    ScriptFailed { script: String, status: String, stderr_tail: String },
     #[error("config converter {script} did not finish within {secs} s and was killed; raise --hook-timeout if it is slow on purpose, or ask the vendor for a fixed bundle")]
     ScriptTimeout { script: String, secs: u64 },
     #[error("config converter {script} exited successfully but {message}; the converter is broken, ask the vendor for a fixed bundle")]
@@ -191,26 +170,14 @@ fn type_name(v: &Value) -> &'static str {
 
 /// Parses a rules converter. `file` names it in errors.
 pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
-    let err = |rule: Option<usize>, message: String| ConfigError::InvalidRules {
-        file: file.to_string(),
-        rule,
-        message,
-    };
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| {
-        err(
-            None,
-            format!("not valid YAML ({})", one_line(&e.to_string())),
-        )
-    })?;
+    let err =
+        |rule: Option<usize>, message: String| ConfigError::InvalidRules { file: file.to_string(), rule, message };
+    let doc: Value =
+        serde_yaml::from_str(text).map_err(|e| err(None, format!("not valid YAML ({})", one_line(&e.to_string()))))?;
     let items = match doc {
         Value::Null => return Ok(Vec::new()),
         Value::Sequence(items) => items,
-        other => {
-            return Err(err(
-                None,
-                format!("expected a list of rules, found {}", type_name(&other)),
-            ))
-        }
+        other => return Err(err(None, format!("expected a list of rules, found {}", type_name(&other)))),
     };
     let mut rules = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -226,12 +193,7 @@ pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
         let (kind, body) = map.into_iter().next().expect("one entry");
         let kind = match kind {
             Value::String(s) => s,
-            other => {
-                return Err(bad(format!(
-                    "the rule kind is {}; {shape}",
-                    type_name(&other)
-                )))
-            }
+            other => return Err(bad(format!("the rule kind is {}; {shape}", type_name(&other)))),
         };
         let fields: &[&str] = match kind.as_str() {
             "rename" => &["from", "to"],
@@ -245,28 +207,16 @@ pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
             }
         };
         let Value::Mapping(mut body) = body else {
-            return Err(bad(format!(
-                "`{kind}` takes a mapping of {}, found {}",
-                fields.join(", "),
-                type_name(&body)
-            )));
+            return Err(bad(format!("`{kind}` takes a mapping of {}, found {}", fields.join(", "), type_name(&body))));
         };
         for key in body.keys() {
             let known = key.as_str().is_some_and(|k| fields.contains(&k));
             if !known {
-                let shown = key
-                    .as_str()
-                    .map_or_else(|| format!("{key:?}"), |s| s.escape_debug().to_string());
-                return Err(bad(format!(
-                    "`{kind}` has an unknown key `{shown}` (expected {})",
-                    fields.join(", ")
-                )));
+                let shown = key.as_str().map_or_else(|| format!("{key:?}"), |s| s.escape_debug().to_string());
+                return Err(bad(format!("`{kind}` has an unknown key `{shown}` (expected {})", fields.join(", "))));
             }
         }
-        let mut take = |name: &str| {
-            body.remove(name)
-                .ok_or_else(|| bad(format!("`{kind}` needs `{name}`")))
-        };
+        let mut take = |name: &str| body.remove(name).ok_or_else(|| bad(format!("`{kind}` needs `{name}`")));
         let mut path = |name: &str| -> Result<String, ConfigError> {
             match take(name)? {
                 Value::String(s) => {
@@ -284,29 +234,19 @@ pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
                 let from = path("from")?;
                 let to = path("to")?;
                 if from == to {
-                    return Err(bad(format!(
-                        "`rename` from and to are the same path `{from}`"
-                    )));
+                    return Err(bad(format!("`rename` from and to are the same path `{from}`")));
                 }
                 Rule::Rename { from, to }
             }
             "set" => {
                 let p = path("path")?;
-                Rule::Set {
-                    path: p,
-                    value: take("value")?,
-                }
+                Rule::Set { path: p, value: take("value")? }
             }
             "replace" => {
                 let p = path("path")?;
-                Rule::Replace {
-                    path: p,
-                    value: take("value")?,
-                }
+                Rule::Replace { path: p, value: take("value")? }
             }
-            _ => Rule::Delete {
-                path: path("path")?,
-            },
+            _ => Rule::Delete { path: path("path")? },
         };
         rules.push(rule);
     }
@@ -316,11 +256,7 @@ pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
 /// Walks to the mapping that holds the last segment of `segs`. Missing (or null) intermediates are
 /// created when `create`, otherwise the walk stops with `Ok(None)`. A non-mapping on the way is an
 /// error message naming the prefix.
-fn parent_mut<'a>(
-    root: &'a mut Mapping,
-    segs: &[&str],
-    create: bool,
-) -> Result<Option<&'a mut Mapping>, String> {
+fn parent_mut<'a>(root: &'a mut Mapping, segs: &[&str], create: bool) -> Result<Option<&'a mut Mapping>, String> {
     let mut cur = root;
     for (i, seg) in segs[..segs.len() - 1].iter().enumerate() {
         let key = Value::String(seg.to_string());
@@ -350,27 +286,13 @@ fn last_key(segs: &[&str]) -> Value {
     Value::String(segs[segs.len() - 1].to_string())
 }
 
-fn checked_segments<'a>(
-    path: &'a str,
-    n: usize,
-    op: &'static str,
-) -> Result<Vec<&'a str>, ConfigError> {
-    segments(path).map_err(|message| ConfigError::RuleFailed {
-        rule: n,
-        op,
-        path: path.to_string(),
-        message,
-    })
+fn checked_segments<'a>(path: &'a str, n: usize, op: &'static str) -> Result<Vec<&'a str>, ConfigError> {
+    segments(path).map_err(|message| ConfigError::RuleFailed { rule: n, op, path: path.to_string(), message })
 }
 
 fn apply_rule(doc: &mut Mapping, rule: &Rule, n: usize) -> Result<(), ConfigError> {
     let op = rule.op();
-    let fail = |path: &str, message: String| ConfigError::RuleFailed {
-        rule: n,
-        op,
-        path: path.to_string(),
-        message,
-    };
+    let fail = |path: &str, message: String| ConfigError::RuleFailed { rule: n, op, path: path.to_string(), message };
     match rule {
         Rule::Rename { from, to } => {
             let src = checked_segments(from, n, op)?;
@@ -384,27 +306,17 @@ fn apply_rule(doc: &mut Mapping, rule: &Rule, n: usize) -> Result<(), ConfigErro
             }
             if let Some(parent) = parent_mut(doc, &dst, false).map_err(|m| fail(to, m))? {
                 if parent.contains_key(last_key(&dst)) {
-                    return Err(ConfigError::RenameConflict {
-                        rule: n,
-                        from: from.clone(),
-                        to: to.clone(),
-                    });
+                    return Err(ConfigError::RenameConflict { rule: n, from: from.clone(), to: to.clone() });
                 }
             }
-            let parent = parent_mut(doc, &src, false)
-                .map_err(|m| fail(from, m))?
-                .expect("source exists");
+            let parent = parent_mut(doc, &src, false).map_err(|m| fail(from, m))?.expect("source exists");
             let value = parent.shift_remove(last_key(&src)).expect("source exists");
-            let parent = parent_mut(doc, &dst, true)
-                .map_err(|m| fail(to, m))?
-                .expect("created");
+            let parent = parent_mut(doc, &dst, true).map_err(|m| fail(to, m))?.expect("created");
             parent.insert(last_key(&dst), value);
         }
         Rule::Set { path, value } => {
             let segs = checked_segments(path, n, op)?;
-            let parent = parent_mut(doc, &segs, true)
-                .map_err(|m| fail(path, m))?
-                .expect("created");
+            let parent = parent_mut(doc, &segs, true).map_err(|m| fail(path, m))?.expect("created");
             let key = last_key(&segs);
             if !parent.contains_key(&key) {
                 parent.insert(key, value.clone());
@@ -412,9 +324,7 @@ fn apply_rule(doc: &mut Mapping, rule: &Rule, n: usize) -> Result<(), ConfigErro
         }
         Rule::Replace { path, value } => {
             let segs = checked_segments(path, n, op)?;
-            let parent = parent_mut(doc, &segs, true)
-                .map_err(|m| fail(path, m))?
-                .expect("created");
+            let parent = parent_mut(doc, &segs, true).map_err(|m| fail(path, m))?.expect("created");
             parent.insert(last_key(&segs), value.clone());
         }
         Rule::Delete { path } => {
@@ -472,30 +382,17 @@ fn one_line(s: &str) -> String {
 
 /// Parses a config file's text: a YAML mapping, or nothing at all (an empty mapping).
 fn parse_config(text: &str, what: &str) -> Result<Mapping, ConfigError> {
-    let invalid = |message: String| ConfigError::InvalidConfig {
-        what: what.to_string(),
-        message,
-    };
+    let invalid = |message: String| ConfigError::InvalidConfig { what: what.to_string(), message };
     match serde_yaml::from_str::<Value>(text) {
         Ok(Value::Mapping(m)) => Ok(m),
         Ok(Value::Null) => Ok(Mapping::new()),
-        Ok(other) => Err(invalid(format!(
-            "it is {}, not a mapping",
-            type_name(&other)
-        ))),
-        Err(e) => Err(invalid(format!(
-            "not valid YAML ({})",
-            one_line(&e.to_string())
-        ))),
+        Ok(other) => Err(invalid(format!("it is {}, not a mapping", type_name(&other)))),
+        Err(e) => Err(invalid(format!("not valid YAML ({})", one_line(&e.to_string())))),
     }
 }
 
 fn read_text(path: &Path, what: &'static str) -> Result<String, ConfigError> {
-    let bytes = fs::read(path).map_err(|source| ConfigError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = fs::read(path).map_err(|source| ConfigError::Io { what, path: path.to_path_buf(), source })?;
     String::from_utf8(bytes).map_err(|_| ConfigError::InvalidConfig {
         what: path.display().to_string(),
         message: "it is not UTF-8 text".into(),
@@ -520,11 +417,7 @@ fn tail_of(path: &Path) -> String {
     let mut bytes = Vec::new();
     let _ = f.take(STDERR_TAIL_BYTES).read_to_end(&mut bytes);
     let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ")
 }
 
@@ -536,10 +429,7 @@ fn run_script(
     work: &Path,
     limit: Duration,
 ) -> Result<(), ConfigError> {
-    let name = script.file_name().map_or_else(
-        || script.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned());
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| ConfigError::Io { what, path, source }
@@ -577,27 +467,17 @@ fn run_script(
             Some(code) => format!("exit status {code}"),
             None => format!("{status}"),
         };
-        return Err(ConfigError::ScriptFailed {
-            script: name,
-            status,
-            stderr_tail: tail,
-        });
+        return Err(ConfigError::ScriptFailed { script: name, status, stderr_tail: tail });
     }
-    let bad = |message: String| ConfigError::ScriptOutput {
-        script: name.clone(),
-        message,
-    };
+    let bad = |message: String| ConfigError::ScriptOutput { script: name.clone(), message };
     match fs::symlink_metadata(output) {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(bad("its output is not a regular file".into())),
         Err(_) => return Err(bad("wrote no output file".into())),
     }
-    let text = fs::read_to_string(output)
-        .map_err(|e| bad(format!("its output cannot be read as text ({e})")))?;
+    let text = fs::read_to_string(output).map_err(|e| bad(format!("its output cannot be read as text ({e})")))?;
     parse_config(&text, "its output").map_err(|e| match e {
-        ConfigError::InvalidConfig { message, .. } => {
-            bad(format!("its output is not a valid config: {message}"))
-        }
+        ConfigError::InvalidConfig { message, .. } => bad(format!("its output is not a valid config: {message}")),
         other => other,
     })?;
     Ok(())
@@ -618,24 +498,17 @@ fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(),
         .prefix(".config-convert-")
         .tempfile_in(&dir)
         .map_err(io("cannot create a temporary file in", &dir))?;
-    tmp.write_all(bytes)
-        .map_err(io("cannot write", tmp.path()))?;
+    tmp.write_all(bytes).map_err(io("cannot write", tmp.path()))?;
     if let Ok(meta) = fs::metadata(mode_from) {
-        tmp.as_file()
-            .set_permissions(meta.permissions())
-            .map_err(io("cannot set permissions of", output))?;
+        tmp.as_file().set_permissions(meta.permissions()).map_err(io("cannot set permissions of", output))?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(io("cannot sync", output))?;
+    tmp.as_file().sync_all().map_err(io("cannot sync", output))?;
     tmp.persist(output).map_err(|e| ConfigError::Io {
         what: "cannot write",
         path: output.to_path_buf(),
         source: e.error,
     })?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot sync directory", &dir))?;
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io("cannot sync directory", &dir))?;
     Ok(())
 }
 
@@ -676,11 +549,7 @@ pub fn convert_within(
     let mut steps: Vec<&Converter> = Vec::new();
     for v in from..to {
         let mut found = converters.iter().filter(|c| c.from == v && c.to == v + 1);
-        let first = found.next().ok_or(ConfigError::MissingStep {
-            step_from: v,
-            from,
-            to,
-        })?;
+        let first = found.next().ok_or(ConfigError::MissingStep { step_from: v, from, to })?;
         if let Some(second) = found.next() {
             return Err(ConfigError::DuplicateStep {
                 step_from: v,
@@ -692,9 +561,7 @@ pub fn convert_within(
     }
     if let (Ok(a), Ok(b)) = (fs::canonicalize(input), fs::canonicalize(output)) {
         if a == b {
-            return Err(ConfigError::OutputIsInput {
-                path: output.to_path_buf(),
-            });
+            return Err(ConfigError::OutputIsInput { path: output.to_path_buf() });
         }
     }
 
@@ -705,14 +572,11 @@ pub fn convert_within(
         return Ok(Vec::new());
     }
 
-    let work = tempfile::Builder::new()
-        .prefix("bundle-config-")
-        .tempdir()
-        .map_err(|source| ConfigError::Io {
-            what: "cannot create a temporary directory",
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let work = tempfile::Builder::new().prefix("bundle-config-").tempdir().map_err(|source| ConfigError::Io {
+        what: "cannot create a temporary directory",
+        path: std::env::temp_dir(),
+        source,
+    })?;
     let work_dir = absolute(work.path())?;
     // Scripts get a copy: whatever they do to IN, the site's file stays as it was.
     let mut current = work_dir.join(format!("config-v{from}.yaml"));
@@ -723,14 +587,11 @@ pub fn convert_within(
     })?;
     let mut done = Vec::with_capacity(steps.len());
     for step in steps {
-        let step_name = step.path.file_name().map_or_else(
-            || format!("{}-to-{}", step.from, step.to),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let in_step = |e: ConfigError| ConfigError::InStep {
-            step: step_name.clone(),
-            source: Box::new(e),
-        };
+        let step_name = step
+            .path
+            .file_name()
+            .map_or_else(|| format!("{}-to-{}", step.from, step.to), |n| n.to_string_lossy().into_owned());
+        let in_step = |e: ConfigError| ConfigError::InStep { step: step_name.clone(), source: Box::new(e) };
         let next = work_dir.join(format!("config-v{}.yaml", step.to));
         match step.kind {
             ConverterKind::Rules => {
@@ -741,14 +602,10 @@ pub fn convert_within(
                 })?;
                 let rules = parse_rules(&text, &step_name)?;
                 let config = read_text(&current, "cannot read")?;
-                let mut doc =
-                    Value::Mapping(parse_config(&config, &current.display().to_string())?);
+                let mut doc = Value::Mapping(parse_config(&config, &current.display().to_string())?);
                 apply_rules(&mut doc, &rules).map_err(in_step)?;
                 let out = serde_yaml::to_string(&doc).map_err(|e| {
-                    in_step(ConfigError::InvalidConfig {
-                        what: "the converted config".into(),
-                        message: e.to_string(),
-                    })
+                    in_step(ConfigError::InvalidConfig { what: "the converted config".into(), message: e.to_string() })
                 })?;
                 fs::write(&next, out).map_err(|source| ConfigError::Io {
                     what: "cannot write",
@@ -758,22 +615,15 @@ pub fn convert_within(
             }
             ConverterKind::Script => {
                 let script = absolute(&step.path)?;
-                let python = if python.components().count() > 1 {
-                    absolute(python)?
-                } else {
-                    python.to_path_buf()
-                };
+                let python = if python.components().count() > 1 { absolute(python)? } else { python.to_path_buf() };
                 run_script(&python, &script, &current, &next, &work_dir, limit)?;
             }
         }
         done.push(step.from);
         current = next;
     }
-    let bytes = fs::read(&current).map_err(|source| ConfigError::Io {
-        what: "cannot read",
-        path: current.clone(),
-        source,
-    })?;
+    let bytes =
+        fs::read(&current).map_err(|source| ConfigError::Io { what: "cannot read", path: current.clone(), source })?;
     write_atomically(output, &bytes, input)?;
     Ok(done)
 }
@@ -796,11 +646,7 @@ mod tests {
     }
 
     fn keys(v: &Value) -> Vec<String> {
-        v.as_mapping()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect()
+        v.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect()
     }
 
     fn fixtures() -> PathBuf {
@@ -809,9 +655,7 @@ mod tests {
 
     fn python3() -> Option<PathBuf> {
         let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|d| d.join("python3"))
-            .find(|p| p.is_file())
+        std::env::split_paths(&path).map(|d| d.join("python3")).find(|p| p.is_file())
     }
 
     macro_rules! python_or_skip {
@@ -835,23 +679,11 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                Rule::Rename {
-                    from: "a.b".into(),
-                    to: "c".into()
-                },
-                Rule::Set {
-                    path: "x.y".into(),
-                    value: yaml("1")
-                },
-                Rule::Replace {
-                    path: "x.z".into(),
-                    value: yaml("[1, 2]")
-                },
+                Rule::Rename { from: "a.b".into(), to: "c".into() },
+                Rule::Set { path: "x.y".into(), value: yaml("1") },
+                Rule::Replace { path: "x.z".into(), value: yaml("[1, 2]") },
                 Rule::Delete { path: "x.y".into() },
-                Rule::Set {
-                    path: "n".into(),
-                    value: Value::Null
-                },
+                Rule::Set { path: "n".into(), value: Value::Null },
             ]
         );
         assert_eq!(r[0].to_string(), "rename a.b -> c");
@@ -869,27 +701,15 @@ mod tests {
             ("a: 1", None, "expected a list of rules, found a mapping"),
             ("- [", None, "not valid YAML"),
             ("- delete: {path: a}\n- 3", Some(2), "found a number"),
-            (
-                "- delete: {path: a}\n  set: {path: b, value: 1}",
-                Some(1),
-                "found 2 keys",
-            ),
+            ("- delete: {path: a}\n  set: {path: b, value: 1}", Some(1), "found 2 keys"),
             ("- {}", Some(1), "found 0 keys"),
             ("- move: {from: a, to: b}", Some(1), "unknown rule `move`"),
-            (
-                "- delete: {path: a}\n- delete: {path: a, value: 1}",
-                Some(2),
-                "unknown key `value`",
-            ),
+            ("- delete: {path: a}\n- delete: {path: a, value: 1}", Some(2), "unknown key `value`"),
             ("- set: {path: a, valu: 1}", Some(1), "unknown key `valu`"),
             ("- set: {path: a}", Some(1), "`set` needs `value`"),
             ("- replace: {value: 1}", Some(1), "`replace` needs `path`"),
             ("- rename: {from: a}", Some(1), "`rename` needs `to`"),
-            (
-                "- delete: a.b",
-                Some(1),
-                "`delete` takes a mapping of path, found a string",
-            ),
+            ("- delete: a.b", Some(1), "`delete` takes a mapping of path, found a string"),
             ("- delete: {path: 3}", Some(1), "must be a dotted path"),
             ("- delete: {path: [a]}", Some(1), "must be a dotted path"),
             ("- delete: {path: a..b}", Some(1), "empty segment"),
@@ -915,75 +735,42 @@ mod tests {
 
     #[test]
     fn rename() {
-        let d = applied(
-            "log_level: info\nserver: {port: 1}\n",
-            "- rename: {from: log_level, to: logging.level}",
-        )
-        .unwrap();
+        let d =
+            applied("log_level: info\nserver: {port: 1}\n", "- rename: {from: log_level, to: logging.level}").unwrap();
         assert_eq!(d, yaml("server: {port: 1}\nlogging: {level: info}"));
         assert_eq!(keys(&d), ["server", "logging"]);
         // Nested source, into an existing mapping; the emptied parent stays.
-        let d = applied(
-            "a: {b: {c: 1}}\nx: {y: 2}\n",
-            "- rename: {from: a.b.c, to: x.z}",
-        )
-        .unwrap();
+        let d = applied("a: {b: {c: 1}}\nx: {y: 2}\n", "- rename: {from: a.b.c, to: x.z}").unwrap();
         assert_eq!(d, yaml("a: {b: {}}\nx: {y: 2, z: 1}"));
         // A whole subtree moves.
         let d = applied("a: {b: {c: 1, d: [1]}}\n", "- rename: {from: a.b, to: e}").unwrap();
         assert_eq!(d, yaml("a: {}\ne: {c: 1, d: [1]}"));
         // Missing source (or its parent, or a null parent): no-op, whatever the destination.
         for doc in ["k: 1", "a: {}", "a: null", "a: {b: {}}"] {
-            assert_eq!(
-                applied(doc, "- rename: {from: a.b.c, to: k}").unwrap(),
-                yaml(doc),
-                "{doc}"
-            );
+            assert_eq!(applied(doc, "- rename: {from: a.b.c, to: k}").unwrap(), yaml(doc), "{doc}");
         }
         // Existing destination: conflict, document unchanged.
         let mut d = yaml("a: 1\nb: {c: 2}\n");
-        let err = apply_rules(
-            &mut d,
-            &rules("- delete: {path: z}\n- rename: {from: a, to: b.c}"),
-        )
-        .unwrap_err();
+        let err = apply_rules(&mut d, &rules("- delete: {path: z}\n- rename: {from: a, to: b.c}")).unwrap_err();
         assert_eq!(err.kind(), "rename_conflict");
         let msg = err.to_string();
-        assert!(
-            msg.contains("rule 2") && msg.contains("`b.c` already exists"),
-            "{msg}"
-        );
+        assert!(msg.contains("rule 2") && msg.contains("`b.c` already exists"), "{msg}");
         assert_eq!(d, yaml("a: 1\nb: {c: 2}\n"));
         // A destination holding null exists too.
-        assert_eq!(
-            applied("a: 1\nb: null", "- rename: {from: a, to: b}")
-                .unwrap_err()
-                .kind(),
-            "rename_conflict"
-        );
+        assert_eq!(applied("a: 1\nb: null", "- rename: {from: a, to: b}").unwrap_err().kind(), "rename_conflict");
         // Destination through a scalar: error naming the rule and path.
         let err = applied("a: 1\nb: text", "- rename: {from: a, to: b.c}").unwrap_err();
         assert_eq!(err.kind(), "rule_failed");
         assert!(err.to_string().contains("rule 1 (rename b.c)"), "{err}");
-        assert!(
-            err.to_string().contains("`b` is a string, not a mapping"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`b` is a string, not a mapping"), "{err}");
         // Source through a scalar: error too.
         let err = applied("a: [1]", "- rename: {from: a.b, to: c}").unwrap_err();
-        assert!(
-            err.to_string().contains("`a` is a list, not a mapping"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`a` is a list, not a mapping"), "{err}");
     }
 
     #[test]
     fn rename_and_delete_keep_the_order_of_other_keys() {
-        let d = applied(
-            "a: 1\nb: 2\nc: 3\nd: 4",
-            "- rename: {from: a, to: z}\n- delete: {path: b}",
-        )
-        .unwrap();
+        let d = applied("a: 1\nb: 2\nc: 3\nd: 4", "- rename: {from: a, to: z}\n- delete: {path: b}").unwrap();
         assert_eq!(keys(&d), ["c", "d", "z"]);
     }
 
@@ -999,41 +786,20 @@ mod tests {
             "import sys\nopen(sys.argv[1], 'w').write('vandalised: true\\n')\nopen(sys.argv[2], 'w').write('b: 2\\n')\n",
         );
         let out = d.join("out.yaml");
-        convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Script, script)],
-            &python,
-        )
-        .unwrap();
+        convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python).unwrap();
         assert_eq!(fs::read_to_string(&input).unwrap(), "a: 1\n");
         assert_eq!(fs::read_to_string(&out).unwrap(), "b: 2\n");
     }
 
     #[test]
     fn set_only_when_missing() {
-        let d = applied(
-            "a: {b: 1}",
-            "- set: {path: a.b, value: 2}\n- set: {path: a.c, value: 3}",
-        )
-        .unwrap();
+        let d = applied("a: {b: 1}", "- set: {path: a.b, value: 2}\n- set: {path: a.c, value: 3}").unwrap();
         assert_eq!(d, yaml("a: {b: 1, c: 3}"));
         // Present with null counts as set.
-        assert_eq!(
-            applied("a: null", "- set: {path: a, value: 2}").unwrap(),
-            yaml("a: null")
-        );
+        assert_eq!(applied("a: null", "- set: {path: a, value: 2}").unwrap(), yaml("a: null"));
         // Creates intermediates, and replaces a null intermediate by a mapping.
-        assert_eq!(
-            applied("{}", "- set: {path: x.y.z, value: true}").unwrap(),
-            yaml("x: {y: {z: true}}")
-        );
-        assert_eq!(
-            applied("x:\n", "- set: {path: x.y, value: 1}").unwrap(),
-            yaml("x: {y: 1}")
-        );
+        assert_eq!(applied("{}", "- set: {path: x.y.z, value: true}").unwrap(), yaml("x: {y: {z: true}}"));
+        assert_eq!(applied("x:\n", "- set: {path: x.y, value: 1}").unwrap(), yaml("x: {y: 1}"));
         let err = applied("x: {y: 5}", "- set: {path: x.y.z, value: 1}").unwrap_err();
         assert_eq!(err.kind(), "rule_failed");
         assert!(err.to_string().contains("rule 1 (set x.y.z)"), "{err}");
@@ -1042,44 +808,21 @@ mod tests {
 
     #[test]
     fn replace_always_writes() {
-        let d = applied(
-            "a: {b: 1, c: 2}",
-            "- replace: {path: a.b, value: {deep: true}}",
-        )
-        .unwrap();
+        let d = applied("a: {b: 1, c: 2}", "- replace: {path: a.b, value: {deep: true}}").unwrap();
         assert_eq!(d, yaml("a: {b: {deep: true}, c: 2}"));
         assert_eq!(keys(&d["a"]), ["b", "c"], "replaced in place");
-        assert_eq!(
-            applied("{}", "- replace: {path: p.q, value: s}").unwrap(),
-            yaml("p: {q: s}")
-        );
-        assert_eq!(
-            applied("p: null", "- replace: {path: p, value: 1}").unwrap(),
-            yaml("p: 1")
-        );
+        assert_eq!(applied("{}", "- replace: {path: p.q, value: s}").unwrap(), yaml("p: {q: s}"));
+        assert_eq!(applied("p: null", "- replace: {path: p, value: 1}").unwrap(), yaml("p: 1"));
         let err = applied("p: true", "- replace: {path: p.q, value: 1}").unwrap_err();
-        assert!(
-            err.to_string().contains("rule 1 (replace p.q)") && err.to_string().contains("boolean"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("rule 1 (replace p.q)") && err.to_string().contains("boolean"), "{err}");
     }
 
     #[test]
     fn delete_if_present() {
-        assert_eq!(
-            applied("a: {b: 1, c: 2}", "- delete: {path: a.b}").unwrap(),
-            yaml("a: {c: 2}")
-        );
-        assert_eq!(
-            applied("a: {b: 1}", "- delete: {path: a}").unwrap(),
-            yaml("{}")
-        );
+        assert_eq!(applied("a: {b: 1, c: 2}", "- delete: {path: a.b}").unwrap(), yaml("a: {c: 2}"));
+        assert_eq!(applied("a: {b: 1}", "- delete: {path: a}").unwrap(), yaml("{}"));
         for doc in ["a: {c: 2}", "z: 1", "a: null"] {
-            assert_eq!(
-                applied(doc, "- delete: {path: a.b.c}").unwrap(),
-                yaml(doc),
-                "{doc}"
-            );
+            assert_eq!(applied(doc, "- delete: {path: a.b.c}").unwrap(), yaml(doc), "{doc}");
         }
         let err = applied("a: {b: 3}", "- delete: {path: a.b.c}").unwrap_err();
         assert_eq!(err.kind(), "rule_failed");
@@ -1089,21 +832,13 @@ mod tests {
     #[test]
     fn apply_errors_leave_the_document_alone() {
         let mut d = yaml("a: 1\nb: [x]");
-        let r = rules(
-            "- replace: {path: a, value: 2}\n- set: {path: n, value: 1}\n- delete: {path: b.c}",
-        );
+        let r = rules("- replace: {path: a, value: 2}\n- set: {path: n, value: 1}\n- delete: {path: b.c}");
         let err = apply_rules(&mut d, &r).unwrap_err();
         assert!(err.to_string().contains("rule 3 (delete b.c)"), "{err}");
         assert_eq!(d, yaml("a: 1\nb: [x]"));
         // Rules built in code are checked too.
         let mut d = yaml("a: 1");
-        let err = apply_rules(
-            &mut d,
-            &[Rule::Delete {
-                path: "a..b".into(),
-            }],
-        )
-        .unwrap_err();
+        let err = apply_rules(&mut d, &[Rule::Delete { path: "a..b".into() }]).unwrap_err();
         assert_eq!(err.kind(), "rule_failed");
         assert!(err.to_string().contains("empty segment"), "{err}");
         // The document must be a mapping; null is an empty one.
@@ -1117,11 +852,9 @@ mod tests {
     #[test]
     fn fixture_rules_turn_v1_defaults_into_v2_defaults() {
         let mut d = yaml(&fs::read_to_string(fixtures().join("config/defaults/v1.yaml")).unwrap());
-        let r = parse_rules(
-            &fs::read_to_string(fixtures().join("config/converters/1-to-2.yaml")).unwrap(),
-            "1-to-2.yaml",
-        )
-        .unwrap();
+        let r =
+            parse_rules(&fs::read_to_string(fixtures().join("config/converters/1-to-2.yaml")).unwrap(), "1-to-2.yaml")
+                .unwrap();
         apply_rules(&mut d, &r).unwrap();
         let v2 = yaml(&fs::read_to_string(fixtures().join("config/defaults/v2.yaml")).unwrap());
         assert_eq!(d, v2);
@@ -1130,35 +863,15 @@ mod tests {
 
     #[test]
     fn converter_file_names() {
-        assert_eq!(
-            converter_from_file_name("1-to-2.yaml"),
-            Some((1, 2, ConverterKind::Rules))
-        );
-        assert_eq!(
-            converter_from_file_name("12-to-13.py"),
-            Some((12, 13, ConverterKind::Script))
-        );
-        for bad in [
-            "1-to-3.yaml",
-            "2-to-1.py",
-            "1-to-1.yaml",
-            "1-to-2.yml",
-            "1-to-2",
-            "a-to-b.py",
-            "1to2.yaml",
-            "",
-        ] {
+        assert_eq!(converter_from_file_name("1-to-2.yaml"), Some((1, 2, ConverterKind::Rules)));
+        assert_eq!(converter_from_file_name("12-to-13.py"), Some((12, 13, ConverterKind::Script)));
+        for bad in ["1-to-3.yaml", "2-to-1.py", "1-to-1.yaml", "1-to-2.yml", "1-to-2", "a-to-b.py", "1to2.yaml", ""] {
             assert_eq!(converter_from_file_name(bad), None, "{bad}");
         }
     }
 
     fn conv(from: u32, kind: ConverterKind, path: PathBuf) -> Converter {
-        Converter {
-            from,
-            to: from + 1,
-            kind,
-            path,
-        }
+        Converter { from, to: from + 1, kind, path }
     }
 
     /// Writes `text` to `dir/name` and returns the path.
@@ -1173,8 +886,7 @@ mod tests {
         let python = python_or_skip!();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let input_text =
-            "# the user's comment\nlog_level: debug\nstorage: {backend: files, compress: true}\n";
+        let input_text = "# the user's comment\nlog_level: debug\nstorage: {backend: files, compress: true}\n";
         let input = put(d, "app.yaml", input_text);
         let rules = put(
             d,
@@ -1198,35 +910,15 @@ mod tests {
         );
         let out = d.join("release").join("app.yaml");
         fs::create_dir(d.join("release")).unwrap();
-        let convs = [
-            conv(2, ConverterKind::Script, script),
-            conv(1, ConverterKind::Rules, rules),
-        ];
+        let convs = [conv(2, ConverterKind::Script, script), conv(1, ConverterKind::Rules, rules)];
         let steps = convert(&input, &out, 1, 3, &convs, &python).unwrap();
         assert_eq!(steps, [1, 2]);
-        assert_eq!(
-            fs::read_to_string(&input).unwrap(),
-            input_text,
-            "input untouched"
-        );
+        assert_eq!(fs::read_to_string(&input).unwrap(), input_text, "input untouched");
         let text = fs::read_to_string(&out).unwrap();
-        assert!(
-            text.contains("# a comment the script keeps"),
-            "the script's bytes are written as is: {text}"
-        );
-        assert_eq!(
-            yaml(&text),
-            yaml("storage: {backend: files}\nlogging: {level: debug}\nconverted_by: script")
-        );
-        let leftovers: Vec<_> = fs::read_dir(d.join("release"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            leftovers,
-            [std::ffi::OsString::from("app.yaml")],
-            "no temp files beside the output"
-        );
+        assert!(text.contains("# a comment the script keeps"), "the script's bytes are written as is: {text}");
+        assert_eq!(yaml(&text), yaml("storage: {backend: files}\nlogging: {level: debug}\nconverted_by: script"));
+        let leftovers: Vec<_> = fs::read_dir(d.join("release")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, [std::ffi::OsString::from("app.yaml")], "no temp files beside the output");
     }
 
     #[test]
@@ -1246,44 +938,17 @@ mod tests {
         );
         fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let convs = [
-            conv(
-                1,
-                ConverterKind::Rules,
-                fixtures().join("config/converters/1-to-2.yaml"),
-            ),
-            conv(
-                2,
-                ConverterKind::Script,
-                fixtures().join("config/converters/2-to-3.py"),
-            ),
+            conv(1, ConverterKind::Rules, fixtures().join("config/converters/1-to-2.yaml")),
+            conv(2, ConverterKind::Script, fixtures().join("config/converters/2-to-3.py")),
         ];
         let out = dir.path().join("app.yaml");
-        let steps = convert(
-            &fixtures().join("config/defaults/v1.yaml"),
-            &out,
-            1,
-            3,
-            &convs,
-            &python,
-        )
-        .unwrap();
+        let steps = convert(&fixtures().join("config/defaults/v1.yaml"), &out, 1, 3, &convs, &python).unwrap();
         assert_eq!(steps, [1, 2]);
         let v3 = yaml(&fs::read_to_string(fixtures().join("config/defaults/v3.yaml")).unwrap());
         assert_eq!(yaml(&fs::read_to_string(&out).unwrap()), v3);
         // 2 -> 3 alone on the v2 defaults gives the same.
         let out2 = dir.path().join("app2.yaml");
-        assert_eq!(
-            convert(
-                &fixtures().join("config/defaults/v2.yaml"),
-                &out2,
-                2,
-                3,
-                &convs,
-                &python
-            )
-            .unwrap(),
-            [2]
-        );
+        assert_eq!(convert(&fixtures().join("config/defaults/v2.yaml"), &out2, 2, 3, &convs, &python).unwrap(), [2]);
         assert_eq!(yaml(&fs::read_to_string(&out2).unwrap()), v3);
     }
 
@@ -1300,54 +965,21 @@ mod tests {
              print('2-to-3: error: server.port must be an integer', file=sys.stderr)\nsys.exit(3)\n",
         );
         let out = put(d, "out.yaml", "previous: content\n");
-        let err = convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Script, script)],
-            &python,
-        )
-        .unwrap_err();
+        let err = convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python).unwrap_err();
         assert_eq!(err.kind(), "converter_failed");
         let msg = err.to_string();
-        assert!(
-            msg.contains("1-to-2.py") && msg.contains("exit status 3"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("line 19 | 2-to-3: error: server.port must be an integer"),
-            "{msg}"
-        );
+        assert!(msg.contains("1-to-2.py") && msg.contains("exit status 3"), "{msg}");
+        assert!(msg.contains("line 19 | 2-to-3: error: server.port must be an integer"), "{msg}");
         assert!(!msg.contains("line 15"), "only the last lines: {msg}");
         assert!(!msg.contains('\n'), "{msg}");
-        assert_eq!(
-            fs::read_to_string(&out).unwrap(),
-            "previous: content\n",
-            "output untouched on failure"
-        );
+        assert_eq!(fs::read_to_string(&out).unwrap(), "previous: content\n", "output untouched on failure");
         assert_eq!(fs::read_to_string(&input).unwrap(), "a: 1\n");
 
         // Killed by a signal.
-        let script = put(
-            d,
-            "1-to-2.py",
-            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
-        );
-        let err = convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Script, script)],
-            &python,
-        )
-        .unwrap_err();
+        let script = put(d, "1-to-2.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n");
+        let err = convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python).unwrap_err();
         assert_eq!(err.kind(), "converter_failed");
-        assert!(
-            err.to_string().contains("signal") && err.to_string().contains("it printed nothing"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("signal") && err.to_string().contains("it printed nothing"), "{err}");
     }
 
     #[test]
@@ -1359,52 +991,20 @@ mod tests {
         let out = d.join("out.yaml");
         let cases = [
             ("pass\n", "wrote no output file"),
-            (
-                "import sys\nopen(sys.argv[2], 'w').write('- 1\\n- 2\\n')\n",
-                "is a list, not a mapping",
-            ),
-            (
-                "import sys\nopen(sys.argv[2], 'w').write('a: [\\n')\n",
-                "not valid YAML",
-            ),
-            (
-                "import os, sys\nos.mkdir(sys.argv[2])\n",
-                "not a regular file",
-            ),
+            ("import sys\nopen(sys.argv[2], 'w').write('- 1\\n- 2\\n')\n", "is a list, not a mapping"),
+            ("import sys\nopen(sys.argv[2], 'w').write('a: [\\n')\n", "not valid YAML"),
+            ("import os, sys\nos.mkdir(sys.argv[2])\n", "not a regular file"),
         ];
         for (body, want) in cases {
             let script = put(d, "1-to-2.py", body);
-            let err = convert(
-                &input,
-                &out,
-                1,
-                2,
-                &[conv(1, ConverterKind::Script, script)],
-                &python,
-            )
-            .unwrap_err();
+            let err = convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python).unwrap_err();
             assert_eq!(err.kind(), "converter_bad_output", "{body}");
-            assert!(
-                err.to_string().contains("1-to-2.py") && err.to_string().contains(want),
-                "{body}: {err}"
-            );
+            assert!(err.to_string().contains("1-to-2.py") && err.to_string().contains(want), "{body}: {err}");
             assert!(!out.exists());
         }
         // An empty output is an empty mapping.
-        let script = put(
-            d,
-            "1-to-2.py",
-            "import sys\nopen(sys.argv[2], 'w').close()\n",
-        );
-        convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Script, script)],
-            &python,
-        )
-        .unwrap();
+        let script = put(d, "1-to-2.py", "import sys\nopen(sys.argv[2], 'w').close()\n");
+        convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python).unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "");
     }
 
@@ -1430,8 +1030,16 @@ mod tests {
             ),
         );
         let t = std::time::Instant::now();
-        let err = convert_within(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, script)], &python, Duration::from_secs(1))
-            .unwrap_err();
+        let err = convert_within(
+            &input,
+            &out,
+            1,
+            2,
+            &[conv(1, ConverterKind::Script, script)],
+            &python,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(20), "not killed in time: {:?}", t.elapsed());
         assert_eq!(err.kind(), "converter_timeout", "{err}");
         assert!(err.to_string().contains("within 1 s") && err.to_string().contains("--hook-timeout"), "{err}");
@@ -1458,37 +1066,22 @@ mod tests {
         let out = d.join("out.yaml");
         let marker = d.join("ran");
         // Step 1 would leave a marker if it ran: a missing step 2 must stop everything before.
-        let script = put(
-            d,
-            "1-to-2.py",
-            &format!("open('{}', 'w').close()\n", marker.display()),
-        );
+        let script = put(d, "1-to-2.py", &format!("open('{}', 'w').close()\n", marker.display()));
         let r = put(d, "3-to-4.yaml", "- set: {path: b, value: 2}\n");
-        let convs = [
-            conv(1, ConverterKind::Script, script.clone()),
-            conv(3, ConverterKind::Rules, r.clone()),
-        ];
+        let convs = [conv(1, ConverterKind::Script, script.clone()), conv(3, ConverterKind::Rules, r.clone())];
         let err = convert(&input, &out, 1, 4, &convs, Path::new("python3")).unwrap_err();
         assert_eq!(err.kind(), "missing_converter");
         let msg = err.to_string();
         assert!(
-            msg.contains("from version 2 to 3")
-                && msg.contains("from version 1 to 4")
-                && msg.contains("2-to-3"),
+            msg.contains("from version 2 to 3") && msg.contains("from version 1 to 4") && msg.contains("2-to-3"),
             "{msg}"
         );
         assert!(!marker.exists() && !out.exists());
 
-        let dup = [
-            conv(3, ConverterKind::Rules, r.clone()),
-            conv(3, ConverterKind::Script, d.join("3-to-4.py")),
-        ];
+        let dup = [conv(3, ConverterKind::Rules, r.clone()), conv(3, ConverterKind::Script, d.join("3-to-4.py"))];
         let err = convert(&input, &out, 3, 4, &dup, Path::new("python3")).unwrap_err();
         assert_eq!(err.kind(), "duplicate_converter");
-        assert!(
-            err.to_string().contains("3-to-4.yaml") && err.to_string().contains("3-to-4.py"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("3-to-4.yaml") && err.to_string().contains("3-to-4.py"), "{err}");
 
         let err = convert(&input, &out, 4, 3, &convs, Path::new("python3")).unwrap_err();
         assert_eq!(err.kind(), "config_downgrade");
@@ -1503,33 +1096,15 @@ mod tests {
         let input = put(d, "app.yaml", text);
         fs::set_permissions(&input, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
         let out = put(d, "out.yaml", "old: 1\n");
-        assert_eq!(
-            convert(&input, &out, 3, 3, &[], Path::new("python3")).unwrap(),
-            Vec::<u32>::new()
-        );
+        assert_eq!(convert(&input, &out, 3, 3, &[], Path::new("python3")).unwrap(), Vec::<u32>::new());
         assert_eq!(fs::read_to_string(&out).unwrap(), text);
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
-            0o640,
-            "input's mode kept"
-        );
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o640, "input's mode kept");
         // An empty config is an empty mapping; rules apply to it.
         let empty = put(d, "empty.yaml", "");
-        assert_eq!(
-            convert(&empty, &out, 1, 1, &[], Path::new("python3")).unwrap(),
-            Vec::<u32>::new()
-        );
+        assert_eq!(convert(&empty, &out, 1, 1, &[], Path::new("python3")).unwrap(), Vec::<u32>::new());
         let r = put(d, "1-to-2.yaml", "- set: {path: a.b, value: 1}\n");
-        convert(
-            &empty,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Rules, r)],
-            Path::new("python3"),
-        )
-        .unwrap();
+        convert(&empty, &out, 1, 2, &[conv(1, ConverterKind::Rules, r)], Path::new("python3")).unwrap();
         assert_eq!(yaml(&fs::read_to_string(&out).unwrap()), yaml("a: {b: 1}"));
         // Output == input is refused, the file untouched.
         let err = convert(&input, &input, 3, 3, &[], Path::new("python3")).unwrap_err();
@@ -1542,18 +1117,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let out = d.join("out.yaml");
-        for (text, want) in [
-            ("- a\n- b\n", "is a list"),
-            ("just text\n", "is a string"),
-            ("a: [\n", "not valid YAML"),
-        ] {
+        for (text, want) in [("- a\n- b\n", "is a list"), ("just text\n", "is a string"), ("a: [\n", "not valid YAML")]
+        {
             let input = put(d, "app.yaml", text);
             let err = convert(&input, &out, 2, 2, &[], Path::new("python3")).unwrap_err();
             assert_eq!(err.kind(), "invalid_config", "{text}");
-            assert!(
-                err.to_string().contains("app.yaml") && err.to_string().contains(want),
-                "{text}: {err}"
-            );
+            assert!(err.to_string().contains("app.yaml") && err.to_string().contains(want), "{text}: {err}");
             assert!(!err.to_string().contains('\n'), "{err}");
         }
         let err = convert(&d.join("nope.yaml"), &out, 2, 2, &[], Path::new("python3")).unwrap_err();
@@ -1563,55 +1132,21 @@ mod tests {
 
         // A rules step that fails names the converter, the rule and the path.
         let input = put(d, "app.yaml", "storage: files\n");
-        let r = put(
-            d,
-            "1-to-2.yaml",
-            "- set: {path: x, value: 1}\n- delete: {path: storage.compress}\n",
-        );
-        let err = convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Rules, r)],
-            Path::new("python3"),
-        )
-        .unwrap_err();
+        let r = put(d, "1-to-2.yaml", "- set: {path: x, value: 1}\n- delete: {path: storage.compress}\n");
+        let err = convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Rules, r)], Path::new("python3")).unwrap_err();
         assert_eq!(err.kind(), "rule_failed");
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("config converter 1-to-2.yaml: rule 2 (delete storage.compress)"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("config converter 1-to-2.yaml: rule 2 (delete storage.compress)"), "{msg}");
         assert!(msg.contains("`storage` is a string"), "{msg}");
         // A broken rules file.
         let r = put(d, "1-to-2.yaml", "- frobnicate: {path: x}\n");
-        let err = convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Rules, r)],
-            Path::new("python3"),
-        )
-        .unwrap_err();
+        let err = convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Rules, r)], Path::new("python3")).unwrap_err();
         assert_eq!(err.kind(), "invalid_rules");
-        assert!(
-            err.to_string()
-                .starts_with("1-to-2.yaml: rule 1: unknown rule `frobnicate`"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("1-to-2.yaml: rule 1: unknown rule `frobnicate`"), "{err}");
         // A python that does not exist.
         let s = put(d, "1-to-2.py", "pass\n");
-        let err = convert(
-            &input,
-            &out,
-            1,
-            2,
-            &[conv(1, ConverterKind::Script, s)],
-            &d.join("venv/bin/python"),
-        )
-        .unwrap_err();
+        let err =
+            convert(&input, &out, 1, 2, &[conv(1, ConverterKind::Script, s)], &d.join("venv/bin/python")).unwrap_err();
         assert_eq!(err.kind(), "io");
         assert!(err.to_string().contains("venv/bin/python"), "{err}");
         assert!(!out.exists());

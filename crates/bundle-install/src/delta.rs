@@ -43,7 +43,12 @@ pub struct BaseBundle {
 
 /// The full bundle of `m`'s base: `given`, or the one beside `bundle` if there is one. A given
 /// bundle that is not the base is an error; one found beside that is not is ignored.
-pub fn find_base_bundle(m: &Manifest, bundle: &Path, given: Option<&Path>, keys: &[bundle_core::signature::PublicKey]) -> Result<Option<BaseBundle>> {
+pub fn find_base_bundle(
+    m: &Manifest,
+    bundle: &Path,
+    given: Option<&Path>,
+    keys: &[bundle_core::signature::PublicKey],
+) -> Result<Option<BaseBundle>> {
     let Some(base) = &m.base else { return Ok(None) };
     let check = |file: &Path| -> Result<BaseBundle> {
         let (bm, id, _, _) = bundle_core::verify::read_verified_manifest(file, keys).map_err(|e| {
@@ -53,7 +58,15 @@ pub fn find_base_bundle(m: &Manifest, bundle: &Path, given: Option<&Path>, keys:
         if id != base.bundle_id || bm.base.is_some() {
             return Err(InstallError::usage(
                 "wrong_base_bundle",
-                format!("{} is {} {} (bundle id {id}), not the full bundle this delta was built on ({} {}, bundle id {})", file.display(), bm.app, bm.version, base.app, base.version, base.bundle_id),
+                format!(
+                    "{} is {} {} (bundle id {id}), not the full bundle this delta was built on ({} {}, bundle id {})",
+                    file.display(),
+                    bm.app,
+                    bm.version,
+                    base.app,
+                    base.version,
+                    base.bundle_id
+                ),
             ));
         }
         Ok(BaseBundle { file: file.to_path_buf(), manifest: bm })
@@ -98,7 +111,9 @@ pub fn locate(site: &Site, m: &Manifest, base_bundle: Option<&BaseBundle>) -> Re
     for path in &base.omitted {
         let f = m.file(path).expect("validated: omitted files are listed");
         let mut sources = sources_of(site, f, &releases);
-        if let Some(bf) = base_bundle.and_then(|b| b.manifest.files.iter().find(|bf| bf.sha256 == f.sha256 && bf.size == f.size)) {
+        if let Some(bf) =
+            base_bundle.and_then(|b| b.manifest.files.iter().find(|bf| bf.sha256 == f.sha256 && bf.size == f.size))
+        {
             sources.push(Source::BaseBundle { path: bf.path.clone() });
         }
         if sources.is_empty() {
@@ -109,7 +124,12 @@ pub fn locate(site: &Site, m: &Manifest, base_bundle: Option<&BaseBundle>) -> Re
     if !missing.is_empty() {
         return Err(missing_error(m, &missing));
     }
-    Ok(Some(DeltaPlan { base_app: base.app.clone(), base_version: base.version.clone(), base_bundle_id: base.bundle_id.clone(), files }))
+    Ok(Some(DeltaPlan {
+        base_app: base.app.clone(),
+        base_version: base.version.clone(),
+        base_bundle_id: base.bundle_id.clone(),
+        files,
+    }))
 }
 
 fn sources_of(site: &Site, f: &FileEntry, releases: &[(String, Manifest)]) -> Vec<Source> {
@@ -138,7 +158,8 @@ fn missing_error(m: &Manifest, missing: &[&FileEntry]) -> InstallError {
     let mut missing = missing.to_vec();
     missing.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
     let shown: Vec<&str> = missing.iter().take(5).map(|f| f.path.as_str()).collect();
-    let more = if missing.len() > shown.len() { format!(" and {} more", missing.len() - shown.len()) } else { String::new() };
+    let more =
+        if missing.len() > shown.len() { format!(" and {} more", missing.len() - shown.len()) } else { String::new() };
     InstallError::refused(
         "delta_base_missing",
         format!(
@@ -172,7 +193,9 @@ pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path, base: Option<(&BaseB
         let mut done = false;
         for s in sources {
             let r = match s {
-                Source::Store { path } => fs::hard_link(path, &dest).or_else(|_| copy_checked(path, &dest, f).map(|_| ())),
+                Source::Store { path } => {
+                    fs::hard_link(path, &dest).or_else(|_| copy_checked(path, &dest, f).map(|_| ()))
+                }
                 Source::Release { path } => copy_checked(path, &dest, f),
                 Source::BaseBundle { path } => match base {
                     Some((_, dir)) => copy_checked(&dir.join(path), &dest, f),
@@ -225,7 +248,10 @@ fn copy_checked(from: &Path, to: &Path, f: &FileEntry) -> std::io::Result<()> {
     }
     let got = bundle_core::hash::to_hex(&h.finalize());
     if got != f.sha256 || n_total != f.size {
-        return Err(std::io::Error::other(format!("{} has sha256 {got} ({n_total} bytes), not the manifest's", from.display())));
+        return Err(std::io::Error::other(format!(
+            "{} has sha256 {got} ({n_total} bytes), not the manifest's",
+            from.display()
+        )));
     }
     Ok(())
 }

@@ -23,7 +23,13 @@ pub fn create_unique_beside(path: &Path, mode: u32) -> io::Result<(File, std::pa
         let mut r = [0u8; 8];
         getrandom::getrandom(&mut r).map_err(|e| io::Error::other(e.to_string()))?;
         let tmp = dir.join(format!(".{name}.tmp-{}-{:016x}", std::process::id(), u64::from_le_bytes(r)));
-        match OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
             Ok(f) => {
                 f.set_permissions(fs::Permissions::from_mode(mode))?;
                 return Ok((f, tmp));
@@ -123,7 +129,13 @@ pub fn ensure_allocated(path: &Path, len: u64) -> io::Result<bool> {
         }
     }
     let result = (|| {
-        let f = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         if !f.metadata()?.file_type().is_file() {
             return Err(io::Error::other(format!("{} is not a regular file", path.display())));
         }
@@ -175,7 +187,10 @@ pub fn ensure_real_dir(path: &Path) -> io::Result<()> {
 pub fn ensure_real_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::other(format!("{} exists and is not a directory (a symlink?); refusing to write through it", path.display()))),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} exists and is not a directory (a symlink?); refusing to write through it",
+            path.display()
+        ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create_dir_mode(path, mode),
         Err(e) => Err(e),
     }
@@ -202,10 +217,21 @@ pub fn check_private_dir(path: &Path) -> io::Result<()> {
     // SAFETY: geteuid cannot fail and touches no memory.
     let me = unsafe { libc::geteuid() };
     if m.uid() != me {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is owned by uid {}, not by the user running the installer (uid {me})", path.display(), m.uid())));
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is owned by uid {}, not by the user running the installer (uid {me})", path.display(), m.uid()),
+        ));
     }
     if m.mode() & 0o022 != 0 {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is writable by {} (mode {:o})", path.display(), if m.mode() & 0o002 != 0 { "every user" } else { "its group" }, m.mode() & 0o7777)));
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by {} (mode {:o})",
+                path.display(),
+                if m.mode() & 0o002 != 0 { "every user" } else { "its group" },
+                m.mode() & 0o7777
+            ),
+        ));
     }
     Ok(())
 }
@@ -232,7 +258,12 @@ pub fn copy_with_writeback(from: &mut File, to: &File) -> io::Result<u64> {
         // SAFETY: a plain system call on a descriptor we own. Only a hint: a failure here (or a
         // file system without it) still ends in the caller's fsync, which reports real errors.
         unsafe {
-            libc::sync_file_range(to.as_raw_fd(), (start + copied) as libc::off64_t, n as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+            libc::sync_file_range(
+                to.as_raw_fd(),
+                (start + copied) as libc::off64_t,
+                n as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
         }
         copied += n;
     }

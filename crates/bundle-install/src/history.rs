@@ -14,7 +14,10 @@ fn append(site: &Site, record: &Value) -> Result<()> {
     let path = site.history();
     // A commit redone by `recover` must not record the run twice.
     if let Some(id) = record.get("id").and_then(Value::as_str) {
-        if read(site)?.iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id) && r.get("outcome") == record.get("outcome")) {
+        if read(site)?
+            .iter()
+            .any(|r| r.get("id").and_then(Value::as_str) == Some(id) && r.get("outcome") == record.get("outcome"))
+        {
             return Ok(());
         }
     }
@@ -70,7 +73,9 @@ pub fn is_rehearsal(record: &Value) -> bool {
 }
 
 fn steps(j: &Journal) -> Value {
-    Value::Array(j.steps.iter().map(|s| json!({ "step": s.action.name(), "status": s.status, "millis": s.millis })).collect())
+    Value::Array(
+        j.steps.iter().map(|s| json!({ "step": s.action.name(), "status": s.status, "millis": s.millis })).collect(),
+    )
 }
 
 /// Every record, oldest first.

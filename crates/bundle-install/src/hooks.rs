@@ -33,9 +33,8 @@ pub fn run(site: &Site, call: &HookCall) -> Result<()> {
 
 /// [`run`] with more environment variables (a rehearsal adds `BUNDLE_REHEARSAL=1`).
 pub fn run_with_env(site: &Site, call: &HookCall, extra: &[(&str, &str)]) -> Result<()> {
-    let fail = |m: String| {
-        InstallError::failed("hook_failed", format!("hook {} ({}) {m}", call.hook, call.script.display()))
-    };
+    let fail =
+        |m: String| InstallError::failed("hook_failed", format!("hook {} ({}) {m}", call.hook, call.script.display()));
     let stderr = std::io::stderr();
     let out = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| fail(format!("cannot start: {e}")))?;
     let err = out.try_clone().map_err(|e| fail(format!("cannot start: {e}")))?;

@@ -58,40 +58,88 @@ pub struct DbRef {
 pub enum Action {
     /// Applies a bundle's key rotation statements: trusts `add`, retires `retire` (`.pub` texts).
     /// Undo: forget the added keys, trust the retired ones again.
-    RotateKeys { add: Vec<String>, retire: Vec<String> },
+    RotateKeys {
+        add: Vec<String>,
+        retire: Vec<String>,
+    },
     /// Moves a kept `releases/<version>` aside to `releases/<aside>` so the version can be staged
     /// afresh. Undo: move it back. The commit deletes it.
-    RetireRelease { version: String, aside: String },
+    RetireRelease {
+        version: String,
+        aside: String,
+    },
     /// Creates `releases/<version>/` (marked incomplete) holding the verified payload.
     /// Undo: remove the directory.
-    StageRelease { version: String },
+    StageRelease {
+        version: String,
+    },
     /// Makes sure the site's store (`store/wheels/<sha256>/`) holds an intact, sealed entry for
     /// every wheel of the release, building missing or damaged ones from the verified wheels.
     /// Undo: remove the entries built by run `run` (`created_by` in their `entry.json`).
-    StoreWheels { version: String, run: String },
+    StoreWheels {
+        version: String,
+        run: String,
+    },
     /// The next five happen inside the release directory; undoing `stage_release` covers them.
     /// `install_wheels` hardlinks the store's entries into the venv; `compile_bytecode` compiles
     /// only what has no `.pyc` yet (the store's entries are compiled when built).
-    CreateVenv { version: String },
-    InstallWheels { version: String },
-    CompileBytecode { version: String },
-    WriteConfig { version: String },
-    MarkComplete { version: String },
+    CreateVenv {
+        version: String,
+    },
+    InstallWheels {
+        version: String,
+    },
+    CompileBytecode {
+        version: String,
+    },
+    WriteConfig {
+        version: String,
+    },
+    MarkComplete {
+        version: String,
+    },
     /// Runs a hook. Undo: runs `undo` (e.g. starting the old release again after `pre_apply` stopped it).
-    Hook { call: HookCall, undo: Option<HookCall> },
+    Hook {
+        call: HookCall,
+        undo: Option<HookCall>,
+    },
     /// Takes `backups/<id>/` of every database and the config. Undo: remove it.
-    Backup { id: String, dbs: Vec<DbRef> },
+    Backup {
+        id: String,
+        dbs: Vec<DbRef>,
+    },
     /// Records that an existing database without history is at `version` (`--baseline`).
     /// Undo: restore the database from backup `restore_from`.
-    Baseline { db: DbRef, version: SchemaVersion, restore_from: String },
+    Baseline {
+        db: DbRef,
+        version: SchemaVersion,
+        restore_from: String,
+    },
     /// Runs one migration file. Undo: restore the database from backup `restore_from`.
-    Migrate { db: DbRef, version: SchemaVersion, file: String, direction: Direction, restore_from: String },
+    Migrate {
+        db: DbRef,
+        version: SchemaVersion,
+        file: String,
+        direction: Direction,
+        restore_from: String,
+    },
     /// Restores a database from backup `source` (rollback --restore-data). Undo: restore from `restore_from`.
-    RestoreData { db: DbRef, source: String, restore_from: String },
+    RestoreData {
+        db: DbRef,
+        source: String,
+        restore_from: String,
+    },
     /// Points `current` at `releases/<to>`. Undo: point it back at `from` (remove it when none).
-    Swap { from: Option<String>, to: String },
+    Swap {
+        from: Option<String>,
+        to: String,
+    },
     /// The point of no return: records history, trims old releases and backups. Redone, never undone.
-    Commit { history: serde_json::Value, keep_releases: u32, protect: Vec<String> },
+    Commit {
+        history: serde_json::Value,
+        keep_releases: u32,
+        protect: Vec<String>,
+    },
 }
 
 impl Action {
@@ -110,8 +158,12 @@ impl Action {
             Action::Hook { call, .. } => call.hook.clone(),
             Action::Backup { .. } => "backup".into(),
             // A `.py` data script shares its version with the `.sql` before it; name it apart.
-            Action::Migrate { db, version, direction, file, .. } if file.ends_with(".py") => format!("migrate:{}:{}:{}-data", db.name, version, direction.as_str()),
-            Action::Migrate { db, version, direction, .. } => format!("migrate:{}:{}:{}", db.name, version, direction.as_str()),
+            Action::Migrate { db, version, direction, file, .. } if file.ends_with(".py") => {
+                format!("migrate:{}:{}:{}-data", db.name, version, direction.as_str())
+            }
+            Action::Migrate { db, version, direction, .. } => {
+                format!("migrate:{}:{}:{}", db.name, version, direction.as_str())
+            }
             Action::RestoreData { db, .. } => format!("restore_data:{}", db.name),
             Action::Baseline { db, .. } => format!("baseline:{}", db.name),
             Action::Swap { .. } => "swap".into(),
@@ -154,15 +206,23 @@ impl Journal {
             pid: std::process::id(),
             phase: Phase::Forward,
             error: None,
-            steps: actions.into_iter().map(|action| JournalStep { action, status: Status::Pending, millis: None }).collect(),
+            steps: actions
+                .into_iter()
+                .map(|action| JournalStep { action, status: Status::Pending, millis: None })
+                .collect(),
         }
     }
 
     pub fn load(site: &Site) -> Result<Option<Journal>> {
         match std::fs::read(site.journal()) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                InstallError::attention("journal_unreadable", format!("{} is unreadable: {e}", site.journal().display()))
-                    .with_hint("restore the site from backups/ by hand, then remove the journal; see bundle-spec/recovery.md")
+                InstallError::attention(
+                    "journal_unreadable",
+                    format!("{} is unreadable: {e}", site.journal().display()),
+                )
+                .with_hint(
+                    "restore the site from backups/ by hand, then remove the journal; see bundle-spec/recovery.md",
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(InstallError::io(site.journal().display(), e)),
@@ -171,14 +231,17 @@ impl Journal {
 
     fn persist(&self, site: &Site) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("journal serialises");
-        fsutil::write_atomic(&site.journal(), &bytes).map_err(|e| InstallError::io(format!("writing {}", site.journal().display()), e))
+        fsutil::write_atomic(&site.journal(), &bytes)
+            .map_err(|e| InstallError::io(format!("writing {}", site.journal().display()), e))
     }
 
     /// Whether the run passed its point of no return: its commit step started while going forward.
     /// A run already being undone stays undone, whatever its commit step says.
     pub fn committed(&self) -> bool {
         self.phase != Phase::Undoing
-            && self.steps.iter().any(|s| matches!(s.action, Action::Commit { .. }) && matches!(s.status, Status::Started | Status::Done))
+            && self.steps.iter().any(|s| {
+                matches!(s.action, Action::Commit { .. }) && matches!(s.status, Status::Started | Status::Done)
+            })
     }
 }
 
@@ -202,7 +265,10 @@ pub fn checkpoint(step: &str, when: &str) -> Result<()> {
     if when == "before" {
         if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_FAIL") {
             if target == step {
-                return Err(InstallError::failed("injected_failure", format!("step {step} failed (injected by BUNDLE_INSTALL_TEST_FAIL)")));
+                return Err(InstallError::failed(
+                    "injected_failure",
+                    format!("step {step} failed (injected by BUNDLE_INSTALL_TEST_FAIL)"),
+                ));
             }
         }
     }
@@ -295,7 +361,12 @@ impl<'a> Runner<'a> {
             Ok(()) => {
                 let mut cause = cause;
                 if cause.outcome != crate::error::Outcome::Attention {
-                    let back = self.journal.from.clone().map(|f| format!("the site is back on {f}")).unwrap_or_else(|| "the site is back to empty".into());
+                    let back = self
+                        .journal
+                        .from
+                        .clone()
+                        .map(|f| format!("the site is back on {f}"))
+                        .unwrap_or_else(|| "the site is back to empty".into());
                     cause.message = format!("{}; {back}", cause.message);
                 }
                 cause
@@ -303,8 +374,11 @@ impl<'a> Runner<'a> {
             // Whatever stopped the undo (a failed restore, a full disk while writing the journal),
             // the site is now between two states: only `recover` may touch it.
             Err(e) if e.outcome == crate::error::Outcome::Attention => e,
-            Err(e) => InstallError::attention("undo_failed", format!("could not finish undoing after `{}`: {}", cause.message, e.message))
-                .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display())),
+            Err(e) => InstallError::attention(
+                "undo_failed",
+                format!("could not finish undoing after `{}`: {}", cause.message, e.message),
+            )
+            .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display())),
         };
         (err, self.journal)
     }
@@ -315,7 +389,11 @@ impl<'a> Runner<'a> {
         let mut restored: Vec<String> = self.moved_on()?;
         // Undoing must be possible on a full disk (often the very reason for the failure). Before
         // the swap the staged release is nobody's and the largest thing the run wrote: it goes first.
-        let swapped = self.journal.steps.iter().any(|s| matches!(s.action, Action::Swap { .. }) && matches!(s.status, Status::Started | Status::Done));
+        let swapped = self
+            .journal
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Swap { .. }) && matches!(s.status, Status::Started | Status::Done));
         if !swapped {
             for s in &self.journal.steps {
                 if let (Action::StageRelease { version }, Status::Started | Status::Done) = (&s.action, s.status) {
@@ -342,9 +420,16 @@ impl<'a> Runner<'a> {
             undo_action(self.site, &action, &mut restored, self.reporter).map_err(|e| {
                 InstallError::attention(
                     "undo_failed",
-                    format!("could not undo step {name} after `{}`: {}", self.journal.error.clone().unwrap_or_default(), e.message),
+                    format!(
+                        "could not undo step {name} after `{}`: {}",
+                        self.journal.error.clone().unwrap_or_default(),
+                        e.message
+                    ),
                 )
-                .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display()))
+                .with_hint(format!(
+                    "fix the cause, then run `bundle-install recover --root {}`",
+                    self.site.root.display()
+                ))
             })?;
             checkpoint(&format!("undo:{name}"), "after")?;
             self.journal.steps[i].status = Status::Undone;
@@ -443,17 +528,17 @@ pub fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRecord>> {
     struct Record {
         databases: Vec<BackupRecord>,
     }
-    let r: Record = serde_json::from_slice(&bytes).map_err(|e| InstallError::failed("backup_record", format!("{}: {e}", path.display())))?;
+    let r: Record = serde_json::from_slice(&bytes)
+        .map_err(|e| InstallError::failed("backup_record", format!("{}: {e}", path.display())))?;
     Ok(r.databases)
 }
 
 /// Restores one database from a backup directory.
 pub fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
     let records = read_backup_records(site, backup_id)?;
-    let record = records
-        .iter()
-        .find(|r| r.db == db.name)
-        .ok_or_else(|| InstallError::failed("backup_missing_db", format!("backup {backup_id} has no copy of database `{}`", db.name)))?;
+    let record = records.iter().find(|r| r.db == db.name).ok_or_else(|| {
+        InstallError::failed("backup_missing_db", format!("backup {backup_id} has no copy of database `{}`", db.name))
+    })?;
     let mut engine = open_db(site, db)?;
     engine.restore(record, &site.backups().join(backup_id))?;
     engine.close()?;
@@ -471,15 +556,16 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
             }
             Ok(())
         }
-        Action::StageRelease { version } => {
-            fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))
-        }
+        Action::StageRelease { version } => fsutil::remove_tree(&site.release_dir(version))
+            .map_err(|e| InstallError::io(format!("removing releases/{version}"), e)),
         Action::StoreWheels { run, .. } => crate::store::remove_run(site, run),
         Action::RetireRelease { version, aside } => {
             let from = site.releases().join(aside);
             if from.symlink_metadata().is_ok() {
-                fsutil::remove_tree(&site.release_dir(version)).map_err(|e| InstallError::io(format!("removing releases/{version}"), e))?;
-                std::fs::rename(&from, site.release_dir(version)).map_err(|e| InstallError::io(format!("restoring releases/{version}"), e))?;
+                fsutil::remove_tree(&site.release_dir(version))
+                    .map_err(|e| InstallError::io(format!("removing releases/{version}"), e))?;
+                std::fs::rename(&from, site.release_dir(version))
+                    .map_err(|e| InstallError::io(format!("restoring releases/{version}"), e))?;
                 fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             }
             Ok(())
@@ -501,8 +587,11 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
             }
             Ok(())
         }
-        Action::Backup { id, .. } => fsutil::remove_tree(&site.backups().join(id)).map_err(|e| InstallError::io(format!("removing backups/{id}"), e)),
-        Action::Migrate { db, restore_from, .. } | Action::RestoreData { db, restore_from, .. } | Action::Baseline { db, restore_from, .. } => {
+        Action::Backup { id, .. } => fsutil::remove_tree(&site.backups().join(id))
+            .map_err(|e| InstallError::io(format!("removing backups/{id}"), e)),
+        Action::Migrate { db, restore_from, .. }
+        | Action::RestoreData { db, restore_from, .. }
+        | Action::Baseline { db, restore_from, .. } => {
             // Several steps of one database restore the same backup; once is enough.
             if restored.contains(&db.name) {
                 return Ok(());
@@ -528,7 +617,10 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
 pub fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature::PublicKey>> {
     texts
         .iter()
-        .map(|t| bundle_core::signature::PublicKey::from_minisign(t).map_err(|e| InstallError::failed("journal", format!("a key in the journal is damaged: {e}"))))
+        .map(|t| {
+            bundle_core::signature::PublicKey::from_minisign(t)
+                .map_err(|e| InstallError::failed("journal", format!("a key in the journal is damaged: {e}")))
+        })
         .collect()
 }
 
@@ -577,7 +669,10 @@ mod tests {
         .unwrap();
         r.run(2, |_| {
             let j = Journal::load(&site).unwrap().unwrap();
-            assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Done, Status::Started]);
+            assert_eq!(
+                j.steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+                [Status::Done, Status::Done, Status::Started]
+            );
             assert!(j.steps[0].millis.is_some() && j.steps[1].millis.is_some() && j.steps[2].millis.is_none());
             assert!(j.committed());
             Ok(())
@@ -598,7 +693,10 @@ mod tests {
         let e = r.run(1, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
         assert!(!r.journal.committed());
         let (_, j) = r.undo(e);
-        assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Undone, Status::Pending]);
+        assert_eq!(
+            j.steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [Status::Undone, Status::Undone, Status::Pending]
+        );
         assert!(!site.release_dir("2.0.0").exists());
         assert!(Journal::load(&site).unwrap().is_none());
     }
@@ -618,17 +716,24 @@ mod tests {
         std::fs::create_dir(&blocker).unwrap();
         std::fs::write(blocker.join("x"), b"").unwrap();
         let mut ran = false;
-        let e = r.run(1, |_| {
-            ran = true;
-            Ok(())
-        })
-        .unwrap_err();
+        let e = r
+            .run(1, |_| {
+                ran = true;
+                Ok(())
+            })
+            .unwrap_err();
         assert!(!ran);
-        assert_eq!(r.journal.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Done, Status::Pending, Status::Pending]);
+        assert_eq!(
+            r.journal.steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [Status::Done, Status::Pending, Status::Pending]
+        );
         std::fs::remove_dir_all(&blocker).unwrap();
         std::fs::rename(&aside, &blocker).unwrap();
         let (_, j) = r.undo(e);
-        assert_eq!(j.steps.iter().map(|s| s.status).collect::<Vec<_>>(), [Status::Undone, Status::Pending, Status::Pending]);
+        assert_eq!(
+            j.steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [Status::Undone, Status::Pending, Status::Pending]
+        );
     }
 
     fn allocated(p: &std::path::Path) -> u64 {
@@ -641,7 +746,12 @@ mod tests {
     fn reserve_is_kept_between_runs() {
         let (_d, site) = site();
         let reserve = reserve_path(&site);
-        let mut r = Runner::begin(&site, Journal::new("a".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions()), &Silent).unwrap();
+        let mut r = Runner::begin(
+            &site,
+            Journal::new("a".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions()),
+            &Silent,
+        )
+        .unwrap();
         assert!(allocated(&reserve) >= RESERVE_BYTES);
         let ino = std::fs::metadata(&reserve).unwrap().ino();
         for i in 0..3 {
@@ -649,17 +759,28 @@ mod tests {
         }
         r.finish().unwrap();
         assert!(allocated(&reserve) >= RESERVE_BYTES, "a finished run keeps the reserve");
-        let mut r = Runner::begin(&site, Journal::new("b".into(), "apply", Some("2.0.0".into()), "3.0.0".into(), actions()), &Silent).unwrap();
+        let mut r = Runner::begin(
+            &site,
+            Journal::new("b".into(), "apply", Some("2.0.0".into()), "3.0.0".into(), actions()),
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(std::fs::metadata(&reserve).unwrap().ino(), ino, "an existing reserve is reused");
         r.finish().unwrap();
 
         std::fs::remove_file(&reserve).unwrap(); // as an undo on a full disk does
-        let mut r = Runner::begin(&site, Journal::new("c".into(), "apply", Some("2.0.0".into()), "3.0.0".into(), actions()), &Silent).unwrap();
+        let mut r = Runner::begin(
+            &site,
+            Journal::new("c".into(), "apply", Some("2.0.0".into()), "3.0.0".into(), actions()),
+            &Silent,
+        )
+        .unwrap();
         assert!(allocated(&reserve) >= RESERVE_BYTES, "the next run makes it again");
         r.finish().unwrap();
 
         std::fs::remove_file(&reserve).unwrap();
-        let mut r = Runner::begin(&site, Journal::new("d".into(), "apply", None, "1.0.0".into(), actions()), &Silent).unwrap();
+        let mut r =
+            Runner::begin(&site, Journal::new("d".into(), "apply", None, "1.0.0".into(), actions()), &Silent).unwrap();
         assert!(reserve.exists());
         let e = r.run(0, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
         let _ = r.undo(e);

@@ -20,7 +20,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
-#[command(name = "bundle-install", version, about = "Install, upgrade, roll back and recover a site from signed offline bundles")]
+#[command(
+    name = "bundle-install",
+    version,
+    about = "Install, upgrade, roll back and recover a site from signed offline bundles"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -309,9 +313,11 @@ impl Reporter for Lines {
                 if bar.length() != Some(t) {
                     bar.set_length(t);
                     bar.set_style(
-                        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                            .expect("template")
-                            .progress_chars("=> "),
+                        indicatif::ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
                     );
                 }
             }
@@ -386,7 +392,8 @@ struct Opened {
 fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) -> Result<Opened> {
     let site = Site::new(root);
     site.check_planted_links().map_err(|e| {
-        InstallError::refused("planted_symlink", e.to_string()).with_hint("remove the link (and check who put it there), then run the command again")
+        InstallError::refused("planted_symlink", e.to_string())
+            .with_hint("remove the link (and check who put it there), then run the command again")
     })?;
     let unsafe_dir = |e: std::io::Error| {
         InstallError::refused("unsafe_permissions", e.to_string())
@@ -395,7 +402,9 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
     site.check_private_dirs().map_err(unsafe_dir)?;
     let mut created = None;
     if create {
-        created = site.ensure_layout().map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        created = site
+            .ensure_layout()
+            .map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
         site.check_private_dirs().map_err(unsafe_dir)?;
     } else if !site.state().is_dir() {
         return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
@@ -427,7 +436,13 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 } else {
                     &Site::new(&root)
                 };
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, base_bundle, ..ApplyOptions::default() };
+                let opts = ApplyOptions {
+                    plan: PlanOptions { allow_downgrade, reinstall, baseline },
+                    trust,
+                    python,
+                    base_bundle,
+                    ..ApplyOptions::default()
+                };
                 let plan = apply::plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());
@@ -436,11 +451,29 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             })();
             ("plan", common, r.map_err(failure))
         }
-        Command::Apply { bundle, root, trust, allow_downgrade, reinstall, baseline, yes: _, python, hook_timeout, base_bundle, common } => {
+        Command::Apply {
+            bundle,
+            root,
+            trust,
+            allow_downgrade,
+            reinstall,
+            baseline,
+            yes: _,
+            python,
+            hook_timeout,
+            base_bundle,
+            common,
+        } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let opened = open_site(&root, "apply", &reporter, true)?;
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout, base_bundle };
+                let opts = ApplyOptions {
+                    plan: PlanOptions { allow_downgrade, reinstall, baseline },
+                    trust,
+                    python,
+                    hook_timeout_secs: hook_timeout,
+                    base_bundle,
+                };
                 let applied = match apply::apply(&opened.site, &bundle, &opts, &reporter) {
                     Ok(a) => a,
                     Err(e) => {
@@ -458,18 +491,37 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                     if applied.changed {
                         reporter.say(&format!("done: {} {} is now current", applied.plan.app, applied.plan.to));
                     } else {
-                        reporter.say(&format!("{} {} is already installed: nothing to do", applied.plan.app, applied.plan.to));
+                        reporter.say(&format!(
+                            "{} {} is already installed: nothing to do",
+                            applied.plan.app, applied.plan.to
+                        ));
                     }
                 }
                 Ok(json!({ "applied": applied, "recovered": recovered }))
             })();
             ("apply", common, r.map_err(failure))
         }
-        Command::Rehearse { bundle, root, trust, allow_downgrade, reinstall, baseline, python, hook_timeout, common } => {
+        Command::Rehearse {
+            bundle,
+            root,
+            trust,
+            allow_downgrade,
+            reinstall,
+            baseline,
+            python,
+            hook_timeout,
+            common,
+        } => {
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let opened = open_site(&root, "rehearse", &reporter, false)?;
-                let opts = ApplyOptions { plan: PlanOptions { allow_downgrade, reinstall, baseline }, trust, python, hook_timeout_secs: hook_timeout, base_bundle: None };
+                let opts = ApplyOptions {
+                    plan: PlanOptions { allow_downgrade, reinstall, baseline },
+                    trust,
+                    python,
+                    hook_timeout_secs: hook_timeout,
+                    base_bundle: None,
+                };
                 let report = rehearse::rehearse(&opened.site, &bundle, &opts, &reporter)?;
                 if !common.json && !report.steps.is_empty() {
                     reporter.settle();
@@ -480,13 +532,15 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let r = match r {
                 Ok(report) if report.ok && report.steps.is_empty() => {
                     if !common.json {
-                        reporter.say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
+                        reporter
+                            .say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
                     }
                     Ok(json!({ "rehearsal": report }))
                 }
                 Ok(report) if report.ok => {
                     if !common.json {
-                        reporter.say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));
+                        reporter
+                            .say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));
                     }
                     Ok(json!({ "rehearsal": report }))
                 }
@@ -517,7 +571,8 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let reporter = Lines::new(common.quiet || common.json);
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "history", &reporter, false)?;
-                let (rehearsals, records): (Vec<Value>, Vec<Value>) = history::read(&site)?.into_iter().partition(history::is_rehearsal);
+                let (rehearsals, records): (Vec<Value>, Vec<Value>) =
+                    history::read(&site)?.into_iter().partition(history::is_rehearsal);
                 if !common.json {
                     for r in &records {
                         println!(
@@ -569,10 +624,16 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 if !common.json {
                     match &recovered {
                         Recovered::Nothing => reporter.say("nothing to recover"),
-                        Recovered::Completed { id, version, .. } => reporter.say(&format!("finished interrupted run {id}: {version} is current")),
-                        Recovered::Undone { id, version, .. } => {
-                            reporter.say(&format!("undid interrupted run {id}: {}", version.as_deref().map(|v| format!("{v} is current")).unwrap_or_else(|| "nothing installed".into())))
+                        Recovered::Completed { id, version, .. } => {
+                            reporter.say(&format!("finished interrupted run {id}: {version} is current"))
                         }
+                        Recovered::Undone { id, version, .. } => reporter.say(&format!(
+                            "undid interrupted run {id}: {}",
+                            version
+                                .as_deref()
+                                .map(|v| format!("{v} is current"))
+                                .unwrap_or_else(|| "nothing installed".into())
+                        )),
                     }
                 }
                 Ok(json!({ "recovery": recovered }))
@@ -591,14 +652,26 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                         st.databases
                             .iter()
                             .filter(|d| !d.compatible)
-                            .map(|d| format!("database `{}` is at {}, the release needs {}", d.name, d.version, d.release_schema))
+                            .map(|d| {
+                                format!(
+                                    "database `{}` is at {}, the release needs {}",
+                                    d.name, d.version, d.release_schema
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("; ")
                     };
-                    return Err(InstallError::refused("incompatible", format!("the current release may not run: {why}")));
+                    return Err(InstallError::refused(
+                        "incompatible",
+                        format!("the current release may not run: {why}"),
+                    ));
                 }
                 if !common.json {
-                    reporter.say(&format!("ok: {} {} may run on its databases", st.app.clone().unwrap_or_default(), st.current.clone().unwrap_or_default()));
+                    reporter.say(&format!(
+                        "ok: {} {} may run on its databases",
+                        st.app.clone().unwrap_or_default(),
+                        st.current.clone().unwrap_or_default()
+                    ));
                 }
                 Ok(json!({ "current": st.current, "databases": st.databases }))
             })();
@@ -622,7 +695,15 @@ fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &
         None => e.into(),
     })?;
     let m = verified.manifest();
-    reporter.say(&format!("OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified", m.app, m.version, m.sequence, verified.key_id(), m.payload.entries, m.payload.bytes));
+    reporter.say(&format!(
+        "OK: {} {} (sequence {}) signed by key {}; {} files, {} bytes verified",
+        m.app,
+        m.version,
+        m.sequence,
+        verified.key_id(),
+        m.payload.entries,
+        m.payload.bytes
+    ));
     Ok(verified_fields(&verified))
 }
 

@@ -167,11 +167,17 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     let mut kind = PlanKind::CleanInstall;
     let mut old_manifest = None;
     if let Some(cur) = &current {
-        let old = site
-            .release_manifest(cur)
-            .map_err(|e| InstallError::attention("current_release_unreadable", format!("the installed release {cur} has no readable manifest: {e}")))?;
+        let old = site.release_manifest(cur).map_err(|e| {
+            InstallError::attention(
+                "current_release_unreadable",
+                format!("the installed release {cur} has no readable manifest: {e}"),
+            )
+        })?;
         if old.app != manifest.app {
-            return Err(InstallError::refused("wrong_app", format!("this site runs `{}`, the bundle is for `{}`", old.app, manifest.app)));
+            return Err(InstallError::refused(
+                "wrong_app",
+                format!("this site runs `{}`, the bundle is for `{}`", old.app, manifest.app),
+            ));
         }
         let cur_v = parse_release(cur).map_err(|e| InstallError::attention("bad_version", e))?;
         let from_v = parse_release(&manifest.upgrades_from).map_err(|e| InstallError::refused("bad_version", e))?;
@@ -200,14 +206,19 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
                     "downgrade",
                     format!("the site runs {cur}, newer than the bundle's {}", manifest.version),
                 )
-                .with_hint("pass --allow-downgrade to install an older release on purpose, or use `bundle-install rollback`"));
+                .with_hint(
+                    "pass --allow-downgrade to install an older release on purpose, or use `bundle-install rollback`",
+                ));
             }
             PlanKind::Downgrade
         } else {
             if cur_v < from_v {
                 return Err(InstallError::refused(
                     "too_old",
-                    format!("the site runs {cur}, older than {}, the oldest release this bundle upgrades", manifest.upgrades_from),
+                    format!(
+                        "the site runs {cur}, older than {}, the oldest release this bundle upgrades",
+                        manifest.upgrades_from
+                    ),
                 )
                 .with_hint(format!("install an intermediate bundle that upgrades from {cur} first")));
             }
@@ -221,11 +232,16 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     let replaces_kept = kind != PlanKind::NothingToDo && existing.symlink_metadata().is_ok();
     if replaces_kept {
         let ours = !existing.join(crate::site::INCOMPLETE).exists()
-            && site.release_info(&manifest.version).is_ok_and(|i| i.app == manifest.app && i.version == manifest.version);
+            && site
+                .release_info(&manifest.version)
+                .is_ok_and(|i| i.app == manifest.app && i.version == manifest.version);
         if !ours {
             return Err(InstallError::refused(
                 "foreign_release_dir",
-                format!("{} exists but is not a release this installer completed; it is left alone", existing.display()),
+                format!(
+                    "{} exists but is not a release this installer completed; it is left alone",
+                    existing.display()
+                ),
             )
             .with_hint("move it out of releases/ (it may hold someone's files), then apply again"));
         }
@@ -249,7 +265,10 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         if manifest.sequence < highest && !opts.allow_downgrade && kind != PlanKind::NothingToDo {
             return Err(InstallError::refused(
                 "lower_sequence",
-                format!("bundle sequence {} is lower than {highest}, the highest this site has installed", manifest.sequence),
+                format!(
+                    "bundle sequence {} is lower than {highest}, the highest this site has installed",
+                    manifest.sequence
+                ),
             )
             .with_hint("pass --allow-downgrade to install an older release on purpose"));
         }
@@ -258,7 +277,9 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     let config = manifest.config.as_ref().map(|c| {
         let from_version = old_manifest.as_ref().and_then(|m| m.config.as_ref()).map(|oc| oc.version);
         let converters = match from_version {
-            Some(f) => c.converters.iter().filter(|x| x.from >= f && x.to <= c.version).map(|x| x.path.clone()).collect(),
+            Some(f) => {
+                c.converters.iter().filter(|x| x.from >= f && x.to <= c.version).map(|x| x.path.clone()).collect()
+            }
             None => Vec::new(),
         };
         ConfigPlan { file: c.file.clone(), from_version, to_version: c.version, converters }
@@ -268,7 +289,10 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             if f > cp.to_version {
                 return Err(InstallError::refused(
                     "config_newer",
-                    format!("the installed config is version {f}, newer than the bundle's {}; converters only go forward", cp.to_version),
+                    format!(
+                        "the installed config is version {f}, newer than the bundle's {}; converters only go forward",
+                        cp.to_version
+                    ),
                 ));
             }
         }
@@ -276,7 +300,10 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
 
     for (name, _) in &opts.baseline {
         if manifest.database(name).is_none() {
-            return Err(InstallError::usage("unknown_database", format!("--baseline names `{name}`, which the bundle does not declare")));
+            return Err(InstallError::usage(
+                "unknown_database",
+                format!("--baseline names `{name}`, which the bundle does not declare"),
+            ));
         }
     }
     let release_bundle = site.release_dir(&manifest.version).join("bundle");
@@ -295,13 +322,19 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             (_, Some(v)) => {
                 return Err(InstallError::usage(
                     "baseline_not_needed",
-                    format!("database `{}` is {}; --baseline {}={v} only applies to a database with tables but no history", db.name, if matches!(state, DbState::Clean) { "empty" } else { "already versioned" }, db.name),
+                    format!(
+                        "database `{}` is {}; --baseline {}={v} only applies to a database with tables but no history",
+                        db.name,
+                        if matches!(state, DbState::Clean) { "empty" } else { "already versioned" },
+                        db.name
+                    ),
                 ))
             }
             _ => None,
         };
         let steps = db_steps(manifest, db, &release_bundle);
-        let planned = if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
+        let planned =
+            if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
         if !planned.is_empty() {
             // Before anything changes: what backing up and restoring will need (server engines).
             db::open(&db.name, &db.engine, &site.root, &db.path)?.preflight()?;
@@ -323,11 +356,15 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             old_release_compatible: old_schema.zip(after).map(|(o, a)| o.runs_on(a)),
         });
     }
-    let hooks = [("pre_apply", &manifest.hooks.pre_apply), ("post_apply", &manifest.hooks.post_apply), ("health_check", &manifest.hooks.health_check)]
-        .into_iter()
-        .filter(|(_, h)| h.is_some())
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let hooks = [
+        ("pre_apply", &manifest.hooks.pre_apply),
+        ("post_apply", &manifest.hooks.post_apply),
+        ("health_check", &manifest.hooks.health_check),
+    ]
+    .into_iter()
+    .filter(|(_, h)| h.is_some())
+    .map(|(n, _)| n.to_string())
+    .collect();
     let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
     // A database that cannot be written would fail its first step and then its restore: say so now.
     for d in databases.iter().filter(|d| d.engine == "sqlite" && (!d.steps.is_empty() || d.baseline.is_some())) {
@@ -342,16 +379,23 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
         }
         for p in [Some(dir), file.exists().then_some(file)].into_iter().flatten() {
             if !writable(&p) {
-                return Err(InstallError::failed("data_not_writable", format!("database `{}`: {} is not writable (read-only mount or immutable?)", d.name, p.display()))
-                    .with_hint("make the site's data/ writable, then apply again; nothing was changed"));
+                return Err(InstallError::failed(
+                    "data_not_writable",
+                    format!("database `{}`: {} is not writable (read-only mount or immutable?)", d.name, p.display()),
+                )
+                .with_hint("make the site's data/ writable, then apply again; nothing was changed"));
             }
         }
     }
     // Wheels the site's store already holds cost neither payload (the release links the stored
     // wheel) nor venv space (their files are linked); nor do files a delta bundle leaves out.
-    let stored = |f: &&bundle_core::manifest::FileEntry| site.store().join("wheels").join(&f.sha256).join("entry.json").is_file();
-    let wheel_bytes: u64 = manifest.wheels.iter().filter_map(|w| manifest.file(w)).filter(|f| !stored(f)).map(|f| f.size).sum();
-    let payload_bytes: u64 = manifest.files.iter().filter(|f| !manifest.is_omitted(&f.path) && !stored(f)).map(|f| f.size).sum();
+    let stored = |f: &&bundle_core::manifest::FileEntry| {
+        site.store().join("wheels").join(&f.sha256).join("entry.json").is_file()
+    };
+    let wheel_bytes: u64 =
+        manifest.wheels.iter().filter_map(|w| manifest.file(w)).filter(|f| !stored(f)).map(|f| f.size).sum();
+    let payload_bytes: u64 =
+        manifest.files.iter().filter(|f| !manifest.is_omitted(&f.path) && !stored(f)).map(|f| f.size).sum();
     let backup_bytes = if backup {
         databases
             .iter()
@@ -362,9 +406,29 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
     } else {
         0
     };
-    let mut space = Space { payload_bytes, venv_estimate_bytes: 3 * wheel_bytes, backup_bytes, needed_bytes: 0, free_bytes: free_bytes(&site.root) };
-    space.needed_bytes = if kind == PlanKind::NothingToDo { 0 } else { space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes };
-    Ok(Plan { app: manifest.app.clone(), from: current, to: manifest.version.clone(), kind, config, databases, hooks, backup, space, replaces_kept,
+    let mut space = Space {
+        payload_bytes,
+        venv_estimate_bytes: 3 * wheel_bytes,
+        backup_bytes,
+        needed_bytes: 0,
+        free_bytes: free_bytes(&site.root),
+    };
+    space.needed_bytes = if kind == PlanKind::NothingToDo {
+        0
+    } else {
+        space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes
+    };
+    Ok(Plan {
+        app: manifest.app.clone(),
+        from: current,
+        to: manifest.version.clone(),
+        kind,
+        config,
+        databases,
+        hooks,
+        backup,
+        space,
+        replaces_kept,
         key_rotations: Vec::new(),
         site_tags: None,
         wheels: Vec::new(),
@@ -375,14 +439,22 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
 impl Plan {
     /// Picks the wheels for the site's interpreter (`incompatible_wheel`, exit 4, when a
     /// distribution has none) and sizes the venv from the chosen wheels only.
-    pub fn choose_wheels(&mut self, site: &Site, manifest: &Manifest, interp: &crate::python::Interpreter) -> Result<()> {
+    pub fn choose_wheels(
+        &mut self,
+        site: &Site,
+        manifest: &Manifest,
+        interp: &crate::python::Interpreter,
+    ) -> Result<()> {
         let env = interp.tags.environment();
         self.wheels = crate::select::choose(manifest, &env)?;
         self.site_tags = Some(crate::select::SiteTags::of(&env));
         // Only the chosen wheels are unpacked (three times their size, as in `plan`).
         // Those the site's store holds are linked, not unpacked.
-        let stored = |f: &&bundle_core::manifest::FileEntry| site.store().join("wheels").join(&f.sha256).join("entry.json").is_file();
-        let chosen: u64 = self.wheels.iter().filter_map(|w| manifest.file(&w.wheel)).filter(|f| !stored(f)).map(|f| f.size).sum();
+        let stored = |f: &&bundle_core::manifest::FileEntry| {
+            site.store().join("wheels").join(&f.sha256).join("entry.json").is_file()
+        };
+        let chosen: u64 =
+            self.wheels.iter().filter_map(|w| manifest.file(&w.wheel)).filter(|f| !stored(f)).map(|f| f.size).sum();
         self.space.needed_bytes -= self.space.venv_estimate_bytes;
         self.space.venv_estimate_bytes = 3 * chosen;
         self.space.needed_bytes += self.space.venv_estimate_bytes;
@@ -395,7 +467,9 @@ impl Plan {
         let what = match self.kind {
             PlanKind::CleanInstall => format!("clean install of {} {}", self.app, self.to),
             PlanKind::Upgrade => format!("upgrade {} {} → {}", self.app, self.from.as_deref().unwrap_or("?"), self.to),
-            PlanKind::Downgrade => format!("DOWNGRADE {} {} → {}", self.app, self.from.as_deref().unwrap_or("?"), self.to),
+            PlanKind::Downgrade => {
+                format!("DOWNGRADE {} {} → {}", self.app, self.from.as_deref().unwrap_or("?"), self.to)
+            }
             PlanKind::Reinstall => format!("reinstall {} {}", self.app, self.to),
             PlanKind::NothingToDo => return format!("{} {} is already installed: nothing to do\n", self.app, self.to),
         };
@@ -415,19 +489,25 @@ impl Plan {
                 d.files.len()
             ));
         }
-        out.push_str(&format!("  [ ] stage releases/{} (venv, wheels, bytecode) beside the running release\n", self.to));
+        out.push_str(&format!(
+            "  [ ] stage releases/{} (venv, wheels, bytecode) beside the running release\n",
+            self.to
+        ));
         if let Some(t) = &self.site_tags {
             out.push_str(&format!("      wheels for {}:\n", t.summary));
         }
         for w in &self.wheels {
             let file = w.wheel.rsplit('/').next().unwrap_or(&w.wheel);
-            let others = if w.passed_over.is_empty() { String::new() } else { format!(" (of {})", w.passed_over.len() + 1) };
+            let others =
+                if w.passed_over.is_empty() { String::new() } else { format!(" (of {})", w.passed_over.len() + 1) };
             out.push_str(&format!("        {} {}: {file} [{}]{others}\n", w.name, w.version, w.tag));
         }
         if let Some(c) = &self.config {
             match c.from_version {
                 None => out.push_str(&format!("  [ ] config {}: write defaults (version {})\n", c.file, c.to_version)),
-                Some(f) if c.converters.is_empty() => out.push_str(&format!("  [ ] config {}: copy as is (version {f})\n", c.file)),
+                Some(f) if c.converters.is_empty() => {
+                    out.push_str(&format!("  [ ] config {}: copy as is (version {f})\n", c.file))
+                }
                 Some(f) => out.push_str(&format!(
                     "  [ ] config {}: convert {f} → {} via {}\n",
                     c.file,
@@ -447,11 +527,20 @@ impl Plan {
                 out.push_str(&format!("  [ ] database {}: record baseline {b} (tables exist, no history)\n", db.name));
             }
             if db.steps.is_empty() {
-                out.push_str(&format!("  [ ] database {} ({}): at {}, nothing to migrate (release needs {})\n", db.name, db.engine, db.current, db.target));
+                out.push_str(&format!(
+                    "  [ ] database {} ({}): at {}, nothing to migrate (release needs {})\n",
+                    db.name, db.engine, db.current, db.target
+                ));
             }
             for s in &db.steps {
                 let kind = if s.version.minor == 0 { "major" } else { "minor" };
-                out.push_str(&format!("  [ ] database {}: {} {} ({kind}) {}\n", db.name, s.direction.as_str(), s.version, s.file.file));
+                out.push_str(&format!(
+                    "  [ ] database {}: {} {} ({kind}) {}\n",
+                    db.name,
+                    s.direction.as_str(),
+                    s.version,
+                    s.file.file
+                ));
             }
         }
         out.push_str(&format!("  [ ] switch current → releases/{}\n", self.to));
@@ -469,7 +558,12 @@ impl Plan {
             if self.space.fits() { "" } else { "  — DOES NOT FIT" }
         ));
         if let Some(from) = &self.from {
-            let breaking: Vec<&str> = self.databases.iter().filter(|d| d.old_release_compatible == Some(false)).map(|d| d.name.as_str()).collect();
+            let breaking: Vec<&str> = self
+                .databases
+                .iter()
+                .filter(|d| d.old_release_compatible == Some(false))
+                .map(|d| d.name.as_str())
+                .collect();
             if breaking.is_empty() {
                 out.push_str(&format!("rollback to {from} later: code only, data written after the upgrade is kept\n"));
             } else {

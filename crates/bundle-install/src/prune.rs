@@ -29,10 +29,12 @@ pub fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter
     let referenced: BTreeSet<String> = releases.iter().filter_map(|r| r.backup.clone()).collect();
     for r in dropped {
         reporter.step(&format!("removing old release {}", r.version));
-        fsutil::remove_tree(&site.release_dir(&r.version)).map_err(|e| InstallError::io(format!("removing releases/{}", r.version), e))?;
+        fsutil::remove_tree(&site.release_dir(&r.version))
+            .map_err(|e| InstallError::io(format!("removing releases/{}", r.version), e))?;
         if let Some(b) = &r.backup {
             if !needed.contains(b.as_str()) {
-                fsutil::remove_tree(&site.backups().join(b)).map_err(|e| InstallError::io(format!("removing backups/{b}"), e))?;
+                fsutil::remove_tree(&site.backups().join(b))
+                    .map_err(|e| InstallError::io(format!("removing backups/{b}"), e))?;
             }
         }
     }
@@ -42,7 +44,8 @@ pub fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter
     let excess = orphans.len().saturating_sub(keep);
     for id in &orphans[..excess] {
         reporter.step(&format!("removing old backup {id}"));
-        fsutil::remove_tree(&site.backups().join(id)).map_err(|e| InstallError::io(format!("removing backups/{id}"), e))?;
+        fsutil::remove_tree(&site.backups().join(id))
+            .map_err(|e| InstallError::io(format!("removing backups/{id}"), e))?;
     }
     Ok(())
 }
@@ -96,7 +99,10 @@ mod tests {
     }
 
     fn backups(site: &Site) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(site.backups()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(site.backups())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }
@@ -113,7 +119,12 @@ mod tests {
             backup(&site, id);
         }
         // Rollback safety copies and the backup of a release set aside: nobody refers to them.
-        for id in ["20260105T000000Z-rollback-3.0.0", "20260106T000000Z-rollback-3.0.0", "20260107T000000Z-3.0.0", "20260108T000000Z-rollback-3.0.0"] {
+        for id in [
+            "20260105T000000Z-rollback-3.0.0",
+            "20260106T000000Z-rollback-3.0.0",
+            "20260107T000000Z-3.0.0",
+            "20260108T000000Z-rollback-3.0.0",
+        ] {
             backup(&site, id);
         }
         // A backup in progress is never touched.

@@ -70,7 +70,11 @@ impl PythonError {
 
 /// A path for a one-line message: control characters (a newline in a file name) are escaped.
 fn one_line_path(p: &Path) -> String {
-    p.display().to_string().chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    p.display()
+        .to_string()
+        .chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PythonError + 'a {
@@ -478,7 +482,8 @@ fn populate_venv(interp: &Interpreter, root: &Path, activate: bool) -> Result<Ve
 /// `activate.fish` and `Activate.ps1` from its templates, with its own substitutions (and quoting,
 /// which changed between Python versions), exactly as `python -m venv` does. `ensure_directories`
 /// only computes the paths here: every directory it would create exists already.
-const ACTIVATE_SCRIPT: &str = "import sys, venv\nb = venv.EnvBuilder()\nb.setup_scripts(b.ensure_directories(sys.argv[1]))\n";
+const ACTIVATE_SCRIPT: &str =
+    "import sys, venv\nb = venv.EnvBuilder()\nb.setup_scripts(b.ensure_directories(sys.argv[1]))\n";
 
 fn write_activate_scripts(interp: &Interpreter, root: &Path) -> Result<(), PythonError> {
     let fail = |detail: String| PythonError::ActivateScripts { exe: interp.executable.clone(), detail };
@@ -597,7 +602,12 @@ pub fn compile_bytecode(venv: &Venv, interp: &Interpreter, jobs: usize) -> Resul
 }
 
 /// [`compile_bytecode`] with `answer_limit` instead of [`COMPILE_ANSWER_LIMIT`].
-pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, answer_limit: Duration) -> Result<CompileReport, PythonError> {
+pub fn compile_bytecode_within(
+    venv: &Venv,
+    interp: &Interpreter,
+    jobs: usize,
+    answer_limit: Duration,
+) -> Result<CompileReport, PythonError> {
     let start = Instant::now();
     if (venv.version.0, venv.version.1) != (interp.version.0, interp.version.1) {
         return Err(PythonError::InvalidVenv {
@@ -618,7 +628,13 @@ pub fn compile_bytecode_within(venv: &Venv, interp: &Interpreter, jobs: usize, a
 /// again would only write new copies of them. With `site_relative`, each `.pyc` records its
 /// source's path below `site-packages/` rather than where it was compiled (the store's entries are
 /// compiled in a work directory; imports put the file's real path in its place when loading).
-pub fn compile_trees(python: &Path, roots: &[PathBuf], skip_tag: Option<&str>, site_relative: bool, jobs: usize) -> Result<CompileReport, PythonError> {
+pub fn compile_trees(
+    python: &Path,
+    roots: &[PathBuf],
+    skip_tag: Option<&str>,
+    site_relative: bool,
+    jobs: usize,
+) -> Result<CompileReport, PythonError> {
     compile_under(python, roots, skip_tag, site_relative, jobs, COMPILE_ANSWER_LIMIT, Instant::now())
 }
 
@@ -676,8 +692,9 @@ fn compile_under(
 
     // Each worker is spawned from, and waited for by, its own thread (see `child::die_with_parent`).
     let results: Vec<Result<WorkerDone, WorkerFailed>> = std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            (0..workers).map(|_| scope.spawn(|| run_compile_worker(python, &files, &queue, site_relative, answer_limit))).collect();
+        let handles: Vec<_> = (0..workers)
+            .map(|_| scope.spawn(|| run_compile_worker(python, &files, &queue, site_relative, answer_limit)))
+            .collect();
         handles
             .into_iter()
             .map(|h| {
@@ -773,7 +790,13 @@ struct WorkerFailed {
     error: PythonError,
 }
 
-fn run_compile_worker(python: &Path, files: &[PathBuf], queue: &Queue, site_relative: bool, answer_limit: Duration) -> Result<WorkerDone, WorkerFailed> {
+fn run_compile_worker(
+    python: &Path,
+    files: &[PathBuf],
+    queue: &Queue,
+    site_relative: bool,
+    answer_limit: Duration,
+) -> Result<WorkerDone, WorkerFailed> {
     let mut child = crate::child::die_with_parent(&mut Command::new(python))
         .args(WORKER_FLAGS)
         .args(["-c", COMPILE_WORKER])
@@ -1040,7 +1063,11 @@ mod tests {
         assert_eq!(env.abi.as_deref(), Some(format!("cp{x}{y}").as_str()));
         assert!(i.tags.libc.is_some(), "glibc or musl found: {:?}", i.tags);
         let machine = std::env::consts::ARCH;
-        assert!(env.platforms.first().is_some_and(|p| p.starts_with("manylinux_2_") || p.starts_with("musllinux_1_")), "{:?}", env.platforms);
+        assert!(
+            env.platforms.first().is_some_and(|p| p.starts_with("manylinux_2_") || p.starts_with("musllinux_1_")),
+            "{:?}",
+            env.platforms
+        );
         assert!(env.platforms.last().is_some_and(|p| *p == format!("linux_{machine}")), "{:?}", env.platforms);
         let r = env.ranking();
         let fits = |py: &str, abi: &str, plat: &str| r.best(&bundle_core::tags::expand(py, abi, plat)).is_some();

@@ -53,17 +53,29 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
     let mut runner = Runner::resume(site, journal, reporter);
     runner.journal.error.get_or_insert_with(|| "interrupted (killed or power lost)".into());
     runner.undo_all().map_err(|e| attention(site, &e))?;
-    crate::history::append_failure(site, &runner.journal, &InstallError::failed("interrupted", "interrupted; undone by recover"));
+    crate::history::append_failure(
+        site,
+        &runner.journal,
+        &InstallError::failed("interrupted", "interrupted; undone by recover"),
+    );
     clean_staging(site);
     Ok(Recovered::Undone { id, command, version: runner.journal.from.clone() })
 }
 
 fn attention(site: &Site, e: &InstallError) -> InstallError {
     if e.outcome == crate::error::Outcome::Attention {
-        return InstallError { outcome: e.outcome, kind: e.kind.clone(), message: e.message.clone(), hint: e.hint.clone() };
+        return InstallError {
+            outcome: e.outcome,
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+            hint: e.hint.clone(),
+        };
     }
     InstallError::attention("recover_failed", format!("could not recover the interrupted run: {}", e.message))
-        .with_hint(format!("fix the cause and run `bundle-install recover --root {}` again; see bundle-spec/recovery.md", site.root.display()))
+        .with_hint(format!(
+            "fix the cause and run `bundle-install recover --root {}` again; see bundle-spec/recovery.md",
+            site.root.display()
+        ))
 }
 
 /// Leftovers of a verification that never reached its journal, and store work of no run.

@@ -155,7 +155,8 @@ fn record_path(site: &Site, id: &str) -> PathBuf {
 
 fn save(site: &Site, r: &Record) -> Result<()> {
     let p = record_path(site, &r.id);
-    fsutil::write_atomic(&p, &serde_json::to_vec_pretty(r).expect("serialises")).map_err(|e| InstallError::io(p.display(), e))
+    fsutil::write_atomic(&p, &serde_json::to_vec_pretty(r).expect("serialises"))
+        .map_err(|e| InstallError::io(p.display(), e))
 }
 
 /// Removes what a rehearsal left (a killed one): its scratch server databases, its scratch site,
@@ -176,7 +177,9 @@ pub fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
         }
     }
     for p in records {
-        let Ok(r) = std::fs::read(&p).map_err(|_| ()).and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|_| ())) else {
+        let Ok(r) =
+            std::fs::read(&p).map_err(|_| ()).and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|_| ()))
+        else {
             let _ = std::fs::remove_file(&p);
             continue;
         };
@@ -186,7 +189,10 @@ pub fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
                 let _ = std::fs::remove_file(&p);
             }
             Err(e) => {
-                reporter.warn(&format!("rehearsal {}: {}; run `bundle-install recover` again once the server answers", r.id, e.message));
+                reporter.warn(&format!(
+                    "rehearsal {}: {}; run `bundle-install recover` again once the server answers",
+                    r.id, e.message
+                ));
                 kept.push(r.id.clone());
             }
         }
@@ -235,7 +241,8 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     // store itself is never changed by a rehearsal.
     let keys = apply::rotations_for(site, bundle, &keys).keys_for_bundle(&keys);
     reporter.step("checking the bundle's signature");
-    let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+    let (manifest, bundle_id, key_id, _) =
+        verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         // As `apply`: success, nothing to do (and nothing recorded).
@@ -266,13 +273,22 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     let id = format!("{}-{tag}", crate::time::now_compact_millis());
     let dir = site.state().join(DIR).join(&id);
     fsutil::ensure_real_dir(&site.state().join(DIR)).map_err(|e| InstallError::io("state/rehearse/", e))?;
-    let mut record = Record { id: id.clone(), pid: std::process::id(), started_at: crate::time::now_rfc3339(), databases: Vec::new() };
+    let mut record = Record {
+        id: id.clone(),
+        pid: std::process::id(),
+        started_at: crate::time::now_rfc3339(),
+        databases: Vec::new(),
+    };
     save(site, &record)?;
-    let result = run(site, bundle, opts, reporter, &manifest, &bundle_id, plan, &interp, &keys, &id, &tag, &dir, &mut record);
+    let result =
+        run(site, bundle, opts, reporter, &manifest, &bundle_id, plan, &interp, &keys, &id, &tag, &dir, &mut record);
     reporter.step("removing the scratch copies");
     let cleaned = cleanup(site, &record, &dir);
     if !cleaned {
-        reporter.warn(&format!("some scratch copies of rehearsal {id} could not be removed; `bundle-install recover --root {}` retries", site.root.display()));
+        reporter.warn(&format!(
+            "some scratch copies of rehearsal {id} could not be removed; `bundle-install recover --root {}` retries",
+            site.root.display()
+        ));
     }
     let mut report = result?;
     report.cleaned_up = cleaned;
@@ -325,10 +341,18 @@ fn run(
     // Planned afresh on the scratch site, so every path (step files, venv) points there.
     let mut splan = plan::plan(&scratch, manifest, bundle_id, &opts.plan)?;
     splan.choose_wheels(&scratch, manifest, interp)?;
-    let names = |p: &Plan| p.databases.iter().map(|d| (d.name.clone(), d.steps.iter().map(|s| s.file.file.clone()).collect::<Vec<_>>())).collect::<Vec<_>>();
+    let names = |p: &Plan| {
+        p.databases
+            .iter()
+            .map(|d| (d.name.clone(), d.steps.iter().map(|s| s.file.file.clone()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
     if splan.kind != plan.kind || names(&splan) != names(&plan) {
-        return Err(InstallError::failed("rehearsal_plan_mismatch", "the copies plan differently from the live site (were they changed while being copied?)")
-            .with_hint("run the rehearsal again"));
+        return Err(InstallError::failed(
+            "rehearsal_plan_mismatch",
+            "the copies plan differently from the live site (were they changed while being copied?)",
+        )
+        .with_hint("run the rehearsal again"));
     }
 
     reporter.step(&format!("verifying {}", bundle.display()));
@@ -336,20 +360,37 @@ fn run(
     std::fs::create_dir_all(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
     let t = Instant::now();
     let total = verify::bundle_size(bundle);
-    let verified = verify::verify_file_with_progress(bundle, keys, Some(&staging), &Limits::default(), &|done| reporter.progress(done, total))?;
+    let verified = verify::verify_file_with_progress(bundle, keys, Some(&staging), &Limits::default(), &|done| {
+        reporter.progress(done, total)
+    })?;
     if verified.id() != bundle_id {
-        return Err(InstallError::new(crate::error::Outcome::Verification, "bundle_changed", "the bundle file changed while it was being read"));
+        return Err(InstallError::new(
+            crate::error::Outcome::Verification,
+            "bundle_changed",
+            "the bundle file changed while it was being read",
+        ));
     }
     let verify_ms = t.elapsed().as_millis() as u64;
 
     let run_id = format!("{id}-{}", manifest.version);
-    let actions: Vec<Action> = apply::actions(&scratch, manifest, &splan, &run_id, opts, &verified, &Default::default())
-        .into_iter()
-        .filter(|a| !matches!(a, Action::Commit { .. } | Action::RetireRelease { .. }))
-        .filter(|a| !matches!(a, Action::Hook { call, .. } if call.hook == "post_apply"))
-        .collect();
+    let actions: Vec<Action> =
+        apply::actions(&scratch, manifest, &splan, &run_id, opts, &verified, &Default::default())
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Commit { .. } | Action::RetireRelease { .. }))
+            .filter(|a| !matches!(a, Action::Hook { call, .. } if call.hook == "post_apply"))
+            .collect();
     let script_limit = std::time::Duration::from_secs(opts.hook_timeout_secs);
-    let ctx = Ctx { site: &scratch, manifest, plan: &splan, interp, staging: &staging, verified: &verified, reporter, id: &run_id, script_limit };
+    let ctx = Ctx {
+        site: &scratch,
+        manifest,
+        plan: &splan,
+        interp,
+        staging: &staging,
+        verified: &verified,
+        reporter,
+        id: &run_id,
+        script_limit,
+    };
     let (steps, failure) = run_steps(&ctx, &actions, reporter);
 
     let mut not_measured = vec!["commit (history, pruning old releases)".to_string()];
@@ -369,7 +410,15 @@ fn run(
     let failure = match failure {
         None if !disk.fits => Some((
             "disk_space".to_string(),
-            InstallError::failed("disk_full", format!("disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}", measured >> 20, free.unwrap_or(0) >> 20, site.root.display())),
+            InstallError::failed(
+                "disk_full",
+                format!(
+                    "disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}",
+                    measured >> 20,
+                    free.unwrap_or(0) >> 20,
+                    site.root.display()
+                ),
+            ),
         )),
         f => f,
     };
@@ -395,7 +444,9 @@ fn run(
 /// The scratch site: the layout, the running release's manifest, release record and config (all
 /// the conversion reads), `current` pointing at it, and the rehearsal mark.
 fn build_scratch_site(site: &Site, scratch: &Site, plan: &Plan) -> Result<()> {
-    let io = |what: &Path, e: std::io::Error| InstallError::io(format!("preparing the rehearsal's scratch site ({})", what.display()), e);
+    let io = |what: &Path, e: std::io::Error| {
+        InstallError::io(format!("preparing the rehearsal's scratch site ({})", what.display()), e)
+    };
     scratch.ensure_layout().map_err(|e| io(&scratch.root, e))?;
     std::fs::write(scratch.root.join(db::server::REHEARSAL_MARK), b"").map_err(|e| io(&scratch.root, e))?;
     let Some(from) = &plan.from else { return Ok(()) };
@@ -412,12 +463,21 @@ fn build_scratch_site(site: &Site, scratch: &Site, plan: &Plan) -> Result<()> {
             }
         }
     }
-    std::os::unix::fs::symlink(Path::new("releases").join(from), scratch.current_link()).map_err(|e| io(&scratch.current_link(), e))
+    std::os::unix::fs::symlink(Path::new("releases").join(from), scratch.current_link())
+        .map_err(|e| io(&scratch.current_link(), e))
 }
 
 /// Copies every database of the manifest into the scratch site; server copies are recorded
 /// before they are created. Writes the scratch site's `site.yaml` (mode 0600: it holds passwords).
-fn copy_databases(site: &Site, scratch: &Site, m: &Manifest, dir: &Path, tag: &str, record: &mut Record, reporter: &dyn Reporter) -> Result<Vec<CopyReport>> {
+fn copy_databases(
+    site: &Site,
+    scratch: &Site,
+    m: &Manifest,
+    dir: &Path,
+    tag: &str,
+    record: &mut Record,
+    reporter: &dyn Reporter,
+) -> Result<Vec<CopyReport>> {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| InstallError::io(work.display(), e))?;
     let mut yaml = serde_yaml::Mapping::new();
@@ -436,7 +496,14 @@ fn copy_databases(site: &Site, scratch: &Site, m: &Manifest, dir: &Path, tag: &s
                         std::fs::create_dir_all(p).map_err(|e| InstallError::io(p.display(), e))?;
                     }
                     std::fs::rename(work.join(&f), &to).map_err(|e| InstallError::io(to.display(), e))?;
-                    ("file".to_string(), format!("state/{DIR}/{}/site/{}", dir.file_name().unwrap_or_default().to_string_lossy(), d.path))
+                    (
+                        "file".to_string(),
+                        format!(
+                            "state/{DIR}/{}/site/{}",
+                            dir.file_name().unwrap_or_default().to_string_lossy(),
+                            d.path
+                        ),
+                    )
                 }
                 None => ("absent".to_string(), String::new()),
             }
@@ -452,7 +519,14 @@ fn copy_databases(site: &Site, scratch: &Site, m: &Manifest, dir: &Path, tag: &s
             yaml.insert(d.name.clone().into(), entry.into());
             (copy.method, copy.masked)
         };
-        out.push(CopyReport { database: d.name.clone(), engine: d.engine.clone(), method, scratch: where_, millis: t.elapsed().as_millis() as u64, tables: Vec::new() });
+        out.push(CopyReport {
+            database: d.name.clone(),
+            engine: d.engine.clone(),
+            method,
+            scratch: where_,
+            millis: t.elapsed().as_millis() as u64,
+            tables: Vec::new(),
+        });
     }
     let mut top = serde_yaml::Mapping::new();
     top.insert("databases".into(), yaml.into());
@@ -461,7 +535,12 @@ fn copy_databases(site: &Site, scratch: &Site, m: &Manifest, dir: &Path, tag: &s
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| InstallError::io(path.display(), e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| InstallError::io(path.display(), e))?;
         f.write_all(text.as_bytes()).map_err(|e| InstallError::io(path.display(), e))?;
     }
     for (c, d) in out.iter_mut().zip(&m.databases) {
@@ -478,7 +557,11 @@ fn stats(scratch: &Site, name: &str, engine: &str, path: &str) -> Result<Vec<Tab
 }
 
 /// Runs the steps in order, timing each; stops at the first failure, the rest `not_run`.
-fn run_steps(ctx: &Ctx, actions: &[Action], reporter: &dyn Reporter) -> (Vec<StepReport>, Option<(String, InstallError)>) {
+fn run_steps(
+    ctx: &Ctx,
+    actions: &[Action],
+    reporter: &dyn Reporter,
+) -> (Vec<StepReport>, Option<(String, InstallError)>) {
     let mut steps = Vec::new();
     let mut failure: Option<(String, InstallError)> = None;
     for a in actions {
@@ -488,7 +571,15 @@ fn run_steps(ctx: &Ctx, actions: &[Action], reporter: &dyn Reporter) -> (Vec<Ste
             Action::Migrate { db, .. } | Action::Baseline { db, .. } => Some(db.clone()),
             _ => None,
         };
-        let mut report = StepReport { step: name.clone(), description: description.clone(), outcome: "not_run".into(), millis: 0, database: dbr.as_ref().map(|d| d.name.clone()), tables: Vec::new(), error: None };
+        let mut report = StepReport {
+            step: name.clone(),
+            description: description.clone(),
+            outcome: "not_run".into(),
+            millis: 0,
+            database: dbr.as_ref().map(|d| d.name.clone()),
+            tables: Vec::new(),
+            error: None,
+        };
         if failure.is_some() {
             steps.push(report);
             continue;
@@ -534,22 +625,47 @@ fn table_changes(before: &[TableStat], after: &[TableStat]) -> Vec<TableChange> 
         .map(|n| {
             let b = before.iter().find(|t| t.table == n);
             let a = after.iter().find(|t| t.table == n);
-            TableChange { table: n.into(), rows_before: b.map(|t| t.rows), rows_after: a.map(|t| t.rows), bytes_before: b.map(|t| t.bytes), bytes_after: a.map(|t| t.bytes) }
+            TableChange {
+                table: n.into(),
+                rows_before: b.map(|t| t.rows),
+                rows_after: a.map(|t| t.rows),
+                bytes_before: b.map(|t| t.bytes),
+                bytes_after: a.map(|t| t.bytes),
+            }
         })
         .collect()
 }
 
 fn predict(steps: &[StepReport], verify_ms: u64, not_measured: Vec<String>) -> Prediction {
     let sum = |f: &dyn Fn(&str) -> bool| steps.iter().filter(|s| f(&s.step)).map(|s| s.millis).sum::<u64>();
-    let staging_ms = sum(&|n| matches!(n, "stage_release" | "create_venv" | "install_wheels" | "compile_bytecode" | "write_config" | "mark_complete"));
+    let staging_ms = sum(&|n| {
+        matches!(
+            n,
+            "stage_release" | "create_venv" | "install_wheels" | "compile_bytecode" | "write_config" | "mark_complete"
+        )
+    });
     let backup_ms = sum(&|n| n == "backup");
     let migration_ms = sum(&|n| n.starts_with("migrate:") || n.starts_with("baseline:"));
     let downtime_ms = backup_ms + migration_ms + sum(&|n| matches!(n, "pre_apply" | "swap" | "health_check"));
-    Prediction { verify_ms, staging_ms, backup_ms, migration_ms, downtime_ms, apply_ms: verify_ms + staging_ms + downtime_ms, not_measured }
+    Prediction {
+        verify_ms,
+        staging_ms,
+        backup_ms,
+        migration_ms,
+        downtime_ms,
+        apply_ms: verify_ms + staging_ms + downtime_ms,
+        not_measured,
+    }
 }
 
 fn dir_size(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 impl Rehearsal {

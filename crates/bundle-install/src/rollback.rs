@@ -59,7 +59,10 @@ fn target(site: &Site, current: &str, to: Option<&str>) -> Result<String> {
             .or_else(|| kept.iter().rev().find(|k| k.version != current).map(|k| k.version.clone())),
     };
     let Some(t) = pick else {
-        return Err(InstallError::refused("no_previous_release", "no other release is kept on this site to roll back to"));
+        return Err(InstallError::refused(
+            "no_previous_release",
+            "no other release is kept on this site to roll back to",
+        ));
     };
     if t == current {
         return Err(InstallError::refused("already_current", format!("{t} is already the current release")));
@@ -73,13 +76,21 @@ fn target(site: &Site, current: &str, to: Option<&str>) -> Result<String> {
 
 /// The newest backup taken while `release` was running (before upgrading away from it).
 fn backup_taken_on(site: &Site, release: &str) -> Option<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(site.backups()).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+    let mut ids: Vec<String> = std::fs::read_dir(site.backups())
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
     ids.sort();
     ids.into_iter().rev().find(|id| {
         std::fs::read(site.backups().join(id).join("record.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|r| r["release"].as_str() == Some(release) && r["purpose"].as_str().is_some_and(|p| p.starts_with("upgrade")))
+            .is_some_and(|r| {
+                r["release"].as_str() == Some(release)
+                    && r["purpose"].as_str().is_some_and(|p| p.starts_with("upgrade"))
+            })
     })
 }
 
@@ -89,10 +100,17 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         .map_err(|e| InstallError::io("reading `current`", e))?
         .ok_or_else(|| InstallError::refused("not_installed", "nothing is installed on this site"))?;
     let to = target(site, &current, opts.to.as_deref())?;
-    let cur_m = site.release_manifest(&current).map_err(|e| InstallError::attention("current_release_unreadable", e.to_string()))?;
-    let to_m = site.release_manifest(&to).map_err(|e| InstallError::failed("release_unreadable", format!("releases/{to}: {e}")))?;
+    let cur_m = site
+        .release_manifest(&current)
+        .map_err(|e| InstallError::attention("current_release_unreadable", e.to_string()))?;
+    let to_m = site
+        .release_manifest(&to)
+        .map_err(|e| InstallError::failed("release_unreadable", format!("releases/{to}: {e}")))?;
     // Server databases: no other node migrates while this rollback decides and runs.
-    let _db_locks = db::lock_run(&site.root, cur_m.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?;
+    let _db_locks = db::lock_run(
+        &site.root,
+        cur_m.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())),
+    )?;
 
     // Decide per database, refusing before anything changes.
     let cur_bundle = site.release_dir(&current).join("bundle");
@@ -110,7 +128,10 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
             Ok(p) if p.is_empty() => decisions.push(DbRollback::CodeOnly { db: d.name.clone() }),
             Ok(p) => {
                 engine.preflight()?;
-                decisions.push(DbRollback::Down { db: d.name.clone(), steps: p.iter().map(|s| s.file.file.clone()).collect() });
+                decisions.push(DbRollback::Down {
+                    db: d.name.clone(),
+                    steps: p.iter().map(|s| s.file.file.clone()).collect(),
+                });
                 downs.push((dbr, p));
             }
             Err(DbError::NeedsRestore { missing, .. }) => {
@@ -119,17 +140,32 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
                     (false, _) => refusals.push(format!(
                         "database `{}` is at a newer major schema than {to} needs and {} no down script",
                         d.name,
-                        missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ") + if missing.len() == 1 { " has" } else { " have" }
+                        missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                            + if missing.len() == 1 { " has" } else { " have" }
                     )),
                     (true, None) => {
-                        return Err(InstallError::refused("no_backup", format!("no backup of database `{}` taken while {to} was running is kept", d.name)))
+                        return Err(InstallError::refused(
+                            "no_backup",
+                            format!("no backup of database `{}` taken while {to} was running is kept", d.name),
+                        ))
                     }
                     (true, Some(b)) => {
                         engine.preflight()?;
                         let records = journal::read_backup_records(site, &b)?;
-                        let record = records.iter().find(|r| r.db == d.name).ok_or_else(|| InstallError::refused("no_backup", format!("backup {b} has no copy of `{}`", d.name)))?;
+                        let record = records.iter().find(|r| r.db == d.name).ok_or_else(|| {
+                            InstallError::refused("no_backup", format!("backup {b} has no copy of `{}`", d.name))
+                        })?;
                         let live_version = state.version().unwrap_or(bundle_core::version::SchemaVersion::CLEAN);
-                        let lost = match rows_written_since(site, d, &steps, record, &b, live_version, &current, &mut *engine) {
+                        let lost = match rows_written_since(
+                            site,
+                            d,
+                            &steps,
+                            record,
+                            &b,
+                            live_version,
+                            &current,
+                            &mut *engine,
+                        ) {
                             Ok(l) => l,
                             Err(e) => {
                                 reporter.warn(&format!("database `{}`: could not replay the upgrade on a copy of the backup ({}); reporting the raw difference, which also counts rows the migrations changed", d.name, e.message));
@@ -157,29 +193,55 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
             losses.push(line);
         }
     }
-    let loses_rows = decisions.iter().any(|d| matches!(d, DbRollback::Restore { lost, .. } if lost.iter().any(|t| t.added + t.changed + t.removed > 0)));
+    let loses_rows = decisions.iter().any(
+        |d| matches!(d, DbRollback::Restore { lost, .. } if lost.iter().any(|t| t.added + t.changed + t.removed > 0)),
+    );
     if loses_rows && !opts.yes {
         return Err(InstallError::refused("confirm_restore", format!("restoring data would lose rows written since the upgrade: {}", losses.join("; ")))
             .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {to} --restore-data --yes`", site.root.display())));
     }
 
     let id = format!("{}-rollback-{to}", crate::time::now_compact_millis());
-    let hook = |name: &str, m: &bundle_core::manifest::Manifest, version: &str, script: &Option<String>, from: &str, to: &str| {
+    let hook = |name: &str,
+                m: &bundle_core::manifest::Manifest,
+                version: &str,
+                script: &Option<String>,
+                from: &str,
+                to: &str| {
         let dir = site.release_dir(version);
-        script.as_ref().map(|s| HookCall { hook: name.into(), script: dir.join("bundle").join(s), release_dir: dir.clone(), from: Some(from.into()), to: to.into(), timeout_secs: opts.hook_timeout_secs })
+        script
+            .as_ref()
+            .map(|s| HookCall {
+                hook: name.into(),
+                script: dir.join("bundle").join(s),
+                release_dir: dir.clone(),
+                from: Some(from.into()),
+                to: to.into(),
+                timeout_secs: opts.hook_timeout_secs,
+            })
             .filter(|_| m.app == cur_m.app)
     };
     let mut actions = Vec::new();
     if let Some(call) = hook("pre_apply", &cur_m, &current, &cur_m.hooks.pre_apply, &current, &to) {
-        actions.push(Action::Hook { call, undo: hook("post_apply", &cur_m, &current, &cur_m.hooks.post_apply, &to, &current) });
+        actions.push(Action::Hook {
+            call,
+            undo: hook("post_apply", &cur_m, &current, &cur_m.hooks.post_apply, &to, &current),
+        });
     }
-    let touching: Vec<DbRef> = downs.iter().map(|(d, _)| d.clone()).chain(restores.iter().map(|(d, _)| d.clone())).collect();
+    let touching: Vec<DbRef> =
+        downs.iter().map(|(d, _)| d.clone()).chain(restores.iter().map(|(d, _)| d.clone())).collect();
     if !touching.is_empty() {
         actions.push(Action::Backup { id: id.clone(), dbs: touching });
     }
     for (dbr, steps) in &downs {
         for s in steps {
-            actions.push(Action::Migrate { db: dbr.clone(), version: s.version, file: s.file.file.clone(), direction: s.direction, restore_from: id.clone() });
+            actions.push(Action::Migrate {
+                db: dbr.clone(),
+                version: s.version,
+                file: s.file.file.clone(),
+                direction: s.direction,
+                restore_from: id.clone(),
+            });
         }
     }
     for (dbr, b) in &restores {
@@ -192,10 +254,12 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     if let Some(call) = hook("health_check", &to_m, &to, &to_m.hooks.health_check, &current, &to) {
         actions.push(Action::Hook { call, undo: None });
     }
-    let history = json!({ "id": id, "command": "rollback", "app": cur_m.app, "from": current, "to": to, "databases": decisions });
+    let history =
+        json!({ "id": id, "command": "rollback", "app": cur_m.app, "from": current, "to": to, "databases": decisions });
     actions.push(Action::Commit { history, keep_releases: u32::MAX, protect: vec![to.clone(), current.clone()] });
 
-    let mut runner = Runner::begin(site, Journal::new(id, "rollback", Some(current.clone()), to.clone(), actions), reporter)?;
+    let mut runner =
+        Runner::begin(site, Journal::new(id, "rollback", Some(current.clone()), to.clone(), actions), reporter)?;
     for i in 0..runner.journal.steps.len() {
         let name = runner.journal.steps[i].action.name();
         if matches!(runner.journal.steps[i].action, Action::Hook { .. }) {
@@ -207,8 +271,14 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         if let Err(e) = r {
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
             if runner.journal.committed() {
-                return Err(InstallError::attention("commit_failed", format!("the rollback is in place but finishing failed: {}", e.message))
-                    .with_hint(format!("fix the cause, then run `bundle-install recover --root {}` to finish", site.root.display())));
+                return Err(InstallError::attention(
+                    "commit_failed",
+                    format!("the rollback is in place but finishing failed: {}", e.message),
+                )
+                .with_hint(format!(
+                    "fix the cause, then run `bundle-install recover --root {}` to finish",
+                    site.root.display()
+                )));
             }
             let (err, journal) = runner.undo(e);
             crate::history::append_failure(site, &journal, &err);
@@ -219,12 +289,22 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     Ok(RolledBack { from: current, to, databases: decisions })
 }
 
-fn forward(site: &Site, action: &Action, downs: &[(DbRef, Vec<PlannedStep>)], current: &str, reporter: &dyn Reporter) -> Result<()> {
+fn forward(
+    site: &Site,
+    action: &Action,
+    downs: &[(DbRef, Vec<PlannedStep>)],
+    current: &str,
+    reporter: &dyn Reporter,
+) -> Result<()> {
     match action {
         Action::Hook { call, .. } => hooks::run(site, call),
         Action::Backup { id, dbs } => crate::backup::take(site, id, dbs, Some(current), "rollback safety copy"),
         Action::Migrate { db: dbr, version, file, .. } => {
-            let step = downs.iter().find(|(d, _)| d.name == dbr.name).and_then(|(_, s)| s.iter().find(|s| s.version == *version && s.file.file == *file)).expect("planned down step");
+            let step = downs
+                .iter()
+                .find(|(d, _)| d.name == dbr.name)
+                .and_then(|(_, s)| s.iter().find(|s| s.version == *version && s.file.file == *file))
+                .expect("planned down step");
             let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
             let python = site.release_dir(current).join("venv").join("bin").join("python");
             let r = engine.apply(step, current, Some(&python));
@@ -232,8 +312,11 @@ fn forward(site: &Site, action: &Action, downs: &[(DbRef, Vec<PlannedStep>)], cu
             r.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
         }
         Action::RestoreData { db, source, .. } => journal::restore_db(site, db, source),
-        Action::Swap { to, .. } => fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to)).map_err(|e| InstallError::io("switching `current`", e)),
-        Action::Commit { history, keep_releases, protect } => crate::apply::commit(site, history, *keep_releases, protect, reporter),
+        Action::Swap { to, .. } => fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
+            .map_err(|e| InstallError::io("switching `current`", e)),
+        Action::Commit { history, keep_releases, protect } => {
+            crate::apply::commit(site, history, *keep_releases, protect, reporter)
+        }
         other => Err(InstallError::failed("bad_journal", format!("rollback cannot run step {}", other.name()))),
     }
 }
@@ -259,7 +342,11 @@ fn rows_written_since(
     let result = (|| {
         // A server database is copied into a scratch database on its server: opening the same name at
         // another root would reach the live database (its connection comes from the environment).
-        let mut copy = if d.engine == "sqlite" { db::open(&d.name, &d.engine, &scratch.join("root"), &d.path)? } else { live.scratch()? };
+        let mut copy = if d.engine == "sqlite" {
+            db::open(&d.name, &d.engine, &scratch.join("root"), &d.path)?
+        } else {
+            live.scratch()?
+        };
         copy.restore(record, &site.backups().join(backup_id))?;
         let state = copy.inspect()?;
         let plan = db::plan_up(&d.name, steps, &state, live_version)?;
@@ -282,7 +369,12 @@ pub fn describe_loss(lost: &[TableDiff]) -> String {
     let parts: Vec<String> = lost
         .iter()
         .filter(|t| t.added + t.changed + t.removed > 0)
-        .map(|t| format!("table {}: {} row(s) added, {} changed, {} removed since the backup", t.table, t.added, t.changed, t.removed))
+        .map(|t| {
+            format!(
+                "table {}: {} row(s) added, {} changed, {} removed since the backup",
+                t.table, t.added, t.changed, t.removed
+            )
+        })
         .collect();
     if parts.is_empty() {
         "nothing (no rows changed since the backup)".into()

@@ -71,7 +71,10 @@ pub fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>
         if offered.iter().any(|w| !same_version(&w.version, &offered[0].version)) {
             return Err(InstallError::refused(
                 "duplicate_distribution",
-                format!("the bundle carries several versions of `{name}`: {}", offered.iter().map(describe).collect::<Vec<_>>().join("; ")),
+                format!(
+                    "the bundle carries several versions of `{name}`: {}",
+                    offered.iter().map(describe).collect::<Vec<_>>().join("; ")
+                ),
             )
             .with_hint("nothing was changed; ask for a bundle with one version of each distribution"));
         }
@@ -81,7 +84,11 @@ pub fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>
             .filter_map(|w| {
                 let tags = w.parsed_tags();
                 let rank = ranking.best(&tags)?;
-                let tag = tags.into_iter().filter(|t| ranking.best(std::slice::from_ref(t)) == Some(rank)).map(|t| t.to_string()).next()?;
+                let tag = tags
+                    .into_iter()
+                    .filter(|t| ranking.best(std::slice::from_ref(t)) == Some(rank))
+                    .map(|t| t.to_string())
+                    .next()?;
                 Some((rank, w, tag))
             })
             .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.path.cmp(&b.1.path)));
@@ -93,7 +100,8 @@ pub fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>
                 tag,
                 passed_over: offered.iter().filter(|o| o.path != w.path).map(|o| o.path.clone()).collect(),
             }),
-            None => problems.push(format!("`{name}` (on offer: {})", offered.iter().map(describe).collect::<Vec<_>>().join("; "))),
+            None => problems
+                .push(format!("`{name}` (on offer: {})", offered.iter().map(describe).collect::<Vec<_>>().join("; "))),
         }
     }
     if !problems.is_empty() {
@@ -149,7 +157,9 @@ mod tests {
     }
 
     fn site() -> Environment {
-        Target { implementation: "cp".into(), python: "3.11.4".into(), platform: "manylinux_2_36_x86_64".into() }.environment().unwrap()
+        Target { implementation: "cp".into(), python: "3.11.4".into(), platform: "manylinux_2_36_x86_64".into() }
+            .environment()
+            .unwrap()
     }
 
     #[test]

@@ -124,7 +124,14 @@ impl Site {
     /// another user owns or may write: a key dropped into `trust/`, a journal or link planted in
     /// `state/`, a file swapped in a release tree, would be obeyed. (`data/` is the app's.)
     pub fn check_private_dirs(&self) -> io::Result<()> {
-        for dir in [self.root.clone(), self.trust(), self.trust().join("revoked"), self.state(), self.releases(), self.backups()] {
+        for dir in [
+            self.root.clone(),
+            self.trust(),
+            self.trust().join("revoked"),
+            self.state(),
+            self.releases(),
+            self.backups(),
+        ] {
             fsutil::check_private_dir(&dir)?;
         }
         Ok(())
@@ -206,7 +213,10 @@ impl Site {
         for entry in entries {
             let entry = entry?;
             // Dot-names are releases set aside during a run, not kept releases.
-            if !entry.file_type()?.is_dir() || entry.path().join(INCOMPLETE).exists() || entry.file_name().to_string_lossy().starts_with('.') {
+            if !entry.file_type()?.is_dir()
+                || entry.path().join(INCOMPLETE).exists()
+                || entry.file_name().to_string_lossy().starts_with('.')
+            {
                 continue;
             }
             if let Ok(info) = self.release_info(&entry.file_name().to_string_lossy()) {
@@ -253,7 +263,11 @@ fn read_keys(dir: &Path, named: bool) -> io::Result<Vec<PublicKey>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(keys),
         Err(e) => return Err(e),
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pub")).collect();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
     paths.sort();
     for p in paths {
         let key = PublicKey::read_file(&p).map_err(|e| io::Error::other(e.to_string()))?;

@@ -15,7 +15,8 @@ pub struct SiteState {
 pub fn load(site: &Site) -> Result<SiteState> {
     let path = site.state().join("site.json");
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| InstallError::attention("site_state_unreadable", format!("{}: {e}", path.display()))),
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| InstallError::attention("site_state_unreadable", format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SiteState::default()),
         Err(e) => Err(InstallError::io(path.display(), e)),
     }
@@ -23,7 +24,8 @@ pub fn load(site: &Site) -> Result<SiteState> {
 
 pub fn save(site: &Site, state: &SiteState) -> Result<()> {
     let path = site.state().join("site.json");
-    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises")).map_err(|e| InstallError::io(path.display(), e))
+    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises"))
+        .map_err(|e| InstallError::io(path.display(), e))
 }
 
 pub fn highest_sequence(site: &Site) -> Result<Option<u64>> {

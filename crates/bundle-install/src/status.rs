@@ -40,7 +40,9 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
     let mut config = None;
     let mut app = None;
     if let Some(cur) = &current {
-        let m = site.release_manifest(cur).map_err(|e| InstallError::attention("current_release_unreadable", format!("releases/{cur}: {e}")))?;
+        let m = site
+            .release_manifest(cur)
+            .map_err(|e| InstallError::attention("current_release_unreadable", format!("releases/{cur}: {e}")))?;
         app = Some(m.app.clone());
         for d in &m.databases {
             let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
@@ -53,7 +55,8 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
                 DbState::Versioned { version, .. } => (version.to_string(), d.schema.runs_on(*version)),
             };
             // A failed step that was later retried successfully is history, not a problem.
-            let unfinished_steps: Vec<String> = db::unfinished_steps(state.history()).iter().map(|r| r.file.clone()).collect();
+            let unfinished_steps: Vec<String> =
+                db::unfinished_steps(state.history()).iter().map(|r| r.file.clone()).collect();
             databases.push(DbStatus {
                 name: d.name.clone(),
                 engine: d.engine.clone(),
@@ -69,9 +72,19 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
             config = Some(serde_json::json!({ "file": path, "version": c.version, "present": path.exists() }));
         }
     }
-    let trusted_keys = site.trusted_keys().map(|ks| ks.iter().map(|k| k.key_id().to_string()).collect()).unwrap_or_default();
+    let trusted_keys =
+        site.trusted_keys().map(|ks| ks.iter().map(|k| k.key_id().to_string()).collect()).unwrap_or_default();
     let healthy = current.is_some() && databases.iter().all(|d| d.compatible);
-    Ok(SiteStatus { root: site.root.display().to_string(), app, current, releases, databases, config, trusted_keys, healthy })
+    Ok(SiteStatus {
+        root: site.root.display().to_string(),
+        app,
+        current,
+        releases,
+        databases,
+        config,
+        trusted_keys,
+        healthy,
+    })
 }
 
 impl SiteStatus {
@@ -79,7 +92,13 @@ impl SiteStatus {
         let mut out = String::new();
         match &self.current {
             None => out.push_str(&format!("{}: nothing installed\n", self.root)),
-            Some(c) => out.push_str(&format!("{}: {} {} ({})\n", self.root, self.app.as_deref().unwrap_or("?"), c, if self.healthy { "healthy" } else { "NOT compatible with its databases" })),
+            Some(c) => out.push_str(&format!(
+                "{}: {} {} ({})\n",
+                self.root,
+                self.app.as_deref().unwrap_or("?"),
+                c,
+                if self.healthy { "healthy" } else { "NOT compatible with its databases" }
+            )),
         }
         for d in &self.databases {
             out.push_str(&format!(
@@ -89,7 +108,11 @@ impl SiteStatus {
                 d.version,
                 d.release_schema,
                 if d.compatible { "ok" } else { "INCOMPATIBLE" },
-                if d.unfinished_steps.is_empty() { String::new() } else { format!(", unfinished: {}", d.unfinished_steps.join(", ")) }
+                if d.unfinished_steps.is_empty() {
+                    String::new()
+                } else {
+                    format!(", unfinished: {}", d.unfinished_steps.join(", "))
+                }
             ));
         }
         if let Some(c) = &self.config {
@@ -98,9 +121,17 @@ impl SiteStatus {
         out.push_str("  releases kept:\n");
         for r in &self.releases {
             let mark = if Some(&r.version) == self.current.as_ref() { "*" } else { " " };
-            out.push_str(&format!("   {mark} {} installed {}{}\n", r.version, r.installed_at, r.from.as_ref().map(|f| format!(" (from {f})")).unwrap_or_default()));
+            out.push_str(&format!(
+                "   {mark} {} installed {}{}\n",
+                r.version,
+                r.installed_at,
+                r.from.as_ref().map(|f| format!(" (from {f})")).unwrap_or_default()
+            ));
         }
-        out.push_str(&format!("  trusted keys: {}\n", if self.trusted_keys.is_empty() { "none".into() } else { self.trusted_keys.join(", ") }));
+        out.push_str(&format!(
+            "  trusted keys: {}\n",
+            if self.trusted_keys.is_empty() { "none".into() } else { self.trusted_keys.join(", ") }
+        ));
         out
     }
 }

@@ -130,7 +130,9 @@ fn mtime_ns(m: &fs::Metadata) -> i128 {
 
 /// `tree/`-relative path as a string (wheel paths are UTF-8: `RECORD` is).
 fn rel_str(rel: &Path) -> Result<String> {
-    rel.to_str().map(str::to_string).ok_or_else(|| store_err("store_path", format!("file name `{}` is not UTF-8", rel.display())))
+    rel.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| store_err("store_path", format!("file name `{}` is not UTF-8", rel.display())))
 }
 
 /// Reads a sealed entry's record, if there is a readable one for `sha256`.
@@ -242,15 +244,18 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         let tmp = site.store().join(format!(".tmp-{}-{run}", w.sha256));
         fsutil::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
         fs::create_dir(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-        let mut venv = python::create_bare_venv(interp, &tmp.join("tree")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+        let mut venv = python::create_bare_venv(interp, &tmp.join("tree"))
+            .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
         let real_python = std::mem::replace(&mut venv.python, PathBuf::from(PLACEHOLDER_PYTHON));
         let dist = wheel::install_wheel(&venv, &w.path, &wheel::InstallOptions::default()).map_err(wheel_err)?;
         venv.python = real_python;
-        link_or_copy(&w.path, &tmp.join("wheel.whl")).map_err(|e| InstallError::io(format!("storing {}", w.path.display()), e))?;
+        link_or_copy(&w.path, &tmp.join("wheel.whl"))
+            .map_err(|e| InstallError::io(format!("storing {}", w.path.display()), e))?;
         trees.push((tmp, venv, wheel::normalize_name(&dist.name)));
     }
     let roots: Vec<PathBuf> = trees.iter().map(|(_, v, _)| v.site_packages.clone()).collect();
-    python::compile_trees(&interp.executable, &roots, None, true, 2).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+    python::compile_trees(&interp.executable, &roots, None, true, 2)
+        .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
     for ((tmp, _, project), w) in trees.iter().zip(wheels) {
         let files = seal(tmp)?;
         let record = EntryRecord {
@@ -306,7 +311,8 @@ fn seal(tmp: &Path) -> Result<Vec<FileRecord>> {
     for (path, rel) in paths {
         let m = fs::symlink_metadata(&path).map_err(|e| InstallError::io(path.display(), e))?;
         let mode = m.mode() & 0o7777 & !0o222;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| InstallError::io(path.display(), e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| InstallError::io(path.display(), e))?;
         let hash = match known.get(&rel) {
             Some(h) if rel != "wheel.whl" => h.clone(),
             _ => hash_file(&path).map_err(|e| InstallError::io(path.display(), e))?,
@@ -391,8 +397,9 @@ fn share_wheel_file(site: &Site, w: &WheelRef) -> Result<()> {
 pub fn link_into(site: &Site, venv: &Venv, wheels: &[WheelRef]) -> Result<usize> {
     let mut entries = Vec::new();
     for w in wheels {
-        let e = read_entry(site, &w.sha256)
-            .ok_or_else(|| store_err("store_damaged", format!("the store holds no entry for {} ({})", label(w), w.sha256)))?;
+        let e = read_entry(site, &w.sha256).ok_or_else(|| {
+            store_err("store_damaged", format!("the store holds no entry for {} ({})", label(w), w.sha256))
+        })?;
         if let Some(why) = check_entry(site, &e, false) {
             return Err(store_err("store_damaged", format!("store entry of {} is damaged: {why}", label(w)))
                 .with_hint("run the apply again: it rebuilds damaged entries from the bundle"));
@@ -405,7 +412,10 @@ pub fn link_into(site: &Site, venv: &Venv, wheels: &[WheelRef]) -> Result<usize>
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     for e in &entries {
         if Path::new(&e.site_packages) != site_rel {
-            return Err(store_err("store_damaged", format!("store entry of {} was built for {}", e.wheel, e.site_packages)));
+            return Err(store_err(
+                "store_damaged",
+                format!("store entry of {} was built for {}", e.wheel, e.site_packages),
+            ));
         }
         linked += link_entry(site, venv, e, &mut made)?;
     }
@@ -442,7 +452,9 @@ fn link_entry(site: &Site, venv: &Venv, e: &EntryRecord, made: &mut BTreeSet<Pat
             rewritten.insert(f.path.clone(), (b64_sha256(&Sha256::digest(&content)), content.len() as u64));
         } else {
             link_or_copy(&src, &dest).map_err(|err| match err.kind() {
-                io::ErrorKind::AlreadyExists => store_err("file_conflict", format!("{}: `{}` already exists", e.wheel, dest.display())),
+                io::ErrorKind::AlreadyExists => {
+                    store_err("file_conflict", format!("{}: `{}` already exists", e.wheel, dest.display()))
+                }
                 _ => io(&dest, err),
             })?;
         }
@@ -450,7 +462,8 @@ fn link_entry(site: &Site, venv: &Venv, e: &EntryRecord, made: &mut BTreeSet<Pat
     }
     if let Some((src, dest)) = record {
         let text = fs::read_to_string(&src).map_err(|err| io(&src, err))?;
-        let site = site_of_record(&e.files.iter().find(|f| f.path.ends_with(".dist-info/RECORD")).expect("found above").path);
+        let site =
+            site_of_record(&e.files.iter().find(|f| f.path.ends_with(".dist-info/RECORD")).expect("found above").path);
         let mut out = String::with_capacity(text.len());
         for line in text.lines().filter(|l| !l.is_empty()) {
             let fields = wheel::parse_csv_line(line);
@@ -503,7 +516,11 @@ fn refuse_conflicts(entries: &[EntryRecord]) -> Result<()> {
     let mut projects: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &sorted {
         if let Some(first) = projects.insert(&e.project, &e.wheel) {
-            return Err(wheel_err(WheelError::SameProject { first: first.into(), second: e.wheel.clone(), project: e.project.clone() }));
+            return Err(wheel_err(WheelError::SameProject {
+                first: first.into(),
+                second: e.wheel.clone(),
+                project: e.project.clone(),
+            }));
         }
     }
     let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
@@ -528,7 +545,8 @@ fn refuse_conflicts(entries: &[EntryRecord]) -> Result<()> {
 }
 
 fn conflict(first: &str, second: &str, path: &str, site: &str) -> InstallError {
-    let shown = Path::new(path).strip_prefix(site).map(|p| p.display().to_string()).unwrap_or_else(|_| path.to_string());
+    let shown =
+        Path::new(path).strip_prefix(site).map(|p| p.display().to_string()).unwrap_or_else(|_| path.to_string());
     wheel_err(WheelError::WheelsConflict { first: first.into(), second: second.into(), path: shown })
 }
 
@@ -565,7 +583,9 @@ pub fn prune(site: &Site) -> Result<Vec<String>> {
     let mut wanted = BTreeSet::new();
     let releases = site.releases_installed().map_err(|e| InstallError::io("listing releases/", e))?;
     for r in &releases {
-        let m = site.release_manifest(&r.version).map_err(|e| InstallError::io(format!("releases/{}/bundle/manifest.yaml", r.version), e))?;
+        let m = site
+            .release_manifest(&r.version)
+            .map_err(|e| InstallError::io(format!("releases/{}/bundle/manifest.yaml", r.version), e))?;
         wanted.extend(wheels_of(&m, Path::new("")).into_iter().map(|w| w.sha256));
     }
     let mut removed = Vec::new();
@@ -613,7 +633,14 @@ mod tests {
             created_by: "r".into(),
             files: files
                 .iter()
-                .map(|p| FileRecord { path: p.to_string(), size: 0, mode: 0o444, ino: 0, mtime_ns: 0, hash: String::new() })
+                .map(|p| FileRecord {
+                    path: p.to_string(),
+                    size: 0,
+                    mode: 0o444,
+                    ino: 0,
+                    mtime_ns: 0,
+                    hash: String::new(),
+                })
                 .collect(),
         };
         let a = e("a-1-py3-none-any.whl", "a", &["lib/python3.11/site-packages/x/__init__.py"]);
@@ -621,7 +648,11 @@ mod tests {
         for pair in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
             let err = refuse_conflicts(&pair).unwrap_err();
             assert_eq!(err.kind, "file_conflict");
-            assert!(err.message.contains("`a-1-py3-none-any.whl` and `b-1-py3-none-any.whl` both install `x/__init__.py`"), "{}", err.message);
+            assert!(
+                err.message.contains("`a-1-py3-none-any.whl` and `b-1-py3-none-any.whl` both install `x/__init__.py`"),
+                "{}",
+                err.message
+            );
         }
         let a2 = e("a-2-py3-none-any.whl", "a", &[]);
         assert_eq!(refuse_conflicts(&[a, a2]).unwrap_err().kind, "duplicate_project");

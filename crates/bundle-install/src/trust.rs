@@ -68,14 +68,21 @@ pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> 
             } else {
                 format!("every key of this site is revoked; trust a new one with `bundle-install trust add --root {} NEW.pub`", site.root.display())
             };
-            return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())).with_hint(hint));
+            return Err(InstallError::usage(
+                "no_trusted_keys",
+                format!("{} holds no trusted keys", site.trust().display()),
+            )
+            .with_hint(hint));
         }
         return Ok((given, true));
     }
     for k in &given {
         if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
-            return Err(InstallError::usage("untrusted_cli_key", format!("key {} is not in the site's trust store", k.key_id()))
-                .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
+            return Err(InstallError::usage(
+                "untrusted_cli_key",
+                format!("key {} is not in the site's trust store", k.key_id()),
+            )
+            .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
         }
     }
     Ok((site_keys, false))
@@ -92,7 +99,10 @@ pub fn keys_for_verify(site: Option<&Site>, cli: &[PathBuf]) -> Result<Vec<Publi
     }
     let keys = site.trusted_keys().map_err(|e| store_error(site, e))?;
     if keys.is_empty() {
-        return Err(InstallError::usage("no_trusted_keys", format!("{} holds no trusted keys", site.trust().display())));
+        return Err(InstallError::usage(
+            "no_trusted_keys",
+            format!("{} holds no trusted keys", site.trust().display()),
+        ));
     }
     Ok(keys)
 }
@@ -115,12 +125,20 @@ pub fn store_keys(site: &Site, paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
     let keys = read_cli_keys(paths)?;
     let revoked = revoked_ids(site)?;
     if let Some(k) = keys.iter().find(|k| is_revoked(&revoked, k.key_id())) {
-        return Err(InstallError::refused("revoked_key", format!("key {} is revoked on this site; it was not added", k.key_id()))
-            .with_hint(format!("if the revocation was a mistake, run `bundle-install trust unrevoke --root {} {}`", site.root.display(), k.key_id())));
+        return Err(InstallError::refused(
+            "revoked_key",
+            format!("key {} is revoked on this site; it was not added", k.key_id()),
+        )
+        .with_hint(format!(
+            "if the revocation was a mistake, run `bundle-install trust unrevoke --root {} {}`",
+            site.root.display(),
+            k.key_id()
+        )));
     }
     fsutil::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
     for key in &keys {
-        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))?;
+        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
+            .map_err(|e| InstallError::io("writing to trust/", e))?;
     }
     Ok(keys)
 }
@@ -140,8 +158,11 @@ fn named_key(key: &str, candidates: Vec<PublicKey>, what: &str) -> Result<Public
 pub fn revoke(site: &Site, key: &str) -> Result<PublicKey> {
     let key = named_key(key, site.trusted_keys().map_err(|e| store_error(site, e))?, "trusted")?;
     let revoked = site.trust().join("revoked");
-    fsutil::ensure_real_dir(&site.trust()).and_then(|_| fsutil::ensure_real_dir(&revoked)).map_err(|e| InstallError::io("trust/revoked/", e))?;
-    fsutil::write_atomic(&key_file(&revoked, &key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/revoked/", e))?;
+    fsutil::ensure_real_dir(&site.trust())
+        .and_then(|_| fsutil::ensure_real_dir(&revoked))
+        .map_err(|e| InstallError::io("trust/revoked/", e))?;
+    fsutil::write_atomic(&key_file(&revoked, &key), key.to_minisign().as_bytes())
+        .map_err(|e| InstallError::io("writing to trust/revoked/", e))?;
     let _ = std::fs::remove_file(key_file(&site.trust(), &key));
     Ok(key)
 }
@@ -155,7 +176,9 @@ pub fn unrevoke(site: &Site, key: &str) -> Result<PublicKey> {
     let mut found = false;
     for entry in entries.flatten() {
         let p = entry.path();
-        if p.extension().is_some_and(|x| x == "pub") && PublicKey::read_file(&p).is_ok_and(|k| k.key_id() == key.key_id()) {
+        if p.extension().is_some_and(|x| x == "pub")
+            && PublicKey::read_file(&p).is_ok_and(|k| k.key_id() == key.key_id())
+        {
             std::fs::remove_file(&p).map_err(|e| InstallError::io(p.display(), e))?;
             found = true;
         }
@@ -164,7 +187,8 @@ pub fn unrevoke(site: &Site, key: &str) -> Result<PublicKey> {
         return Err(InstallError::usage("unknown_key", format!("key {} is not revoked on this site", key.key_id())));
     }
     fsutil::sync_dir(&revoked_dir).map_err(|e| InstallError::io("trust/revoked/", e))?;
-    fsutil::write_atomic(&key_file(&site.trust(), &key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))?;
+    fsutil::write_atomic(&key_file(&site.trust(), &key), key.to_minisign().as_bytes())
+        .map_err(|e| InstallError::io("writing to trust/", e))?;
     Ok(key)
 }
 
@@ -184,7 +208,8 @@ pub fn add_rotated(site: &Site, key: &PublicKey) -> Result<()> {
         return Err(revoked_error(key.key_id()));
     }
     fsutil::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
-    fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))
+    fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
+        .map_err(|e| InstallError::io("writing to trust/", e))
 }
 
 /// Undoes [`add_rotated`].
@@ -199,14 +224,16 @@ pub fn remove_rotated(site: &Site, key: &PublicKey) -> Result<()> {
 pub fn retire(site: &Site, key: &PublicKey) -> Result<()> {
     let dir = retired_dir(site);
     fsutil::ensure_real_dir(&dir).map_err(|e| InstallError::io("trust/retired/", e))?;
-    fsutil::write_atomic(&key_file(&dir, key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/retired/", e))?;
+    fsutil::write_atomic(&key_file(&dir, key), key.to_minisign().as_bytes())
+        .map_err(|e| InstallError::io("writing to trust/retired/", e))?;
     remove_rotated(site, key)
 }
 
 /// Undoes [`retire`]: the key is trusted again (unless revoked meanwhile).
 pub fn unretire(site: &Site, key: &PublicKey) -> Result<()> {
     if !site_revokes(site, key.key_id()) {
-        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes()).map_err(|e| InstallError::io("writing to trust/", e))?;
+        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
+            .map_err(|e| InstallError::io("writing to trust/", e))?;
     }
     let _ = std::fs::remove_file(key_file(&retired_dir(site), key));
     Ok(())

@@ -72,7 +72,8 @@ pub use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
 
 /// Splits a wheel file name (the last path component only) into its tags.
 pub fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
-    bundle_core::wheel::parse_filename(name).map_err(|e| WheelError::Filename { name: name.to_string(), detail: e.message })
+    bundle_core::wheel::parse_filename(name)
+        .map_err(|e| WheelError::Filename { name: name.to_string(), detail: e.message })
 }
 
 /// One `console_scripts` / `gui_scripts` entry: `name = module:attr [extras]`.
@@ -1359,7 +1360,12 @@ pub fn install_wheel(venv: &Venv, wheel: &Path, opts: &InstallOptions) -> Result
 /// before anything is unpacked, must stay under `opts.max_release_size` and fit in the free space
 /// under the venv. A per-wheel cap alone let many small bombs add up (128 members of 4 MiB − 1
 /// zeros in a 541 KB wheel). The error names the wheel that declares the most.
-fn release_budget(declared: &[u64], labels: &[String], opts: &InstallOptions, venv_root: &Path) -> Result<(), WheelError> {
+fn release_budget(
+    declared: &[u64],
+    labels: &[String],
+    opts: &InstallOptions,
+    venv_root: &Path,
+) -> Result<(), WheelError> {
     let total = declared.iter().fold(0u64, |a, b| a.saturating_add(*b));
     let Some(biggest) = (0..declared.len()).max_by_key(|&i| (declared[i], std::cmp::Reverse(i))) else { return Ok(()) };
     let over = |kind, why: String| {
@@ -1367,14 +1373,27 @@ fn release_budget(declared: &[u64], labels: &[String], opts: &InstallOptions, ve
             kind,
             wheel: labels[biggest].clone(),
             entry: None,
-            detail: format!("{why}; this wheel alone declares {} bytes, the most of the {} wheels", declared[biggest], declared.len()),
+            detail: format!(
+                "{why}; this wheel alone declares {} bytes, the most of the {} wheels",
+                declared[biggest],
+                declared.len()
+            ),
         })
     };
     if total > opts.max_release_size {
-        return over("zip_bomb", format!("the release's wheels expand to {total} bytes (limit {} for a whole release)", opts.max_release_size));
+        return over(
+            "zip_bomb",
+            format!(
+                "the release's wheels expand to {total} bytes (limit {} for a whole release)",
+                opts.max_release_size
+            ),
+        );
     }
     match crate::plan::free_bytes(venv_root) {
-        Some(free) if total > free => over("disk_full", format!("the release's wheels expand to {total} bytes, only {free} are free under {}", venv_root.display())),
+        Some(free) if total > free => over(
+            "disk_full",
+            format!("the release's wheels expand to {total} bytes, only {free} are free under {}", venv_root.display()),
+        ),
         _ => Ok(()),
     }
 }

@@ -88,7 +88,10 @@ fn clean_install_of_1_0_0() {
     // Config: exactly the 1.0.0 defaults.
     let cfg = root.join("current/config/app.yaml");
     assert_eq!(yaml(&cfg), defaults("1.0.0"));
-    assert_eq!(std::fs::read(&cfg).unwrap(), std::fs::read(fixture_specs().join("1.0.0/config/defaults.yaml")).unwrap());
+    assert_eq!(
+        std::fs::read(&cfg).unwrap(),
+        std::fs::read(fixture_specs().join("1.0.0/config/defaults.yaml")).unwrap()
+    );
 
     // Databases at 1.0 and compatible, seeds there, no notes.
     let st = status(&root);
@@ -104,7 +107,10 @@ fn clean_install_of_1_0_0() {
     assert_eq!(shown.get("config_version").map(String::as_str), Some("1"), "{shown:?}");
 
     // Hooks ran in order, as a clean install.
-    assert_eq!(hooks_log(&root), ["pre_apply from= to=1.0.0", "post_apply from= to=1.0.0", "health_check from= to=1.0.0"]);
+    assert_eq!(
+        hooks_log(&root),
+        ["pre_apply from= to=1.0.0", "post_apply from= to=1.0.0", "health_check from= to=1.0.0"]
+    );
 
     // The --trust key is now in trust/.
     let keys: Vec<PathBuf> = std::fs::read_dir(root.join("trust"))
@@ -136,7 +142,11 @@ fn gap_upgrade_1_to_4_keeps_every_note() {
     let cfg1 = root.join("releases/1.0.0/config/app.yaml");
     let text = std::fs::read_to_string(&cfg1).unwrap();
     assert!(text.contains("  port: 8080\n") && text.contains("log_level: info\n"), "{text}");
-    std::fs::write(&cfg1, text.replace("  port: 8080\n", "  port: 9090\n").replace("log_level: info\n", "log_level: debug\n")).unwrap();
+    std::fs::write(
+        &cfg1,
+        text.replace("  port: 8080\n", "  port: 9090\n").replace("log_level: info\n", "log_level: debug\n"),
+    )
+    .unwrap();
     let old_release = snapshot(&root.join("releases/1.0.0"));
     let hooks_before = hooks_log(&root);
     assert_eq!(show(&root).get("notes").map(String::as_str), Some("3"));
@@ -175,11 +185,21 @@ fn gap_upgrade_1_to_4_keeps_every_note() {
     let up = |v: &str, f: &str| (v.to_string(), f.to_string(), "up".to_string(), true);
     assert_eq!(
         steps("client"),
-        vec![up("1.0", "1.0_init.sql"), up("1.1", "1.1_add_author.sql"), up("2.0", "2.0_rename_notes.sql"), up("2.1", "2.1_backfill_words.py")]
+        vec![
+            up("1.0", "1.0_init.sql"),
+            up("1.1", "1.1_add_author.sql"),
+            up("2.0", "2.0_rename_notes.sql"),
+            up("2.1", "2.1_backfill_words.py")
+        ]
     );
     assert_eq!(
         steps("metadata"),
-        vec![up("1.0", "1.0_init.sql"), up("1.1", "1.1_add_tags.sql"), up("2.0", "2.0_split_label.sql"), up("2.1", "2.1_add_index.sql")]
+        vec![
+            up("1.0", "1.0_init.sql"),
+            up("1.1", "1.1_add_tags.sql"),
+            up("2.0", "2.0_split_label.sql"),
+            up("2.1", "2.1_add_index.sql")
+        ]
     );
     // The metadata rows were reshaped, not lost.
     assert_eq!(
@@ -215,7 +235,10 @@ fn gap_upgrade_1_to_4_keeps_every_note() {
     );
     let h = history(&root);
     assert_eq!(h.len(), 2, "{h:?}");
-    assert_eq!((h[1]["outcome"].as_str(), h[1]["from"].as_str(), h[1]["to"].as_str()), (Some("success"), Some("1.0.0"), Some("4.0.0")));
+    assert_eq!(
+        (h[1]["outcome"].as_str(), h[1]["from"].as_str(), h[1]["to"].as_str()),
+        (Some("success"), Some("1.0.0"), Some("4.0.0"))
+    );
 }
 
 #[test]
@@ -244,20 +267,44 @@ fn applying_the_same_bundle_again_does_nothing() {
 fn plan_lists_converters_and_steps_and_changes_nothing() {
     let root = copy_of(site1(), "plan");
     let before = snapshot_site(&root);
-    let r = bi([OsStr::new("plan"), bundle("4.0.0").as_os_str(), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")]);
+    let r = bi([
+        OsStr::new("plan"),
+        bundle("4.0.0").as_os_str(),
+        OsStr::new("--root"),
+        root.as_os_str(),
+        OsStr::new("--json"),
+    ]);
     assert_eq!(r.code, Some(0), "{r}");
     let p = &r.json()["plan"];
-    assert_eq!((p["kind"].as_str(), p["from"].as_str(), p["to"].as_str()), (Some("upgrade"), Some("1.0.0"), Some("4.0.0")), "{r}");
-    let converters: Vec<&str> = p["config"]["converters"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(
+        (p["kind"].as_str(), p["from"].as_str(), p["to"].as_str()),
+        (Some("upgrade"), Some("1.0.0"), Some("4.0.0")),
+        "{r}"
+    );
+    let converters: Vec<&str> =
+        p["config"]["converters"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let names: Vec<&str> = converters.iter().map(|c| c.rsplit('/').next().unwrap()).collect();
     assert_eq!(names, ["1-to-2.yaml", "2-to-3.py"], "{r}");
     assert_eq!((p["config"]["from_version"].as_u64(), p["config"]["to_version"].as_u64()), (Some(1), Some(3)), "{r}");
     let steps = |db: &str| -> Vec<(String, String)> {
-        let d = p["databases"].as_array().unwrap().iter().find(|d| d["name"] == db).unwrap_or_else(|| panic!("no {db} in {r}"));
-        d["steps"].as_array().unwrap().iter().map(|s| (s["file"]["file"].as_str().unwrap().to_string(), s["direction"].as_str().unwrap().to_string())).collect()
+        let d = p["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == db)
+            .unwrap_or_else(|| panic!("no {db} in {r}"));
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["file"]["file"].as_str().unwrap().to_string(), s["direction"].as_str().unwrap().to_string()))
+            .collect()
     };
     let up = |f: &str| (f.to_string(), "up".to_string());
-    assert_eq!(steps("client"), vec![up("1.1_add_author.sql"), up("2.0_rename_notes.sql"), up("2.1_backfill_words.py")]);
+    assert_eq!(
+        steps("client"),
+        vec![up("1.1_add_author.sql"), up("2.0_rename_notes.sql"), up("2.1_backfill_words.py")]
+    );
     assert_eq!(steps("metadata"), vec![up("1.1_add_tags.sql"), up("2.0_split_label.sql"), up("2.1_add_index.sql")]);
     for d in p["databases"].as_array().unwrap() {
         assert_eq!(d["current"], "1.0", "{d}");
@@ -267,7 +314,16 @@ fn plan_lists_converters_and_steps_and_changes_nothing() {
     // The readable form names them too.
     let h = bi([OsStr::new("plan"), bundle("4.0.0").as_os_str(), OsStr::new("--root"), root.as_os_str()]);
     assert_eq!(h.code, Some(0), "{h}");
-    for needle in ["1-to-2.yaml", "2-to-3.py", "1.1_add_author.sql", "2.0_rename_notes.sql", "2.1_backfill_words.py", "1.1_add_tags.sql", "2.0_split_label.sql", "2.1_add_index.sql"] {
+    for needle in [
+        "1-to-2.yaml",
+        "2-to-3.py",
+        "1.1_add_author.sql",
+        "2.0_rename_notes.sql",
+        "2.1_backfill_words.py",
+        "1.1_add_tags.sql",
+        "2.0_split_label.sql",
+        "2.1_add_index.sql",
+    ] {
         assert!(h.stdout.contains(needle), "plan output lacks {needle}:\n{h}");
     }
 
@@ -359,7 +415,13 @@ fn second_apply_while_the_lock_is_held_is_refused() {
     assert!(message.contains(&format!("pid {pid}")), "the refusal does not name the holder (pid {pid}): {message}");
 
     let out = first.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "the first apply failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the first apply failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(current(&root), Some(PathBuf::from("releases/2.0.0")));
     assert_eq!(fieldlog(&root, &["version"]).stdout, "fieldlog 2.0.0\n");
     // The refused run did nothing: one upgrade in the history, hooks of one run only.
@@ -399,7 +461,10 @@ fn failing_pre_apply_hook_leaves_the_site_as_it_was() {
     fails_and_undoes(&root, bundle("4.0.0"), &["pre_apply", "stop.sh"]);
     let new = new_hook_lines(&hooks_before, &root);
     assert_eq!(new.first().map(String::as_str), Some("pre_apply from=1.0.0 to=4.0.0"), "{new:?}");
-    assert!(!new.iter().any(|l| l.starts_with("post_apply from=1.0.0 to=4.0.0")), "the new release was started: {new:?}");
+    assert!(
+        !new.iter().any(|l| l.starts_with("post_apply from=1.0.0 to=4.0.0")),
+        "the new release was started: {new:?}"
+    );
 }
 
 #[test]
@@ -412,7 +477,13 @@ fn failing_health_check_rolls_back_automatically() {
     // The new release got as far as its health check, after the swap and every migration...
     assert_eq!(
         new.get(..3),
-        Some(&["pre_apply from=1.0.0 to=4.0.0".to_string(), "post_apply from=1.0.0 to=4.0.0".into(), "health_check from=1.0.0 to=4.0.0".into()][..]),
+        Some(
+            &[
+                "pre_apply from=1.0.0 to=4.0.0".to_string(),
+                "post_apply from=1.0.0 to=4.0.0".into(),
+                "health_check from=1.0.0 to=4.0.0".into()
+            ][..]
+        ),
         "{new:?}"
     );
     // ...then the old release was started again (its own start hook), last.
@@ -456,7 +527,10 @@ fn failing_last_migration_restores_both_databases() {
     });
     let root = copy_of(site1(), "fail-migration");
     let msg = fails_and_undoes(&root, &b, &["metadata", "2.1_add_index.sql", "no_such_table"]);
-    assert!(msg.contains("CREATE INDEX tags_by_instrument ON no_such_table"), "the failing statement is not named: {msg}");
+    assert!(
+        msg.contains("CREATE INDEX tags_by_instrument ON no_such_table"),
+        "the failing statement is not named: {msg}"
+    );
     // The client database had been fully migrated when metadata failed: it is back on 1.0 as well.
     let st = status(&root);
     let dbs = db_versions(&st);
@@ -529,7 +603,9 @@ fn clean_install_with_a_wheel_name_over_150_bytes() {
     let root = new_root("long-wheel-name");
     apply_ok(&root, &b);
     assert_eq!(current(&root), Some(PathBuf::from("releases/4.0.0")));
-    let r = test_support::run(Command::new(root.join("current/venv/bin/python")).arg("-c").arg(format!("import {dist}; print({dist}.X)")));
+    let r = test_support::run(
+        Command::new(root.join("current/venv/bin/python")).arg("-c").arg(format!("import {dist}; print({dist}.X)")),
+    );
     r.expect_ok();
     assert_eq!(r.stdout.trim(), "1", "{r}");
 }

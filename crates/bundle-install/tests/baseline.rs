@@ -13,9 +13,11 @@ fn unversioned_database_is_refused_then_baselined_and_migrated() {
     let client = root.join("data/client.db");
     {
         let conn = rusqlite::Connection::open(&client).unwrap();
-        let init = std::fs::read_to_string(test_support::fixture_specs().join("1.0.0/migrations/client/1.0_init.sql")).unwrap();
+        let init = std::fs::read_to_string(test_support::fixture_specs().join("1.0.0/migrations/client/1.0_init.sql"))
+            .unwrap();
         conn.execute_batch(&init).unwrap();
-        conn.execute("INSERT INTO notes(site, body, created) VALUES ('north', 'legacy row', '2020-01-01')", []).unwrap();
+        conn.execute("INSERT INTO notes(site, body, created) VALUES ('north', 'legacy row', '2020-01-01')", [])
+            .unwrap();
     }
 
     // Refused, and nothing installed.

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bundle_install::python::{compile_bytecode, compile_bytecode_within, create_venv, CompileReport, Interpreter, PythonError, Venv};
+use bundle_install::python::{
+    compile_bytecode, compile_bytecode_within, create_venv, CompileReport, Interpreter, PythonError, Venv,
+};
 
 fn python() -> Interpreter {
     Interpreter::probe("python3").expect("python3 on PATH")

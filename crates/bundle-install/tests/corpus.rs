@@ -20,7 +20,11 @@ fn corpus_installs_like_pip() {
         return;
     }
     let bin_dir = bin("bundle-install").parent().unwrap().to_path_buf();
-    assert!(bin_dir.join("bundle-build").is_file(), "bundle-build is not built in {} (run `cargo build`)", bin_dir.display());
+    assert!(
+        bin_dir.join("bundle-build").is_file(),
+        "bundle-build is not built in {} (run `cargo build`)",
+        bin_dir.display()
+    );
     let report = tempfile::NamedTempFile::new().unwrap();
     let r = run_timeout(
         Command::new("python3")

@@ -154,7 +154,12 @@ fn apply(site: &Path, version: &str, fail: Option<&str>, kill: Option<&str>) -> 
 }
 
 fn fieldlog(site: &Path, args: &[&str]) -> Out {
-    exec(Command::new(site.join("current/venv/bin/fieldlog")).args(args).env_remove("FIELDLOG_ROOT").env_remove("FIELDLOG_RELEASE_DIR"))
+    exec(
+        Command::new(site.join("current/venv/bin/fieldlog"))
+            .args(args)
+            .env_remove("FIELDLOG_ROOT")
+            .env_remove("FIELDLOG_RELEASE_DIR"),
+    )
 }
 
 /// Ok(()) or an Err carrying the run.
@@ -185,7 +190,10 @@ fn world() -> &'static World {
     W.get_or_init(|| {
         let dir = scratch_dir("crash-world");
         let key = KeyPair::write(&dir.join("crash"), &test_secret_key(42));
-        let bundles = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"].into_iter().map(|v| (v, build_fixture_bundle(v, &key.secret_path, &dir))).collect();
+        let bundles = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"]
+            .into_iter()
+            .map(|v| (v, build_fixture_bundle(v, &key.secret_path, &dir)))
+            .collect();
         World { key, bundles }
     })
 }
@@ -224,7 +232,11 @@ fn build_template(t: Tpl, site: &Path) {
         // The app stamps notes with the current time; every slot's template must hold the same rows.
         let c = Connection::open(site.join("data/client.db")).unwrap();
         for (table, col) in [("notes", "created"), ("entries", "created_at")] {
-            let exists: bool = c.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0)).unwrap();
+            let exists: bool = c
+                .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| {
+                    r.get(0)
+                })
+                .unwrap();
             if exists {
                 c.execute(&format!("UPDATE {table} SET {col} = '2024-01-01T00:00:00Z'"), []).unwrap();
             }
@@ -296,7 +308,9 @@ fn cp_a(from: &Path, to: &Path) {
 }
 
 fn entries(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 struct Pool {
@@ -435,7 +449,10 @@ fn tree(dir: &Path, root: &Path) -> BTreeMap<String, String> {
         let t = meta.file_type();
         let v = if t.is_symlink() {
             let target = std::fs::read_link(e.path()).unwrap();
-            format!("symlink -> {}", String::from_utf8_lossy(&replace_all(target.as_os_str().as_encoded_bytes(), root_bytes, b"<ROOT>")))
+            format!(
+                "symlink -> {}",
+                String::from_utf8_lossy(&replace_all(target.as_os_str().as_encoded_bytes(), root_bytes, b"<ROOT>"))
+            )
         } else if t.is_dir() {
             format!("dir {mode:o}")
         } else if t.is_file() {
@@ -489,7 +506,14 @@ fn dump_db(path: &Path) -> Vec<String> {
     {
         let mut st = c.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").unwrap();
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
             .unwrap();
         for row in rows {
             let (ty, name, tbl, sql) = row.unwrap();
@@ -535,10 +559,19 @@ fn fingerprint(site: &Path) -> Fingerprint {
         }
     }
     let data_entries = entries(&site.join("data"));
-    let databases = data_entries.iter().filter(|n| n.ends_with(".db")).map(|n| (n.clone(), dump_db(&site.join("data").join(n)))).collect();
+    let databases = data_entries
+        .iter()
+        .filter(|n| n.ends_with(".db"))
+        .map(|n| (n.clone(), dump_db(&site.join("data").join(n))))
+        .collect();
     let config = current.as_ref().map(|c| {
         let dir = site.join(c).join("config");
-        entries(&dir).into_iter().map(|n| (n.clone(), String::from_utf8_lossy(&std::fs::read(dir.join(&n)).unwrap_or_default()).into_owned())).collect()
+        entries(&dir)
+            .into_iter()
+            .map(|n| {
+                (n.clone(), String::from_utf8_lossy(&std::fs::read(dir.join(&n)).unwrap_or_default()).into_owned())
+            })
+            .collect()
     });
     let mut root_entries = entries(site);
     root_entries.remove("hooks.log");
@@ -566,7 +599,11 @@ fn diff(a: &Fingerprint, b: &Fingerprint) -> Vec<String> {
         match (a.releases.get(k), b.releases.get(k)) {
             (Some(x), Some(y)) if x != y => {
                 let paths: BTreeSet<&String> = x.keys().chain(y.keys()).filter(|p| x.get(*p) != y.get(*p)).collect();
-                d.push(format!("release {k}: {} node(s) differ, e.g. {:?}", paths.len(), paths.iter().take(6).collect::<Vec<_>>()));
+                d.push(format!(
+                    "release {k}: {} node(s) differ, e.g. {:?}",
+                    paths.len(),
+                    paths.iter().take(6).collect::<Vec<_>>()
+                ));
             }
             (Some(_), None) | (None, Some(_)) => d.push(format!("complete release {k} only on one side")),
             _ => {}
@@ -588,14 +625,21 @@ fn diff(a: &Fingerprint, b: &Fingerprint) -> Vec<String> {
         d.push(format!("config: {:?} vs {:?}", a.config, b.config));
     }
     if a.store != b.store {
-        let keys: BTreeSet<&String> = a.store.keys().chain(b.store.keys()).filter(|k| a.store.get(*k) != b.store.get(*k)).collect();
+        let keys: BTreeSet<&String> =
+            a.store.keys().chain(b.store.keys()).filter(|k| a.store.get(*k) != b.store.get(*k)).collect();
         let empty = BTreeMap::new();
         let detail: Vec<String> = keys
             .iter()
             .take(2)
             .map(|k| {
                 let (x, y) = (a.store.get(*k).unwrap_or(&empty), b.store.get(*k).unwrap_or(&empty));
-                let paths: Vec<String> = x.keys().chain(y.keys()).filter(|p| x.get(*p) != y.get(*p)).take(3).map(|p| format!("{p}: {:?} vs {:?}", x.get(p), y.get(p))).collect();
+                let paths: Vec<String> = x
+                    .keys()
+                    .chain(y.keys())
+                    .filter(|p| x.get(*p) != y.get(*p))
+                    .take(3)
+                    .map(|p| format!("{p}: {:?} vs {:?}", x.get(p), y.get(p)))
+                    .collect();
                 format!("{k}: {paths:?}")
             })
             .collect();
@@ -609,7 +653,11 @@ fn same(fp: &Fingerprint, want: (&str, &Fingerprint), other: (&str, &Fingerprint
     if fp == want.1 {
         return Ok(());
     }
-    let verdict = if fp == other.1 { format!("it is exactly the {} state instead", other.0) } else { "it is NEITHER (a mixture)".into() };
+    let verdict = if fp == other.1 {
+        format!("it is exactly the {} state instead", other.0)
+    } else {
+        "it is NEITHER (a mixture)".into()
+    };
     Err(format!(
         "the site is not exactly the {} state; {verdict}.\n  differences from {}: {:#?}\n  differences from {}: {:#?}",
         want.0,
@@ -647,8 +695,13 @@ fn make_reference(tpl: Tpl, args: Vec<String>, command: &str, new_version: &str)
     assert_ne!(old, new);
     assert_eq!(new.current.as_deref(), Some(format!("releases/{new_version}").as_str()));
     let history = read_history(&site);
-    let rec = history.iter().rev().find(|r| r["command"] == command && r["outcome"] == "success").expect("a success record in history");
-    let steps: Vec<String> = rec["steps"].as_array().expect("steps").iter().map(|s| s["step"].as_str().unwrap().to_string()).collect();
+    let rec = history
+        .iter()
+        .rev()
+        .find(|r| r["command"] == command && r["outcome"] == "success")
+        .expect("a success record in history");
+    let steps: Vec<String> =
+        rec["steps"].as_array().expect("steps").iter().map(|s| s["step"].as_str().unwrap().to_string()).collect();
     let old_version = old.current.clone().map(|c| c.trim_start_matches("releases/").to_string());
     Reference { tpl, args, old, new, old_version, new_version: new_version.into(), steps }
 }
@@ -686,7 +739,12 @@ fn clean_install_ref() -> &'static Reference {
     static R: OnceLock<Reference> = OnceLock::new();
     R.get_or_init(|| {
         let w = world();
-        let args = vec!["apply".into(), w.bundle("4.0.0").to_str().unwrap().to_string(), "--trust".into(), w.key.public_path.to_str().unwrap().to_string()];
+        let args = vec![
+            "apply".into(),
+            w.bundle("4.0.0").to_str().unwrap().to_string(),
+            "--trust".into(),
+            w.key.public_path.to_str().unwrap().to_string(),
+        ];
         make_reference(Tpl::Empty, args, "apply", "4.0.0")
     })
 }
@@ -743,8 +801,21 @@ fn rollback_major_ref() -> &'static Reference {
     R.get_or_init(|| {
         let args = ["rollback", "--to", "2.0.0", "--restore-data", "--yes"].map(String::from).to_vec();
         let r = make_reference(Tpl::V2to3, args, "rollback", "2.0.0");
-        for s in ["pre_apply", "backup", "migrate:metadata:2.0:down", "restore_data:client", "swap", "post_apply", "health_check", "commit"] {
-            assert!(r.steps.iter().any(|x| x == s), "the 3.0.0 → 2.0.0 rollback journal has no step {s}: {:?}", r.steps);
+        for s in [
+            "pre_apply",
+            "backup",
+            "migrate:metadata:2.0:down",
+            "restore_data:client",
+            "swap",
+            "post_apply",
+            "health_check",
+            "commit",
+        ] {
+            assert!(
+                r.steps.iter().any(|x| x == s),
+                "the 3.0.0 → 2.0.0 rollback journal has no step {s}: {:?}",
+                r.steps
+            );
         }
         r
     })
@@ -752,13 +823,21 @@ fn rollback_major_ref() -> &'static Reference {
 
 /// The journal's name of the step `prefix` names (`migrate:client:2.1:up` may be `…:up-data`).
 fn step_named(r: &Reference, prefix: &str) -> String {
-    let found: Vec<&String> = r.steps.iter().filter(|s| *s == prefix || s.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('-'))).collect();
+    let found: Vec<&String> = r
+        .steps
+        .iter()
+        .filter(|s| *s == prefix || s.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('-')))
+        .collect();
     assert_eq!(found.len(), 1, "expected one step {prefix}(-…) in {:?}", r.steps);
     found[0].clone()
 }
 
 fn read_history(site: &Path) -> Vec<Value> {
-    std::fs::read_to_string(site.join("state/history.jsonl")).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    std::fs::read_to_string(site.join("state/history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,12 +866,19 @@ impl fmt::Display for Fault {
 /// What a case checks after the site is back to old or new: the journal is gone, nothing is left in
 /// staging, and an undone run removed its backup.
 /// `run_id` is the interrupted run: a completed one may add its own backup, nothing else.
-fn after_recovery_checks_of(site: &Path, slot_backups: &BTreeSet<String>, undone: bool, run_id: &str) -> Result<(), String> {
+fn after_recovery_checks_of(
+    site: &Path,
+    slot_backups: &BTreeSet<String>,
+    undone: bool,
+    run_id: &str,
+) -> Result<(), String> {
     after_recovery_checks(site, slot_backups, undone)?;
     let b = entries(&site.join("backups"));
     let extra: Vec<&String> = b.difference(slot_backups).filter(|x| x.as_str() != run_id).collect();
     if !slot_backups.is_subset(&b) || !extra.is_empty() {
-        return Err(format!("backups/ is {b:?}: the template had {slot_backups:?} and run {run_id} may add only its own"));
+        return Err(format!(
+            "backups/ is {b:?}: the template had {slot_backups:?} and run {run_id} may add only its own"
+        ));
     }
     Ok(())
 }
@@ -818,7 +904,9 @@ fn after_run_checks(site: &Path, slot_backups: &BTreeSet<String>, undone: bool) 
     if undone {
         let b = entries(&site.join("backups"));
         if &b != slot_backups {
-            return Err(format!("backups/ is {b:?}, the template had {slot_backups:?}: the undone run left a backup behind"));
+            return Err(format!(
+                "backups/ is {b:?}, the template had {slot_backups:?}: the undone run left a backup behind"
+            ));
         }
     }
     Ok(())
@@ -831,7 +919,9 @@ fn service_started(site: &Path, version: &str) -> Result<(), String> {
     let last = log.lines().rev().find(|l| l.starts_with("pre_apply") || l.starts_with("post_apply"));
     match last {
         Some(l) if l.starts_with("post_apply") && l.ends_with(&format!("to={version}")) => Ok(()),
-        _ => Err(format!("the service is not left started on {version}: the last stop/start hook was {last:?}; hooks.log:\n{log}")),
+        _ => Err(format!(
+            "the service is not left started on {version}: the last stop/start hook was {last:?}; hooks.log:\n{log}"
+        )),
     }
 }
 
@@ -851,7 +941,8 @@ fn site_runs(site: &Path, version: &str) -> Result<(), String> {
 fn journal_case(slot: &mut Slot, r: &Reference, fault: &Fault) -> Result<(), String> {
     let site = slot.restore(r.tpl);
     let before = r.fingerprint(&site);
-    same(&before, ("old (restored template)", &r.old), ("new", &r.new)).map_err(|e| format!("restoring the template is unsound: {e}"))?;
+    same(&before, ("old (restored template)", &r.old), ("new", &r.new))
+        .map_err(|e| format!("restoring the template is unsound: {e}"))?;
     let template_backups = slot.backups[&r.tpl].clone();
     let args: Vec<&str> = r.args.iter().map(String::as_str).collect();
     let history_len = read_history(&site).len();
@@ -919,7 +1010,8 @@ fn journal_case(slot: &mut Slot, r: &Reference, fault: &Fault) -> Result<(), Str
     if !site.join("state/journal.json").exists() {
         return Err("killed, but no journal was left for recover".into());
     }
-    let journal: Value = serde_json::from_slice(&std::fs::read(site.join("state/journal.json")).unwrap()).map_err(|e| format!("journal unreadable: {e}"))?;
+    let journal: Value = serde_json::from_slice(&std::fs::read(site.join("state/journal.json")).unwrap())
+        .map_err(|e| format!("journal unreadable: {e}"))?;
     let run_id = journal["id"].as_str().unwrap_or_default().to_string();
     // The rule: completed iff the commit step had started. A failed commit step whose undo was
     // killed is a corner of that rule (the run had started its commit, then decided to undo): either
@@ -947,12 +1039,16 @@ fn journal_case(slot: &mut Slot, r: &Reference, fault: &Fault) -> Result<(), Str
         same(&fp, old, new).map_err(|e| format!("after recover (undone): {e}"))?;
         r.service_started_old(&site).map_err(|e| format!("after recover (undone): {e}"))?;
     }
-    after_recovery_checks_of(&site, &template_backups, !completes, &run_id).map_err(|e| format!("after recover: {e}"))?;
+    after_recovery_checks_of(&site, &template_backups, !completes, &run_id)
+        .map_err(|e| format!("after recover: {e}"))?;
     let h = read_history(&site);
     let outcomes: Vec<&Value> = h.iter().filter(|x| x["id"] == run_id.as_str()).map(|x| &x["outcome"]).collect();
     let ok = if completes { outcomes == ["success"] } else { outcomes == ["rolled_back"] };
     if !ok {
-        return Err(format!("history of run {run_id} is {outcomes:?}, expected exactly one {}", if completes { "success" } else { "rolled_back" }));
+        return Err(format!(
+            "history of run {run_id} is {outcomes:?}, expected exactly one {}",
+            if completes { "success" } else { "rolled_back" }
+        ));
     }
 
     // A later run works and ends exactly on the new state.
@@ -998,19 +1094,39 @@ fn run_all(title: &str, cases: Vec<Case>) {
                 let mut lease = Lease::acquire();
                 let t = Instant::now();
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| (c.run)(lease.slot()))).unwrap_or_else(|p| {
-                    Err(format!("panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()))
+                    Err(format!(
+                        "panicked: {}",
+                        p.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default()
+                    ))
                 });
                 drop(lease);
-                eprintln!("[{title}] {} {} ({:.1}s)", if r.is_ok() { "ok  " } else { "FAIL" }, c.name, t.elapsed().as_secs_f64());
+                eprintln!(
+                    "[{title}] {} {} ({:.1}s)",
+                    if r.is_ok() { "ok  " } else { "FAIL" },
+                    c.name,
+                    t.elapsed().as_secs_f64()
+                );
                 results.lock().unwrap().push((i, r, t.elapsed()));
             });
         }
     });
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|r| r.0);
-    let failed: Vec<String> = results.iter().filter_map(|(i, r, _)| r.as_ref().err().map(|e| format!("=== {}\n{e}", cases[*i].name))).collect();
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(i, r, _)| r.as_ref().err().map(|e| format!("=== {}\n{e}", cases[*i].name)))
+        .collect();
     eprintln!("[{title}] {} case(s), {} failed, {:.1}s", cases.len(), failed.len(), start.elapsed().as_secs_f64());
-    assert!(failed.is_empty(), "{title}: {} of {} case(s) failed:\n\n{}", failed.len(), cases.len(), failed.join("\n\n"));
+    assert!(
+        failed.is_empty(),
+        "{title}: {} of {} case(s) failed:\n\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n\n")
+    );
 }
 
 fn journal_cases(r: &'static Reference, label: &str, faults: Vec<Fault>) -> Vec<Case> {
@@ -1099,11 +1215,15 @@ fn recover_killed_then_recovered_again() {
             if o.json().map(|j| j["recovery"]["recovered"].clone()) != Some(Value::from(want)) {
                 return Err(format!("the second recover should say {want}:\n{o}"));
             }
-            let (a, b) = if completes { (("new", &r.new), ("old", &r.old)) } else { (("old", &r.old), ("new", &r.new)) };
+            let (a, b) =
+                if completes { (("new", &r.new), ("old", &r.old)) } else { (("old", &r.old), ("new", &r.new)) };
             same(&fingerprint(&site), a, b)?;
             service_started(&site, if completes { "4.0.0" } else { "1.0.0" })?;
             after_recovery_checks(&site, &slot.backups[&r.tpl], !completes)?;
-            let id_count = read_history(&site).iter().filter(|x| x["outcome"] == "success" && x["command"] == "apply" && x["to"] == "4.0.0").count();
+            let id_count = read_history(&site)
+                .iter()
+                .filter(|x| x["outcome"] == "success" && x["command"] == "apply" && x["to"] == "4.0.0")
+                .count();
             if completes && id_count != 1 {
                 return Err(format!("history holds {id_count} success records of the 1.0.0→4.0.0 apply, expected 1"));
             }
@@ -1120,7 +1240,8 @@ fn recover_killed_then_recovered_again() {
 fn other_commands_recover_first() {
     let r = apply_ref();
     let mut cases = Vec::new();
-    for (kill, completes) in [("migrate:metadata:2.0:up:after", false), ("swap:after", false), ("commit:before", true)] {
+    for (kill, completes) in [("migrate:metadata:2.0:up:after", false), ("swap:after", false), ("commit:before", true)]
+    {
         cases.push(case(format!("KILL {kill}, then status"), move |slot| {
             let site = slot.restore(r.tpl);
             let o = apply(&site, "4.0.0", None, Some(kill));
@@ -1138,7 +1259,8 @@ fn other_commands_recover_first() {
             if j["status"]["current"] != version {
                 return Err(format!("status should show {version} current:\n{st}"));
             }
-            let (a, b) = if completes { (("new", &r.new), ("old", &r.old)) } else { (("old", &r.old), ("new", &r.new)) };
+            let (a, b) =
+                if completes { (("new", &r.new), ("old", &r.old)) } else { (("old", &r.old), ("new", &r.new)) };
             same(&fingerprint(&site), a, b)?;
             service_started(&site, if completes { "4.0.0" } else { "1.0.0" })?;
             after_recovery_checks(&site, &slot.backups[&r.tpl], !completes)?;
@@ -1152,7 +1274,9 @@ fn other_commands_recover_first() {
     }
     // Commands whose JSON has no `recovered`: the site must be recovered (journal gone, old state)
     // before they look at it.
-    for (kill, command) in [("swap:after", "check"), ("migrate:client:2.0:up:after", "plan"), ("post_apply:after", "history")] {
+    for (kill, command) in
+        [("swap:after", "check"), ("migrate:client:2.0:up:after", "plan"), ("post_apply:after", "history")]
+    {
         cases.push(case(format!("KILL {kill}, then {command}"), move |slot| {
             let site = slot.restore(r.tpl);
             let o = apply(&site, "4.0.0", None, Some(kill));
@@ -1165,7 +1289,9 @@ fn other_commands_recover_first() {
             expect_code(&c, 0, command)?;
             let j = c.json().ok_or_else(|| format!("no JSON:\n{c}"))?;
             match command {
-                "check" if j["current"] != "1.0.0" => return Err(format!("check should look at the recovered site (1.0.0):\n{c}")),
+                "check" if j["current"] != "1.0.0" => {
+                    return Err(format!("check should look at the recovered site (1.0.0):\n{c}"))
+                }
                 "plan" if j["plan"]["from"] != "1.0.0" || j["plan"]["kind"] != "upgrade" => {
                     return Err(format!("plan should start from the recovered site (an upgrade from 1.0.0):\n{c}"))
                 }
@@ -1215,7 +1341,14 @@ fn rollback_across_a_major_failed_or_killed_at_every_step() {
     let r = rollback_major_ref();
     let mut faults = all_faults(&r.steps);
     // A failed health check, killed while undoing the data steps.
-    for (undo, when) in [("restore_data:client", "before"), ("restore_data:client", "after"), ("migrate:metadata:2.0:down", "before"), ("migrate:metadata:2.0:down", "after"), ("backup", "after"), ("swap", "after")] {
+    for (undo, when) in [
+        ("restore_data:client", "before"),
+        ("restore_data:client", "after"),
+        ("migrate:metadata:2.0:down", "before"),
+        ("migrate:metadata:2.0:down", "after"),
+        ("backup", "after"),
+        ("swap", "after"),
+    ] {
         faults.push(Fault::FailThenKillUndo { fail: "health_check".into(), undo: undo.into(), when });
     }
     run_all("rollback 3→2", journal_cases(r, "rollback 3.0.0→2.0.0 (down + restore)", faults));
@@ -1269,7 +1402,11 @@ fn clean_install_killed_after_every_step() {
     for s in ["stage_release", "backup", "swap", "health_check"] {
         faults.push(Fault::Fail(s.into()));
     }
-    faults.push(Fault::FailThenKillUndo { fail: "health_check".into(), undo: step_named(r, "migrate:client:1.0:up"), when: "after" });
+    faults.push(Fault::FailThenKillUndo {
+        fail: "health_check".into(),
+        undo: step_named(r, "migrate:client:1.0:up"),
+        when: "after",
+    });
     run_all("clean install", journal_cases(r, "first install of 4.0.0", faults));
 }
 
@@ -1283,7 +1420,14 @@ fn clean_install_killed_after_every_step() {
 fn hostile_signed_manifests_never_leave_a_site_recover_cannot_finish() {
     let r = apply_ref();
     let dir = scratch_dir("crash-hostile");
-    let paths = ["current/client.db", "trust/client.pub", "releases/4.0.0/x.db", "state/site.json", "backups/x.db", "site.yaml"];
+    let paths = [
+        "current/client.db",
+        "trust/client.pub",
+        "releases/4.0.0/x.db",
+        "state/site.json",
+        "backups/x.db",
+        "site.yaml",
+    ];
     let cases = paths
         .iter()
         .map(|p| {
@@ -1301,10 +1445,12 @@ fn hostile_signed_manifests_never_leave_a_site_recover_cannot_finish() {
                 }
                 let rec = install(&site, &["recover"], None, None);
                 expect_code(&rec, 0, "recover after the hostile bundle")?;
-                same(&r.fingerprint(&site), ("old", &r.old), ("new", &r.new)).map_err(|e| format!("after the hostile bundle: {e}"))?;
+                same(&r.fingerprint(&site), ("old", &r.old), ("new", &r.new))
+                    .map_err(|e| format!("after the hostile bundle: {e}"))?;
                 let again = apply(&site, "4.0.0", None, None);
                 expect_code(&again, 0, "the real 4.0.0 after the hostile bundle")?;
-                same(&r.fingerprint(&site), ("new", &r.new), ("old", &r.old)).map_err(|e| format!("after the real 4.0.0: {e}"))?;
+                same(&r.fingerprint(&site), ("new", &r.new), ("old", &r.old))
+                    .map_err(|e| format!("after the real 4.0.0: {e}"))?;
                 site_runs(&site, &r.new_version)
             })
         })

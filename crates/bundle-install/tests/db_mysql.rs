@@ -107,12 +107,7 @@ impl TestDb {
     fn new(server: &str) -> TestDb {
         let name = format!("bundle_t_{}", random());
         conn(server).query_drop(format!("CREATE DATABASE {name}")).unwrap();
-        TestDb {
-            server: server.into(),
-            url: url_for(server, &name),
-            name,
-            user: None,
-        }
+        TestDb { server: server.into(), url: url_for(server, &name), name, user: None }
     }
 
     /// A user with a password and every right on this database: its URL.
@@ -172,13 +167,7 @@ impl Site {
             std::fs::write(migrations.join(name), body).unwrap();
         }
         let backups = tmp.path().join("backups/1");
-        let site = Site {
-            _tmp: tmp,
-            root,
-            migrations,
-            backups,
-            db,
-        };
+        let site = Site { _tmp: tmp, root, migrations, backups, db };
         site.site_url(&site.db.url.clone());
         site
     }
@@ -227,8 +216,10 @@ fn fill_at_1_0(c: &mut mysql::Conn, n: i64) {
     let values: Vec<String> = (0..n).map(|i| format!("('Item {i}')")).collect();
     c.query_drop(format!("INSERT INTO items (name) VALUES {}", values.join(", "))).unwrap();
     for j in 0..2 {
-        c.query_drop(format!("INSERT INTO notes (item_id, body) SELECT id, 'note {j}' FROM items WHERE id > 1 ORDER BY id"))
-            .unwrap();
+        c.query_drop(format!(
+            "INSERT INTO notes (item_id, body) SELECT id, 'note {j}' FROM items WHERE id > 1 ORDER BY id"
+        ))
+        .unwrap();
     }
 }
 
@@ -248,10 +239,8 @@ fn my_clean_install_then_gap_upgrade_keeps_every_row() {
     assert_eq!(site.upgrade(engine.as_mut(), "2.1").unwrap(), 4);
     let DbState::Versioned { version, history } = engine.inspect().unwrap() else { panic!() };
     assert_eq!(version, v("2.1"));
-    let rows: Vec<(String, Direction, bool, String)> = history
-        .iter()
-        .map(|r| (r.file.clone(), r.direction, r.success, r.schema_after.to_string()))
-        .collect();
+    let rows: Vec<(String, Direction, bool, String)> =
+        history.iter().map(|r| (r.file.clone(), r.direction, r.success, r.schema_after.to_string())).collect();
     let up = |f: &str, a: &str| (f.to_string(), Direction::Up, true, a.to_string());
     assert_eq!(
         rows,
@@ -306,13 +295,26 @@ fn my_failed_step_stays_unfinished_until_restored() {
     assert_eq!(err.kind(), "step_failed");
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "{msg}");
-    for needle in ["`client`", "2.1_slug.sql", "UPDATE items SET nosuch = 1", "Unknown column 'nosuch'", "commits DDL", "unfinished"] {
+    for needle in [
+        "`client`",
+        "2.1_slug.sql",
+        "UPDATE items SET nosuch = 1",
+        "Unknown column 'nosuch'",
+        "commits DDL",
+        "unfinished",
+    ] {
         assert!(msg.contains(needle), "`{needle}` missing from: {msg}");
     }
     // Half applied: the column and the table of 2.1 stayed (implicit commits), the step is unfinished.
     let mut c = site.db.client();
     assert_eq!(columns(&mut c, "items"), ["id", "title", "tags", "slug"]);
-    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'side'"), 1);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'side'"
+        ),
+        1
+    );
     let state = engine.inspect().unwrap();
     assert_eq!(state.version(), Some(v("2.0")));
     let unfinished: Vec<&str> = db::unfinished_steps(state.history()).iter().map(|r| r.file.as_str()).collect();
@@ -366,9 +368,13 @@ fn my_rollbacks_minor_code_only_major_by_down_script_or_restore() {
     c.query_drop("UPDATE items SET tags = 'changed' WHERE id IN (2, 3, 4)").unwrap();
     c.query_drop("DELETE FROM items WHERE id = 6").unwrap(); // cascades to its 2 notes
     let diff = engine.diff_since(&record, &site.backups).unwrap();
-    let got: Vec<(&str, u64, u64, u64)> = diff.iter().map(|d| (d.table.as_str(), d.added, d.changed, d.removed)).collect();
+    let got: Vec<(&str, u64, u64, u64)> =
+        diff.iter().map(|d| (d.table.as_str(), d.added, d.changed, d.removed)).collect();
     assert_eq!(got, vec![("items", 2, 3, 1), ("notes", 0, 0, 2)]);
-    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle\\_scratch\\_%'"), 0);
+    assert_eq!(
+        count(&mut c, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bundle\\_scratch\\_%'"),
+        0
+    );
     engine.restore(&record, &site.backups).unwrap();
     assert_eq!(engine.dump().unwrap(), at_1_1);
     assert_eq!(version_of(engine.as_mut()), v("1.1"));
@@ -604,7 +610,11 @@ fn my_client_programs_never_get_a_password_on_their_command_line() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("ARGV-CHILD-DONE"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("ARGV-CHILD-DONE"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = std::fs::read_to_string(&log).unwrap();
     assert!(lines.lines().any(|l| l.contains("dump ")), "no dump program was run:\n{lines}");
     for l in lines.lines().filter(|l| !l.contains("--version")) {

@@ -104,11 +104,7 @@ impl TestDb {
         let name = format!("bundle_t_{}", random());
         let mut c = postgres::Client::connect(server, postgres::NoTls).expect("connect to BUNDLE_TEST_PG");
         c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        TestDb {
-            server: server.into(),
-            url: url_for(server, &name),
-            name,
-        }
+        TestDb { server: server.into(), url: url_for(server, &name), name }
     }
 
     fn client(&self) -> postgres::Client {
@@ -144,11 +140,7 @@ impl Site {
         std::fs::create_dir_all(&root).unwrap();
         let db = TestDb::new(server);
         let url = url.map(str::to_string).unwrap_or_else(|| db.url.clone());
-        std::fs::write(
-            root.join("site.yaml"),
-            format!("databases:\n  client:\n    url: \"{url}\"\n"),
-        )
-        .unwrap();
+        std::fs::write(root.join("site.yaml"), format!("databases:\n  client:\n    url: \"{url}\"\n")).unwrap();
         let migrations = tmp.path().join("migrations");
         std::fs::create_dir_all(&migrations).unwrap();
         for (name, body) in [
@@ -162,13 +154,7 @@ impl Site {
             std::fs::write(migrations.join(name), body).unwrap();
         }
         let backups = tmp.path().join("backups/1");
-        Site {
-            _tmp: tmp,
-            root,
-            migrations,
-            backups,
-            db,
-        }
+        Site { _tmp: tmp, root, migrations, backups, db }
     }
 
     fn write(&self, name: &str, body: &str) {
@@ -229,22 +215,16 @@ fn pg_clean_install_then_gap_upgrade_keeps_every_row() {
     assert_eq!(site.upgrade(engine.as_mut(), "1.0").unwrap(), 1);
     let mut c = site.db.client();
     fill_at_1_0(&mut c, 500);
-    let before: Vec<(i32, String)> = c
-        .query("SELECT id, name FROM items ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let before: Vec<(i32, String)> =
+        c.query("SELECT id, name FROM items ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(before.len(), 501);
 
     // 1.0 → 2.1 in one run: 1.1, 2.0, 2.1 (.sql then .py).
     assert_eq!(site.upgrade(engine.as_mut(), "2.1").unwrap(), 4);
     let DbState::Versioned { version, history } = engine.inspect().unwrap() else { panic!() };
     assert_eq!(version, v("2.1"));
-    let rows: Vec<(String, Direction, bool, String)> = history
-        .iter()
-        .map(|r| (r.file.clone(), r.direction, r.success, r.schema_after.to_string()))
-        .collect();
+    let rows: Vec<(String, Direction, bool, String)> =
+        history.iter().map(|r| (r.file.clone(), r.direction, r.success, r.schema_after.to_string())).collect();
     let up = |f: &str, a: &str| (f.to_string(), Direction::Up, true, a.to_string());
     assert_eq!(
         rows,
@@ -262,26 +242,16 @@ fn pg_clean_install_then_gap_upgrade_keeps_every_row() {
         assert_eq!(row.release, RELEASE);
         assert_eq!(row.applied_at.len(), 24, "{}", row.applied_at);
     }
-    let after: Vec<(i32, String)> = c
-        .query("SELECT id, title FROM items ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let after: Vec<(i32, String)> =
+        c.query("SELECT id, title FROM items ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(after, before);
     assert_eq!(columns(&mut c, "items"), ["id", "title", "tags", "slug"]);
     assert_eq!(count(&mut c, "SELECT count(*) FROM notes"), 1000);
-    assert_eq!(
-        count(&mut c, "SELECT count(*) FROM items WHERE slug = lower(replace(title, ' ', '-'))"),
-        501
-    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM items WHERE slug = lower(replace(title, ' ', '-'))"), 501);
     // The trigger of 1.1 is live; the data step ran at the site root with the full URL.
     c.batch_execute("INSERT INTO notes (item_id, body) VALUES (1, '  x  ')").unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM notes WHERE body = 'x'"), 1);
-    assert_eq!(
-        std::fs::read_to_string(site.root.join("slug-ran-for-client")).unwrap(),
-        site.db.url
-    );
+    assert_eq!(std::fs::read_to_string(site.root.join("slug-ran-for-client")).unwrap(), site.db.url);
     let state = engine.inspect().unwrap();
     assert!(plan_up("client", &site.steps(), &state, v("2.1")).unwrap().is_empty());
     assert!(db::unfinished_steps(state.history()).is_empty());
@@ -367,7 +337,8 @@ fn pg_rollbacks_minor_code_only_major_by_down_script_or_restore() {
     )
     .unwrap();
     let diff = engine.diff_since(&record, &site.backups).unwrap();
-    let got: Vec<(&str, u64, u64, u64)> = diff.iter().map(|d| (d.table.as_str(), d.added, d.changed, d.removed)).collect();
+    let got: Vec<(&str, u64, u64, u64)> =
+        diff.iter().map(|d| (d.table.as_str(), d.added, d.changed, d.removed)).collect();
     // `title` was `name` in the backup: rows compare on the columns both sides have (id, tags).
     assert_eq!(got, vec![("items", 2, 3, 1), ("notes", 0, 0, 2)]);
     let scratch_dbs = count(&mut c, "SELECT count(*) FROM pg_database WHERE datname LIKE 'bundle\\_scratch\\_%'");
@@ -444,7 +415,10 @@ fn pg_killed_mid_chain_leaves_the_last_committed_step() {
     let Some(server) = server_url() else { return };
     let site = Site::new(&server);
     // 2.0 changes the schema, then stalls: the node dies (SIGKILL) inside its transaction.
-    site.write("2.0_rename.sql", "ALTER TABLE items RENAME COLUMN name TO title;\nSELECT pg_sleep(3);\nCREATE TABLE never (x int);\n");
+    site.write(
+        "2.0_rename.sql",
+        "ALTER TABLE items RENAME COLUMN name TO title;\nSELECT pg_sleep(3);\nCREATE TABLE never (x int);\n",
+    );
     let mut engine = site.open();
     site.upgrade(engine.as_mut(), "1.0").unwrap();
     fill_at_1_0(&mut site.db.client(), 20);
@@ -458,14 +432,22 @@ fn pg_killed_mid_chain_leaves_the_last_committed_step() {
         .unwrap();
     let mut c = site.db.client();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&mut c, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()") == 0 {
+    while count(
+        &mut c,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()",
+    ) == 0
+    {
         assert!(Instant::now() < deadline, "the child never reached 2.0");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     // The server notices the dead client once pg_sleep ends and rolls its transaction back.
-    while count(&mut c, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()") > 0 {
+    while count(
+        &mut c,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()",
+    ) > 0
+    {
         assert!(Instant::now() < deadline + Duration::from_secs(30), "the child's session never ended");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -623,7 +605,9 @@ fn pg_preflight_names_missing_or_mismatched_programs() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("PREFLIGHT-ERROR kind=db_tools") && text.contains("version 9") && text.contains("nothing was changed"),
+        text.contains("PREFLIGHT-ERROR kind=db_tools")
+            && text.contains("version 9")
+            && text.contains("nothing was changed"),
         "{text}"
     );
     // Nothing was changed: the database is still clean.
@@ -685,11 +669,7 @@ fn pg_bench_chain_vs_psql_and_backup_restore_1gb() {
     println!("generated {:.2} GB in {:?}", size as f64 / 1e9, t.elapsed());
     let t = Instant::now();
     let record = engine.backup(&site.backups).unwrap();
-    println!(
-        "backup (pg_dump -Fc, fsync, sha256): {:?}, dump {:.2} GB",
-        t.elapsed(),
-        record.bytes as f64 / 1e9
-    );
+    println!("backup (pg_dump -Fc, fsync, sha256): {:?}, dump {:.2} GB", t.elapsed(), record.bytes as f64 / 1e9);
     c.batch_execute("DELETE FROM readings WHERE id % 2 = 0").unwrap();
     let t = Instant::now();
     engine.restore(&record, &site.backups).unwrap();
@@ -759,11 +739,26 @@ fn pg_tls_follows_libpq_sslmode() {
     assert!(engine_uses_tls(&host_url("localhost", &format!("sslmode=verify-full&{root_param}"))).unwrap());
     let err = engine_uses_tls(&with(&format!("sslmode=verify-full&{root_param}"))).unwrap_err();
     assert_eq!(err.kind(), "open", "{err}");
-    assert!(err.to_string().to_lowercase().contains("certificate"), "the refusal should be about the certificate: {err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "the refusal should be about the certificate: {err}"
+    );
     // A root that did not sign the server's certificate fails require and verify-ca alike.
     let other = tmp.path().join("other-ca.pem");
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(tmp.path().join("other.key"))
         .arg("-out")
@@ -908,7 +903,11 @@ fn pg_client_programs_never_get_a_password_on_their_command_line() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && stdout.contains("ARGV-CHILD-DONE"), "{form}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && stdout.contains("ARGV-CHILD-DONE"),
+            "{form}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines = std::fs::read_to_string(&log).unwrap();
         for prog in ["pg_dump ", "pg_restore "] {
             assert!(lines.lines().any(|l| l.starts_with(prog)), "{form}: {prog}was not run:\n{lines}");

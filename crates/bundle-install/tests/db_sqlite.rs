@@ -101,12 +101,7 @@ impl Site {
             std::fs::write(migrations.join(name), body).unwrap();
         }
         let backups = tmp.path().join("backups/1");
-        Site {
-            _tmp: tmp,
-            root,
-            migrations,
-            backups,
-        }
+        Site { _tmp: tmp, root, migrations, backups }
     }
 
     fn write(&self, name: &str, body: &str) {
@@ -146,10 +141,7 @@ fn count(c: &Connection, sql: &str) -> i64 {
 
 fn columns(c: &Connection, table: &str) -> Vec<String> {
     let mut stmt = c.prepare(&format!("PRAGMA table_info({table})")).unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(1))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    stmt.query_map([], |r| r.get::<_, String>(1)).unwrap().map(Result::unwrap).collect()
 }
 
 fn version_of(engine: &mut dyn Engine) -> SchemaVersion {
@@ -160,15 +152,11 @@ fn version_of(engine: &mut dyn Engine) -> SchemaVersion {
 fn fill_at_1_0(c: &Connection, n: i64) {
     let tx = c.unchecked_transaction().unwrap();
     for i in 0..n {
-        tx.execute("INSERT INTO items (name) VALUES (?1)", [format!("Item {i}")])
-            .unwrap();
+        tx.execute("INSERT INTO items (name) VALUES (?1)", [format!("Item {i}")]).unwrap();
         let id = tx.last_insert_rowid();
         for j in 0..2 {
-            tx.execute(
-                "INSERT INTO notes (item_id, body) VALUES (?1, ?2)",
-                rusqlite::params![id, format!("note {j}")],
-            )
-            .unwrap();
+            tx.execute("INSERT INTO notes (item_id, body) VALUES (?1, ?2)", rusqlite::params![id, format!("note {j}")])
+                .unwrap();
         }
     }
     tx.commit().unwrap();
@@ -185,30 +173,14 @@ fn db_clean_install_runs_every_step_and_records_history() {
     let ran = site.upgrade(engine.as_mut(), "2.1").unwrap();
     assert_eq!(ran, 5);
 
-    let DbState::Versioned { version, history } = engine.inspect().unwrap() else {
-        panic!("not versioned")
-    };
+    let DbState::Versioned { version, history } = engine.inspect().unwrap() else { panic!("not versioned") };
     assert_eq!(version, v("2.1"));
     let rows: Vec<(String, String, Direction, bool, String)> = history
         .iter()
-        .map(|r| {
-            (
-                r.version.to_string(),
-                r.file.clone(),
-                r.direction,
-                r.success,
-                r.schema_after.to_string(),
-            )
-        })
+        .map(|r| (r.version.to_string(), r.file.clone(), r.direction, r.success, r.schema_after.to_string()))
         .collect();
     let expect = |ver: &str, file: &str, after: &str| {
-        (
-            ver.to_string(),
-            file.to_string(),
-            Direction::Up,
-            true,
-            after.to_string(),
-        )
+        (ver.to_string(), file.to_string(), Direction::Up, true, after.to_string())
     };
     assert_eq!(
         rows,
@@ -220,30 +192,21 @@ fn db_clean_install_runs_every_step_and_records_history() {
             expect("2.1", "2.1_slug.py", "2.1"),
         ]
     );
-    for (row, name) in history.iter().zip([
-        "1.0_init.sql",
-        "1.1_add_tags.sql",
-        "2.0_rename.sql",
-        "2.1_slug.sql",
-        "2.1_slug.py",
-    ]) {
+    for (row, name) in
+        history.iter().zip(["1.0_init.sql", "1.1_add_tags.sql", "2.0_rename.sql", "2.1_slug.sql", "2.1_slug.py"])
+    {
         let bytes = std::fs::read(site.migrations.join(name)).unwrap();
         assert_eq!(row.sha256, db::sha256_hex(&bytes));
         assert_eq!(row.release, RELEASE);
         let t = row.applied_at.as_bytes();
-        assert!(
-            t.len() == 24 && t[4] == b'-' && t[10] == b'T' && t[23] == b'Z',
-            "{}",
-            row.applied_at
-        );
+        assert!(t.len() == 24 && t[4] == b'-' && t[10] == b'T' && t[23] == b'Z', "{}", row.applied_at);
     }
     assert!(history.windows(2).all(|w| w[0].id < w[1].id));
 
     let c = site.sql();
     assert_eq!(columns(&c, "items"), ["id", "title", "tags", "slug"]);
     assert_eq!(
-        c.query_row("SELECT slug FROM items", [], |r| r.get::<_, String>(0))
-            .unwrap(),
+        c.query_row("SELECT slug FROM items", [], |r| r.get::<_, String>(0)).unwrap(),
         "first;-with-a-semicolon"
     );
     // The data script ran with its cwd in the database's directory.
@@ -260,14 +223,10 @@ fn db_upgrade_from_1_0_keeps_every_row() {
     site.upgrade(engine.as_mut(), "1.0").unwrap();
     let c = site.sql();
     fill_at_1_0(&c, 500);
-    c.execute("INSERT INTO notes (item_id, body) VALUES (1, '  padded  ')", [])
-        .unwrap();
+    c.execute("INSERT INTO notes (item_id, body) VALUES (1, '  padded  ')", []).unwrap();
     let before: Vec<(i64, String)> = {
         let mut s = c.prepare("SELECT id, name FROM items ORDER BY id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(before.len(), 501);
 
@@ -275,25 +234,15 @@ fn db_upgrade_from_1_0_keeps_every_row() {
     assert_eq!(version_of(engine.as_mut()), v("2.1"));
     let after: Vec<(i64, String)> = {
         let mut s = c.prepare("SELECT id, title FROM items ORDER BY id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(after, before);
     // DROP TABLE items in 2.0 did not cascade into notes.
     assert_eq!(count(&c, "SELECT count(*) FROM notes"), 1001);
-    assert_eq!(
-        count(
-            &c,
-            "SELECT count(*) FROM items WHERE slug = lower(replace(title, ' ', '-'))"
-        ),
-        501
-    );
+    assert_eq!(count(&c, "SELECT count(*) FROM items WHERE slug = lower(replace(title, ' ', '-'))"), 501);
     assert_eq!(count(&c, "SELECT count(*) FROM items WHERE tags = ''"), 501);
     // The trigger added by 1.1 is live.
-    c.execute("INSERT INTO notes (item_id, body) VALUES (1, '  x  ')", [])
-        .unwrap();
+    c.execute("INSERT INTO notes (item_id, body) VALUES (1, '  x  ')", []).unwrap();
     assert_eq!(count(&c, "SELECT count(*) FROM notes WHERE body = 'x'"), 1);
     // The rebuild left no dangling references.
     let mut fk = c.prepare("PRAGMA foreign_key_check").unwrap();
@@ -314,19 +263,12 @@ fn db_failing_last_step_rolls_back_that_step_only() {
     assert!(!err.is_policy());
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "{msg}");
-    for needle in [
-        "`client`",
-        "2.1_slug.sql",
-        "UPDATE items SET nosuch = 1",
-        "no such column: nosuch",
-    ] {
+    for needle in ["`client`", "2.1_slug.sql", "UPDATE items SET nosuch = 1", "no such column: nosuch"] {
         assert!(msg.contains(needle), "`{needle}` missing from: {msg}");
     }
 
     // 1.0 .. 2.0 committed, nothing of 2.1.
-    let DbState::Versioned { version, history } = engine.inspect().unwrap() else {
-        panic!()
-    };
+    let DbState::Versioned { version, history } = engine.inspect().unwrap() else { panic!() };
     assert_eq!(version, v("2.0"));
     let c = site.sql();
     assert_eq!(columns(&c, "items"), ["id", "title", "tags"]);
@@ -334,10 +276,7 @@ fn db_failing_last_step_rolls_back_that_step_only() {
     assert_eq!(count(&c, "SELECT count(*) FROM items"), 1);
     // The failure is in the history, without changing the version.
     let last = history.last().unwrap();
-    assert_eq!(
-        (last.file.as_str(), last.success, last.schema_after),
-        ("2.1_slug.sql", false, v("2.0"))
-    );
+    assert_eq!((last.file.as_str(), last.success, last.schema_after), ("2.1_slug.sql", false, v("2.0")));
     assert_eq!(history.iter().filter(|r| r.success).count(), 3);
 }
 
@@ -364,10 +303,7 @@ fn db_failing_data_script_reports_stderr_and_resumes() {
     site.write("2.1_slug.py", SLUG_PY);
     let state = engine.inspect().unwrap();
     let plan = plan_up("client", &site.steps(), &state, v("2.1")).unwrap();
-    assert_eq!(
-        plan.iter().map(|p| p.file.file.as_str()).collect::<Vec<_>>(),
-        ["2.1_slug.py"]
-    );
+    assert_eq!(plan.iter().map(|p| p.file.file.as_str()).collect::<Vec<_>>(), ["2.1_slug.py"]);
     apply_plan(engine.as_mut(), &plan, RELEASE, python()).unwrap();
     assert_eq!(version_of(engine.as_mut()), v("2.1"));
 }
@@ -375,49 +311,32 @@ fn db_failing_data_script_reports_stderr_and_resumes() {
 #[test]
 fn db_transaction_control_and_fk_violations_are_refused() {
     let site = Site::new();
-    site.write(
-        "1.1_add_tags.sql",
-        "ALTER TABLE items ADD COLUMN tags TEXT;\nCOMMIT;\nCREATE TABLE late (x);\n",
-    );
+    site.write("1.1_add_tags.sql", "ALTER TABLE items ADD COLUMN tags TEXT;\nCOMMIT;\nCREATE TABLE late (x);\n");
     let mut engine = site.open();
     let err = site.upgrade(engine.as_mut(), "1.1").unwrap_err();
     assert!(err.to_string().contains("COMMIT is not allowed"), "{err}");
     assert_eq!(version_of(engine.as_mut()), v("1.0"));
     assert!(!columns(&site.sql(), "items").contains(&"tags".to_string()));
 
-    site.write(
-        "1.1_add_tags.sql",
-        "INSERT INTO notes (item_id, body) VALUES (999, 'orphan');\n",
-    );
+    site.write("1.1_add_tags.sql", "INSERT INTO notes (item_id, body) VALUES (999, 'orphan');\n");
     let err = site.upgrade(engine.as_mut(), "1.1").unwrap_err();
-    assert!(
-        err.to_string().contains("foreign_key_check") && err.to_string().contains("notes -> items"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("foreign_key_check") && err.to_string().contains("notes -> items"), "{err}");
     assert_eq!(count(&site.sql(), "SELECT count(*) FROM notes"), 0);
 }
 
 fn backup_restore_roundtrip(journal_mode: &str) {
     let site = Site::new();
-    site.write(
-        "2.1_slug.sql",
-        "ALTER TABLE items ADD COLUMN slug TEXT;\nUPDATE items SET nosuch = 1;\n",
-    );
+    site.write("2.1_slug.sql", "ALTER TABLE items ADD COLUMN slug TEXT;\nUPDATE items SET nosuch = 1;\n");
     let mut engine = site.open();
     site.upgrade(engine.as_mut(), "1.0").unwrap();
     {
         let c = site.sql();
-        let _: String = c
-            .query_row(&format!("PRAGMA journal_mode = {journal_mode}"), [], |r| r.get(0))
-            .unwrap();
+        let _: String = c.query_row(&format!("PRAGMA journal_mode = {journal_mode}"), [], |r| r.get(0)).unwrap();
         fill_at_1_0(&c, 200);
         c.execute_batch("PRAGMA user_version = 7").unwrap();
     }
     let before = engine.dump().unwrap();
-    assert!(
-        before.contains("INSERT INTO \"items\" VALUES(201,'Item 199');"),
-        "{before}"
-    );
+    assert!(before.contains("INSERT INTO \"items\" VALUES(201,'Item 199');"), "{before}");
 
     let record = engine.backup(&site.backups).unwrap();
     assert_eq!(record.version, v("1.0"));
@@ -432,9 +351,7 @@ fn backup_restore_roundtrip(journal_mode: &str) {
     assert_eq!(version_of(engine.as_mut()), v("2.0"));
     assert_ne!(engine.dump().unwrap(), before);
     // Another connection (the app) writes too, after the backup.
-    site.sql()
-        .execute("INSERT INTO items (title) VALUES ('written after the backup')", [])
-        .unwrap();
+    site.sql().execute("INSERT INTO items (title) VALUES ('written after the backup')", []).unwrap();
 
     engine.restore(&record, &site.backups).unwrap();
     assert_eq!(engine.dump().unwrap(), before);
@@ -486,14 +403,9 @@ fn db_clean_install_backup_is_absent_and_restore_deletes() {
     let record = engine.backup(&site.backups).unwrap();
     assert!(record.is_absent() && record.blake3.is_none() && record.sha256.is_none());
     site.upgrade(engine.as_mut(), "2.1").unwrap();
-    site.sql()
-        .execute("INSERT INTO items (title) VALUES ('x')", [])
-        .unwrap();
+    site.sql().execute("INSERT INTO items (title) VALUES ('x')", []).unwrap();
     let diff = engine.diff_since(&record, &site.backups).unwrap();
-    assert_eq!(
-        diff.iter().map(|d| (d.table.as_str(), d.added)).collect::<Vec<_>>(),
-        [("items", 2)]
-    );
+    assert_eq!(diff.iter().map(|d| (d.table.as_str(), d.added)).collect::<Vec<_>>(), [("items", 2)]);
     engine.restore(&record, &site.backups).unwrap();
     assert!(!site.db_path().exists());
     assert_eq!(engine.inspect().unwrap(), DbState::Clean);
@@ -507,11 +419,8 @@ fn db_corrupt_live_file_is_replaced_by_the_backup() {
     let before = engine.dump().unwrap();
     let record = engine.backup(&site.backups).unwrap();
     engine.close().unwrap();
-    std::fs::write(
-        site.db_path(),
-        b"this is not a database, it is long enough to have a header.....................",
-    )
-    .unwrap();
+    std::fs::write(site.db_path(), b"this is not a database, it is long enough to have a header.....................")
+        .unwrap();
     let mut engine = site.open();
     assert_eq!(engine.inspect().unwrap_err().kind(), "open");
     engine.restore(&record, &site.backups).unwrap();
@@ -527,12 +436,7 @@ fn db_drift_is_detected_and_nothing_runs() {
     site.write("1.1_add_tags.sql", &format!("-- edited after release\n{ADD_TAGS}"));
     let err = site.upgrade(engine.as_mut(), "2.1").unwrap_err();
     match &err {
-        DbError::Drift {
-            db,
-            file,
-            recorded: r,
-            shipped,
-        } => {
+        DbError::Drift { db, file, recorded: r, shipped } => {
             assert_eq!((db.as_str(), file.as_str()), ("client", "1.1_add_tags.sql"));
             assert_eq!(r, &recorded);
             assert_ne!(shipped, &recorded);
@@ -556,10 +460,7 @@ fn db_newer_major_is_refused() {
     let err = plan_up("client", &site.steps(), &state, v("1.1")).unwrap_err();
     assert_eq!(err.kind(), "incompatible");
     assert!(err.is_policy());
-    assert!(
-        err.to_string().contains("2.1") && err.to_string().contains("1.1"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("2.1") && err.to_string().contains("1.1"), "{err}");
     // Same major, older minor: compatible, nothing to do.
     assert!(plan_up("client", &site.steps(), &state, v("2.0")).unwrap().is_empty());
 }
@@ -577,31 +478,18 @@ fn db_unversioned_is_refused_then_baselined() {
     }
     let mut engine = site.open();
     let state = engine.inspect().unwrap();
-    assert_eq!(
-        state,
-        DbState::Unversioned {
-            tables: vec!["items".into(), "notes".into()]
-        }
-    );
+    assert_eq!(state, DbState::Unversioned { tables: vec!["items".into(), "notes".into()] });
     let err = plan_up("client", &site.steps(), &state, v("2.1")).unwrap_err();
     assert_eq!(err.kind(), "unversioned");
     assert!(err.is_policy());
     assert!(err.to_string().contains("--baseline client=VERSION"), "{err}");
 
     engine.baseline(v("1.1"), RELEASE).unwrap();
-    let DbState::Versioned { version, history } = engine.inspect().unwrap() else {
-        panic!()
-    };
+    let DbState::Versioned { version, history } = engine.inspect().unwrap() else { panic!() };
     assert_eq!(version, v("1.1"));
     assert_eq!(history.len(), 1);
-    assert_eq!(
-        (history[0].direction, history[0].file.as_str()),
-        (Direction::Baseline, db::BASELINE_FILE)
-    );
-    assert_eq!(
-        engine.baseline(v("1.1"), RELEASE).unwrap_err().kind(),
-        "already_versioned"
-    );
+    assert_eq!((history[0].direction, history[0].file.as_str()), (Direction::Baseline, db::BASELINE_FILE));
+    assert_eq!(engine.baseline(v("1.1"), RELEASE).unwrap_err().kind(), "already_versioned");
 
     assert_eq!(site.upgrade(engine.as_mut(), "2.1").unwrap(), 3);
     assert_eq!(version_of(engine.as_mut()), v("2.1"));
@@ -632,9 +520,7 @@ fn db_down_plans_code_only_down_scripts_and_restore() {
     site.upgrade(engine.as_mut(), "1.0").unwrap();
     fill_at_1_0(&site.sql(), 50);
     site.upgrade(engine.as_mut(), "2.0").unwrap();
-    site.sql()
-        .execute("UPDATE items SET tags = 'kept' WHERE id = 3", [])
-        .unwrap();
+    site.sql().execute("UPDATE items SET tags = 'kept' WHERE id = 3", []).unwrap();
     let state = engine.inspect().unwrap();
     let plan = plan_down("client", &site.steps(), &state, v("1.1")).unwrap();
     assert_eq!(plan.len(), 1);
@@ -643,19 +529,14 @@ fn db_down_plans_code_only_down_scripts_and_restore() {
         ("2.0_rename.down.sql", Direction::Down, v("1.1"))
     );
     apply_plan(engine.as_mut(), &plan, "3.0.0", None).unwrap();
-    let DbState::Versioned { version, history } = engine.inspect().unwrap() else {
-        panic!()
-    };
+    let DbState::Versioned { version, history } = engine.inspect().unwrap() else { panic!() };
     assert_eq!(version, v("1.1"));
     assert_eq!(history.last().unwrap().direction, Direction::Down);
     let c = site.sql();
     assert_eq!(columns(&c, "items"), ["id", "name", "tags"]);
     assert_eq!(count(&c, "SELECT count(*) FROM items"), 51);
     assert_eq!(count(&c, "SELECT count(*) FROM notes"), 100);
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM items WHERE tags = 'kept' AND name = 'Item 1'"),
-        1
-    );
+    assert_eq!(count(&c, "SELECT count(*) FROM items WHERE tags = 'kept' AND name = 'Item 1'"), 1);
     // And up again: the down row does not count as drift or as applied.
     assert_eq!(site.upgrade(engine.as_mut(), "2.0").unwrap(), 1);
     assert_eq!(version_of(engine.as_mut()), v("2.0"));
@@ -690,10 +571,8 @@ fn db_diff_since_counts_rows_exactly() {
     site.upgrade(engine.as_mut(), "1.1").unwrap();
 
     let diff = engine.diff_since(&record, &site.backups).unwrap();
-    let got: Vec<(&str, u64, u64, u64)> = diff
-        .iter()
-        .map(|d| (d.table.as_str(), d.added, d.changed, d.removed))
-        .collect();
+    let got: Vec<(&str, u64, u64, u64)> =
+        diff.iter().map(|d| (d.table.as_str(), d.added, d.changed, d.removed)).collect();
     assert_eq!(
         got,
         vec![
@@ -718,19 +597,13 @@ fn db_backup_is_consistent_while_another_connection_writes() {
     let writer = site.sql();
     writer.execute_batch("BEGIN IMMEDIATE").unwrap();
     for i in 0..1000 {
-        writer
-            .execute("INSERT INTO items (name) VALUES (?1)", [format!("uncommitted {i}")])
-            .unwrap();
+        writer.execute("INSERT INTO items (name) VALUES (?1)", [format!("uncommitted {i}")]).unwrap();
     }
     let record = engine.backup(&site.backups).unwrap();
     writer.execute_batch("COMMIT").unwrap();
     let copy = Connection::open(site.backups.join(record.file.as_ref().unwrap())).unwrap();
     assert_eq!(count(&copy, "SELECT count(*) FROM items"), 101);
-    assert_eq!(
-        copy.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(copy.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap(), "ok");
     drop(copy);
 
     // (b) A writer holding the exclusive lock while committing: the backup waits (busy timeout) and
@@ -741,8 +614,7 @@ fn db_backup_is_consistent_while_another_connection_writes() {
         let c = Connection::open(path).unwrap();
         c.execute_batch("BEGIN EXCLUSIVE").unwrap();
         for i in 0..500 {
-            c.execute("INSERT INTO items (name) VALUES (?1)", [format!("late {i}")])
-                .unwrap();
+            c.execute("INSERT INTO items (name) VALUES (?1)", [format!("late {i}")]).unwrap();
         }
         locked_tx.send(()).unwrap();
         std::thread::sleep(Duration::from_millis(600));
@@ -754,10 +626,7 @@ fn db_backup_is_consistent_while_another_connection_writes() {
     let record = engine.backup(&dir2).unwrap();
     let waited = started.elapsed();
     holder.join().unwrap();
-    assert!(
-        waited >= Duration::from_millis(300),
-        "backup did not wait for the lock: {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(300), "backup did not wait for the lock: {waited:?}");
     let copy = Connection::open(dir2.join(record.file.as_ref().unwrap())).unwrap();
     assert_eq!(count(&copy, "SELECT count(*) FROM items"), 1601);
     assert_eq!(integrity(&copy), "ok");
@@ -768,8 +637,7 @@ fn db_backup_is_consistent_while_another_connection_writes() {
     let wal = site.sql();
     let _: String = wal.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).unwrap();
     wal.execute_batch("PRAGMA wal_autocheckpoint = 0").unwrap();
-    wal.execute_batch("BEGIN; DELETE FROM notes; DELETE FROM items WHERE id > 100; COMMIT;")
-        .unwrap();
+    wal.execute_batch("BEGIN; DELETE FROM notes; DELETE FROM items WHERE id > 100; COMMIT;").unwrap();
     wal.execute_batch("BEGIN IMMEDIATE; DELETE FROM items;").unwrap();
     let dir3 = site.backups.with_file_name("3");
     let record = engine.backup(&dir3).unwrap();
@@ -789,16 +657,9 @@ fn db_open_rejects_unknown_engines_and_escaping_paths() {
     let root = Path::new("/tmp/nowhere");
     let err = db::open("client", "oracle", root, "data/x.db").err().unwrap();
     assert_eq!(err.kind(), "unknown_engine");
-    assert!(
-        err.to_string().contains("oracle") && err.to_string().contains("sqlite"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("oracle") && err.to_string().contains("sqlite"), "{err}");
     for bad in ["/etc/x.db", "../x.db", "data/../../x.db", ""] {
-        assert_eq!(
-            db::open("client", "sqlite", root, bad).err().unwrap().kind(),
-            "config",
-            "{bad}"
-        );
+        assert_eq!(db::open("client", "sqlite", root, bad).err().unwrap().kind(), "config", "{bad}");
     }
     assert_eq!(db::open("../x", "sqlite", root, "x.db").err().unwrap().kind(), "config");
 }
@@ -815,8 +676,7 @@ fn db_bench_backup_restore_100mb() {
         let tx = c.unchecked_transaction().unwrap();
         let pad = "x".repeat(1000);
         for i in 0..100_000 {
-            tx.execute("INSERT INTO items (name) VALUES (?1)", [format!("{i} {pad}")])
-                .unwrap();
+            tx.execute("INSERT INTO items (name) VALUES (?1)", [format!("{i} {pad}")]).unwrap();
         }
         tx.commit().unwrap();
     }
@@ -826,11 +686,7 @@ fn db_bench_backup_restore_100mb() {
     let backup = t.elapsed();
     let t = Instant::now();
     let cp_to = site.backups.join("cp.db");
-    let status = std::process::Command::new("cp")
-        .arg(site.db_path())
-        .arg(&cp_to)
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("cp").arg(site.db_path()).arg(&cp_to).status().unwrap();
     assert!(status.success());
     std::fs::File::open(&cp_to).unwrap().sync_all().unwrap();
     let cp = t.elapsed();
@@ -971,7 +827,9 @@ fn db_restore_never_reuses_a_change_counter() {
     let record = engine.backup(&site.backups).unwrap();
     let writer = site.sql();
     let reader = site.sql();
-    let last = |c: &Connection| -> String { c.query_row("SELECT name FROM items ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).unwrap() };
+    let last = |c: &Connection| -> String {
+        c.query_row("SELECT name FROM items ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).unwrap()
+    };
     writer.execute("INSERT INTO items (name) VALUES ('first write')", []).unwrap();
     assert_eq!(last(&reader), "first write");
     engine.restore(&record, &site.backups).unwrap();

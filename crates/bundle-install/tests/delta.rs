@@ -25,8 +25,15 @@ fn bb(args: &[&OsStr]) -> Run {
 fn delta_build(name: &str, extra: &[&str]) -> (Run, PathBuf) {
     let out = scratch_dir(&format!("delta-{name}"));
     let spec = fixture_specs().join("4.0.0/spec.yaml");
-    let mut args: Vec<&OsStr> = vec![OsStr::new("build"), spec.as_os_str(), OsStr::new("--key"), fixture().key.secret_path.as_os_str()];
-    args.extend([OsStr::new("--out"), out.as_os_str(), OsStr::new("--base"), bundle("3.0.0").as_os_str(), OsStr::new("--json")]);
+    let mut args: Vec<&OsStr> =
+        vec![OsStr::new("build"), spec.as_os_str(), OsStr::new("--key"), fixture().key.secret_path.as_os_str()];
+    args.extend([
+        OsStr::new("--out"),
+        out.as_os_str(),
+        OsStr::new("--base"),
+        bundle("3.0.0").as_os_str(),
+        OsStr::new("--json"),
+    ]);
     args.extend(extra.iter().map(OsStr::new));
     (bb(&args), out)
 }
@@ -47,7 +54,8 @@ fn inspect(b: &Path) -> Value {
 }
 
 fn plan(root: &Path, b: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&OsStr> = vec![OsStr::new("plan"), b.as_os_str(), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")];
+    let mut args: Vec<&OsStr> =
+        vec![OsStr::new("plan"), b.as_os_str(), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")];
     args.extend(extra.iter().map(OsStr::new));
     bi(args)
 }
@@ -58,7 +66,8 @@ fn delta_bundle_is_small_signed_and_says_what_it_needs() {
     let full = bundle("4.0.0");
     let (ds, fs) = (std::fs::metadata(d).unwrap().len(), std::fs::metadata(full).unwrap().len());
     assert!(ds < fs, "delta {ds} bytes, full {fs}");
-    let v = bb(&[OsStr::new("verify"), d.as_os_str(), OsStr::new("--trust"), pubkey().as_os_str(), OsStr::new("--json")]);
+    let v =
+        bb(&[OsStr::new("verify"), d.as_os_str(), OsStr::new("--trust"), pubkey().as_os_str(), OsStr::new("--json")]);
     assert_eq!(v.code, Some(0), "{v}");
     // GNU tar reads it, and it holds no fieldkit wheel (3.0.0 carries the same one).
     let list = run(std::process::Command::new("tar").arg("-tzf").arg(d));
@@ -71,7 +80,8 @@ fn delta_bundle_is_small_signed_and_says_what_it_needs() {
     assert_eq!(j["delta"]["base"]["version"], "3.0.0");
     let base_id = inspect(bundle("3.0.0"));
     assert_eq!(base_id["kind"], "full");
-    let needs: Vec<&str> = j["delta"]["needs"].as_array().unwrap().iter().map(|n| n["path"].as_str().unwrap()).collect();
+    let needs: Vec<&str> =
+        j["delta"]["needs"].as_array().unwrap().iter().map(|n| n["path"].as_str().unwrap()).collect();
     assert!(needs.iter().any(|p| p.starts_with("wheels/fieldkit-")), "{needs:?}");
     // The manifest still lists (and signs) every file, omitted or not.
     let m = &j["manifest"];
@@ -95,7 +105,8 @@ fn delta_applies_on_a_site_that_has_the_base() {
     apply_ok(&root, bundle("3.0.0"));
     let p = plan(&root, delta_4(), &[]);
     assert_eq!(p.code, Some(0), "{p}");
-    let files = p.json()["plan"]["delta"]["files"].as_array().cloned().unwrap_or_else(|| panic!("no delta in plan:\n{p}"));
+    let files =
+        p.json()["plan"]["delta"]["files"].as_array().cloned().unwrap_or_else(|| panic!("no delta in plan:\n{p}"));
     assert!(!files.is_empty());
     let human = bi([OsStr::new("plan"), delta_4().as_os_str(), OsStr::new("--root"), root.as_os_str()]);
     assert!(human.stdout.contains("delta bundle on fieldlog 3.0.0"), "{human}");
@@ -168,7 +179,12 @@ fn delta_with_damaged_copies_uses_an_intact_one_or_refuses() {
     // Put the wheel right but damage the unpacked tree: the store entry is passed over, the kept
     // release's wheel (checked in full) is used, and the entry is rebuilt.
     std::fs::write(&whl, &good).unwrap();
-    let tree_file = walkdir::WalkDir::new(kit.join("tree")).into_iter().flatten().find(|e| e.path().ends_with("fieldkit/cli.py")).unwrap().into_path();
+    let tree_file = walkdir::WalkDir::new(kit.join("tree"))
+        .into_iter()
+        .flatten()
+        .find(|e| e.path().ends_with("fieldkit/cli.py"))
+        .unwrap()
+        .into_path();
     let mut t = std::fs::read(&tree_file).unwrap();
     t[0] ^= 1;
     std::fs::write(&tree_file, &t).unwrap();

@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
-use test_support::{build_fixture_bundle, copy_site, copy_spec, run, run_timeout, scratch_dir, site_python, snapshot, test_secret_key, KeyPair, Run, Snapshot};
+use test_support::{
+    build_fixture_bundle, copy_site, copy_spec, run, run_timeout, scratch_dir, site_python, snapshot, test_secret_key,
+    KeyPair, Run, Snapshot,
+};
 
 const INSTALL: &str = env!("CARGO_BIN_EXE_bundle-install");
 const NOTES: [&str; 3] = ["calibrated the thermometer", "wind picked up after noon", "battery swapped on mast two"];
@@ -56,7 +59,8 @@ fn world() -> &'static World {
         assert_eq!(r.code, Some(0), "installing the 1.0.0 base site failed:\n{r}");
         for (i, note) in NOTES.iter().enumerate() {
             let site_arg = if i == 0 { "north" } else { "ridge" };
-            let r = run(Command::new(base.join("current/venv/bin/fieldlog")).args(["add-note", note, "--site", site_arg]));
+            let r =
+                run(Command::new(base.join("current/venv/bin/fieldlog")).args(["add-note", note, "--site", site_arg]));
             assert_eq!(r.code, Some(0), "fieldlog add-note failed:\n{r}");
         }
         World { key, v4, hanging, base }
@@ -138,7 +142,8 @@ fn dump_db(path: &Path) -> Vec<String> {
     if !path.exists() {
         return vec!["<absent>".into()];
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
     let objects: Vec<(String, String, String)> = conn
         .prepare("SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name")
@@ -192,10 +197,12 @@ fn texts(path: &Path) -> Vec<String> {
         let cols = stmt.column_count();
         let rows: Vec<Vec<String>> = stmt
             .query_map([], |r| {
-                Ok((0..cols).filter_map(|i| match r.get_ref(i).unwrap() {
-                    ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-                    _ => None,
-                }).collect())
+                Ok((0..cols)
+                    .filter_map(|i| match r.get_ref(i).unwrap() {
+                        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                        _ => None,
+                    })
+                    .collect())
             })
             .unwrap()
             .map(Result::unwrap)
@@ -241,8 +248,15 @@ fn fingerprint(site: &Path) -> Fingerprint {
     Fingerprint {
         current: std::fs::read_link(site.join("current")).ok(),
         releases: snapshot(&site.join("releases")),
-        data_entries: std::fs::read_dir(site.join("data")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
-        databases: ["client", "metadata"].iter().map(|d| (d.to_string(), dump_db(&site.join(format!("data/{d}.db"))))).collect(),
+        data_entries: std::fs::read_dir(site.join("data"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        databases: ["client", "metadata"]
+            .iter()
+            .map(|d| (d.to_string(), dump_db(&site.join(format!("data/{d}.db")))))
+            .collect(),
         trust: snapshot(&site.join("trust")),
     }
 }
@@ -292,7 +306,11 @@ fn consistent(site: &Path, old: &Fingerprint) -> Result<&'static str, String> {
             if !rel.join("release.json").is_file() || rel.join(".incomplete").exists() {
                 return Err("current points at an incomplete releases/4.0.0".into());
             }
-            let entries: BTreeSet<String> = std::fs::read_dir(site.join("releases")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let entries: BTreeSet<String> = std::fs::read_dir(site.join("releases"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
             if entries != BTreeSet::from(["1.0.0".to_string(), "4.0.0".to_string()]) {
                 return Err(format!("releases/ holds {entries:?}"));
             }
@@ -326,7 +344,11 @@ impl Tmpfs {
         if r.code == Some(0) {
             Ok(Tmpfs(dir.to_path_buf()))
         } else {
-            Err(format!("cannot mount a tmpfs ({}): {}", r.code.map(|c| c.to_string()).unwrap_or_default(), r.stderr.trim()))
+            Err(format!(
+                "cannot mount a tmpfs ({}): {}",
+                r.code.map(|c| c.to_string()).unwrap_or_default(),
+                r.stderr.trim()
+            ))
         }
     }
 }
@@ -447,7 +469,10 @@ fn full_disk_at_every_stage() {
         let old = fingerprint(&site);
         let python = filling_python(tmp.path(), &mnt, leave_kb);
         let r = install(&site, &["apply", w.v4.to_str().unwrap(), "--python", python.to_str().unwrap()]);
-        assert!(mnt.join("filler").exists() || leave_kb > 0, "the wrapper did not fill the disk: the test is void\n{r}");
+        assert!(
+            mnt.join("filler").exists() || leave_kb > 0,
+            "the wrapper did not fill the disk: the test is void\n{r}"
+        );
         let (kind, message) = if r.code == Some(0) { (String::new(), String::new()) } else { error_of(&r) };
         outcomes.push(format!("leave {leave_kb} KiB: exit {:?} {kind} {message}", r.code));
         if r.panicked() {
@@ -461,7 +486,8 @@ fn full_disk_at_every_stage() {
         match r.code {
             Some(0) | Some(1) => {}
             Some(5) => {
-                problems.push(format!("leave {leave_kb} KiB: the run could not be undone on a full disk (exit 5):\n{r}"));
+                problems
+                    .push(format!("leave {leave_kb} KiB: the run could not be undone on a full disk (exit 5):\n{r}"));
                 let rec = install(&site, &["recover"]);
                 if rec.code != Some(0) {
                     problems.push(format!("leave {leave_kb} KiB: recover after freeing space failed:\n{rec}"));
@@ -510,7 +536,9 @@ impl Rng {
 
 /// The last step the journal had started when the process died.
 fn killed_in(site: &Path) -> String {
-    let Ok(bytes) = std::fs::read(site.join("state/journal.json")) else { return "no journal (not written yet, or the run had ended)".into() };
+    let Ok(bytes) = std::fs::read(site.join("state/journal.json")) else {
+        return "no journal (not written yet, or the run had ended)".into();
+    };
     let Ok(j) = serde_json::from_slice::<Value>(&bytes) else { return "a journal being rewritten".into() };
     let steps = j["steps"].as_array().cloned().unwrap_or_default();
     steps
@@ -520,7 +548,11 @@ fn killed_in(site: &Path) -> String {
         .map(|s| {
             let name = match s["action"].as_str().unwrap_or("?") {
                 "hook" => format!("hook {}", s["call"]["hook"].as_str().unwrap_or("?")),
-                "migrate" => format!("migrate {} {}", s["db"]["name"].as_str().unwrap_or("?"), s["version"].as_str().unwrap_or("?")),
+                "migrate" => format!(
+                    "migrate {} {}",
+                    s["db"]["name"].as_str().unwrap_or("?"),
+                    s["version"].as_str().unwrap_or("?")
+                ),
                 other => other.to_string(),
             };
             format!("{name} ({})", s["status"].as_str().unwrap_or("?"))
@@ -555,27 +587,39 @@ fn kill_9_at_twenty_random_moments() {
     // other tests are slower than the reference; a kill after the end is a valid case too).
     let mut rng = Rng(0x5eed_0f_c0ffee);
     let span = full.as_millis() as u64 * 8 / 5;
-    let delays: Vec<Duration> = (0..20u64).map(|i| Duration::from_millis(i * span / 20 + rng.below(span / 20))).collect();
+    let delays: Vec<Duration> =
+        (0..20u64).map(|i| Duration::from_millis(i * span / 20 + rng.below(span / 20))).collect();
     let results: Vec<Result<String, String>> = std::thread::scope(|s| {
-        let chunks: Vec<Vec<(usize, Duration)>> = (0..2).map(|k| delays.iter().copied().enumerate().filter(|(i, _)| i % 2 == k).collect()).collect();
+        let chunks: Vec<Vec<(usize, Duration)>> =
+            (0..2).map(|k| delays.iter().copied().enumerate().filter(|(i, _)| i % 2 == k).collect()).collect();
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 let tmp = tmp.path();
-                s.spawn(move || chunk.into_iter().map(|(i, d)| kill_once(&tmp.join(format!("kill-{i}")), i, d)).collect::<Vec<_>>())
+                s.spawn(move || {
+                    chunk.into_iter().map(|(i, d)| kill_once(&tmp.join(format!("kill-{i}")), i, d)).collect::<Vec<_>>()
+                })
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     let mut results = results;
     results.sort_by_key(|r| r.as_ref().map(|s| s[1..3].trim().parse::<usize>().unwrap_or(0)).unwrap_or(0));
-    let report: Vec<String> = results.iter().map(|r| match r {
-        Ok(s) => s.clone(),
-        Err(e) => format!("FAILED: {e}"),
-    }).collect();
+    let report: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(s) => s.clone(),
+            Err(e) => format!("FAILED: {e}"),
+        })
+        .collect();
     eprintln!("kill -9 (a full apply takes {full:?}):\n{}", report.join("\n"));
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failures.is_empty(), "{} of 20 kills ended inconsistent:\n{}", failures.len(), failures.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 20 kills ended inconsistent:\n{}",
+        failures.len(),
+        failures.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n\n")
+    );
 }
 
 fn kill_once(dir: &Path, i: usize, delay: Duration) -> Result<String, String> {
@@ -602,8 +646,12 @@ fn kill_once(dir: &Path, i: usize, delay: Duration) -> Result<String, String> {
         return Err(format!("#{i} (killed at {delay:?}, in {at}): recover failed:\n{rec}"));
     }
     let recovered = rec.stdout.trim().to_string();
-    let outcome = consistent(&site, &old).map_err(|why| format!("#{i} (killed at {delay:?}, in {at}, {status}): {why}\nrecover: {recovered}"))?;
-    let how = serde_json::from_str::<Value>(&recovered).ok().map(|v| v["recovery"]["recovered"].as_str().unwrap_or("?").to_string()).unwrap_or_default();
+    let outcome = consistent(&site, &old)
+        .map_err(|why| format!("#{i} (killed at {delay:?}, in {at}, {status}): {why}\nrecover: {recovered}"))?;
+    let how = serde_json::from_str::<Value>(&recovered)
+        .ok()
+        .map(|v| v["recovery"]["recovered"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_default();
     Ok(format!("#{i:>2} killed at {delay:>9.3?} in {at}: recover said `{how}`, site on {outcome}"))
 }
 
@@ -634,13 +682,18 @@ fn two_applies_started_together() {
     let mut runs = [(pa, pb, oa), (pb, pa, ob)];
     runs.sort_by_key(|(_, _, o)| o.status.code());
     let [(_, _, winner), (_, other_pid, loser)] = &runs;
-    let show = |o: &std::process::Output| format!("{:?}\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let show = |o: &std::process::Output| {
+        format!("{:?}\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
     assert_eq!(winner.status.code(), Some(0), "one apply must win:\n{}\n---\n{}", show(winner), show(loser));
     assert_eq!(loser.status.code(), Some(4), "the other must be refused (exit 4):\n{}", show(loser));
     let v: Value = serde_json::from_slice(&loser.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "locked", "{}", show(loser));
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains(&format!("pid {other_pid}")) && message.contains("apply"), "the refusal must name the holder (pid {other_pid}, apply): {message}");
+    assert!(
+        message.contains(&format!("pid {other_pid}")) && message.contains("apply"),
+        "the refusal must name the holder (pid {other_pid}, apply): {message}"
+    );
     assert_eq!(consistent(&site, &old), Ok("4.0.0"));
 }
 
@@ -701,12 +754,19 @@ fn config_converter_that_hangs() {
     let old = fingerprint(&site);
     let pid_file = tmp.path().join("converter.pid");
     let t = Instant::now();
-    let r = install_env(&site, &["apply", w.hanging.to_str().unwrap(), "--hook-timeout", "2"], &[("TEST_HANG_CONVERTER", pid_file.to_str().unwrap())]);
+    let r = install_env(
+        &site,
+        &["apply", w.hanging.to_str().unwrap(), "--hook-timeout", "2"],
+        &[("TEST_HANG_CONVERTER", pid_file.to_str().unwrap())],
+    );
     let took = t.elapsed();
     assert_eq!(r.code, Some(1), "a converter that hangs must fail the apply (exit 1) and be undone:\n{r}");
     let (kind, message) = error_of(&r);
     assert_eq!(kind, "converter_timeout", "{r}");
-    assert!(message.contains("2-to-3.py") && message.contains("2 s"), "the error should name the converter and its limit: {message}");
+    assert!(
+        message.contains("2-to-3.py") && message.contains("2 s"),
+        "the error should name the converter and its limit: {message}"
+    );
     assert!(took < Duration::from_secs(60), "apply took {took:?} with a 2 s limit");
     assert!(pid_file.exists(), "the converter never started its sleep: the test is void\n{r}");
     std::thread::sleep(Duration::from_millis(200));
@@ -736,9 +796,23 @@ fn missing_interpreter() {
     // A first install: nothing left behind either.
     let fresh = tmp.path().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
-    let r = install(&fresh.join("root"), &["apply", w.v4.to_str().unwrap(), "--trust", w.key.public_path.to_str().unwrap(), "--python", "/nonexistent/python3"]);
+    let r = install(
+        &fresh.join("root"),
+        &[
+            "apply",
+            w.v4.to_str().unwrap(),
+            "--trust",
+            w.key.public_path.to_str().unwrap(),
+            "--python",
+            "/nonexistent/python3",
+        ],
+    );
     assert_eq!((r.code, error_of(&r).0.as_str()), (Some(1), "python_not_found"), "{r}");
-    assert!(snapshot(&fresh).is_empty(), "a failed first install left {:?}", snapshot(&fresh).keys().collect::<Vec<_>>());
+    assert!(
+        snapshot(&fresh).is_empty(),
+        "a failed first install left {:?}",
+        snapshot(&fresh).keys().collect::<Vec<_>>()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,7 +839,9 @@ fn read_only_data(how: &str) {
         r = apply4(&site, &[]);
         assert!(!r.panicked(), "{r}");
         if !matches!(r.code, Some(1 | 4)) {
-            problems.push(format!("apply with a read-only data/ ({how}) must fail cleanly, exit 1 (undone) or 4 (refused up front):\n{r}"));
+            problems.push(format!(
+                "apply with a read-only data/ ({how}) must fail cleanly, exit 1 (undone) or 4 (refused up front):\n{r}"
+            ));
         }
         if r.code == Some(5) {
             let rec = install(&site, &["recover"]);

@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use test_support::{bin, build_fixture_bundle, copy_dir, copy_spec, diff_snapshots, run, run_timeout, scratch_dir, snapshot, tool, KeyPair, Run, Snapshot};
+use test_support::{
+    bin, build_fixture_bundle, copy_dir, copy_spec, diff_snapshots, run, run_timeout, scratch_dir, snapshot, tool,
+    KeyPair, Run, Snapshot,
+};
 
 const EPOCH: &str = "1700000000";
 /// Size of the random payload of the extra wheel: the bundle comes to ~3.4 MB, four 1 MiB parts.
@@ -106,11 +109,13 @@ fn fx() -> &'static Fx {
         let dir = scratch_dir("field");
         let key = KeyPair::keygen(&dir.join("vendor"));
         let spec = copy_spec("4.0.0", &dir.join("spec"));
-        let r = run(Command::new("python3")
-            .arg("-c")
-            .arg(MKWHEEL)
-            .arg(dir.join("spec/wheelhouse"))
-            .args(["fieldblob", "0.3.0", "License: MIT", &BLOB_BYTES.to_string(), "7"]));
+        let r = run(Command::new("python3").arg("-c").arg(MKWHEEL).arg(dir.join("spec/wheelhouse")).args([
+            "fieldblob",
+            "0.3.0",
+            "License: MIT",
+            &BLOB_BYTES.to_string(),
+            "7",
+        ]));
         r.expect_ok();
         let wheel = PathBuf::from(r.stdout.trim());
         assert!(std::fs::metadata(&wheel).unwrap().len() > BLOB_BYTES as u64, "{r}");
@@ -135,7 +140,8 @@ fn fx() -> &'static Fx {
         let split_json = build(&split_dir, &["--split-size", "1M"]);
         let whole = PathBuf::from(whole_json["bundle"].as_str().unwrap());
         let name = whole.file_name().unwrap().to_string_lossy().into_owned();
-        let parts: Vec<PathBuf> = split_json["parts"].as_array().expect("parts").iter().map(|p| PathBuf::from(p.as_str().unwrap())).collect();
+        let parts: Vec<PathBuf> =
+            split_json["parts"].as_array().expect("parts").iter().map(|p| PathBuf::from(p.as_str().unwrap())).collect();
         Fx { key, whole, whole_json, split_json, split_dir, name, parts }
     })
 }
@@ -256,7 +262,10 @@ fn bi_json(args: &[&std::ffi::OsStr], command: &str) -> (Run, Value) {
 }
 
 fn bb_verify(bundle: &Path) -> (Run, Value) {
-    let r = run_timeout(tool("bundle-build").arg("verify").arg(bundle).arg("--trust").arg(&fx().key.public_path).arg("--json"), APPLY_TIMEOUT);
+    let r = run_timeout(
+        tool("bundle-build").arg("verify").arg(bundle).arg("--trust").arg(&fx().key.public_path).arg("--json"),
+        APPLY_TIMEOUT,
+    );
     let v = json_of(&r, "verify");
     (r, v)
 }
@@ -275,7 +284,11 @@ fn sh_quote(s: &str) -> String {
 }
 
 fn command_line(c: &Command) -> String {
-    std::iter::once(c.get_program()).chain(c.get_args()).map(|a| sh_quote(&a.to_string_lossy())).collect::<Vec<_>>().join(" ")
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| sh_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `shell_cmd` (a `sh` command line) under a pseudo-terminal of `COLS` columns with
@@ -337,7 +350,10 @@ fn split_build_writes_parts_whose_cat_is_the_unsplit_bundle() {
     }
     // The index and its signature; nothing else in the directory.
     assert_eq!(PathBuf::from(f.split_json["bundle"].as_str().unwrap()), f.index(), "{:#}", f.split_json);
-    let mut listed: Vec<String> = std::fs::read_dir(&f.split_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut listed: Vec<String> = std::fs::read_dir(&f.split_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     listed.sort();
     let mut expected: Vec<String> = (1..=n).map(|i| format!("{}.{i:03}", f.name)).collect();
     expected.push(format!("{}.parts", f.name));
@@ -346,15 +362,26 @@ fn split_build_writes_parts_whose_cat_is_the_unsplit_bundle() {
     assert_eq!(listed, expected);
 
     // `cat` of the parts is byte-identical to the unsplit bundle built with the same SOURCE_DATE_EPOCH.
-    let cat = run(Command::new("sh").arg("-c").arg(format!("cat {} | sha256sum", f.parts.iter().map(|p| sh_quote(&p.to_string_lossy())).collect::<Vec<_>>().join(" "))));
+    let cat = run(Command::new("sh").arg("-c").arg(format!(
+        "cat {} | sha256sum",
+        f.parts.iter().map(|p| sh_quote(&p.to_string_lossy())).collect::<Vec<_>>().join(" ")
+    )));
     cat.expect_ok();
     let whole_sha = sha256_file(&f.whole);
-    assert_eq!(cat.stdout.split_whitespace().next(), Some(whole_sha.as_str()), "cat of the parts differs from the unsplit bundle");
+    assert_eq!(
+        cat.stdout.split_whitespace().next(),
+        Some(whole_sha.as_str()),
+        "cat of the parts differs from the unsplit bundle"
+    );
     let mut joined = Vec::new();
     for p in &f.parts {
         joined.extend(std::fs::read(p).unwrap());
     }
-    assert!(joined == std::fs::read(&f.whole).unwrap(), "cat of the parts is not byte-identical to {}", f.whole.display());
+    assert!(
+        joined == std::fs::read(&f.whole).unwrap(),
+        "cat of the parts is not byte-identical to {}",
+        f.whole.display()
+    );
 
     // Both builds report the same bundle.
     for k in ["sha256", "bytes", "manifest_sha256", "entries", "payload_bytes", "key_id"] {
@@ -415,7 +442,17 @@ fn apply_from_part_one_on_a_fresh_site() {
 fn apply_from_the_directory_on_a_fresh_site() {
     let f = fx();
     let root = fresh_root("apply-dir");
-    let (r, v) = bi_json(&["plan".as_ref(), f.split_dir.as_os_str(), "--root".as_ref(), root.as_os_str(), "--trust".as_ref(), f.key.public_path.as_os_str()], "plan");
+    let (r, v) = bi_json(
+        &[
+            "plan".as_ref(),
+            f.split_dir.as_os_str(),
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--trust".as_ref(),
+            f.key.public_path.as_os_str(),
+        ],
+        "plan",
+    );
     assert_eq!(v["plan"]["kind"], "clean_install", "{r}");
     assert!(!root.exists(), "plan wrote the site");
     let (r, v) = apply_json(&f.split_dir, &root, true);
@@ -572,12 +609,18 @@ fn apply_on_a_terminal_shows_spinners_marks_and_a_byte_bar() {
         assert!(out.contains(&format!("{step} ✓")), "step `{step}` not marked done (✓):\n{r}");
     }
     // The byte bar while verifying: a filled bar with the bundle's size.
-    let bar = out.lines().flat_map(|l| l.split('\r')).find(|l| l.contains("verifying") && l.contains("[====") && l.contains("MiB/"));
+    let bar = out
+        .lines()
+        .flat_map(|l| l.split('\r'))
+        .find(|l| l.contains("verifying") && l.contains("[====") && l.contains("MiB/"));
     assert!(bar.is_some(), "no byte bar while verifying:\n{r}");
     // Hook steps print a plain line on a terminal too: the hook's own output follows it, and a
     // spinner redrawing over that output would garble both. Every other step is animated.
     let plain: Vec<&str> = out.lines().filter(|l| l.starts_with("==> ")).collect();
-    assert!(plain.iter().all(|l| l.starts_with("==> running hook ")), "plain step lines for non-hook steps on a terminal: {plain:?}\n{r}");
+    assert!(
+        plain.iter().all(|l| l.starts_with("==> running hook ")),
+        "plain step lines for non-hook steps on a terminal: {plain:?}\n{r}"
+    );
     assert!(out.contains("done: fieldlog 4.0.0 is now current"), "{r}");
     assert_installed(&root);
 }
@@ -590,7 +633,9 @@ fn apply_without_a_terminal_prints_only_plain_step_lines() {
     assert_eq!(r.code, Some(0), "{r}");
     assert!(r.stdout.is_empty(), "apply's human output goes to stderr:\n{r}");
     assert_no_terminal_drawing(&r.stderr, &r);
-    for step in ["==> checking the bundle's signature", "==> verifying ", "==> installing wheels", "==> switching current"] {
+    for step in
+        ["==> checking the bundle's signature", "==> verifying ", "==> installing wheels", "==> switching current"]
+    {
         assert!(r.stderr.lines().any(|l| l.starts_with(step)), "no `{step}` line:\n{r}");
     }
     assert!(r.stderr.lines().any(|l| l == "done: fieldlog 4.0.0 is now current"), "{r}");
@@ -650,10 +695,17 @@ fn quiet_apply_and_verify_print_no_result_lines() {
     let r = run_timeout(&mut apply_cmd(&f.part(1), &root, true, &["--quiet"]), APPLY_TIMEOUT);
     assert_eq!(r.code, Some(0), "{r}");
     // The fixture's health-check hook prints `fieldlog 4.0.0`: hook output is the app's, not ours.
-    let mut extra: Vec<String> = r.stderr.lines().filter(|l| !l.trim().is_empty() && *l != "fieldlog 4.0.0").map(|l| format!("apply: {l}")).collect();
+    let mut extra: Vec<String> = r
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && *l != "fieldlog 4.0.0")
+        .map(|l| format!("apply: {l}"))
+        .collect();
     let r = run(tool("bundle-install").arg("verify").arg(f.index()).arg("--root").arg(&root).arg("--quiet"));
     assert_eq!(r.code, Some(0), "{r}");
-    extra.extend(r.stdout.lines().chain(r.stderr.lines()).filter(|l| !l.trim().is_empty()).map(|l| format!("verify: {l}")));
+    extra.extend(
+        r.stdout.lines().chain(r.stderr.lines()).filter(|l| !l.trim().is_empty()).map(|l| format!("verify: {l}")),
+    );
     assert!(extra.is_empty(), "--quiet printed more than errors and warnings:\n{}", extra.join("\n"));
 }
 
@@ -688,7 +740,8 @@ fn final_screen(bytes: &str, cols: usize) -> Vec<String> {
                     }
                     params.push(p);
                 }
-                let n: usize = params.trim_start_matches('?').split(';').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let n: usize =
+                    params.trim_start_matches('?').split(';').next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 match fin {
                     'A' => {
                         row = row.saturating_sub(n.max(1));
@@ -749,7 +802,8 @@ fn final_screen(bytes: &str, cols: usize) -> Vec<String> {
             }
         }
     }
-    let mut lines: Vec<String> = screen.into_iter().map(|l| l.into_iter().collect::<String>().trim_end().to_string()).collect();
+    let mut lines: Vec<String> =
+        screen.into_iter().map(|l| l.into_iter().collect::<String>().trim_end().to_string()).collect();
     while lines.last().is_some_and(String::is_empty) {
         lines.pop();
     }
@@ -783,9 +837,17 @@ fn after_apply_on_a_terminal_no_stale_spinner_is_left_on_screen() {
     assert!(stale.is_empty(), "spinner lines left on the final screen: {stale:?}\n--- screen ---\n{shown}");
     let last = screen.iter().rev().find(|l| !l.is_empty());
     assert_eq!(last.map(String::as_str), Some("done: fieldlog 4.0.0 is now current"), "--- screen ---\n{shown}");
-    for step in ["checking the bundle's signature", "staging releases/4.0.0", "installing wheels", "switching current → releases/4.0.0"] {
+    for step in [
+        "checking the bundle's signature",
+        "staging releases/4.0.0",
+        "installing wheels",
+        "switching current → releases/4.0.0",
+    ] {
         let lines: Vec<&String> = screen.iter().filter(|l| l.contains(step)).collect();
-        assert!(lines.len() == 1 && lines[0].contains('✓'), "step `{step}` must show once, with ✓: {lines:?}\n--- screen ---\n{shown}");
+        assert!(
+            lines.len() == 1 && lines[0].contains('✓'),
+            "step `{step}` must show once, with ✓: {lines:?}\n--- screen ---\n{shown}"
+        );
     }
     // Hooks write their own lines: their step is a plain line, shown once.
     let hook: Vec<&String> = screen.iter().filter(|l| l.contains("running hook health_check")).collect();

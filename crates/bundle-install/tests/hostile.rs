@@ -41,8 +41,8 @@ use bundle_core::manifest::Manifest;
 use serde_json::Value;
 use test_support::catalogue::{case, env, Case, Input};
 use test_support::{
-    copy_site, copy_spec, diff_snapshots, make_sentinel, run, run_timeout, scratch_dir, site_python, snapshot, snapshot_ignoring_lock,
-    test_secret_key, KeyPair, Parts, Run,
+    copy_site, copy_spec, diff_snapshots, make_sentinel, run, run_timeout, scratch_dir, site_python, snapshot,
+    snapshot_ignoring_lock, test_secret_key, KeyPair, Parts, Run,
 };
 
 const INSTALL: &str = env!("CARGO_BIN_EXE_bundle-install");
@@ -67,7 +67,12 @@ fn base_site() -> &'static Path {
             .arg(site_python())
             .arg("--json"));
         assert_eq!(r.code, Some(0), "installing the 1.0.0 base site failed:\n{r}");
-        let r = run(Command::new(root.join("current/venv/bin/fieldlog")).args(["add-note", "written before the attack", "--site", "ridge"]));
+        let r = run(Command::new(root.join("current/venv/bin/fieldlog")).args([
+            "add-note",
+            "written before the attack",
+            "--site",
+            "ridge",
+        ]));
         assert_eq!(r.code, Some(0), "fieldlog add-note on the base site failed:\n{r}");
         root
     })
@@ -86,7 +91,11 @@ fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
 
 /// The 4.0.0 fixture bundle with its manifest edited by `edit`, re-signed by `key` (default: the
 /// signer) with the trusted comment the builder would write for it.
-fn resigned(parts: &Parts, key: Option<&bundle_core::signature::SecretKey>, edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+fn resigned(
+    parts: &Parts,
+    key: Option<&bundle_core::signature::SecretKey>,
+    edit: impl FnOnce(&mut Manifest),
+) -> Vec<u8> {
     let mut p = parts.clone();
     let mut m = p.parsed();
     edit(&mut m);
@@ -241,9 +250,11 @@ fn check_run(name: &str, w: Where, r: &Run, e: &Expect, problems: &mut Vec<Strin
 fn run_scenario(s: Scenario) {
     let e = env();
     let name = s.name.as_str();
-    let tmp = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(scratch_dir("hostile-cases")).expect("tempdir");
+    let tmp =
+        tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(scratch_dir("hostile-cases")).expect("tempdir");
     let t = tmp.path();
-    let (site, sentinel, input_dir, fresh, work) = (t.join("site"), t.join("sentinel"), t.join("in"), t.join("fresh"), t.join("work"));
+    let (site, sentinel, input_dir, fresh, work) =
+        (t.join("site"), t.join("sentinel"), t.join("in"), t.join("fresh"), t.join("work"));
     copy_site(base_site(), &site);
     make_sentinel(&sentinel);
     for d in [&input_dir, &fresh, &work] {
@@ -260,7 +271,9 @@ fn run_scenario(s: Scenario) {
         }
         for k in &keys {
             // Stored as `trust add` would: `<KEYID>.pub` (a key that does not parse keeps its name).
-            let name = bundle_core::signature::PublicKey::read_file(k).map(|pk| format!("{}.pub", pk.key_id())).unwrap_or_else(|_| k.file_name().unwrap().to_string_lossy().into_owned());
+            let name = bundle_core::signature::PublicKey::read_file(k)
+                .map(|pk| format!("{}.pub", pk.key_id()))
+                .unwrap_or_else(|_| k.file_name().unwrap().to_string_lossy().into_owned());
             std::fs::copy(k, site.join("trust").join(name)).unwrap();
         }
     }
@@ -293,7 +306,9 @@ fn run_scenario(s: Scenario) {
                             args.extend([os("--python"), py.as_os_str()]);
                             args.extend(s.apply_args.iter().map(os));
                         }
-                        Where::SiteVerify => args.extend([os("verify"), bundle.as_os_str(), os("--root"), site.as_os_str()]),
+                        Where::SiteVerify => {
+                            args.extend([os("verify"), bundle.as_os_str(), os("--root"), site.as_os_str()])
+                        }
                         Where::KeyVerify => {
                             args.extend([os("verify"), bundle.as_os_str(), os("--trust")]);
                             args.extend(keys.iter().map(|k| k.as_os_str()));
@@ -314,12 +329,19 @@ fn run_scenario(s: Scenario) {
         }
         if let (Some(max), Where::SiteVerify | Where::KeyVerify) = (s.max_verify, w) {
             if r.elapsed > max {
-                problems.push(format!("[{name} / {w:?}] took {:?}, more than {max:?}: the flood was read instead of refused early", r.elapsed));
+                problems.push(format!(
+                    "[{name} / {w:?}] took {:?}, more than {max:?}: the flood was read instead of refused early",
+                    r.elapsed
+                ));
             }
         }
     }
     if fresh_root.symlink_metadata().is_ok() {
-        problems.push(format!("[{name}] the first-install root {} was left behind: {:?}", fresh_root.display(), snapshot(&fresh)));
+        problems.push(format!(
+            "[{name}] the first-install root {} was left behind: {:?}",
+            fresh_root.display(),
+            snapshot(&fresh)
+        ));
     }
     let diff = diff_snapshots(&before, &snapshot_ignoring_lock(t));
     if !diff.is_empty() {
@@ -410,12 +432,18 @@ fn same_version_other_content() -> Vec<u8> {
 
 #[test]
 fn policy_same_version_different_content() {
-    run_scenario(policy("same_version_different_content", same_version_other_content(), "same_version_different_content", &["1.0.0"]));
+    run_scenario(policy(
+        "same_version_different_content",
+        same_version_other_content(),
+        "same_version_different_content",
+        &["1.0.0"],
+    ));
 }
 
 #[test]
 fn policy_same_version_reinstall_is_refused_and_changes_nothing() {
-    let s = policy("reinstall", same_version_other_content(), "reinstall_unsupported", &["1.0.0"]).apply_args(&["--reinstall"]);
+    let s = policy("reinstall", same_version_other_content(), "reinstall_unsupported", &["1.0.0"])
+        .apply_args(&["--reinstall"]);
     run_scenario(s);
 }
 
@@ -465,7 +493,15 @@ fn policy_highest_sequence_survives_a_rollback() {
     let site = tmp.path().join("site");
     copy_site(base_site(), &site);
     let apply = |bundle: &Path, extra: &[&str]| {
-        run(Command::new(INSTALL).arg("apply").arg(bundle).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json").args(extra))
+        run(Command::new(INSTALL)
+            .arg("apply")
+            .arg(bundle)
+            .arg("--root")
+            .arg(&site)
+            .arg("--python")
+            .arg(site_python())
+            .arg("--json")
+            .args(extra))
     };
     apply(&e.real, &[]).expect_ok();
     let r = run(Command::new(INSTALL).args(["rollback", "--restore-data", "--yes", "--json", "--root"]).arg(&site));
@@ -537,11 +573,23 @@ fn trust_revoked_key_named_with_trust_flag() {
 /// changes; two databases sharing one `BUNDLE_DB_URL_` variable likewise.
 #[test]
 fn signed_database_path_into_installer_directories_is_refused() {
-    let paths = ["current/client.db", "releases/4.0.0/x.db", "backups/x.db", "trust/client.pub", "state/site.json", "site.yaml", "store/x.db", "scratch/x.db", ".current.new"];
+    let paths = [
+        "current/client.db",
+        "releases/4.0.0/x.db",
+        "backups/x.db",
+        "trust/client.pub",
+        "state/site.json",
+        "site.yaml",
+        "store/x.db",
+        "scratch/x.db",
+        ".current.new",
+    ];
     std::thread::scope(|scope| {
         for p in paths {
             scope.spawn(move || {
-                let bytes = resigned(&parts4(), None, |m| m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = p.into());
+                let bytes = resigned(&parts4(), None, |m| {
+                    m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = p.into()
+                });
                 let s = Scenario::new(&format!("reserved_db_path_{}", p.replace('/', "_")), Input::Bytes(bytes))
                     .run(Where::SiteApply, Expect::err(3, "invalid_manifest", &[p]))
                     .run(Where::FreshApply, Expect::err(3, "invalid_manifest", &[p]))
@@ -574,7 +622,11 @@ fn wheel_bomb_of_many_small_members_is_refused() {
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let zeros = vec![0u8; (4 << 20) - 1];
     for i in 0..16 {
-        z.start_file(format!("bomb/zeros{i}.bin"), zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+        z.start_file(
+            format!("bomb/zeros{i}.bin"),
+            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
         z.write_all(&zeros).unwrap();
     }
     let data = z.finish().unwrap().into_inner();
@@ -592,7 +644,14 @@ fn wheel_bomb_of_many_small_members_is_refused() {
     copy_site(base_site(), &site);
     let bundle = tmp.path().join("bomb.bundle.tar.gz");
     std::fs::write(&bundle, p.bundle().to_bytes()).unwrap();
-    let r = run(Command::new(INSTALL).arg("apply").arg(&bundle).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&bundle)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(1), Some("zip_bomb")), "{r}");
     assert!(r.stdout.contains(&label), "the error names the wheel:\n{r}");
     assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
@@ -627,7 +686,14 @@ fn trust_only_key_revoked_then_named_with_trust_flag() {
         assert!(r.stdout.contains(&e.signer.key_id), "{cmd}: the message names the key:\n{r}");
     }
     // Without --trust: no trusted key left, and the hint no longer suggests --trust.
-    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(py).arg("--json"));
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&e.real)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(py)
+        .arg("--json"));
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("no_trusted_keys")), "{r}");
     assert!(r.stdout.contains("trust add"), "{r}");
     let diff = diff_snapshots(&before, &snapshot_ignoring_lock(tmp.path()));
@@ -647,7 +713,14 @@ fn trust_key_under_another_name_is_refused() {
     let r = run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json"));
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("trust_store")), "{r}");
     assert!(r.stdout.contains("evil.pub") && r.stdout.contains(&e.stranger.key_id), "{r}");
-    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&e.real)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(2), Some("trust_store")), "{r}");
     std::fs::rename(site.join("trust/evil.pub"), site.join(format!("trust/{}.pub", e.stranger.key_id))).unwrap();
     run(Command::new(INSTALL).arg("verify").arg(&e.real).arg("--root").arg(&site).arg("--json")).expect_ok();
@@ -663,7 +736,8 @@ fn trust_add_of_a_revoked_key_is_refused_until_unrevoked() {
     copy_site(base_site(), &site);
     revoke_on(&site);
     let before = snapshot_ignoring_lock(tmp.path());
-    let trust = |args: &[&str]| run(Command::new(INSTALL).arg("trust").args(args).arg("--root").arg(&site).arg("--json"));
+    let trust =
+        |args: &[&str]| run(Command::new(INSTALL).arg("trust").args(args).arg("--root").arg(&site).arg("--json"));
     let r = trust(&["add", k.public_path.to_str().unwrap()]);
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(4), Some("revoked_key")), "{r}");
     assert!(r.stdout.contains(&k.key_id), "{r}");
@@ -718,7 +792,8 @@ fn trust_rotation_with_two_keys() {
     trust_cmd(&site, &["add", e.stranger.public_path.to_str().unwrap()]);
     let r = run(Command::new(INSTALL).args(["trust", "list", "--json", "--root"]).arg(&site));
     r.expect_ok();
-    let trusted: Vec<String> = r.json()["trusted"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let trusted: Vec<String> =
+        r.json()["trusted"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert!(trusted.contains(&e.signer.key_id) && trusted.contains(&e.stranger.key_id), "{r}");
 
     let new_signed = tmp.path().join("new.bundle.tar.gz");
@@ -757,7 +832,12 @@ fn bundle_is_a_character_device() {
         ..s
     };
     let e = Expect::err(3, "bundle_not_regular_file", &[]);
-    run_scenario(s.run(Where::SiteApply, e.clone()).run(Where::FreshApply, e.clone()).run(Where::SiteVerify, e.clone()).run(Where::KeyVerify, e));
+    run_scenario(
+        s.run(Where::SiteApply, e.clone())
+            .run(Where::FreshApply, e.clone())
+            .run(Where::SiteVerify, e.clone())
+            .run(Where::KeyVerify, e),
+    );
 }
 
 #[test]
@@ -770,7 +850,14 @@ fn control_the_reassembled_bundle_installs() {
     copy_site(base_site(), &site);
     let b = tmp.path().join("re.bundle.tar.gz");
     e.parts.bundle().write(&b);
-    let r = run(Command::new(INSTALL).arg("apply").arg(&b).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&b)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
     assert_eq!(r.code, Some(0), "{r}");
     assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/4.0.0"));
     let fresh = tmp.path().join("fresh/root");
@@ -808,14 +895,30 @@ fn bundle_swapped_between_planning_and_staging() {
     let wrapper = t.join("python-wrapper");
     std::fs::write(
         &wrapper,
-        format!("#!/bin/sh\ncp '{}' '{}'\nexec '{}' \"$@\"\n", other.display(), bundle.display(), site_python().display()),
+        format!(
+            "#!/bin/sh\ncp '{}' '{}'\nexec '{}' \"$@\"\n",
+            other.display(),
+            bundle.display(),
+            site_python().display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let before_site = snapshot_ignoring_lock(&site);
     let before_sentinel = snapshot(&t.join("sentinel"));
-    let r = run(Command::new(INSTALL).arg("apply").arg(&bundle).arg("--root").arg(&site).arg("--python").arg(&wrapper).arg("--json"));
-    assert_eq!(std::fs::read(&bundle).unwrap(), std::fs::read(&other).unwrap(), "the wrapper did not swap the bundle: the test is void\n{r}");
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&bundle)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(&wrapper)
+        .arg("--json"));
+    assert_eq!(
+        std::fs::read(&bundle).unwrap(),
+        std::fs::read(&other).unwrap(),
+        "the wrapper did not swap the bundle: the test is void\n{r}"
+    );
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("bundle_changed")), "{r}");
     let diff = diff_snapshots(&before_site, &snapshot_ignoring_lock(&site));
     assert!(diff.is_empty(), "the site changed:\n{}", diff.join("\n"));
@@ -834,7 +937,11 @@ fn installed_bytes_are_the_verified_bytes() {
     copy_spec("4.0.0", &spec_dir);
     let hook = spec_dir.join("hooks/stop.sh");
     let text = std::fs::read_to_string(&hook).unwrap();
-    let text = text.replacen("set -eu\n", "set -eu\nif [ -n \"${HOSTILE_BUNDLE:-}\" ]; then head -c 4096 /dev/urandom > \"$HOSTILE_BUNDLE\"; fi\n", 1);
+    let text = text.replacen(
+        "set -eu\n",
+        "set -eu\nif [ -n \"${HOSTILE_BUNDLE:-}\" ]; then head -c 4096 /dev/urandom > \"$HOSTILE_BUNDLE\"; fi\n",
+        1,
+    );
     std::fs::write(&hook, text).unwrap();
     let r = run(Command::new(test_support::bin("bundle-build"))
         .arg("build")
@@ -863,14 +970,20 @@ fn installed_bytes_are_the_verified_bytes() {
         .arg(site_python())
         .arg("--json")
         .env("HOSTILE_BUNDLE", &bundle));
-    assert_ne!(std::fs::read(&bundle).unwrap(), std::fs::read(&built).unwrap(), "the hook did not clobber the bundle: the test is void\n{r}");
+    assert_ne!(
+        std::fs::read(&bundle).unwrap(),
+        std::fs::read(&built).unwrap(),
+        "the hook did not clobber the bundle: the test is void\n{r}"
+    );
     assert_eq!(r.code, Some(0), "the bundle file was read again after verification:\n{r}");
     let staged = site.join("releases/4.0.0/bundle");
     assert_eq!(std::fs::read(staged.join("manifest.yaml")).unwrap(), parts.manifest);
     for f in &manifest.files {
         let data = std::fs::read(staged.join(&f.path)).unwrap_or_else(|err| panic!("{}: {err}", f.path));
         assert_eq!(bundle_core::hash::sha256_hex(&data), f.sha256, "{} differs from what was verified", f.path);
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(staged.join(&f.path)).unwrap().permissions()) & 0o7777;
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(staged.join(&f.path)).unwrap().permissions())
+                & 0o7777;
         // Wheels are links to the site's store, whose files are read-only.
         let want = if manifest.wheels.contains(&f.path) { f.mode_bits() & !0o222 } else { f.mode_bits() };
         assert_eq!(mode, want, "{} has mode {mode:o}", f.path);
@@ -930,7 +1043,14 @@ fn planted(rel: &str, target: Target) {
     std::os::unix::fs::symlink(&dest, &link).unwrap();
     let before_site = snapshot_ignoring_lock(&site);
     let before_elsewhere = snapshot(&elsewhere);
-    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&e.real)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
 
     let mut problems = Vec::new();
     let diff = diff_snapshots(&before_elsewhere, &snapshot(&elsewhere));
@@ -938,7 +1058,10 @@ fn planted(rel: &str, target: Target) {
         problems.push(format!("WRITTEN THROUGH the planted symlink {rel} -> {}:\n{}", dest.display(), diff.join("\n")));
     }
     if !matches!(r.code, Some(1 | 2 | 4)) || r.panicked() {
-        problems.push(format!("apply should fail cleanly (exit 1, 2 or 4) on a site with {rel} planted as a symlink, got {:?}", r.code));
+        problems.push(format!(
+            "apply should fail cleanly (exit 1, 2 or 4) on a site with {rel} planted as a symlink, got {:?}",
+            r.code
+        ));
     } else {
         let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
         let last = Path::new(rel).file_name().unwrap().to_string_lossy().into_owned();
@@ -948,8 +1071,16 @@ fn planted(rel: &str, target: Target) {
     }
     let diff = diff_snapshots(&before_site, &snapshot_ignoring_lock(&site));
     if !diff.is_empty() {
-        let shown: Vec<&String> = diff.iter().filter(|d| !d.starts_with("+ releases/4.0.0/") && !d.starts_with("+ backups/")).take(12).collect();
-        problems.push(format!("the site changed ({} differences, first ones):\n{}", diff.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")));
+        let shown: Vec<&String> = diff
+            .iter()
+            .filter(|d| !d.starts_with("+ releases/4.0.0/") && !d.starts_with("+ backups/"))
+            .take(12)
+            .collect();
+        problems.push(format!(
+            "the site changed ({} differences, first ones):\n{}",
+            diff.len(),
+            shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+        ));
     }
     let mut shown = r.clone();
     shown.stdout.truncate(600);
@@ -1058,7 +1189,11 @@ fn umask_000_install_has_fixed_modes_and_open_dirs_are_refused() {
             eprintln!("skipping the {dir}/ owned-by-another-user case: chown needs root ({err})");
             continue;
         }
-        let commands: &[&[&str]] = if dir == "trust" { &[&["status"], &["trust", "list"], &["check"]] } else { &[&["status"], &["check"], &["history"]] };
+        let commands: &[&[&str]] = if dir == "trust" {
+            &[&["status"], &["trust", "list"], &["check"]]
+        } else {
+            &[&["status"], &["check"], &["history"]]
+        };
         for args in commands {
             let r = status(args);
             let kind = r.error_kind();
@@ -1072,7 +1207,14 @@ fn umask_000_install_has_fixed_modes_and_open_dirs_are_refused() {
         if dir == "trust" {
             assert_eq!((v.code, v.error_kind().as_deref()), (Some(2), Some("trust_store")), "{v}");
         }
-        let a = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+        let a = run(Command::new(INSTALL)
+            .arg("apply")
+            .arg(&e.real)
+            .arg("--root")
+            .arg(&site)
+            .arg("--python")
+            .arg(site_python())
+            .arg("--json"));
         assert_eq!((a.code, a.error_kind().as_deref()), (Some(4), Some("unsafe_permissions")), "{a}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::chown(&p, Some(owner), None).unwrap();
@@ -1161,7 +1303,13 @@ fn nested_database_directory_link_is_never_followed() {
     std::fs::create_dir(site.join("data/sub")).unwrap();
     std::os::unix::fs::symlink(tmp.path().join("foreign"), site.join("data/sub/inner")).unwrap();
     let bundle = tmp.path().join("nested.bundle.tar.gz");
-    std::fs::write(&bundle, resigned(&parts4(), None, |m| m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = "data/sub/inner/client.db".into())).unwrap();
+    std::fs::write(
+        &bundle,
+        resigned(&parts4(), None, |m| {
+            m.databases.iter_mut().find(|d| d.name == "client").unwrap().path = "data/sub/inner/client.db".into()
+        }),
+    )
+    .unwrap();
     for cmd in ["plan", "apply"] {
         let mut c = Command::new(INSTALL);
         c.arg(cmd).arg(&bundle).arg("--root").arg(&site).arg("--json");
@@ -1172,7 +1320,11 @@ fn nested_database_directory_link_is_never_followed() {
         assert!(matches!(r.code, Some(1 | 2 | 4)) && !r.panicked(), "{cmd} must refuse:\n{r}");
         assert!(r.stdout.contains("link"), "{cmd}: the error says why:\n{r}");
     }
-    assert_eq!(bundle_core::hash::sha256_hex(&std::fs::read(&secret).unwrap()), sha, "the foreign database was changed");
+    assert_eq!(
+        bundle_core::hash::sha256_hex(&std::fs::read(&secret).unwrap()),
+        sha,
+        "the foreign database was changed"
+    );
     nowhere_under(&site, marker).unwrap();
     assert_eq!(std::fs::read_link(site.join("current")).unwrap(), Path::new("releases/1.0.0"));
 }
@@ -1282,7 +1434,12 @@ fn failed_first_install_leaves_no_parent_directories() {
         .arg("--json"));
     assert_eq!((r.code, r.error_kind().as_deref()), (Some(3), Some("trailing_data")), "{r}");
     let left = snapshot(&fresh);
-    assert!(left.is_empty(), "a failed first install into {} left behind: {:?}", root.display(), left.keys().collect::<Vec<_>>());
+    assert!(
+        left.is_empty(),
+        "a failed first install into {} left behind: {:?}",
+        root.display(),
+        left.keys().collect::<Vec<_>>()
+    );
 }
 
 /// Not a symlink: a real, non-empty `releases/4.0.0/` that is not a complete release (someone's
@@ -1296,7 +1453,14 @@ fn preexisting_release_dir_is_not_deleted() {
     std::fs::create_dir(site.join("releases/4.0.0")).unwrap();
     std::fs::write(site.join("releases/4.0.0/precious.txt"), "not the installer's\n").unwrap();
     let before = snapshot_ignoring_lock(&site);
-    let r = run(Command::new(INSTALL).arg("apply").arg(&e.real).arg("--root").arg(&site).arg("--python").arg(site_python()).arg("--json"));
+    let r = run(Command::new(INSTALL)
+        .arg("apply")
+        .arg(&e.real)
+        .arg("--root")
+        .arg(&site)
+        .arg("--python")
+        .arg(site_python())
+        .arg("--json"));
     let diff = diff_snapshots(&before, &snapshot_ignoring_lock(&site));
     assert!(
         matches!(r.code, Some(1 | 4)) && diff.is_empty(),
@@ -1323,7 +1487,9 @@ fn planted_store_entry() {
     let entry = std::fs::read_dir(&wheels)
         .unwrap()
         .flatten()
-        .find(|e| std::fs::read_to_string(e.path().join("entry.json")).unwrap_or_default().contains("\"wheel\": \"fieldkit-"))
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("entry.json")).unwrap_or_default().contains("\"wheel\": \"fieldkit-")
+        })
         .expect("the base site's store holds fieldkit");
     planted(&format!("store/wheels/{}", entry.file_name().to_string_lossy()), Target::Dir);
 }

@@ -135,7 +135,12 @@ impl TestDb {
     }
 
     /// Polls [`Self::run_lock_sessions`] until `done` says yes (panics after `limit`).
-    fn wait_for_sessions(&self, limit: Duration, what: &str, done: impl Fn(&[(String, bool)]) -> bool) -> Vec<(String, bool)> {
+    fn wait_for_sessions(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[(String, bool)]) -> bool,
+    ) -> Vec<(String, bool)> {
         let start = Instant::now();
         loop {
             let s = self.run_lock_sessions();
@@ -171,7 +176,8 @@ fn make_pg_variant(spec_dir: &Path, schema: &str, files: &[(&str, &str)]) {
     let text = std::fs::read_to_string(&spec).unwrap();
     let start = text.find("  client:\n").unwrap_or_else(|| panic!("no client database in:\n{text}"));
     let tail = "    migrations: migrations/client/\n";
-    let end = start + text[start..].find(tail).unwrap_or_else(|| panic!("no client migrations in:\n{text}")) + tail.len();
+    let end =
+        start + text[start..].find(tail).unwrap_or_else(|| panic!("no client migrations in:\n{text}")) + tail.len();
     let block = format!("  client:\n    engine: postgres\n    path: client\n    schema: \"{schema}\"\n{tail}");
     std::fs::write(&spec, format!("{}{block}{}", &text[..start], &text[end..])).unwrap();
     // Keeps the file's mode (0755).
@@ -321,7 +327,12 @@ fn two_nodes_at_1(server: &str) -> (TestDb, Node, Node) {
         let st = n.status();
         assert_eq!(st["current"], "1.0.0", "node {}: {st}", n.name);
         let c = client_status(&st);
-        assert_eq!((c["engine"].as_str(), c["version"].as_str(), c["compatible"].as_bool()), (Some("postgres"), Some("1.0"), Some(true)), "node {}: {c}", n.name);
+        assert_eq!(
+            (c["engine"].as_str(), c["version"].as_str(), c["compatible"].as_bool()),
+            (Some("postgres"), Some("1.0"), Some(true)),
+            "node {}: {c}",
+            n.name
+        );
         assert!(c["location"].as_str().unwrap().contains(&db.name), "node {} reads another database: {c}", n.name);
     }
     let mut c = db.client();
@@ -358,9 +369,11 @@ fn two_nodes_apply_the_same_bundle_at_once_and_migrate_once() {
         spawn(c)
     };
     let (ha, hb) = (start(&a), start(&b));
-    let sessions = db.wait_for_sessions(Duration::from_secs(40), "one node holding the run lock and the other waiting for it", |s| {
-        s.len() == 2 && s.iter().filter(|(_, held)| *held).count() == 1
-    });
+    let sessions = db.wait_for_sessions(
+        Duration::from_secs(40),
+        "one node holding the run lock and the other waiting for it",
+        |s| s.len() == 2 && s.iter().filter(|(_, held)| *held).count() == 1,
+    );
     std::fs::write(&gate, "").unwrap();
     let (ra, a_start, a_end) = ha.join().unwrap();
     let (rb, b_start, b_end) = hb.join().unwrap();
@@ -388,10 +401,14 @@ fn two_nodes_apply_the_same_bundle_at_once_and_migrate_once() {
             assert_eq!(client_plan(&ja)["current"], "2.1", "{ja}");
             "B"
         }
-        _ => panic!("exactly one node must migrate the shared database; A planned {sa:?}, B planned {sb:?}\nA: {ja}\nB: {jb}"),
+        _ => panic!(
+            "exactly one node must migrate the shared database; A planned {sa:?}, B planned {sb:?}\nA: {ja}\nB: {jb}"
+        ),
     };
     // Which node wins is up to the scheduler; either outcome is correct.
-    eprintln!("node {migrator} migrated the shared database; run-lock sessions seen while it held the lock: {sessions:?}");
+    eprintln!(
+        "node {migrator} migrated the shared database; run-lock sessions seen while it held the lock: {sessions:?}"
+    );
 
     // The schema was migrated once: each file exactly once, all successful, no failed attempt.
     let history = db.history();
@@ -449,7 +466,8 @@ fn a_node_that_cannot_get_the_lock_in_time_refuses_and_changes_nothing() {
     let mut ca = a.apply_cmd(v2);
     ca.env("MN_GATE", &gate);
     let ha = spawn(ca);
-    let sessions = db.wait_for_sessions(Duration::from_secs(40), "node A holding the run lock", |s| s.len() == 1 && s[0].1);
+    let sessions =
+        db.wait_for_sessions(Duration::from_secs(40), "node A holding the run lock", |s| s.len() == 1 && s[0].1);
     // `bundle-install@<host>:<pid of A> run lock`
     let holder = sessions[0].0.clone();
 

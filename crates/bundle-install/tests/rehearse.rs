@@ -45,7 +45,12 @@ fn sha256_file(p: &Path) -> String {
 
 /// `history --json`: (runs, rehearsals).
 fn history(root: &Path) -> (Vec<Value>, Vec<Value>) {
-    let r = run(tool("bundle-install").args([OsStr::new("history"), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")]));
+    let r = run(tool("bundle-install").args([
+        OsStr::new("history"),
+        OsStr::new("--root"),
+        root.as_os_str(),
+        OsStr::new("--json"),
+    ]));
     assert_eq!(r.code, Some(0), "{r}");
     let j = r.json();
     (j["history"].as_array().unwrap().clone(), j["rehearsals"].as_array().unwrap().clone())
@@ -61,7 +66,12 @@ fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 fn table<'a>(s: &'a Value, name: &str) -> &'a Value {
-    s["tables"].as_array().unwrap().iter().find(|t| t["table"] == name).unwrap_or_else(|| panic!("no table {name} in {s}"))
+    s["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == name)
+        .unwrap_or_else(|| panic!("no table {name} in {s}"))
 }
 
 /// The site as the tests compare it: [`SiteState`] plus every file but the history and the lock.
@@ -114,7 +124,17 @@ fn sqlite_site_rehearses_the_whole_chain_and_is_left_as_it_was() {
         assert_eq!(s["outcome"], "ok", "{s}");
     }
     let names: Vec<&str> = rep["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
-    for n in ["stage_release", "write_config", "pre_apply", "backup", "migrate:client:2.0:up", "migrate:client:2.1:up-data", "migrate:metadata:2.1:up", "swap", "health_check"] {
+    for n in [
+        "stage_release",
+        "write_config",
+        "pre_apply",
+        "backup",
+        "migrate:client:2.0:up",
+        "migrate:client:2.1:up-data",
+        "migrate:metadata:2.1:up",
+        "swap",
+        "health_check",
+    ] {
         assert!(names.contains(&n), "{n} not rehearsed: {names:?}");
     }
     assert!(!names.contains(&"post_apply") && !names.contains(&"commit"), "{names:?}");
@@ -225,7 +245,12 @@ fn a_rehearsal_killed_mid_migration_leaves_nothing_after_recover() {
     let r = rehearse(&root, bundle("4.0.0"), &[("BUNDLE_INSTALL_TEST_KILL", "rehearse:migrate:client:2.0:up:before")]);
     assert_eq!(r.code, None, "expected SIGKILL:\n{r}");
     assert!(root.join("state/rehearse").read_dir().unwrap().count() >= 2, "no scratch record or site left by the kill");
-    let rc = run(tool("bundle-install").args([OsStr::new("recover"), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")]));
+    let rc = run(tool("bundle-install").args([
+        OsStr::new("recover"),
+        OsStr::new("--root"),
+        root.as_os_str(),
+        OsStr::new("--json"),
+    ]));
     assert_eq!(rc.code, Some(0), "{rc}");
     before.assert_untouched(&root, "after kill -9 and recover");
     assert_eq!(history(&root).1.len(), 0, "a killed rehearsal recorded as finished");
@@ -326,14 +351,28 @@ mod servers {
     }
 
     /// (1.0.0, 2.0.0) bundles of `engine` with its dialect's migrations.
-    pub fn bundles(engine: &str, init: &str, add_author: &str, rename: &str, add_tags: &str, fill_py: &str) -> (PathBuf, PathBuf) {
-        let v1 = variant(&format!("rh-{engine}-1"), "1.0.0", |d| make_variant(d, engine, "1.0", &[("1.0_init.sql", init)]));
+    pub fn bundles(
+        engine: &str,
+        init: &str,
+        add_author: &str,
+        rename: &str,
+        add_tags: &str,
+        fill_py: &str,
+    ) -> (PathBuf, PathBuf) {
+        let v1 =
+            variant(&format!("rh-{engine}-1"), "1.0.0", |d| make_variant(d, engine, "1.0", &[("1.0_init.sql", init)]));
         let v2 = variant(&format!("rh-{engine}-2"), "2.0.0", |d| {
             make_variant(
                 d,
                 engine,
                 "2.1",
-                &[("1.0_init.sql", init), ("1.1_add_author.sql", add_author), ("2.0_rename.sql", rename), ("2.1_add_tags.sql", add_tags), ("2.1_add_tags.py", fill_py)],
+                &[
+                    ("1.0_init.sql", init),
+                    ("1.1_add_author.sql", add_author),
+                    ("2.0_rename.sql", rename),
+                    ("2.1_add_tags.sql", add_tags),
+                    ("2.1_add_tags.py", fill_py),
+                ],
             )
         });
         (v1, v2)
@@ -395,11 +434,19 @@ impl PgDb {
     fn dump(&self) -> String {
         let out = Command::new("pg_dump").args(["--no-owner", "-d", &self.url]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict") && !l.starts_with("--")).collect::<Vec<_>>().join("\n")
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict") && !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
     fn scratch_dbs(&self) -> Vec<String> {
         let mut c = postgres::Client::connect(&self.server, postgres::NoTls).unwrap();
-        c.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_rehearse\\_%", self.name)]).unwrap().iter().map(|r| r.get(0)).collect()
+        c.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_rehearse\\_%", self.name)])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 }
 
@@ -416,7 +463,9 @@ impl Drop for PgDb {
 
 impl PgDb {
     fn scratch_dbs_quiet(&self, c: &mut postgres::Client) -> Vec<String> {
-        c.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_rehearse\\_%", self.name)]).map(|rows| rows.iter().map(|r| r.get(0)).collect()).unwrap_or_default()
+        c.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_rehearse\\_%", self.name)])
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -481,7 +530,10 @@ fn postgres_site_rehearses_on_a_template_copy_or_a_dump_and_is_left_as_it_was() 
     });
     let r = rehearse(&root, &unique, &[]);
     let (_, message) = expect_error(&r, 1);
-    assert!(message.contains("migrate:client:1.1:up") && message.contains("CREATE UNIQUE INDEX notes_body_unique"), "{message}");
+    assert!(
+        message.contains("migrate:client:1.1:up") && message.contains("CREATE UNIQUE INDEX notes_body_unique"),
+        "{message}"
+    );
     assert!(message.contains("could not create unique index"), "{message}");
     assert_eq!(r.json()["rehearsal"]["failed_step"], "migrate:client:1.1:up");
     assert_eq!(db.dump(), live, "the live database changed");
@@ -490,7 +542,8 @@ fn postgres_site_rehearses_on_a_template_copy_or_a_dump_and_is_left_as_it_was() 
 
     // What was rehearsed applies.
     apply_ok(&root, v2);
-    let tags: Vec<Option<String>> = db.client().query("SELECT tags FROM entries", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let tags: Vec<Option<String>> =
+        db.client().query("SELECT tags FROM entries", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(tags, vec![Some("rehearsed".to_string()); 3]);
 }
 
@@ -523,13 +576,30 @@ impl MyDb {
         MyDb { server: server.into(), url: servers::url_for(server, &name), name }
     }
     fn dump(&self) -> String {
-        let out = Command::new("mysqldump").args(["--protocol=TCP", "-h", "127.0.0.1", "-u", "root", "--skip-dump-date", "--skip-comments", &self.name]).output().unwrap();
+        let out = Command::new("mysqldump")
+            .args([
+                "--protocol=TCP",
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "--skip-dump-date",
+                "--skip-comments",
+                &self.name,
+            ])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn scratch_dbs(&self) -> Vec<String> {
         use mysql::prelude::Queryable;
-        my_conn(&self.server).exec("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?", (format!("{}\\_rehearse\\_%", self.name),)).unwrap()
+        my_conn(&self.server)
+            .exec(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+                (format!("{}\\_rehearse\\_%", self.name),),
+            )
+            .unwrap()
     }
 }
 
@@ -538,7 +608,12 @@ impl Drop for MyDb {
         use mysql::prelude::Queryable;
         if let Ok(opts) = mysql::Opts::from_url(&self.server) {
             if let Ok(mut c) = mysql::Conn::new(mysql::OptsBuilder::from_opts(opts).prefer_socket(false)) {
-                let scratch: Vec<String> = c.exec("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?", (format!("{}\\_rehearse\\_%", self.name),)).unwrap_or_default();
+                let scratch: Vec<String> = c
+                    .exec(
+                        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+                        (format!("{}\\_rehearse\\_%", self.name),),
+                    )
+                    .unwrap_or_default();
                 for s in scratch {
                     let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{s}`"));
                 }
@@ -600,7 +675,14 @@ fn ci_rehearses_against_a_database_named_by_the_environment() {
     let ci = new_root("rh-ci");
     let env = [("BUNDLE_DB_URL_CLIENT", nightly.url.as_str())];
     let mut c = tool("bundle-install");
-    c.arg("apply").arg(v1).arg("--root").arg(&ci).arg("--trust").arg(pubkey()).arg("--json").env("BUNDLE_DB_URL_CLIENT", &nightly.url);
+    c.arg("apply")
+        .arg(v1)
+        .arg("--root")
+        .arg(&ci)
+        .arg("--trust")
+        .arg(pubkey())
+        .arg("--json")
+        .env("BUNDLE_DB_URL_CLIENT", &nightly.url);
     let a = run(&mut c);
     assert_eq!(a.code, Some(0), "{a}");
     assert_eq!(nightly.dump(), live, "installing the running release changed the database");

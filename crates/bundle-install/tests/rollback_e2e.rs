@@ -22,7 +22,8 @@ use test_support::{snapshot, Run};
 
 /// `bundle-install rollback --root ROOT --json EXTRA...`
 fn rollback(root: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&OsStr> = vec![OsStr::new("rollback"), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")];
+    let mut args: Vec<&OsStr> =
+        vec![OsStr::new("rollback"), OsStr::new("--root"), root.as_os_str(), OsStr::new("--json")];
     args.extend(extra.iter().map(OsStr::new));
     bi(args)
 }
@@ -112,7 +113,11 @@ fn minor_rollback_is_code_only_and_keeps_data() {
     assert_eq!(r.code, Some(0), "{r}");
     let j = r.json();
     assert_eq!((j["rollback"]["from"].as_str(), j["rollback"]["to"].as_str()), (Some("4.0.0"), Some("3.0.0")), "{r}");
-    assert_eq!(modes(&j), BTreeMap::from([("client".into(), "code_only".into()), ("metadata".into(), "code_only".into())]), "{r}");
+    assert_eq!(
+        modes(&j),
+        BTreeMap::from([("client".into(), "code_only".into()), ("metadata".into(), "code_only".into())]),
+        "{r}"
+    );
 
     assert_eq!(current(&root), Some(PathBuf::from("releases/3.0.0")));
     let v = fieldlog(&root, &["version"]);
@@ -122,12 +127,18 @@ fn minor_rollback_is_code_only_and_keeps_data() {
 
     // Every row is still there, the ones written on 4.0.0 included.
     assert_eq!(show(&root).get("entries").map(String::as_str), Some("3"));
-    let contents: Vec<String> =
-        query_rows(&root.join("data/client.db"), "SELECT content FROM entries ORDER BY id").into_iter().map(|r| r[0].clone()).collect();
+    let contents: Vec<String> = query_rows(&root.join("data/client.db"), "SELECT content FROM entries ORDER BY id")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(contents, ["on three", "written on four", "four again please"]);
     // Code only: no migration ran, databases stay at 2.1 (which 3.0.0 runs on).
     for (db, rows) in &history_before {
-        assert_eq!(&schema_history(&root.join(format!("data/{db}.db"))), rows, "{db}: a migration ran during a code-only rollback");
+        assert_eq!(
+            &schema_history(&root.join(format!("data/{db}.db"))),
+            rows,
+            "{db}: a migration ran during a code-only rollback"
+        );
     }
     let st = status(&root);
     let dbs = db_versions(&st);
@@ -178,17 +189,32 @@ fn major_rollback_needs_restore_reports_losses_and_restores_exactly() {
     assert_eq!(msg.matches("table ").count(), 1, "the report names other tables: {msg}");
     let h = rollback_human(&root, &["--to", "1.0.0", "--restore-data"]);
     assert_eq!(h.code, Some(4), "{h}");
-    assert!(h.stderr.contains("table entries: 2 row(s) added, 0 changed, 0 removed"), "no per-table report on stderr:\n{h}");
+    assert!(
+        h.stderr.contains("table entries: 2 row(s) added, 0 changed, 0 removed"),
+        "no per-table report on stderr:\n{h}"
+    );
     unchanged("rollback --restore-data without --yes (human)");
 
     // With --yes: restored.
     let r = rollback(&root, &["--to", "1.0.0", "--restore-data", "--yes"]);
     assert_eq!(r.code, Some(0), "{r}");
     let j = r.json();
-    assert_eq!(modes(&j), BTreeMap::from([("client".into(), "restore".into()), ("metadata".into(), "restore".into())]), "{r}");
-    let lost: BTreeMap<String, Value> =
-        j["rollback"]["databases"].as_array().unwrap().iter().map(|d| (d["db"].as_str().unwrap().to_string(), d["lost"].clone())).collect();
-    assert_eq!(lost["client"], serde_json::json!([{ "table": "entries", "added": 2, "changed": 0, "removed": 0 }]), "{r}");
+    assert_eq!(
+        modes(&j),
+        BTreeMap::from([("client".into(), "restore".into()), ("metadata".into(), "restore".into())]),
+        "{r}"
+    );
+    let lost: BTreeMap<String, Value> = j["rollback"]["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["db"].as_str().unwrap().to_string(), d["lost"].clone()))
+        .collect();
+    assert_eq!(
+        lost["client"],
+        serde_json::json!([{ "table": "entries", "added": 2, "changed": 0, "removed": 0 }]),
+        "{r}"
+    );
     assert_eq!(lost["metadata"], serde_json::json!([]), "{r}");
 
     assert_eq!(current(&root), Some(PathBuf::from("releases/1.0.0")));
@@ -210,7 +236,11 @@ fn rollback_runs_down_scripts_when_every_major_step_has_one() {
     assert_eq!(r.code, Some(0), "{r}");
     let j = r.json();
     assert_eq!((j["rollback"]["from"].as_str(), j["rollback"]["to"].as_str()), (Some("3.0.0"), Some("2.0.0")), "{r}");
-    assert_eq!(modes(&j), BTreeMap::from([("client".into(), "down".into()), ("metadata".into(), "down".into())]), "{r}");
+    assert_eq!(
+        modes(&j),
+        BTreeMap::from([("client".into(), "down".into()), ("metadata".into(), "down".into())]),
+        "{r}"
+    );
 
     assert_eq!(current(&root), Some(PathBuf::from("releases/2.0.0")));
     let v = fieldlog(&root, &["version"]);
@@ -223,7 +253,11 @@ fn rollback_runs_down_scripts_when_every_major_step_has_one() {
         let rows = schema_history(&root.join(format!("data/{db}.db")));
         assert_eq!(rows.len(), hist_before[db] + 1, "{db}: {rows:?}");
         let (version, f, direction, ok, release) = rows.last().unwrap().clone();
-        assert_eq!((version.as_str(), f.as_str(), direction.as_str(), ok), ("2.0", file, "down", true), "{db}: {rows:?}");
+        assert_eq!(
+            (version.as_str(), f.as_str(), direction.as_str(), ok),
+            ("2.0", file, "down", true),
+            "{db}: {rows:?}"
+        );
         assert_eq!(release, "3.0.0", "{db}: the down script is run by the release being left");
     }
     let st = status(&root);
@@ -233,12 +267,16 @@ fn rollback_runs_down_scripts_when_every_major_step_has_one() {
 
     // Every note kept, those written on 3.0.0 too, back in the 1.x shape.
     assert_eq!(show(&root).get("notes").map(String::as_str), Some("4"));
-    let bodies: Vec<String> =
-        query_rows(&root.join("data/client.db"), "SELECT body FROM notes ORDER BY id").into_iter().map(|r| r[0].clone()).collect();
+    let bodies: Vec<String> = query_rows(&root.join("data/client.db"), "SELECT body FROM notes ORDER BY id")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(bodies, ["written on two", "also on two", "written on three", "three again"]);
     // Labels joined again.
-    let labels: Vec<String> =
-        query_rows(&root.join("data/metadata.db"), "SELECT label FROM instruments ORDER BY id").into_iter().map(|r| r[0].clone()).collect();
+    let labels: Vec<String> = query_rows(&root.join("data/metadata.db"), "SELECT label FROM instruments ORDER BY id")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(labels, ["thermometer:T-100", "barometer:B-7", "anemometer:A-42"]);
 }
 
@@ -251,7 +289,11 @@ fn forward_again(root: &Path, b: &Path, to: &str) {
         let (kind, _) = expect_error(&r, 4);
         assert_eq!(kind, "release_exists", "{r}");
         let rr = rollback(root, &["--to", to]);
-        assert_eq!(rr.code, Some(0), "cannot go forward to {to} again: apply refuses (release_exists) and its hint fails:\n{r}\n{rr}");
+        assert_eq!(
+            rr.code,
+            Some(0),
+            "cannot go forward to {to} again: apply refuses (release_exists) and its hint fails:\n{r}\n{rr}"
+        );
     }
     assert_eq!(current(root), Some(PathBuf::from(format!("releases/{to}"))));
     fieldlog(root, &["check"]).expect_ok();

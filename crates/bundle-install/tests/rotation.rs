@@ -86,7 +86,8 @@ fn a_site_that_skipped_the_middle_release_follows_the_rotation() {
     assert!(human.stdout.contains(&format!("key {b_id} replaces key {a_id}")), "{human}");
 
     // `verify --root` counts the statement as plan does (and writes nothing either).
-    let v = bi([std::ffi::OsStr::new("verify"), rt.r3.as_os_str(), "--root".as_ref(), root.as_os_str(), "--json".as_ref()]);
+    let v =
+        bi([std::ffi::OsStr::new("verify"), rt.r3.as_os_str(), "--root".as_ref(), root.as_os_str(), "--json".as_ref()]);
     v.expect_ok();
     assert_eq!(v.json()["key_id"], b_id.as_str(), "{v}");
     assert_eq!(ids(&trust_list(&root)["trusted"]), vec![a_id.clone()]);
@@ -174,7 +175,13 @@ fn forged_replayed_and_reviving_statements_change_nothing_and_the_bundle_is_refu
     }
 
     // Reviving a revoked key: B is revoked here before the site ever saw the rotation.
-    let r = bi([std::ffi::OsStr::new("trust"), "revoke".as_ref(), "--root".as_ref(), root.as_os_str(), rt.b.public_path.as_os_str()]);
+    let r = bi([
+        std::ffi::OsStr::new("trust"),
+        "revoke".as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+        rt.b.public_path.as_os_str(),
+    ]);
     r.expect_ok();
     let before = trust_list(&root);
     let r = apply(&root, &rt.r3, &[]);
@@ -187,7 +194,10 @@ fn forged_replayed_and_reviving_statements_change_nothing_and_the_bundle_is_refu
 
     // A statement signed by a key the site does not trust, in a bundle A signed: ignored.
     let y = KeyPair::keygen(&rt.dir.join("y")).secret();
-    let stranger = Statement { app: "fieldlog".into(), action: RotationAction::Add, old: x.public_key(), new: y.public_key() }.sign(&x, &y).unwrap();
+    let stranger =
+        Statement { app: "fieldlog".into(), action: RotationAction::Add, old: x.public_key(), new: y.public_key() }
+            .sign(&x, &y)
+            .unwrap();
     let bundle = crafted("stranger", vec![stranger], &a);
     let p = plan(&root, &bundle);
     p.expect_ok();

@@ -90,7 +90,12 @@ fn releases_share_unchanged_wheels_by_hardlink() {
         assert_eq!(mode & 0o222, 0, "store file {} is writable ({mode:o})", stored.display());
     }
     // Bytecode was compiled once, in the store, and is linked too.
-    let pyc = std::fs::read_dir(site_packages(&r4).join("fieldkit/__pycache__")).unwrap().flatten().next().expect("a .pyc").path();
+    let pyc = std::fs::read_dir(site_packages(&r4).join("fieldkit/__pycache__"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a .pyc")
+        .path();
     let stored_pyc = tree.join(&rel_sp).join("fieldkit/__pycache__").join(pyc.file_name().unwrap());
     assert_eq!(ino(&pyc), ino(&stored_pyc));
     // The wheel files of the two releases' bundle/ are one file.
@@ -101,14 +106,23 @@ fn releases_share_unchanged_wheels_by_hardlink() {
         let (a, b) = (r1.join("venv/bin").join(script), r4.join("venv/bin").join(script));
         assert_ne!(ino(&a), ino(&b));
         let text = std::fs::read_to_string(&b).unwrap();
-        assert!(text.starts_with(&format!("#!{}", r4.join("venv/bin/python").display())), "{script}: {}", text.lines().next().unwrap());
+        assert!(
+            text.starts_with(&format!("#!{}", r4.join("venv/bin/python").display())),
+            "{script}: {}",
+            text.lines().next().unwrap()
+        );
         assert!(!text.contains(store::PLACEHOLDER_PYTHON));
         let run = test_support::run(&mut std::process::Command::new(&b));
         assert_eq!(run.code, Some(0), "{script}: {run}");
     }
     // RECORD is written per release and matches what the release holds (scripts included).
     for r in [&r1, &r4] {
-        let di = std::fs::read_dir(site_packages(r)).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("fieldkit-1.2.0.dist-info")).unwrap();
+        let di = std::fs::read_dir(site_packages(r))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("fieldkit-1.2.0.dist-info"))
+            .unwrap();
         assert_eq!(std::fs::metadata(di.join("RECORD")).unwrap().nlink(), 1);
         assert_record_matches(&di);
     }
@@ -167,7 +181,8 @@ fn linking_refuses_a_damaged_entry() {
     apply_ok(&root, bundle("1.0.0"));
     let site = Site::new(&root);
     let (sha, entry) = entry_of(&root, "fieldkit-");
-    let victim = root.join("store/wheels").join(&sha).join("tree").join(&entry.site_packages).join("fieldkit/__init__.py");
+    let victim =
+        root.join("store/wheels").join(&sha).join("tree").join(&entry.site_packages).join("fieldkit/__init__.py");
     let mut data = std::fs::read(&victim).unwrap();
     data[0] ^= 1;
     std::fs::write(&victim, &data).unwrap();
@@ -196,13 +211,24 @@ fn prune_follows_the_releases_and_rollback_needs_no_store() {
     assert!(!root.join("releases/1.0.0").exists());
     assert!(!root.join("store/wheels").join(&sha1).exists(), "the entry only 1.0.0 used was kept");
     assert!(root.join("store/wheels").join(&kit).exists());
-    let names: Vec<String> = std::fs::read_dir(root.join("store/wheels")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(root.join("store/wheels"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names.len(), 4, "fieldkit + fieldlog 2, 3, 4: {names:?}");
 
     // Remove every entry only 4.0.0 used, as a prune after 4.0.0 left would; then roll back.
     let (sha4, _) = entry_of(&root, "fieldlog-4.0.0");
     std::fs::remove_dir_all(root.join("store/wheels").join(&sha4)).unwrap();
-    let r = bi([OsStr::new("rollback"), OsStr::new("--root"), root.as_os_str(), OsStr::new("--to"), OsStr::new("3.0.0"), OsStr::new("--json")]);
+    let r = bi([
+        OsStr::new("rollback"),
+        OsStr::new("--root"),
+        root.as_os_str(),
+        OsStr::new("--to"),
+        OsStr::new("3.0.0"),
+        OsStr::new("--json"),
+    ]);
     assert_eq!(r.code, Some(0), "{r}");
     let v = fieldlog(&root, &["version"]);
     assert_eq!((v.code, v.stdout.as_str()), (Some(0), "fieldlog 3.0.0\n"), "{v}");

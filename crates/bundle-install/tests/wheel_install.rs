@@ -528,7 +528,12 @@ fn metadata_refusals() {
     // Issue 13 item 7: the ratio cap applies to every member above a small floor, not only to
     // members of 4 MiB or more.
     let mut under_old_floor = demo_entries();
-    under_old_floor.push(Entry { name: "demo_pkg/zeros.bin".into(), data: vec![0; (4 << 20) - 1], mode: 0o644, symlink: false });
+    under_old_floor.push(Entry {
+        name: "demo_pkg/zeros.bin".into(),
+        data: vec![0; (4 << 20) - 1],
+        mode: 0o644,
+        symlink: false,
+    });
     let e = refused(&case("ratio4m", under_old_floor), &InstallOptions::default());
     assert_eq!(e.kind(), "zip_bomb", "{e}");
     assert!(e.to_string().contains("demo_pkg/zeros.bin"), "{e}");
@@ -536,7 +541,8 @@ fn metadata_refusals() {
     small.push(Entry { name: "demo_pkg/zeros.bin".into(), data: vec![0; 32 << 10], mode: 0o644, symlink: false });
     let tmp = tempfile::tempdir().unwrap();
     let venv = create_venv(&python(), &tmp.path().join("venv")).unwrap();
-    install_wheel(&venv, &case("small-zeros", small), &InstallOptions::default()).expect("a small well-compressed file is fine");
+    install_wheel(&venv, &case("small-zeros", small), &InstallOptions::default())
+        .expect("a small well-compressed file is fine");
 }
 
 /// Issue 13 item 7: one decompression budget for the whole release. Two wheels each under the
@@ -547,7 +553,12 @@ fn release_budget_is_one_for_all_wheels() {
     let tmp = tempfile::tempdir().unwrap();
     let big = |name: &str, n: usize| {
         let dist = name.replace('-', "_");
-        let mut entries = vec![Entry { name: format!("{dist}/data.txt"), data: (0..n).map(|i| (i * 7 % 251) as u8).collect(), mode: 0o644, symlink: false }];
+        let mut entries = vec![Entry {
+            name: format!("{dist}/data.txt"),
+            data: (0..n).map(|i| (i * 7 % 251) as u8).collect(),
+            mode: 0o644,
+            symlink: false,
+        }];
         entries.extend(dist_info_files(name, "1.0", "1.0", None));
         build_wheel(tmp.path(), name, "1.0", entries)
     };

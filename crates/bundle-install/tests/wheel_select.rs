@@ -21,7 +21,14 @@ fn site_python_version() -> (u32, u32) {
 }
 
 fn plan(root: &Path, bundle: &Path, json: bool) -> test_support::Run {
-    let mut args: Vec<&std::ffi::OsStr> = vec!["plan".as_ref(), bundle.as_os_str(), "--root".as_ref(), root.as_os_str(), "--trust".as_ref(), pubkey().as_os_str()];
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "plan".as_ref(),
+        bundle.as_os_str(),
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--trust".as_ref(),
+        pubkey().as_os_str(),
+    ];
     if json {
         args.push("--json".as_ref());
     }
@@ -55,8 +62,11 @@ fn plan_and_apply_choose_the_wheel_for_the_site_interpreter() {
     assert_eq!(yaml["passed_over"].as_array().unwrap().len(), 3, "{p}");
     assert_eq!(wheels.len(), 3, "fieldlog, fieldkit, pyyaml: {p}");
     // The venv estimate counts the chosen wheels only.
-    let m = run(test_support::tool("bundle-build").arg("inspect").arg(&bundle).arg("--json")).json()["manifest"].clone();
-    let size = |path: &str| m["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap()["size"].as_u64().unwrap();
+    let m =
+        run(test_support::tool("bundle-build").arg("inspect").arg(&bundle).arg("--json")).json()["manifest"].clone();
+    let size = |path: &str| {
+        m["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap()["size"].as_u64().unwrap()
+    };
     let chosen: u64 = wheels.iter().map(|w| size(w["wheel"].as_str().unwrap())).sum();
     assert_eq!(p["space"]["venv_estimate_bytes"].as_u64(), Some(3 * chosen), "{p}");
     let tags = &p["site_tags"];
@@ -73,7 +83,11 @@ fn plan_and_apply_choose_the_wheel_for_the_site_interpreter() {
     let site_packages = root.join(format!("releases/4.0.0/venv/lib/python{x}.{y}/site-packages"));
     let installed = std::fs::read_to_string(site_packages.join("yaml/__init__.py")).unwrap();
     assert!(installed.contains(&fits), "the installed module comes from {fits}: {installed}");
-    let dist_infos: Vec<String> = std::fs::read_dir(&site_packages).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("pyyaml")).collect();
+    let dist_infos: Vec<String> = std::fs::read_dir(&site_packages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pyyaml"))
+        .collect();
     assert_eq!(dist_infos, ["pyyaml-6.0.3.dist-info"], "one pyyaml installed");
 }
 
@@ -95,7 +109,15 @@ fn a_distribution_without_a_fitting_wheel_is_refused_before_any_change() {
     for r in [plan(&root, &bundle, true), apply(&root, &bundle, &[])] {
         let (kind, message) = expect_error(&r, 4);
         assert_eq!(kind, "incompatible_wheel", "{r}");
-        for needle in ["`numpy`", "numpy-2.0.0-cp311-cp311-macosx_11_0_arm64.whl", "`pyyaml`", "`winonly`", "`future`", "Requires-Python", &format!("cp{x}{y}")] {
+        for needle in [
+            "`numpy`",
+            "numpy-2.0.0-cp311-cp311-macosx_11_0_arm64.whl",
+            "`pyyaml`",
+            "`winonly`",
+            "`future`",
+            "Requires-Python",
+            &format!("cp{x}{y}"),
+        ] {
             assert!(message.contains(needle), "the message should name {needle:?}: {message}");
         }
         assert!(!message.contains("`fieldkit`"), "fieldkit has a fitting wheel: {message}");

@@ -96,7 +96,9 @@ impl Env {
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         built
             .entry(version.to_string())
-            .or_insert_with(|| build_fixture_bundle(version, &self.signer.secret_path, &self.dir.join(format!("out-{version}"))))
+            .or_insert_with(|| {
+                build_fixture_bundle(version, &self.signer.secret_path, &self.dir.join(format!("out-{version}")))
+            })
             .clone()
     }
 }
@@ -269,8 +271,8 @@ pub fn with_signature(sig: Vec<u8>) -> CraftedBundle {
 
 /// The group order L of Ed25519, little-endian.
 const L: [u8; 32] = [
-    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0x10,
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
 /// Adds L to the scalar S (the second half of a 64-byte Ed25519 signature): the same value mod L,
@@ -294,7 +296,9 @@ pub fn edited_signature(edit: impl FnOnce(&mut Signature)) -> Vec<u8> {
 
 /// "`new` joins `old` for `app`", signed by both.
 pub fn rotation(old: &SecretKey, new: &SecretKey, app: &str) -> KeyRotation {
-    Statement { app: app.into(), action: RotationAction::Add, old: old.public_key(), new: new.public_key() }.sign(old, new).expect("sign a statement")
+    Statement { app: app.into(), action: RotationAction::Add, old: old.public_key(), new: new.public_key() }
+        .sign(old, new)
+        .expect("sign a statement")
 }
 
 /// The real bundle carrying `rotations` in its manifest, signed by `signer`.

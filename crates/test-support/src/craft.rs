@@ -9,8 +9,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use bundle_core::manifest::{self, Config, Database, FileEntry, Hooks, Manifest, Payload, Step, MANIFEST_NAME, SIGNATURE_NAME};
 use bundle_core::hash::sha256_hex;
+use bundle_core::manifest::{
+    self, Config, Database, FileEntry, Hooks, Manifest, Payload, Step, MANIFEST_NAME, SIGNATURE_NAME,
+};
 use bundle_core::signature::{SecretKey, TrustedInfo};
 use bundle_core::version::SchemaVersion;
 use flate2::write::GzEncoder;
@@ -159,7 +161,9 @@ impl Parts {
     pub fn read(bundle: &Path) -> Parts {
         let file = std::fs::File::open(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
         let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(file).read_to_end(&mut plain).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
+        flate2::read::GzDecoder::new(file)
+            .read_to_end(&mut plain)
+            .unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
         let mut archive = tar::Archive::new(&plain[..]);
         let mut entries = Vec::new();
         for e in archive.entries().expect("tar entries") {
@@ -173,7 +177,12 @@ impl Parts {
         assert!(entries.len() >= 2, "{}: fewer than two entries", bundle.display());
         let signature = entries.remove(1);
         let manifest = entries.remove(0);
-        assert_eq!((manifest.path.as_str(), signature.path.as_str()), (MANIFEST_NAME, SIGNATURE_NAME), "{}", bundle.display());
+        assert_eq!(
+            (manifest.path.as_str(), signature.path.as_str()),
+            (MANIFEST_NAME, SIGNATURE_NAME),
+            "{}",
+            bundle.display()
+        );
         Parts { manifest: manifest.data, signature: signature.data, files: entries }
     }
 
@@ -185,13 +194,26 @@ impl Parts {
         let mut files = vec![
             PartFile { path: "config/defaults.yaml".into(), mode: 0o644, data: b"greeting: hello\n".to_vec() },
             PartFile { path: "hooks/start.sh".into(), mode: 0o755, data: b"#!/bin/sh\nexit 0\n".to_vec() },
-            PartFile { path: "migrations/main/1.0_init.sql".into(), mode: 0o644, data: b"CREATE TABLE t (x TEXT);\n".to_vec() },
-            PartFile { path: wheel.clone(), mode: 0o644, data: format!("not really a wheel {version}\n").repeat(40).into_bytes() },
+            PartFile {
+                path: "migrations/main/1.0_init.sql".into(),
+                mode: 0o644,
+                data: b"CREATE TABLE t (x TEXT);\n".to_vec(),
+            },
+            PartFile {
+                path: wheel.clone(),
+                mode: 0o644,
+                data: format!("not really a wheel {version}\n").repeat(40).into_bytes(),
+            },
         ];
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let entries: Vec<FileEntry> = files
             .iter()
-            .map(|f| FileEntry { path: f.path.clone(), size: f.data.len() as u64, sha256: sha256_hex(&f.data), mode: format!("{:04o}", f.mode) })
+            .map(|f| FileEntry {
+                path: f.path.clone(),
+                size: f.data.len() as u64,
+                sha256: sha256_hex(&f.data),
+                mode: format!("{:04o}", f.mode),
+            })
             .collect();
         let m = Manifest {
             format: manifest::FORMAT,
@@ -210,9 +232,19 @@ impl Parts {
                 engine: "sqlite".into(),
                 path: "data/main.db".into(),
                 schema: SchemaVersion::new(1, 0),
-                steps: vec![Step { version: SchemaVersion::new(1, 0), up: Some("migrations/main/1.0_init.sql".into()), data: None, down: None }],
+                steps: vec![Step {
+                    version: SchemaVersion::new(1, 0),
+                    up: Some("migrations/main/1.0_init.sql".into()),
+                    data: None,
+                    down: None,
+                }],
             }],
-            config: Some(Config { file: "app.yaml".into(), version: 1, defaults: "config/defaults.yaml".into(), converters: vec![] }),
+            config: Some(Config {
+                file: "app.yaml".into(),
+                version: 1,
+                defaults: "config/defaults.yaml".into(),
+                converters: vec![],
+            }),
             hooks: Hooks { post_apply: Some("hooks/start.sh".into()), ..Hooks::default() },
             sbom: None,
             key_rotations: Vec::new(),
@@ -320,8 +352,12 @@ impl CraftedBundle {
         }
         let cut = path.as_bytes()[..path.len().min(156)].iter().rposition(|&b| b == b'/');
         match cut {
-            Some(i) if path.len() - i - 1 <= 100 => self.entry(Hdr::file(&path[i + 1..], mode, size).prefix(&path[..i]), data),
-            _ => self.pax(pax_record("path", path).as_bytes()).entry(Hdr::file(&path.as_bytes()[..100], mode, size), data),
+            Some(i) if path.len() - i - 1 <= 100 => {
+                self.entry(Hdr::file(&path[i + 1..], mode, size).prefix(&path[..i]), data)
+            }
+            _ => self
+                .pax(pax_record("path", path).as_bytes())
+                .entry(Hdr::file(&path.as_bytes()[..100], mode, size), data),
         }
     }
 

@@ -85,7 +85,8 @@ extern "C" fn remove_process_dir() {
 /// A fresh empty directory inside [`process_dir`], kept until the process ends (for fixtures shared
 /// by several tests; use `tempfile` for per-test directories).
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(process_dir()).expect("scratch dir").keep();
+    let dir =
+        tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(process_dir()).expect("scratch dir").keep();
     dir
 }
 

@@ -42,8 +42,14 @@ impl KeyPair {
     fn keygen_with(prefix: &Path, cmd: &mut std::process::Command) -> KeyPair {
         let r = run(cmd.arg("--out").arg(prefix).arg("--json"));
         r.expect_ok();
-        let key_id = r.json()["key_id"].as_str().unwrap_or_else(|| panic!("keygen printed no key_id:\n{r}")).to_string();
-        let pair = KeyPair { prefix: prefix.to_path_buf(), secret_path: with_ext(prefix, "key"), public_path: with_ext(prefix, "pub"), key_id };
+        let key_id =
+            r.json()["key_id"].as_str().unwrap_or_else(|| panic!("keygen printed no key_id:\n{r}")).to_string();
+        let pair = KeyPair {
+            prefix: prefix.to_path_buf(),
+            secret_path: with_ext(prefix, "key"),
+            public_path: with_ext(prefix, "pub"),
+            key_id,
+        };
         assert!(pair.secret_path.is_file() && pair.public_path.is_file(), "keygen wrote no key files:\n{r}");
         pair
     }

@@ -35,10 +35,13 @@ mod snapshot;
 mod wheels;
 
 pub use craft::{gunzip, gzip, CraftedBundle, Hdr, PartFile, Parts};
-pub use fixtures::{bin, build_fixture_bundle, copy_dir, copy_spec, fixture_specs, process_dir, scratch_dir, workspace_root, write_wheel};
-pub use many::many_empty_entries;
+pub use fixtures::{
+    bin, build_fixture_bundle, copy_dir, copy_spec, fixture_specs, process_dir, scratch_dir, workspace_root,
+    write_wheel,
+};
 pub use keys::{legacy_ed_signature, seed_of, test_secret_key, KeyPair};
+pub use many::many_empty_entries;
 pub use run::{run, run_timeout, tool, Run, DEFAULT_TIMEOUT};
-pub use wheels::Wheel;
 pub use sites::{copy_site, make_sentinel, site_python, snapshot_ignoring_lock};
 pub use snapshot::{diff_snapshots, snapshot, NodeKind, Snapshot};
+pub use wheels::Wheel;

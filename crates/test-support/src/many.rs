@@ -128,14 +128,18 @@ mod tests {
 
     #[test]
     fn the_flood_decompresses_to_head_then_entries() {
-        let head = CraftedBundle::new().file("manifest.yaml", 0o644, b"format: 1\n").without_end_of_archive().tar_bytes();
+        let head =
+            CraftedBundle::new().file("manifest.yaml", 0o644, b"format: 1\n").without_end_of_archive().tar_bytes();
         let gz = many_empty_entries(&head, 3000);
         let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut plain).expect("a valid gzip member (CRC and length included)");
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut plain)
+            .expect("a valid gzip member (CRC and length included)");
         assert_eq!(plain.len(), head.len() + 3000 * 512 + 1024);
         assert_eq!(&plain[..head.len()], &head[..]);
         let mut ar = tar::Archive::new(&plain[..]);
-        let names: Vec<String> = ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> =
+            ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 3001);
         assert_eq!(names[0], "manifest.yaml");
         assert_eq!(names[1], "e/0000000");

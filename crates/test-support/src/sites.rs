@@ -36,11 +36,14 @@ pub fn copy_site(src: &Path, dst: &Path) {
                 .unwrap_or_else(|e| panic!("symlink {}: {e}", target.display()));
         } else if t.is_dir() {
             std::fs::create_dir_all(&target).unwrap_or_else(|e| panic!("mkdir {}: {e}", target.display()));
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode())).expect("chmod");
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(meta.permissions().mode()))
+                .expect("chmod");
         } else if t.is_file() {
             std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("copy to {}: {e}", target.display()));
             // Keep mtimes: timestamp-based .pyc files must stay valid.
-            let times = std::fs::FileTimes::new().set_modified(meta.modified().expect("mtime")).set_accessed(meta.accessed().expect("atime"));
+            let times = std::fs::FileTimes::new()
+                .set_modified(meta.modified().expect("mtime"))
+                .set_accessed(meta.accessed().expect("atime"));
             std::fs::File::options().write(true).open(&target).and_then(|f| f.set_times(times)).expect("set times");
         }
     }
@@ -50,14 +53,17 @@ pub fn copy_site(src: &Path, dst: &Path) {
         let venv = rel.path().join("venv");
         let mut files = vec![venv.join("pyvenv.cfg")];
         if let Ok(bin) = std::fs::read_dir(venv.join("bin")) {
-            files.extend(bin.flatten().filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false)).map(|e| e.path()));
+            files.extend(
+                bin.flatten().filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false)).map(|e| e.path()),
+            );
         }
         for f in files {
             let Ok(text) = std::fs::read_to_string(&f) else { continue };
             if text.contains(&from) {
                 let meta = std::fs::metadata(&f).expect("metadata");
                 std::fs::write(&f, text.replace(&from, &to)).expect("rewrite");
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(meta.permissions().mode())).expect("chmod");
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(meta.permissions().mode()))
+                    .expect("chmod");
                 let times = std::fs::FileTimes::new().set_modified(meta.modified().expect("mtime"));
                 std::fs::File::options().write(true).open(&f).and_then(|h| h.set_times(times)).expect("set times");
             }

@@ -25,7 +25,14 @@ pub struct Wheel {
 
 impl Wheel {
     pub fn new(file_name: &str) -> Wheel {
-        Wheel { file_name: file_name.to_string(), name: None, version: None, headers: Vec::new(), tags: None, files: Vec::new() }
+        Wheel {
+            file_name: file_name.to_string(),
+            name: None,
+            version: None,
+            headers: Vec::new(),
+            tags: None,
+            files: Vec::new(),
+        }
     }
     pub fn header(mut self, line: &str) -> Wheel {
         self.headers.push(line.to_string());
@@ -58,7 +65,8 @@ impl Wheel {
             "out": out, "file_name": self.file_name, "name": self.name, "version": self.version,
             "headers": self.headers, "tags": self.tags, "files": self.files,
         });
-        let mut child = Command::new("python3").args(["-c", SCRIPT]).stdin(Stdio::piped()).spawn().expect("python3 is required");
+        let mut child =
+            Command::new("python3").args(["-c", SCRIPT]).stdin(Stdio::piped()).spawn().expect("python3 is required");
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), args.to_string().as_bytes()).unwrap();
         drop(child.stdin.take());
         assert!(child.wait().unwrap().success(), "writing wheel {} failed", self.file_name);

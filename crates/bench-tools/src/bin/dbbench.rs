@@ -36,11 +36,14 @@ fn make_db(path: &Path, mb: u64) {
     let _ = fs::remove_file(path);
     fs::create_dir_all(path.parent().unwrap()).unwrap_or_else(|e| die(e));
     let mut c = Connection::open(path).unwrap_or_else(|e| die(e));
-    c.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, body BLOB)")
-        .unwrap_or_else(|e| die(e));
+    c.execute_batch(
+        "PRAGMA journal_mode = DELETE; CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, body BLOB)",
+    )
+    .unwrap_or_else(|e| die(e));
     let tx = c.transaction().unwrap_or_else(|e| die(e));
     {
-        let mut st = tx.prepare("INSERT INTO items (name, body) VALUES (?1, randomblob(900))").unwrap_or_else(|e| die(e));
+        let mut st =
+            tx.prepare("INSERT INTO items (name, body) VALUES (?1, randomblob(900))").unwrap_or_else(|e| die(e));
         // ~1 KB per row with the record overhead.
         let rows = mb * 1_000_000 / 1010;
         for i in 0..rows {

@@ -70,7 +70,14 @@ fn main() {
     println!("{out}");
 }
 
-fn stage_with_store(interp: &Interpreter, site: &std::path::Path, venv_dir: &std::path::Path, wheels: &[PathBuf], compile: bool, probe: std::time::Duration) {
+fn stage_with_store(
+    interp: &Interpreter,
+    site: &std::path::Path,
+    venv_dir: &std::path::Path,
+    wheels: &[PathBuf],
+    compile: bool,
+    probe: std::time::Duration,
+) {
     std::fs::create_dir_all(site).unwrap_or_else(|e| die(format!("{}: {e}", site.display())));
     let site = Site::new(site);
     let refs: Vec<store::WheelRef> = wheels
@@ -87,7 +94,15 @@ fn stage_with_store(interp: &Interpreter, site: &std::path::Path, venv_dir: &std
     let (linked, link) = timed(|| store::link_into(&site, &venv, &refs));
     let files = linked.unwrap_or_else(|e| die(e.message));
     let (compiled, compile_t) = if compile {
-        let (r, t) = timed(|| python::compile_trees(&venv.python, std::slice::from_ref(&venv.site_packages), Some(&interp.cache_tag), false, 2));
+        let (r, t) = timed(|| {
+            python::compile_trees(
+                &venv.python,
+                std::slice::from_ref(&venv.site_packages),
+                Some(&interp.cache_tag),
+                false,
+                2,
+            )
+        });
         (r.unwrap_or_else(|e| die(e)).compiled, Some(t))
     } else {
         (0, None)

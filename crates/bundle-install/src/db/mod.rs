@@ -94,17 +94,8 @@ impl StepFile {
     /// Reads and hashes `path`; the recorded name is its file name.
     pub fn from_path(version: SchemaVersion, path: &Path, kind: StepKind) -> std::io::Result<StepFile> {
         let (sha256, _) = sha256_file(path)?;
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(StepFile {
-            version,
-            file,
-            path: path.to_path_buf(),
-            sha256,
-            kind,
-        })
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(StepFile { version, file, path: path.to_path_buf(), sha256, kind })
     }
 }
 
@@ -122,12 +113,7 @@ pub struct Step {
 
 impl Step {
     pub fn new(version: SchemaVersion) -> Step {
-        Step {
-            version,
-            up: None,
-            data: None,
-            down: None,
-        }
+        Step { version, up: None, data: None, down: None }
     }
 
     /// Every file of the step.
@@ -160,11 +146,7 @@ pub fn parse_step_name(name: &str) -> Result<Option<(SchemaVersion, StepRole)>, 
     let bad = || format!("`{name}` is not named <MAJOR>.<MINOR>_<slug>.sql / .down.sql / .py");
     let (version, slug) = stem.split_once('_').ok_or_else(bad)?;
     let version: SchemaVersion = version.parse().map_err(|_| bad())?;
-    if slug.is_empty()
-        || !slug
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-    {
+    if slug.is_empty() || !slug.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
         return Err(bad());
     }
     Ok(Some((version, role)))
@@ -174,11 +156,7 @@ pub fn parse_step_name(name: &str) -> Result<Option<(SchemaVersion, StepRole)>, 
 /// (README, `__pycache__/`) are ignored; badly named `.sql`/`.py` files, two files for the same role
 /// at one version, and a `.down.sql` with nothing to revert are errors.
 pub fn load_steps(db: &str, dir: &Path) -> Result<Vec<Step>, DbError> {
-    let io = |e: std::io::Error| DbError::Io {
-        db: db.into(),
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
+    let io = |e: std::io::Error| DbError::Io { db: db.into(), path: dir.display().to_string(), message: e.to_string() };
     let mut steps: BTreeMap<SchemaVersion, Step> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -194,11 +172,7 @@ pub fn load_steps(db: &str, dir: &Path) -> Result<Vec<Step>, DbError> {
         else {
             continue;
         };
-        let kind = if role == StepRole::Data {
-            StepKind::Python
-        } else {
-            StepKind::Sql
-        };
+        let kind = if role == StepRole::Data { StepKind::Python } else { StepKind::Sql };
         let file = StepFile::from_path(version, &entry.path(), kind).map_err(io)?;
         let step = steps.entry(version).or_insert_with(|| Step::new(version));
         let slot = match role {
@@ -209,10 +183,7 @@ pub fn load_steps(db: &str, dir: &Path) -> Result<Vec<Step>, DbError> {
         if let Some(other) = slot {
             return Err(DbError::Steps {
                 db: db.into(),
-                message: format!(
-                    "two migrations for the same part of {version}: {} and {name}",
-                    other.file
-                ),
+                message: format!("two migrations for the same part of {version}: {} and {name}", other.file),
             });
         }
         *slot = Some(file);
@@ -242,12 +213,7 @@ pub struct HistoryRow {
 
 /// `schema_after` of the last successful row (rows in id order), or `0.0`.
 pub fn current_version(history: &[HistoryRow]) -> SchemaVersion {
-    history
-        .iter()
-        .rev()
-        .find(|r| r.success)
-        .map(|r| r.schema_after)
-        .unwrap_or(SchemaVersion::CLEAN)
+    history.iter().rev().find(|r| r.success).map(|r| r.schema_after).unwrap_or(SchemaVersion::CLEAN)
 }
 
 /// Steps that started and never finished: a `success = false` row with no later successful row of
@@ -278,10 +244,7 @@ pub enum DbState {
     /// User tables but no history: the installer refuses unless told `--baseline VERSION`.
     Unversioned { tables: Vec<String> },
     /// Has a history table (its rows in id order, failures included).
-    Versioned {
-        version: SchemaVersion,
-        history: Vec<HistoryRow>,
-    },
+    Versioned { version: SchemaVersion, history: Vec<HistoryRow> },
 }
 
 impl DbState {
@@ -323,21 +286,14 @@ pub struct DriftItem {
 /// Every drifted file: a successful `up` row whose file the bundle ships with another sha256.
 /// Files the bundle does not ship at all are not drift (old steps may be pruned from a bundle).
 pub fn find_drift(steps: &[Step], history: &[HistoryRow]) -> Vec<DriftItem> {
-    let shipped: HashMap<&str, &str> = steps
-        .iter()
-        .flat_map(Step::files)
-        .map(|f| (f.file.as_str(), f.sha256.as_str()))
-        .collect();
+    let shipped: HashMap<&str, &str> =
+        steps.iter().flat_map(Step::files).map(|f| (f.file.as_str(), f.sha256.as_str())).collect();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for row in history.iter().filter(|r| r.success && r.direction == Direction::Up) {
         if let Some(&sha) = shipped.get(row.file.as_str()) {
             if !sha.eq_ignore_ascii_case(&row.sha256) && seen.insert((row.file.clone(), row.sha256.clone())) {
-                out.push(DriftItem {
-                    file: row.file.clone(),
-                    recorded: row.sha256.clone(),
-                    shipped: sha.to_string(),
-                });
+                out.push(DriftItem { file: row.file.clone(), recorded: row.sha256.clone(), shipped: sha.to_string() });
             }
         }
     }
@@ -385,44 +341,24 @@ fn chain<'a>(db: &str, steps: &'a [Step]) -> Result<Vec<&'a Step>, DbError> {
 pub fn plan_up(db: &str, steps: &[Step], state: &DbState, target: SchemaVersion) -> Result<Vec<PlannedStep>, DbError> {
     let (current, history) = match state {
         DbState::Unversioned { tables } => {
-            return Err(DbError::Unversioned {
-                db: db.into(),
-                tables: tables.clone(),
-            });
+            return Err(DbError::Unversioned { db: db.into(), tables: tables.clone() });
         }
         DbState::Clean => (SchemaVersion::CLEAN, &[][..]),
         DbState::Versioned { version, history } => (*version, &history[..]),
     };
     let chain = chain(db, steps)?;
     if current.major > target.major {
-        return Err(DbError::Incompatible {
-            db: db.into(),
-            current,
-            target,
-        });
+        return Err(DbError::Incompatible { db: db.into(), current, target });
     }
     if let Some(d) = find_drift(steps, history).into_iter().next() {
-        return Err(DbError::Drift {
-            db: db.into(),
-            file: d.file,
-            recorded: d.recorded,
-            shipped: d.shipped,
-        });
+        return Err(DbError::Drift { db: db.into(), file: d.file, recorded: d.recorded, shipped: d.shipped });
     }
     if target.runs_on(current) {
         return Ok(Vec::new());
     }
-    let needed: Vec<&Step> = chain
-        .into_iter()
-        .filter(|s| s.version > current && s.version <= target)
-        .collect();
+    let needed: Vec<&Step> = chain.into_iter().filter(|s| s.version > current && s.version <= target).collect();
     if needed.last().map(|s| s.version) != Some(target) {
-        return Err(DbError::Gap {
-            db: db.into(),
-            missing: target,
-            from: current,
-            target,
-        });
+        return Err(DbError::Gap { db: db.into(), missing: target, from: current, target });
     }
     let mut prev = current;
     for s in &needed {
@@ -433,17 +369,9 @@ pub fn plan_up(db: &str, steps: &[Step], state: &DbState, target: SchemaVersion)
             prev == SchemaVersion::CLEAN || prev.major + 1 == v.major
         };
         if !ok {
-            let missing = if v.minor > 0 {
-                SchemaVersion::new(v.major, v.minor - 1)
-            } else {
-                SchemaVersion::new(v.major - 1, 0)
-            };
-            return Err(DbError::Gap {
-                db: db.into(),
-                missing,
-                from: current,
-                target,
-            });
+            let missing =
+                if v.minor > 0 { SchemaVersion::new(v.major, v.minor - 1) } else { SchemaVersion::new(v.major - 1, 0) };
+            return Err(DbError::Gap { db: db.into(), missing, from: current, target });
         }
         prev = v;
     }
@@ -459,12 +387,7 @@ pub fn plan_up(db: &str, steps: &[Step], state: &DbState, target: SchemaVersion)
                 && last_ok.is_some_and(|r| r.direction == Direction::Up && r.file == up.file && r.sha256 == up.sha256);
             if !already {
                 let schema_after = if s.data.is_some() { prev } else { s.version };
-                plan.push(PlannedStep {
-                    version: s.version,
-                    file: up.clone(),
-                    direction: Direction::Up,
-                    schema_after,
-                });
+                plan.push(PlannedStep { version: s.version, file: up.clone(), direction: Direction::Up, schema_after });
             }
         }
         if let Some(data) = &s.data {
@@ -494,10 +417,7 @@ pub fn plan_down(
 ) -> Result<Vec<PlannedStep>, DbError> {
     let current = match state {
         DbState::Unversioned { tables } => {
-            return Err(DbError::Unversioned {
-                db: db.into(),
-                tables: tables.clone(),
-            });
+            return Err(DbError::Unversioned { db: db.into(), tables: tables.clone() });
         }
         DbState::Clean => SchemaVersion::CLEAN,
         DbState::Versioned { version, .. } => *version,
@@ -506,11 +426,7 @@ pub fn plan_down(
         return Ok(Vec::new());
     }
     if current < target {
-        return Err(DbError::NotARollback {
-            db: db.into(),
-            current,
-            target,
-        });
+        return Err(DbError::NotARollback { db: db.into(), current, target });
     }
     let chain = chain(db, steps)?;
     let mut plan = Vec::new();
@@ -523,12 +439,7 @@ pub fn plan_down(
             reachable = false;
             break;
         }
-        let prev = chain
-            .iter()
-            .rev()
-            .map(|s| s.version)
-            .find(|v| *v < at)
-            .unwrap_or(SchemaVersion::CLEAN);
+        let prev = chain.iter().rev().map(|s| s.version).find(|v| *v < at).unwrap_or(SchemaVersion::CLEAN);
         match chain.iter().find(|s| s.version == at).and_then(|s| s.down.as_ref()) {
             Some(down) => plan.push(PlannedStep {
                 version: at,
@@ -541,13 +452,7 @@ pub fn plan_down(
         at = prev;
     }
     if !missing.is_empty() || !reachable {
-        return Err(DbError::NeedsRestore {
-            db: db.into(),
-            current,
-            target,
-            missing,
-            reachable,
-        });
+        return Err(DbError::NeedsRestore { db: db.into(), current, target, missing, reachable });
     }
     Ok(plan)
 }
@@ -624,7 +529,9 @@ pub fn rehearsal_db_name(live: &str, tag: &str) -> String {
 
 /// Whether `name` is a rehearsal's scratch database name.
 pub fn is_rehearsal_db_name(name: &str) -> bool {
-    name.rsplit_once("_rehearse_").is_some_and(|(head, tag)| !head.is_empty() && !tag.is_empty() && tag.bytes().all(|c| c.is_ascii_alphanumeric()))
+    name.rsplit_once("_rehearse_").is_some_and(|(head, tag)| {
+        !head.is_empty() && !tag.is_empty() && tag.bytes().all(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 /// One database engine. Every method names the database in its errors; none of them leaves a
@@ -696,7 +603,10 @@ pub trait Engine: Send {
     /// SQLite has none (a rehearsal copies the file).
     fn copy_to_scratch(&mut self, name: &str, work: &Path) -> Result<ScratchCopy, DbError> {
         let _ = (name, work);
-        Err(DbError::Config { db: self.name().into(), message: format!("the {} engine has no scratch databases", self.engine()) })
+        Err(DbError::Config {
+            db: self.name().into(),
+            message: format!("the {} engine has no scratch databases", self.engine()),
+        })
     }
     /// Drops the rehearsal scratch database `name` on this database's server, if it exists
     /// (`recover` after a killed rehearsal). Names not of the rehearsal form are refused.
@@ -709,7 +619,10 @@ pub trait Engine: Send {
 /// Refuses to drop anything but a rehearsal's scratch database, or the live database itself.
 pub(crate) fn check_rehearsal_drop(db: &str, live: &str, name: &str) -> Result<(), DbError> {
     if !is_rehearsal_db_name(name) || name == live {
-        return Err(DbError::Config { db: db.into(), message: format!("`{name}` is not a rehearsal's scratch database; not dropped") });
+        return Err(DbError::Config {
+            db: db.into(),
+            message: format!("`{name}` is not a rehearsal's scratch database; not dropped"),
+        });
     }
     Ok(())
 }
@@ -802,7 +715,10 @@ pub fn run_lock_wait() -> Duration {
 /// Takes the run lock of every database given as `(name, engine, path)`, in name order (so two
 /// nodes never deadlock on two databases), waiting [`run_lock_wait`]. Keep the result alive for the
 /// whole run; SQLite databases are skipped without being opened.
-pub fn lock_run<'a>(root: &Path, dbs: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Result<Vec<RunLock>, DbError> {
+pub fn lock_run<'a>(
+    root: &Path,
+    dbs: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<Vec<RunLock>, DbError> {
     let mut dbs: Vec<(&str, &str, &str)> = dbs.into_iter().filter(|(_, engine, _)| *engine != "sqlite").collect();
     dbs.sort();
     dbs.dedup();
@@ -825,9 +741,7 @@ pub fn open(name: &str, engine: &str, root: &Path, path: &str) -> Result<Box<dyn
     // The name becomes a backup file name.
     if name.is_empty()
         || name.starts_with('.')
-        || !name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        || !name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
     {
         return Err(DbError::Config {
             db: name.into(),
@@ -844,10 +758,7 @@ pub fn open(name: &str, engine: &str, root: &Path, path: &str) -> Result<Box<dyn
             let url = server::resolve_url(name, engine, root)?;
             Ok(Box::new(mysql::MyEngine::new(name, url, root)))
         }
-        other => Err(DbError::UnknownEngine {
-            db: name.into(),
-            engine: other.into(),
-        }),
+        other => Err(DbError::UnknownEngine { db: name.into(), engine: other.into() }),
     }
 }
 
@@ -861,76 +772,31 @@ pub enum DbError {
     #[error("database `{db}` ({path}): cannot open: {message}")]
     Open { db: String, path: String, message: String },
     #[error("database `{db}` ({path}): {context}: {message}")]
-    Engine {
-        db: String,
-        path: String,
-        context: String,
-        message: String,
-    },
+    Engine { db: String, path: String, context: String, message: String },
     #[error("database `{db}`: {path}: {message}")]
     Io { db: String, path: String, message: String },
     #[error("database `{db}`: migration {file} failed at statement `{statement}`: {message} (the whole file was rolled back)")]
-    Step {
-        db: String,
-        file: String,
-        statement: String,
-        message: String,
-    },
+    Step { db: String, file: String, statement: String, message: String },
     #[error("database `{db}`: migration {file} failed at statement `{statement}`: {message} (MariaDB/MySQL commits DDL as it goes, so what ran before that statement stayed applied; the step stays recorded as unfinished until the backup taken before it is restored)")]
-    StepPartial {
-        db: String,
-        file: String,
-        statement: String,
-        message: String,
-    },
+    StepPartial { db: String, file: String, statement: String, message: String },
     #[error("database `{db}`: data migration {file} failed ({status}): {stderr}")]
-    Script {
-        db: String,
-        file: String,
-        status: String,
-        stderr: String,
-    },
+    Script { db: String, file: String, status: String, stderr: String },
     #[error(
         "database `{db}`: {file} changed since it was verified (sha256 {actual}, expected {expected}); not running it"
     )]
-    Hash {
-        db: String,
-        file: String,
-        expected: String,
-        actual: String,
-    },
+    Hash { db: String, file: String, expected: String, actual: String },
     #[error("database `{db}`: backup {file} is damaged ({algo} {actual}, recorded {expected}); not restoring from it")]
-    BackupCorrupt {
-        db: String,
-        file: String,
-        algo: &'static str,
-        expected: String,
-        actual: String,
-    },
+    BackupCorrupt { db: String, file: String, algo: &'static str, expected: String, actual: String },
     #[error("database `{db}`: bad migration set: {message}")]
     Steps { db: String, message: String },
     #[error("database `{db}`: the bundle has no migration to {missing}, needed to go from {from} to {target}; the bundle is incomplete")]
-    Gap {
-        db: String,
-        missing: SchemaVersion,
-        from: SchemaVersion,
-        target: SchemaVersion,
-    },
+    Gap { db: String, missing: SchemaVersion, from: SchemaVersion, target: SchemaVersion },
     #[error("database `{db}`: {HISTORY_TABLE} is unreadable: {message}")]
     History { db: String, message: String },
     #[error("database `{db}` is at schema {current}, a newer major than {target} that this release is built for; refusing (restore a backup taken before that upgrade to go back)")]
-    Incompatible {
-        db: String,
-        current: SchemaVersion,
-        target: SchemaVersion,
-    },
+    Incompatible { db: String, current: SchemaVersion, target: SchemaVersion },
     #[error("database `{db}`: {file} was changed after it was applied (recorded sha256 {recorded}, the bundle has {shipped}); drift is not re-run, fix the bundle")]
-    Drift {
-        db: String,
-        file: String,
-        recorded: String,
-        shipped: String,
-    },
+    Drift { db: String, file: String, recorded: String, shipped: String },
     #[error("database `{db}` has tables ({}) but no {HISTORY_TABLE}; if you know its schema version, run again with `--baseline {db}=VERSION`", short_list(.tables))]
     Unversioned { db: String, tables: Vec<String> },
     #[error("database `{db}` is at schema {current} and cannot be migrated down to one that code for {target} runs on: {}; restore the backup taken before the upgrade (--restore-data)", needs_restore_reason(.missing, *.reachable, *.target))]
@@ -944,26 +810,13 @@ pub enum DbError {
     #[error("database `{db}` is already versioned (schema {version}); a baseline is only for unversioned databases")]
     AlreadyVersioned { db: String, version: SchemaVersion },
     #[error("database `{db}` is at schema {current}, older than {target}: that is an upgrade, not a rollback")]
-    NotARollback {
-        db: String,
-        current: SchemaVersion,
-        target: SchemaVersion,
-    },
+    NotARollback { db: String, current: SchemaVersion, target: SchemaVersion },
     #[error("database `{db}` ({location}) is locked by another run ({holder}); waited {waited_secs}s. Run again when it has finished (BUNDLE_DB_LOCK_WAIT_SECS sets the wait)")]
-    Locked {
-        db: String,
-        location: String,
-        holder: String,
-        waited_secs: u64,
-    },
+    Locked { db: String, location: String, holder: String, waited_secs: u64 },
     #[error("database `{db}` ({location}): {message}; nothing was changed")]
     Tools { db: String, location: String, message: String },
     #[error("database `{db}`: migration {file} started on {applied_at} and never finished; the engine cannot roll DDL back, so the database may hold half of it. Restore the backup taken before it (`bundle-install recover`, or rollback --restore-data) before migrating again")]
-    Unfinished {
-        db: String,
-        file: String,
-        applied_at: String,
-    },
+    Unfinished { db: String, file: String, applied_at: String },
 }
 
 impl DbError {
@@ -1052,9 +905,7 @@ fn needs_restore_reason(missing: &[SchemaVersion], reachable: bool, target: Sche
         parts.push(format!("the bundle ships no down-migration for {list}"));
     }
     if !reachable {
-        parts.push(format!(
-            "no shipped schema version is one that code for {target} runs on"
-        ));
+        parts.push(format!("no shipped schema version is one that code for {target} runs on"));
     }
     parts.join("; ")
 }
@@ -1074,7 +925,10 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
 /// A backup record must belong to this database and engine before anything is restored from it.
 pub(crate) fn check_backup_record(db: &str, engine: &str, backup: &BackupRecord) -> Result<(), DbError> {
     if backup.db != db || backup.engine != engine {
-        return Err(DbError::Config { db: db.into(), message: format!("backup record is for {} database `{}`", backup.engine, backup.db) });
+        return Err(DbError::Config {
+            db: db.into(),
+            message: format!("backup record is for {} database `{}`", backup.engine, backup.db),
+        });
     }
     Ok(())
 }
@@ -1084,20 +938,32 @@ pub(crate) fn check_backup_record(db: &str, engine: &str, backup: &BackupRecord)
 /// recorded). Returns the file's bytes.
 pub(crate) fn read_step_file(db: &str, step: &PlannedStep) -> Result<Vec<u8>, DbError> {
     if step.direction == Direction::Baseline {
-        return Err(DbError::Config { db: db.into(), message: "a baseline is recorded with `baseline`, not applied".into() });
+        return Err(DbError::Config {
+            db: db.into(),
+            message: "a baseline is recorded with `baseline`, not applied".into(),
+        });
     }
-    let bytes = std::fs::read(&step.file.path)
-        .map_err(|e| DbError::Io { db: db.into(), path: step.file.path.display().to_string(), message: e.to_string() })?;
+    let bytes = std::fs::read(&step.file.path).map_err(|e| DbError::Io {
+        db: db.into(),
+        path: step.file.path.display().to_string(),
+        message: e.to_string(),
+    })?;
     let actual = sha256_hex(&bytes);
     if !actual.eq_ignore_ascii_case(&step.file.sha256) {
-        return Err(DbError::Hash { db: db.into(), file: step.file.file.clone(), expected: step.file.sha256.clone(), actual });
+        return Err(DbError::Hash {
+            db: db.into(),
+            file: step.file.file.clone(),
+            expected: step.file.sha256.clone(),
+            actual,
+        });
     }
     Ok(bytes)
 }
 
 /// The backup file must still hash to what was recorded when it was taken.
 pub(crate) fn verify_backup_file(db: &str, backup: &BackupRecord, path: &Path) -> Result<(), DbError> {
-    let io = |e: std::io::Error| DbError::Io { db: db.into(), path: path.display().to_string(), message: e.to_string() };
+    let io =
+        |e: std::io::Error| DbError::Io { db: db.into(), path: path.display().to_string(), message: e.to_string() };
     let (algo, expected, actual) = match (&backup.blake3, &backup.sha256) {
         (Some(want), _) => ("blake3", want.clone(), backup_checksum(path).map_err(io)?.0),
         (None, Some(want)) => ("sha256", want.clone(), sha256_file(path).map_err(io)?.0),
@@ -1204,14 +1070,8 @@ mod tests {
     /// 1.0 init, 1.1 additive, 2.0 breaking with a down, 2.1 sql + py.
     fn chain4() -> Vec<Step> {
         vec![
-            Step {
-                up: Some(file("1.0", "1.0_init.sql", StepKind::Sql)),
-                ..Step::new(v("1.0"))
-            },
-            Step {
-                up: Some(file("1.1", "1.1_add_tags.sql", StepKind::Sql)),
-                ..Step::new(v("1.1"))
-            },
+            Step { up: Some(file("1.0", "1.0_init.sql", StepKind::Sql)), ..Step::new(v("1.0")) },
+            Step { up: Some(file("1.1", "1.1_add_tags.sql", StepKind::Sql)), ..Step::new(v("1.1")) },
             Step {
                 up: Some(file("2.0", "2.0_split.sql", StepKind::Sql)),
                 down: Some(file("2.0", "2.0_split.down.sql", StepKind::Sql)),
@@ -1243,24 +1103,13 @@ mod tests {
         let mut history = Vec::new();
         for s in steps.iter().filter(|s| s.version <= v(upto)) {
             let n = history.len() as i64 + 1;
-            history.push(row(
-                n,
-                s.up.as_ref().unwrap(),
-                Direction::Up,
-                true,
-                &s.version.to_string(),
-            ));
+            history.push(row(n, s.up.as_ref().unwrap(), Direction::Up, true, &s.version.to_string()));
         }
-        DbState::Versioned {
-            version: current_version(&history),
-            history,
-        }
+        DbState::Versioned { version: current_version(&history), history }
     }
 
     fn names(plan: &[PlannedStep]) -> Vec<(String, Direction, String)> {
-        plan.iter()
-            .map(|p| (p.file.file.clone(), p.direction, p.schema_after.to_string()))
-            .collect()
+        plan.iter().map(|p| (p.file.file.clone(), p.direction, p.schema_after.to_string())).collect()
     }
 
     #[test]
@@ -1287,10 +1136,7 @@ mod tests {
     fn upgrade_runs_only_newer_steps() {
         let steps = chain4();
         let plan = plan_up("m", &steps, &at(&steps, "1.1"), v("2.0")).unwrap();
-        assert_eq!(
-            names(&plan),
-            vec![("2.0_split.sql".into(), Direction::Up, "2.0".into())]
-        );
+        assert_eq!(names(&plan), vec![("2.0_split.sql".into(), Direction::Up, "2.0".into())]);
     }
 
     #[test]
@@ -1312,16 +1158,11 @@ mod tests {
 
     #[test]
     fn unversioned_is_refused_with_a_hint() {
-        let state = DbState::Unversioned {
-            tables: vec!["a".into(), "b".into()],
-        };
+        let state = DbState::Unversioned { tables: vec!["a".into(), "b".into()] };
         let err = plan_up("client", &chain4(), &state, v("2.1")).unwrap_err();
         assert!(err.is_policy());
         let msg = err.to_string();
-        assert!(
-            msg.contains("--baseline client=VERSION") && msg.contains("client") && msg.contains("a, b"),
-            "{msg}"
-        );
+        assert!(msg.contains("--baseline client=VERSION") && msg.contains("client") && msg.contains("a, b"), "{msg}");
     }
 
     #[test]
@@ -1330,26 +1171,14 @@ mod tests {
         let mut state = at(&steps, "1.1");
         if let DbState::Versioned { history, .. } = &mut state {
             // an old step this bundle no longer ships: not drift
-            history.insert(
-                0,
-                HistoryRow {
-                    id: 0,
-                    file: "0.9_ancient.sql".into(),
-                    ..history[0].clone()
-                },
-            );
+            history.insert(0, HistoryRow { id: 0, file: "0.9_ancient.sql".into(), ..history[0].clone() });
         }
         assert!(find_drift(&steps, state.history()).is_empty());
         let mut changed = steps.clone();
         changed[1].up.as_mut().unwrap().sha256 = sha256_hex(b"edited");
         let err = plan_up("m", &changed, &state, v("2.1")).unwrap_err();
         match &err {
-            DbError::Drift {
-                file,
-                recorded,
-                shipped,
-                ..
-            } => {
+            DbError::Drift { file, recorded, shipped, .. } => {
                 assert_eq!(file, "1.1_add_tags.sql");
                 assert_eq!(recorded, &steps[1].up.as_ref().unwrap().sha256);
                 assert_eq!(shipped, &sha256_hex(b"edited"));
@@ -1370,22 +1199,13 @@ mod tests {
         let mut steps = chain4();
         steps.remove(2); // no 2.0: 2.1 cannot follow 1.1
         let err = plan_up("m", &steps, &at(&steps, "1.0"), v("2.1")).unwrap_err();
-        assert!(
-            matches!(err, DbError::Gap { missing, .. } if missing == v("2.0")),
-            "{err}"
-        );
+        assert!(matches!(err, DbError::Gap { missing, .. } if missing == v("2.0")), "{err}");
         assert!(!err.is_policy());
         // target not shipped
         let err = plan_up("m", &chain4(), &DbState::Clean, v("2.2")).unwrap_err();
-        assert!(
-            matches!(err, DbError::Gap { missing, .. } if missing == v("2.2")),
-            "{err}"
-        );
+        assert!(matches!(err, DbError::Gap { missing, .. } if missing == v("2.2")), "{err}");
         // a clean install may start at a squashed X.0, an upgrade from 1.1 may not skip 2.x
-        let squashed = vec![Step {
-            up: Some(file("3.0", "3.0_all.sql", StepKind::Sql)),
-            ..Step::new(v("3.0"))
-        }];
+        let squashed = vec![Step { up: Some(file("3.0", "3.0_all.sql", StepKind::Sql)), ..Step::new(v("3.0")) }];
         assert_eq!(plan_up("m", &squashed, &DbState::Clean, v("3.0")).unwrap().len(), 1);
         let err = plan_up("m", &squashed, &at(&chain4(), "1.1"), v("3.0")).unwrap_err();
         assert!(matches!(err, DbError::Gap { .. }), "{err}");
@@ -1412,10 +1232,7 @@ mod tests {
         assert!(plan_down("m", &steps, &at(&steps, "2.1"), v("2.0")).unwrap().is_empty());
         // 2.0 -> code for 1.1: run 2.0's down, landing at 1.1
         let plan = plan_down("m", &steps, &at(&steps, "2.0"), v("1.1")).unwrap();
-        assert_eq!(
-            names(&plan),
-            vec![("2.0_split.down.sql".into(), Direction::Down, "1.1".into())]
-        );
+        assert_eq!(names(&plan), vec![("2.0_split.down.sql".into(), Direction::Down, "1.1".into())]);
         // code for 1.0 runs on 1.1 too: same plan
         assert_eq!(plan_down("m", &steps, &at(&steps, "2.0"), v("1.0")).unwrap(), plan);
         // 2.1 has no down
@@ -1441,43 +1258,18 @@ mod tests {
     fn bad_step_sets() {
         let mut steps = chain4();
         steps.push(steps[0].clone());
-        assert_eq!(
-            plan_up("m", &steps, &DbState::Clean, v("2.1")).unwrap_err().kind(),
-            "bad_steps"
-        );
-        let only_down = vec![Step {
-            down: Some(file("1.0", "1.0_x.down.sql", StepKind::Sql)),
-            ..Step::new(v("1.0"))
-        }];
-        assert_eq!(
-            plan_up("m", &only_down, &DbState::Clean, v("1.0")).unwrap_err().kind(),
-            "bad_steps"
-        );
+        assert_eq!(plan_up("m", &steps, &DbState::Clean, v("2.1")).unwrap_err().kind(), "bad_steps");
+        let only_down = vec![Step { down: Some(file("1.0", "1.0_x.down.sql", StepKind::Sql)), ..Step::new(v("1.0")) }];
+        assert_eq!(plan_up("m", &only_down, &DbState::Clean, v("1.0")).unwrap_err().kind(), "bad_steps");
     }
 
     #[test]
     fn step_names() {
-        assert_eq!(
-            parse_step_name("1.1_add_tags.sql").unwrap(),
-            Some((v("1.1"), StepRole::Up))
-        );
-        assert_eq!(
-            parse_step_name("2.0_split.down.sql").unwrap(),
-            Some((v("2.0"), StepRole::Down))
-        );
-        assert_eq!(
-            parse_step_name("2.10_fill-slugs.py").unwrap(),
-            Some((v("2.10"), StepRole::Data))
-        );
+        assert_eq!(parse_step_name("1.1_add_tags.sql").unwrap(), Some((v("1.1"), StepRole::Up)));
+        assert_eq!(parse_step_name("2.0_split.down.sql").unwrap(), Some((v("2.0"), StepRole::Down)));
+        assert_eq!(parse_step_name("2.10_fill-slugs.py").unwrap(), Some((v("2.10"), StepRole::Data)));
         assert_eq!(parse_step_name("README.md").unwrap(), None);
-        for bad in [
-            "1_init.sql",
-            "1.0.sql",
-            "1.0_.sql",
-            "1.01_x.sql",
-            "v1.0_x.sql",
-            "1.0_a b.sql",
-        ] {
+        for bad in ["1_init.sql", "1.0.sql", "1.0_.sql", "1.01_x.sql", "v1.0_x.sql", "1.0_a b.sql"] {
             assert!(parse_step_name(bad).is_err(), "{bad}");
         }
     }
@@ -1531,10 +1323,7 @@ mod tests {
     fn messages_are_one_line() {
         assert_eq!(one_line("  a\n\tb  c ", 10), "a b c");
         assert_eq!(one_line("abcdef", 3), "abc…");
-        let err = DbError::Unversioned {
-            db: "m".into(),
-            tables: (0..8).map(|i| format!("t{i}")).collect(),
-        };
+        let err = DbError::Unversioned { db: "m".into(), tables: (0..8).map(|i| format!("t{i}")).collect() };
         assert!(err.to_string().contains("… 3 more"));
     }
 }

@@ -29,8 +29,8 @@ use mysql::{Conn, Opts, OptsBuilder, Value};
 use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{describe_status, fsync_dir, fsync_file, remove_if_exists, stderr_tail};
 use super::{
-    current_version, one_line, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError,
-    DbState, Direction, Engine, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE,
+    current_version, one_line, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError, DbState,
+    Direction, Engine, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE,
     HISTORY_TABLE,
 };
 
@@ -66,9 +66,7 @@ fn connect(ctx: &Ctx) -> Result<Conn, DbError> {
         None => ctx.url.full.clone(),
     };
     let opts = Opts::from_url(&full).map_err(|e| open_err(e.to_string()))?;
-    let opts = OptsBuilder::from_opts(opts)
-        .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
-        .prefer_socket(false);
+    let opts = OptsBuilder::from_opts(opts).tcp_connect_timeout(Some(CONNECT_TIMEOUT)).prefer_socket(false);
     Conn::new(opts).map_err(|e| open_err(my_msg(&e)))
 }
 
@@ -82,12 +80,7 @@ pub(crate) struct MyEngine {
 
 impl MyEngine {
     pub(crate) fn new(name: &str, url: ConnUrl, root: &Path) -> MyEngine {
-        MyEngine {
-            ctx: Ctx { db: name.into(), url },
-            root: root.to_path_buf(),
-            conn: None,
-            scratch: false,
-        }
+        MyEngine { ctx: Ctx { db: name.into(), url }, root: root.to_path_buf(), conn: None, scratch: false }
     }
 
     fn conn(&mut self) -> Result<&mut Conn, DbError> {
@@ -202,9 +195,8 @@ impl MyEngine {
         let c = self.conn()?;
         let mut run = || -> Result<u64, mysql::Error> {
             c.query_drop(&create)?;
-            let now: Option<String> = c.query_first(format!(
-                "SELECT schema_after FROM {table} WHERE success ORDER BY id DESC LIMIT 1"
-            ))?;
+            let now: Option<String> =
+                c.query_first(format!("SELECT schema_after FROM {table} WHERE success ORDER BY id DESC LIMIT 1"))?;
             let now = now.and_then(|s| s.parse().ok()).unwrap_or(SchemaVersion::CLEAN);
             c.exec_drop(
                 format!(
@@ -239,10 +231,7 @@ impl MyEngine {
 
     fn apply_sql(&mut self, step: &PlannedStep, release: &str, bytes: &[u8]) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        let bad = |message: String| DbError::Steps {
-            db: ctx.db.clone(),
-            message,
-        };
+        let bad = |message: String| DbError::Steps { db: ctx.db.clone(), message };
         let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("{} is not UTF-8: {e}", step.file.file)))?;
         let statements =
             server::split_sql(text, Dialect::Mysql).map_err(|m| bad(format!("{}: {m}", step.file.file)))?;
@@ -565,9 +554,7 @@ struct MyRunLock {
 
 impl RunLockHolder for MyRunLock {
     fn release(&mut self) -> Result<(), String> {
-        self.conn
-            .exec_drop("SELECT RELEASE_LOCK(?)", (&self.name,))
-            .map_err(|e| my_msg(&e))
+        self.conn.exec_drop("SELECT RELEASE_LOCK(?)", (&self.name,)).map_err(|e| my_msg(&e))
     }
 }
 
@@ -587,25 +574,16 @@ impl Engine for MyEngine {
     fn inspect(&mut self) -> Result<DbState, DbError> {
         if self.history_exists()? {
             let history = self.read_history()?;
-            return Ok(DbState::Versioned {
-                version: current_version(&history),
-                history,
-            });
+            return Ok(DbState::Versioned { version: current_version(&history), history });
         }
         let tables = self.data_tables()?;
-        Ok(if tables.is_empty() {
-            DbState::Clean
-        } else {
-            DbState::Unversioned { tables }
-        })
+        Ok(if tables.is_empty() { DbState::Clean } else { DbState::Unversioned { tables } })
     }
 
     fn preflight(&mut self) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        let server_version: Option<String> = self
-            .conn()?
-            .query_first("SELECT VERSION()")
-            .map_err(|e| ctx.my("reading the server version", &e))?;
+        let server_version: Option<String> =
+            self.conn()?.query_first("SELECT VERSION()").map_err(|e| ctx.my("reading the server version", &e))?;
         let server_version = server_version.unwrap_or_default();
         let (sflav, smajor) = flavour(&server_version);
         self.refuse_unfinished()?;
@@ -768,10 +746,7 @@ impl Engine for MyEngine {
         if self.history_exists()? {
             let history = self.read_history()?;
             if history.iter().any(|r| r.success) {
-                return Err(DbError::AlreadyVersioned {
-                    db: ctx.db,
-                    version: current_version(&history),
-                });
+                return Err(DbError::AlreadyVersioned { db: ctx.db, version: current_version(&history) });
             }
         }
         let dbname = ctx.url.dbname.clone();
@@ -893,15 +868,16 @@ impl Engine for MyEngine {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn flavours() {
-        assert_eq!(flavour("mysqldump  Ver 10.19 Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)"), ("MariaDB", 10));
+        assert_eq!(
+            flavour("mysqldump  Ver 10.19 Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)"),
+            ("MariaDB", 10)
+        );
         assert_eq!(flavour("10.11.19-MariaDB-0+deb12u1"), ("MariaDB", 10));
         assert_eq!(flavour("mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)"), ("MySQL", 8));
         assert_eq!(flavour("8.4.0"), ("MySQL", 8));

@@ -124,7 +124,11 @@ fn default_root_cert() -> Option<PathBuf> {
     Some(Path::new(&home).join(".postgresql").join("root.crt")).filter(|p| p.is_file())
 }
 
-fn webpki(file: &Path, provider: &Arc<CryptoProvider>, check_name: bool) -> Result<Arc<dyn ServerCertVerifier>, String> {
+fn webpki(
+    file: &Path,
+    provider: &Arc<CryptoProvider>,
+    check_name: bool,
+) -> Result<Arc<dyn ServerCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(file).map_err(|e| format!("sslrootcert {}: {e}", file.display()))?;
     for cert in certs {
@@ -146,13 +150,30 @@ fn webpki(file: &Path, provider: &Arc<CryptoProvider>, check_name: bool) -> Resu
 struct AnyCertificate(Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -166,16 +187,35 @@ impl ServerCertVerifier for AnyCertificate {
 struct ChainOnly(Arc<WebPkiServerVerifier>);
 
 impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(&self, end: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        end: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         match self.0.verify_server_cert(end, intermediates, name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.0.verify_tls12_signature(message, cert, dss)
     }
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.0.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -190,8 +230,13 @@ mod tests {
     #[test]
     fn urls_are_split_into_what_the_crate_parses_and_the_tls_settings() {
         let (url, s) = split_url("postgres://u:p@db:5432/app").unwrap();
-        assert_eq!((url.as_str(), s.mode, s.root_cert), ("postgres://u:p@db:5432/app?sslmode=prefer", SslMode::Prefer, None));
-        let (url, s) = split_url("postgres://u@db/app?application_name=x&sslmode=verify-full&sslrootcert=/etc/ca%20dir/ca.pem").unwrap();
+        assert_eq!(
+            (url.as_str(), s.mode, s.root_cert),
+            ("postgres://u:p@db:5432/app?sslmode=prefer", SslMode::Prefer, None)
+        );
+        let (url, s) =
+            split_url("postgres://u@db/app?application_name=x&sslmode=verify-full&sslrootcert=/etc/ca%20dir/ca.pem")
+                .unwrap();
         assert_eq!(url, "postgres://u@db/app?application_name=x&sslmode=require");
         assert_eq!(s.mode, SslMode::VerifyFull);
         assert_eq!(s.root_cert, Some(PathBuf::from("/etc/ca dir/ca.pem")));

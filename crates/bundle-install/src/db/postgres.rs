@@ -31,8 +31,8 @@ use postgres::{Client, NoTls};
 use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{fsync_dir, fsync_file, remove_if_exists};
 use super::{
-    current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction,
-    Engine, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
+    current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction, Engine,
+    HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
 
 const ENGINE: &str = "postgres";
@@ -231,10 +231,7 @@ impl PgEngine {
 
     fn apply_sql(&mut self, step: &PlannedStep, release: &str, bytes: &[u8]) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        let bad = |message: String| DbError::Steps {
-            db: ctx.db.clone(),
-            message,
-        };
+        let bad = |message: String| DbError::Steps { db: ctx.db.clone(), message };
         let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("{} is not UTF-8: {e}", step.file.file)))?;
         let statements =
             server::split_sql(text, Dialect::Postgres).map_err(|m| bad(format!("{}: {m}", step.file.file)))?;
@@ -259,8 +256,7 @@ impl PgEngine {
         let insert = self.insert_sql();
         let c = self.client()?;
         let mut tx = c.transaction().map_err(|e| fail("BEGIN", pg_msg(&e)))?;
-        tx.batch_execute(&create)
-            .map_err(|e| fail("CREATE TABLE bundle_schema_history", pg_msg(&e)))?;
+        tx.batch_execute(&create).map_err(|e| fail("CREATE TABLE bundle_schema_history", pg_msg(&e)))?;
         for s in &statements {
             tx.batch_execute(s).map_err(|e| fail(s, pg_msg(&e)))?;
         }
@@ -290,10 +286,7 @@ impl PgEngine {
     fn record_failure(&mut self, step: &PlannedStep, release: &str) {
         let create = self.create_history_sql();
         let insert = self.insert_sql();
-        let last = format!(
-            "SELECT schema_after FROM {} WHERE success ORDER BY id DESC LIMIT 1",
-            self.table()
-        );
+        let last = format!("SELECT schema_after FROM {} WHERE success ORDER BY id DESC LIMIT 1", self.table());
         let Ok(c) = self.client() else { return };
         let mut record = || -> Result<(), postgres::Error> {
             let mut tx = c.transaction()?;
@@ -311,7 +304,10 @@ impl PgEngine {
     fn program(&self, prog: &Path) -> Command {
         let mut cmd = Command::new(prog);
         cmd.env_remove("PGPASSWORD")
-            .env("PGAPPNAME", format!("{} {}", server::whoami(), prog.file_name().unwrap_or_default().to_string_lossy()))
+            .env(
+                "PGAPPNAME",
+                format!("{} {}", server::whoami(), prog.file_name().unwrap_or_default().to_string_lossy()),
+            )
             .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string());
         if let Some(pw) = &self.ctx.url.password {
             cmd.env("PGPASSWORD", pw);
@@ -363,8 +359,7 @@ impl PgEngine {
             // Nothing to load: empty the database in one transaction of our own.
             let c = self.client()?;
             let mut tx = c.transaction().map_err(|e| ctx.pg("emptying the database", &e))?;
-            tx.batch_execute(&emptying)
-                .map_err(|e| ctx.pg("emptying the database", &e))?;
+            tx.batch_execute(&emptying).map_err(|e| ctx.pg("emptying the database", &e))?;
             return tx.commit().map_err(|e| ctx.pg("emptying the database", &e));
         };
         let pg_restore = self.tool(&["pg_restore"])?;
@@ -477,12 +472,7 @@ impl Drop for PgEngine {
 }
 
 fn strip_ws_upper(s: &str) -> String {
-    server::strip_comments(s)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .take(32)
-        .collect::<String>()
-        .to_ascii_uppercase()
+    server::strip_comments(s).chars().filter(|c| !c.is_whitespace()).take(32).collect::<String>().to_ascii_uppercase()
 }
 
 /// Collects a child's stderr on a thread (so a chatty child never blocks on a full pipe).
@@ -594,7 +584,12 @@ fn row_hashes(
     Ok(out)
 }
 
-fn diff_databases(live: &mut Client, live_schema: &str, old: &mut Client, old_schema: &str) -> Result<Vec<TableDiff>, postgres::Error> {
+fn diff_databases(
+    live: &mut Client,
+    live_schema: &str,
+    old: &mut Client,
+    old_schema: &str,
+) -> Result<Vec<TableDiff>, postgres::Error> {
     let live_tables: HashMap<String, String> = data_tables(live, live_schema)?.into_iter().collect();
     let old_tables: HashMap<String, String> = data_tables(old, old_schema)?.into_iter().collect();
     let mut names: Vec<&String> = live_tables.keys().chain(old_tables.keys()).collect();
@@ -645,10 +640,7 @@ struct PgRunLock {
 
 impl RunLockHolder for PgRunLock {
     fn release(&mut self) -> Result<(), String> {
-        self.client
-            .query_one("SELECT pg_advisory_unlock($1)", &[&lock_key()])
-            .map(|_| ())
-            .map_err(|e| pg_msg(&e))
+        self.client.query_one("SELECT pg_advisory_unlock($1)", &[&lock_key()]).map(|_| ()).map_err(|e| pg_msg(&e))
     }
 }
 
@@ -668,32 +660,24 @@ impl Engine for PgEngine {
     fn inspect(&mut self) -> Result<DbState, DbError> {
         if self.history_exists()? {
             let history = self.read_history()?;
-            return Ok(DbState::Versioned {
-                version: current_version(&history),
-                history,
-            });
+            return Ok(DbState::Versioned { version: current_version(&history), history });
         }
         let tables: Vec<String> = self.data_tables()?.into_iter().map(|(d, _)| d).collect();
-        Ok(if tables.is_empty() {
-            DbState::Clean
-        } else {
-            DbState::Unversioned { tables }
-        })
+        Ok(if tables.is_empty() { DbState::Clean } else { DbState::Unversioned { tables } })
     }
 
     fn preflight(&mut self) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
         let c = self.client()?;
-        let num: String = c
-            .query_one("SHOW server_version_num", &[])
-            .map_err(|e| ctx.pg("reading the server version", &e))?
-            .get(0);
+        let num: String =
+            c.query_one("SHOW server_version_num", &[]).map_err(|e| ctx.pg("reading the server version", &e))?.get(0);
         let server_major = num.parse::<u32>().map(|n| n / 10000).unwrap_or(0);
         let mut majors = Vec::new();
         for name in ["pg_dump", "pg_restore", "psql"] {
             let prog = self.tool(&[name])?;
             let line = server::program_version(&prog).map_err(|m| ctx.tools(m))?;
-            let major = major_of(&line).ok_or_else(|| ctx.tools(format!("cannot read the version of {}: `{line}`", prog.display())))?;
+            let major = major_of(&line)
+                .ok_or_else(|| ctx.tools(format!("cannot read the version of {}: `{line}`", prog.display())))?;
             majors.push((name, prog, major));
         }
         let dump_major = majors[0].2;
@@ -764,7 +748,9 @@ impl Engine for PgEngine {
                     waited_secs: started.elapsed().as_secs(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(200).min(wait.saturating_sub(started.elapsed())).max(Duration::from_millis(10)));
+            std::thread::sleep(
+                Duration::from_millis(200).min(wait.saturating_sub(started.elapsed())).max(Duration::from_millis(10)),
+            );
         }
     }
 
@@ -846,10 +832,7 @@ impl Engine for PgEngine {
         if self.history_exists()? {
             let history = self.read_history()?;
             if history.iter().any(|r| r.success) {
-                return Err(DbError::AlreadyVersioned {
-                    db: ctx.db,
-                    version: current_version(&history),
-                });
+                return Err(DbError::AlreadyVersioned { db: ctx.db, version: current_version(&history) });
             }
         }
         let fingerprint = sha256_hex(self.schema_fingerprint()?.as_bytes());
@@ -918,7 +901,11 @@ impl Engine for PgEngine {
         let mut text = String::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             // `\restrict KEY` carries a random key on every run; comments name versions.
-            if line.starts_with("\\restrict") || line.starts_with("\\unrestrict") || line.starts_with("--") || line.is_empty() {
+            if line.starts_with("\\restrict")
+                || line.starts_with("\\unrestrict")
+                || line.starts_with("--")
+                || line.is_empty()
+            {
                 continue;
             }
             text.push_str(line);
@@ -998,8 +985,15 @@ impl Engine for PgEngine {
                 .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", &[&ctx.url.dbname])
                 .map_err(|e| ctx.pg("counting sessions on the live database", &e))?
                 .get(0);
-            if others == 0 && c.batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", ident(name), ident(&ctx.url.dbname))).is_ok() {
-                return Ok(super::ScratchCopy { url: target.full.clone(), masked: target.masked.clone(), method: "template".into() });
+            if others == 0
+                && c.batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", ident(name), ident(&ctx.url.dbname)))
+                    .is_ok()
+            {
+                return Ok(super::ScratchCopy {
+                    url: target.full.clone(),
+                    masked: target.masked.clone(),
+                    method: "template".into(),
+                });
             }
         }
         let record = self.backup(work)?;
@@ -1039,8 +1033,6 @@ impl PgEngine {
         Ok(rows.iter().map(|r| r.get::<_, String>(0) + "\n").collect())
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {

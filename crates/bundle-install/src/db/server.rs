@@ -34,11 +34,7 @@ impl Ctx {
     }
 
     pub fn io(&self, path: &Path, e: std::io::Error) -> DbError {
-        DbError::Io {
-            db: self.db.clone(),
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
+        DbError::Io { db: self.db.clone(), path: path.display().to_string(), message: e.to_string() }
     }
 
     pub fn tools(&self, message: String) -> DbError {
@@ -131,7 +127,12 @@ impl ConnUrl {
         }
         let decode_opt = |s: Option<&str>| s.map(percent_decode);
         // `?password=` is a password too (libpq reads it): it goes the same way as the user-info one.
-        let query_password = query.and_then(|q| q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k.eq_ignore_ascii_case("password")).map(|(_, v)| v));
+        let query_password = query.and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("password"))
+                .map(|(_, v)| v)
+        });
         let info_password = raw_password;
         let raw_password = raw_password.or(query_password);
         let password = decode_opt(raw_password);
@@ -201,17 +202,15 @@ fn is_secret_param(key: &str) -> bool {
 
 fn query_pairs(url: &str) -> Vec<(String, String)> {
     let Some((_, q)) = url.split_once('?') else { return Vec::new() };
-    q.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// `tail` without its secret query parameters (`password`, `sslpassword`, …): what may appear on a
 /// client program's command line, which every local user can read in `/proc/*/cmdline`.
 fn strip_secret_query(tail: &str) -> String {
     let Some((head, q)) = tail.split_once('?') else { return tail.to_string() };
-    let kept: Vec<&str> = q.split('&').filter(|kv| !is_secret_param(kv.split_once('=').map_or(*kv, |(k, _)| k))).collect();
+    let kept: Vec<&str> =
+        q.split('&').filter(|kv| !is_secret_param(kv.split_once('=').map_or(*kv, |(k, _)| k))).collect();
     if kept.is_empty() {
         head.to_string()
     } else {
@@ -307,10 +306,7 @@ pub(crate) fn resolve_url(name: &str, engine: &str, root: &Path) -> Result<ConnU
         _ => false,
     };
     if !ok {
-        return Err(config(format!(
-            "the connection URL from {source} ({}) is not a {engine} URL",
-            url.masked
-        )));
+        return Err(config(format!("the connection URL from {source} ({}) is not a {engine} URL", url.masked)));
     }
     Ok(url)
 }
@@ -493,11 +489,7 @@ pub(crate) fn strip_comments(mut sql: &str) -> &str {
 
 /// The first keyword of a statement, upper-cased.
 pub(crate) fn first_word(sql: &str) -> String {
-    strip_comments(sql)
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase()
+    strip_comments(sql).chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase()
 }
 
 /// A program to run: `BUNDLE_<VAR>` (a directory holding it) first, then the given names on PATH.
@@ -554,10 +546,7 @@ pub(crate) fn run_python(
     };
     let python = python.ok_or_else(|| DbError::Config {
         db: db.into(),
-        message: format!(
-            "data migration {} needs a Python interpreter and none was given",
-            step.file.file
-        ),
+        message: format!("data migration {} needs a Python interpreter and none was given", step.file.file),
     })?;
     let script = std::path::absolute(&step.file.path).map_err(|e| io(&step.file.path, e))?;
     let python = if python.components().count() > 1 {
@@ -629,10 +618,7 @@ pub(crate) fn merge_counts(
 pub(crate) fn random_suffix() -> String {
     let mut bytes = [0u8; 6];
     if getrandom(&mut bytes).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         bytes.copy_from_slice(&t.to_le_bytes()[..6]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()

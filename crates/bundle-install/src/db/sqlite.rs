@@ -24,8 +24,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Batch, Connection, OpenFlags, TransactionBehavior};
 
 use super::{
-    current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction,
-    Engine, HistoryRow, PlannedStep, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
+    current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction, Engine,
+    HistoryRow, PlannedStep, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
 
 /// How long we wait for another connection's lock (the app should be stopped, but a cron job or a
@@ -65,11 +65,7 @@ impl Ctx {
     }
 
     fn io(&self, path: &Path, e: std::io::Error) -> DbError {
-        DbError::Io {
-            db: self.db.clone(),
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }
+        DbError::Io { db: self.db.clone(), path: path.display().to_string(), message: e.to_string() }
     }
 }
 
@@ -94,15 +90,11 @@ pub(crate) struct SqliteEngine {
 
 impl SqliteEngine {
     pub(crate) fn new(name: &str, root: &Path, rel: &str) -> Result<SqliteEngine, DbError> {
-        let ctx = Ctx {
-            db: name.into(),
-            rel: rel.into(),
-        };
+        let ctx = Ctx { db: name.into(), rel: rel.into() };
         let p = Path::new(rel);
         let inside = !rel.is_empty()
             && !p.is_absolute()
-            && p.components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            && p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
             && p.file_name().is_some();
         if !inside {
             return Err(DbError::Config {
@@ -112,7 +104,16 @@ impl SqliteEngine {
         }
         let root = std::path::absolute(root).map_err(|e| ctx.io(root, e))?;
         let shown = root.join(p);
-        let mut engine = SqliteEngine { path: shown.clone(), shown, root, rel: p.to_path_buf(), dir: None, ctx, conn: None, pin: None };
+        let mut engine = SqliteEngine {
+            path: shown.clone(),
+            shown,
+            root,
+            rel: p.to_path_buf(),
+            dir: None,
+            ctx,
+            conn: None,
+            pin: None,
+        };
         engine.locate(false)?;
         Ok(engine)
     }
@@ -136,14 +137,20 @@ impl SqliteEngine {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => None,
                 other => other.map_err(|e| self.ctx.io(&self.shown, e))?,
             };
-            self.path = opened.as_ref().and_then(crate::beneath::proc_path).map(|d| d.join(self.file_name())).unwrap_or_else(|| self.shown.clone());
+            self.path = opened
+                .as_ref()
+                .and_then(crate::beneath::proc_path)
+                .map(|d| d.join(self.file_name()))
+                .unwrap_or_else(|| self.shown.clone());
             self.dir = opened;
         }
         let Some(dir) = &self.dir else { return Ok(()) };
         for suffix in ["", "-wal", "-shm", "-journal", ".restoring"] {
             let mut name = self.file_name().to_owned();
             name.push(suffix);
-            if crate::beneath::entry_at(dir, &name).map_err(|e| self.ctx.io(&self.shown, e))? == crate::beneath::Entry::Other {
+            if crate::beneath::entry_at(dir, &name).map_err(|e| self.ctx.io(&self.shown, e))?
+                == crate::beneath::Entry::Other
+            {
                 return Err(self.ctx.io(
                     &sidecar(&self.shown, suffix),
                     std::io::Error::other("is a symbolic link or not a regular file; the installer never follows links inside the site (check who put it there)"),
@@ -156,7 +163,9 @@ impl SqliteEngine {
     fn exists(&self) -> bool {
         match &self.dir {
             _ if self.conn.is_some() => true,
-            Some(dir) => crate::beneath::entry_at(dir, self.file_name()).is_ok_and(|e| e != crate::beneath::Entry::Missing),
+            Some(dir) => {
+                crate::beneath::entry_at(dir, self.file_name()).is_ok_and(|e| e != crate::beneath::Entry::Missing)
+            }
             None => false,
         }
     }
@@ -168,9 +177,11 @@ impl SqliteEngine {
     fn conn(&mut self) -> Result<&mut Connection, DbError> {
         if self.conn.is_none() {
             self.locate(true)?;
-            let open_err = |ctx: &Ctx, message: String| DbError::Open { db: ctx.db.clone(), path: ctx.rel.clone(), message };
+            let open_err =
+                |ctx: &Ctx, message: String| DbError::Open { db: ctx.db.clone(), path: ctx.rel.clone(), message };
             let dir = self.dir.as_ref().expect("created by locate");
-            let pin = crate::beneath::open_file_at(dir, self.file_name(), Some(0o644)).map_err(|e| self.ctx.io(&self.shown, e))?;
+            let pin = crate::beneath::open_file_at(dir, self.file_name(), Some(0o644))
+                .map_err(|e| self.ctx.io(&self.shown, e))?;
             let id = {
                 use std::os::unix::fs::MetadataExt;
                 let m = pin.metadata().map_err(|e| self.ctx.io(&self.shown, e))?;
@@ -204,10 +215,7 @@ impl SqliteEngine {
     }
 
     fn apply_sql(&mut self, ctx: &Ctx, step: &PlannedStep, release: &str, bytes: &[u8]) -> Result<(), DbError> {
-        let bad = |message: String| DbError::Steps {
-            db: ctx.db.clone(),
-            message,
-        };
+        let bad = |message: String| DbError::Steps { db: ctx.db.clone(), message };
         let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("{} is not UTF-8: {e}", step.file.file)))?;
         if text.contains('\0') {
             return Err(bad(format!("{} contains a NUL byte", step.file.file)));
@@ -218,8 +226,7 @@ impl SqliteEngine {
         // for schema changes (create new, copy, DROP old, rename) would otherwise let DROP TABLE run
         // its implicit DELETE and cascade into child tables. The pragma is a no-op inside a
         // transaction, hence set here; integrity is checked before commit instead.
-        conn.execute_batch("PRAGMA foreign_keys = OFF")
-            .map_err(|e| ctx.engine("disabling foreign keys", e))?;
+        conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(|e| ctx.engine("disabling foreign keys", e))?;
         let result = run_sql_step(conn, ctx, step, release, &statements);
         let back_on = conn.execute_batch("PRAGMA foreign_keys = ON");
         result?;
@@ -235,10 +242,7 @@ impl SqliteEngine {
     ) -> Result<(), DbError> {
         let python = python.ok_or_else(|| DbError::Config {
             db: ctx.db.clone(),
-            message: format!(
-                "data migration {} needs a Python interpreter and none was given",
-                step.file.file
-            ),
+            message: format!("data migration {} needs a Python interpreter and none was given", step.file.file),
         })?;
         // The script runs with its cwd in the database's directory: make every path absolute first.
         let script = std::path::absolute(&step.file.path).map_err(|e| ctx.io(&step.file.path, e))?;
@@ -280,15 +284,7 @@ impl SqliteEngine {
         let mut record = || -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(CREATE_HISTORY)?;
-            insert_history(
-                &tx,
-                step,
-                &step.file.file,
-                &step.file.sha256,
-                release,
-                true,
-                step.schema_after,
-            )?;
+            insert_history(&tx, step, &step.file.file, &step.file.sha256, release, true, step.schema_after)?;
             tx.commit()
         };
         record().map_err(|e| ctx.engine(&format!("recording {} in {HISTORY_TABLE}", step.file.file), e))
@@ -307,13 +303,7 @@ impl SqliteEngine {
                     [],
                     |r| r.get(0),
                 )
-                .or_else(|e| {
-                    if e == rusqlite::Error::QueryReturnedNoRows {
-                        Ok(None)
-                    } else {
-                        Err(e)
-                    }
-                })?;
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
             let now = now.and_then(|s| s.parse().ok()).unwrap_or(SchemaVersion::CLEAN);
             insert_history(&tx, step, &step.file.file, &step.file.sha256, release, false, now)?;
             tx.commit()
@@ -434,7 +424,8 @@ impl Engine for SqliteEngine {
             // the lock is taken). Copying it in large blocks while hashing is several times faster
             // than the page-by-page backup API followed by a second read for the hash.
             let tx = src.transaction().map_err(|e| ctx.engine("starting the backup read", e))?;
-            tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(|e| ctx.engine("locking for the backup", e))?;
+            tx.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+                .map_err(|e| ctx.engine("locking for the backup", e))?;
             let copied = copy_and_checksum(&live, &tmp);
             // Only now may the lock go: closing our own descriptors of the file released SQLite's
             // POSIX locks with them, and nothing runs between that and here.
@@ -500,8 +491,8 @@ impl Engine for SqliteEngine {
         if wal || fs::metadata(&wal_file).is_ok_and(|m| m.len() > 0) {
             // WAL: other connections map the -shm index of the live file, so its pages may only be
             // changed through SQLite. The backup API writes them in one transaction.
-            let src = open_backup(&src_path)
-                .map_err(|e| ctx.engine(&format!("opening backup {}", src_path.display()), e))?;
+            let src =
+                open_backup(&src_path).map_err(|e| ctx.engine(&format!("opening backup {}", src_path.display()), e))?;
             return copy_database(&src, conn)
                 .map_err(|e| ctx.engine(&format!("restoring from {}", src_path.display()), e));
         }
@@ -563,10 +554,7 @@ impl Engine for SqliteEngine {
         if history_exists(&tx).map_err(|e| ctx.engine("reading the schema", e))? {
             let history = read_history(&tx, &ctx)?;
             if history.iter().any(|r| r.success) {
-                return Err(DbError::AlreadyVersioned {
-                    db: ctx.db,
-                    version: current_version(&history),
-                });
+                return Err(DbError::AlreadyVersioned { db: ctx.db, version: current_version(&history) });
             }
         }
         let record = || -> rusqlite::Result<()> {
@@ -577,13 +565,7 @@ impl Engine for SqliteEngine {
                 "INSERT INTO bundle_schema_history
                  (version, file, sha256, direction, applied_at, release, success, schema_after)
                  VALUES (?1, ?2, ?3, 'baseline', ?4, ?5, 1, ?1)",
-                params![
-                    version.to_string(),
-                    BASELINE_FILE,
-                    fingerprint,
-                    utc_now_rfc3339(),
-                    release
-                ],
+                params![version.to_string(), BASELINE_FILE, fingerprint, utc_now_rfc3339(), release],
             )?;
             Ok(())
         };
@@ -605,12 +587,7 @@ impl Engine for SqliteEngine {
             return Ok(counts
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
-                .map(|(table, added)| TableDiff {
-                    table,
-                    added,
-                    changed: 0,
-                    removed: 0,
-                })
+                .map(|(table, added)| TableDiff { table, added, changed: 0, removed: 0 })
                 .collect());
         };
         let src_path = dir.join(file);
@@ -621,12 +598,7 @@ impl Engine for SqliteEngine {
             return Ok(counts
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
-                .map(|(table, removed)| TableDiff {
-                    table,
-                    added: 0,
-                    changed: 0,
-                    removed,
-                })
+                .map(|(table, removed)| TableDiff { table, added: 0, changed: 0, removed })
                 .collect());
         }
         let conn = self.conn()?;
@@ -695,7 +667,8 @@ fn open_nofollow(path: &Path, write: bool) -> std::io::Result<fs::File> {
 /// returns it open.
 fn copy_new(src: &Path, to: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut out = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(to)?;
+    let mut out =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(to)?;
     std::io::copy(&mut fs::File::open(src)?, &mut out)?;
     Ok(out)
 }
@@ -722,7 +695,9 @@ fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
         let hashed = hasher.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")));
         let (n, (sum, m)) = (copied?, hashed?);
         if n != m {
-            return Err(std::io::Error::other(format!("copied {n} bytes but read {m} for the checksum: the database changed during the backup")));
+            return Err(std::io::Error::other(format!(
+                "copied {n} bytes but read {m} for the checksum: the database changed during the backup"
+            )));
         }
         Ok((sum, n))
     })
@@ -821,8 +796,6 @@ fn copy_database(src: &Connection, dst: &mut Connection) -> rusqlite::Result<()>
     }
 }
 
-
-
 fn run_sql_step(
     conn: &mut Connection,
     ctx: &Ctx,
@@ -837,17 +810,11 @@ fn run_sql_step(
         message: one_line(&message.to_string(), 300),
     };
     // IMMEDIATE takes the write lock now (waiting up to the busy timeout) instead of failing midway.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| fail("BEGIN IMMEDIATE", &e))?;
-    tx.execute_batch(CREATE_HISTORY)
-        .map_err(|e| fail("CREATE TABLE bundle_schema_history", &e))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| fail("BEGIN IMMEDIATE", &e))?;
+    tx.execute_batch(CREATE_HISTORY).map_err(|e| fail("CREATE TABLE bundle_schema_history", &e))?;
     let has_fks = has_foreign_keys(&tx).map_err(|e| fail("reading the schema", &e))?;
-    let fk_before = if has_fks {
-        fk_violations(&tx).map_err(|e| fail("PRAGMA foreign_key_check", &e))?
-    } else {
-        BTreeMap::new()
-    };
+    let fk_before =
+        if has_fks { fk_violations(&tx).map_err(|e| fail("PRAGMA foreign_key_check", &e))? } else { BTreeMap::new() };
     for sql in statements {
         if let Some(keyword) = transaction_control(sql) {
             return Err(fail(
@@ -872,16 +839,8 @@ fn run_sql_step(
             ));
         }
     }
-    insert_history(
-        &tx,
-        step,
-        &step.file.file,
-        &step.file.sha256,
-        release,
-        true,
-        step.schema_after,
-    )
-    .map_err(|e| fail("INSERT INTO bundle_schema_history", &e))?;
+    insert_history(&tx, step, &step.file.file, &step.file.sha256, release, true, step.schema_after)
+        .map_err(|e| fail("INSERT INTO bundle_schema_history", &e))?;
     tx.commit().map_err(|e| fail("COMMIT", &e))
 }
 
@@ -937,10 +896,7 @@ fn strip_leading_comments(mut sql: &str) -> &str {
 
 /// `BEGIN`/`COMMIT`/`END`/`ROLLBACK` would end our transaction and commit half a step.
 fn transaction_control(sql: &str) -> Option<String> {
-    let word: String = strip_leading_comments(sql)
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
+    let word: String = strip_leading_comments(sql).chars().take_while(|c| c.is_ascii_alphabetic()).collect();
     let word = word.to_ascii_uppercase();
     matches!(word.as_str(), "BEGIN" | "COMMIT" | "END" | "ROLLBACK").then_some(word)
 }
@@ -1003,27 +959,15 @@ fn read_state(conn: &Connection, ctx: &Ctx) -> Result<DbState, DbError> {
     let has_history = history_exists(conn).map_err(|e| ctx.engine("reading the schema", e))?;
     if has_history {
         let history = read_history(conn, ctx)?;
-        return Ok(DbState::Versioned {
-            version: current_version(&history),
-            history,
-        });
+        return Ok(DbState::Versioned { version: current_version(&history), history });
     }
-    let tables: Vec<String> = data_tables(conn, "main")
-        .map_err(|e| ctx.engine("listing tables", e))?
-        .into_iter()
-        .collect();
-    Ok(if tables.is_empty() {
-        DbState::Clean
-    } else {
-        DbState::Unversioned { tables }
-    })
+    let tables: Vec<String> =
+        data_tables(conn, "main").map_err(|e| ctx.engine("listing tables", e))?.into_iter().collect();
+    Ok(if tables.is_empty() { DbState::Clean } else { DbState::Unversioned { tables } })
 }
 
 fn read_history(conn: &Connection, ctx: &Ctx) -> Result<Vec<HistoryRow>, DbError> {
-    let bad = |message: String| DbError::History {
-        db: ctx.db.clone(),
-        message,
-    };
+    let bad = |message: String| DbError::History { db: ctx.db.clone(), message };
     let mut stmt = conn
         .prepare(
             "SELECT id, version, file, sha256, direction, applied_at, release, success, schema_after
@@ -1053,17 +997,7 @@ fn read_history(conn: &Connection, ctx: &Ctx) -> Result<Vec<HistoryRow>, DbError
         let schema_after = after.parse().map_err(|e| bad(format!("row {id}: {e}")))?;
         let direction =
             Direction::parse(&direction).ok_or_else(|| bad(format!("row {id}: unknown direction `{direction}`")))?;
-        out.push(HistoryRow {
-            id,
-            version,
-            file,
-            sha256,
-            direction,
-            applied_at,
-            release,
-            success,
-            schema_after,
-        });
+        out.push(HistoryRow { id, version, file, sha256, direction, applied_at, release, success, schema_after });
     }
     Ok(out)
 }
@@ -1086,18 +1020,11 @@ fn data_tables(conn: &Connection, schema: &str) -> rusqlite::Result<BTreeSet<Str
 }
 
 fn count(conn: &Connection, schema: &str, table: &str) -> rusqlite::Result<u64> {
-    conn.query_row(
-        &format!("SELECT count(*) FROM {}.{}", quote(schema), quote(table)),
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row(&format!("SELECT count(*) FROM {}.{}", quote(schema), quote(table)), [], |r| r.get(0))
 }
 
 fn table_counts(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<(String, u64)>> {
-    data_tables(conn, schema)?
-        .into_iter()
-        .map(|t| count(conn, schema, &t).map(|n| (t, n)))
-        .collect()
+    data_tables(conn, schema)?.into_iter().map(|t| count(conn, schema, &t).map(|n| (t, n))).collect()
 }
 
 /// (name, position in the primary key or 0) of each column.
@@ -1113,18 +1040,12 @@ fn diff_attached(conn: &Connection) -> rusqlite::Result<Vec<TableDiff>> {
     let mut out = Vec::new();
     for table in live.union(&old) {
         let d = match (live.contains(table), old.contains(table)) {
-            (true, false) => TableDiff {
-                table: table.clone(),
-                added: count(conn, "main", table)?,
-                changed: 0,
-                removed: 0,
-            },
-            (false, true) => TableDiff {
-                table: table.clone(),
-                added: 0,
-                changed: 0,
-                removed: count(conn, BACKUP_ALIAS, table)?,
-            },
+            (true, false) => {
+                TableDiff { table: table.clone(), added: count(conn, "main", table)?, changed: 0, removed: 0 }
+            }
+            (false, true) => {
+                TableDiff { table: table.clone(), added: 0, changed: 0, removed: count(conn, BACKUP_ALIAS, table)? }
+            }
             _ => diff_table(conn, table)?,
         };
         if d.added + d.changed + d.removed > 0 {
@@ -1139,10 +1060,7 @@ fn diff_attached(conn: &Connection) -> rusqlite::Result<Vec<TableDiff>> {
 /// both versions of the table have.
 fn diff_table(conn: &Connection, table: &str) -> rusqlite::Result<TableDiff> {
     let live_cols = columns(conn, "main", table)?;
-    let old_cols: HashSet<String> = columns(conn, BACKUP_ALIAS, table)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let old_cols: HashSet<String> = columns(conn, BACKUP_ALIAS, table)?.into_iter().map(|(n, _)| n).collect();
     let mut pk: Vec<&(String, i64)> = live_cols.iter().filter(|(_, p)| *p > 0).collect();
     pk.sort_by_key(|(_, p)| *p);
     let mut key: Vec<String> = pk.iter().map(|(n, _)| quote(n)).collect();
@@ -1154,34 +1072,17 @@ fn diff_table(conn: &Connection, table: &str) -> rusqlite::Result<TableDiff> {
         .filter(|(n, p)| old_cols.contains(n) && !(*p > 0 && key[0] != "rowid"))
         .map(|(n, _)| quote(n))
         .collect();
-    let (live, old) = (
-        format!("main.{}", quote(table)),
-        format!("{BACKUP_ALIAS}.{}", quote(table)),
-    );
-    let on = key
-        .iter()
-        .map(|k| format!("b.{k} IS a.{k}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let (live, old) = (format!("main.{}", quote(table)), format!("{BACKUP_ALIAS}.{}", quote(table)));
+    let on = key.iter().map(|k| format!("b.{k} IS a.{k}")).collect::<Vec<_>>().join(" AND ");
     let q = |sql: String| conn.query_row(&sql, [], |r| r.get::<_, u64>(0));
     let matched = (|| -> rusqlite::Result<(u64, u64, u64)> {
-        let added = q(format!(
-            "SELECT count(*) FROM {live} a WHERE NOT EXISTS (SELECT 1 FROM {old} b WHERE {on})"
-        ))?;
-        let removed = q(format!(
-            "SELECT count(*) FROM {old} b WHERE NOT EXISTS (SELECT 1 FROM {live} a WHERE {on})"
-        ))?;
+        let added = q(format!("SELECT count(*) FROM {live} a WHERE NOT EXISTS (SELECT 1 FROM {old} b WHERE {on})"))?;
+        let removed = q(format!("SELECT count(*) FROM {old} b WHERE NOT EXISTS (SELECT 1 FROM {live} a WHERE {on})"))?;
         let changed = if common.is_empty() {
             0
         } else {
-            let differs = common
-                .iter()
-                .map(|c| format!("a.{c} IS NOT b.{c}"))
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            q(format!(
-                "SELECT count(*) FROM {live} a JOIN {old} b ON {on} WHERE {differs}"
-            ))?
+            let differs = common.iter().map(|c| format!("a.{c} IS NOT b.{c}")).collect::<Vec<_>>().join(" OR ");
+            q(format!("SELECT count(*) FROM {live} a JOIN {old} b ON {on} WHERE {differs}"))?
         };
         Ok((added, changed, removed))
     })();
@@ -1191,12 +1092,7 @@ fn diff_table(conn: &Connection, table: &str) -> rusqlite::Result<TableDiff> {
         Err(_) if key[0] == "rowid" => (count(conn, "main", table)?, 0, count(conn, BACKUP_ALIAS, table)?),
         Err(e) => return Err(e),
     };
-    Ok(TableDiff {
-        table: table.into(),
-        added,
-        changed,
-        removed,
-    })
+    Ok(TableDiff { table: table.into(), added, changed, removed })
 }
 
 /// Every schema object's SQL, sorted (autoindexes have none).
@@ -1237,14 +1133,8 @@ fn dump(conn: &Connection) -> rusqlite::Result<String> {
         let mut rows_stmt = conn.prepare(&format!("SELECT * FROM {} ORDER BY {order}", quote(&table)))?;
         let mut rows = rows_stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let values = (0..n)
-                .map(|i| row.get_ref(i).map(literal))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            out.push_str(&format!(
-                "INSERT INTO {} VALUES({});\n",
-                quote(&table),
-                values.join(",")
-            ));
+            let values = (0..n).map(|i| row.get_ref(i).map(literal)).collect::<rusqlite::Result<Vec<_>>>()?;
+            out.push_str(&format!("INSERT INTO {} VALUES({});\n", quote(&table), values.join(",")));
         }
     }
     Ok(out)
@@ -1323,10 +1213,7 @@ mod tests {
 
     #[test]
     fn transaction_control_is_spotted() {
-        assert_eq!(
-            transaction_control("  -- x\n begin transaction;").as_deref(),
-            Some("BEGIN")
-        );
+        assert_eq!(transaction_control("  -- x\n begin transaction;").as_deref(), Some("BEGIN"));
         assert_eq!(transaction_control("COMMIT;").as_deref(), Some("COMMIT"));
         assert_eq!(transaction_control("END"), Some("END".into()));
         assert_eq!(transaction_control("CREATE TRIGGER t BEGIN SELECT 1; END;"), None);
@@ -1335,9 +1222,6 @@ mod tests {
 
     #[test]
     fn uri_escapes() {
-        assert_eq!(
-            backup_uri(Path::new("/a b/c?.db")),
-            "file:/a%20b/c%3F.db?mode=ro&immutable=1"
-        );
+        assert_eq!(backup_uri(Path::new("/a b/c?.db")), "file:/a%20b/c%3F.db?mode=ro&immutable=1");
     }
 }

@@ -18,7 +18,9 @@ use std::sync::OnceLock;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
-use test_support::{copy_spec, diff_snapshots, fixture_specs, run, scratch_dir, snapshot, tool, KeyPair, Run, Snapshot};
+use test_support::{
+    copy_spec, diff_snapshots, fixture_specs, run, scratch_dir, snapshot, tool, KeyPair, Run, Snapshot,
+};
 
 pub const VERSIONS: [&str; 4] = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"];
 
@@ -340,7 +342,8 @@ pub fn copy_site(src: &Path, dst: &Path) {
             // Keep mtimes: the venvs' timestamp-based .pyc must stay valid, or the first run of the
             // app in the copy would rewrite them inside the release trees.
             let meta = entry.metadata().unwrap();
-            let times = std::fs::FileTimes::new().set_modified(meta.modified().unwrap()).set_accessed(meta.accessed().unwrap());
+            let times =
+                std::fs::FileTimes::new().set_modified(meta.modified().unwrap()).set_accessed(meta.accessed().unwrap());
             std::fs::File::options().write(true).open(&target).unwrap().set_times(times).unwrap();
         }
     }
@@ -378,9 +381,11 @@ pub fn dump_db(path: &Path) -> String {
     if !path.exists() {
         return "<absent>".into();
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = String::new();
-    let mut stmt = conn.prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name").unwrap();
+    let mut stmt =
+        conn.prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name").unwrap();
     let objects: Vec<(String, String, String, String)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
     for (t, n, tbl, sql) in &objects {
@@ -400,7 +405,9 @@ pub fn dump_db(path: &Path) -> String {
                         ValueRef::Integer(i) => i.to_string(),
                         ValueRef::Real(f) => format!("{f:?}"),
                         ValueRef::Text(t) => format!("{:?}", String::from_utf8_lossy(t)),
-                        ValueRef::Blob(b) => format!("blob:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+                        ValueRef::Blob(b) => {
+                            format!("blob:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join(", "))
@@ -492,7 +499,9 @@ impl SiteState {
             backups: sub("backups"),
             trust: sub("trust"),
             dbs: dumps(root),
-            staging_empty: std::fs::read_dir(root.join("state/staging")).map(|mut d| d.next().is_none()).unwrap_or(true),
+            staging_empty: std::fs::read_dir(root.join("state/staging"))
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true),
             journal: root.join("state/journal.json").exists(),
         }
     }
@@ -500,7 +509,11 @@ impl SiteState {
     #[track_caller]
     pub fn assert_same(&self, after: &SiteState, what: &str) {
         let mut problems = Vec::new();
-        for (name, a, b) in [("releases", &self.releases, &after.releases), ("backups", &self.backups, &after.backups), ("trust", &self.trust, &after.trust)] {
+        for (name, a, b) in [
+            ("releases", &self.releases, &after.releases),
+            ("backups", &self.backups, &after.backups),
+            ("trust", &self.trust, &after.trust),
+        ] {
             for d in diff_snapshots(a, b) {
                 problems.push(format!("{name}/: {d}"));
             }
