@@ -370,12 +370,6 @@ pub struct Converter {
     pub path: PathBuf,
 }
 
-/// Parses `<N>-to-<N+1>.yaml` or `<N>-to-<N+1>.py` (the same rule as
-/// [`bundle_core::naming::parse_converter`], which `bundle-build` checks with).
-pub fn converter_from_file_name(name: &str) -> Option<(u32, u32, ConverterKind)> {
-    bundle_core::naming::parse_converter(name).ok()
-}
-
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -517,21 +511,7 @@ fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(),
 /// version of each step run (empty when `from == to`: the file is then copied unchanged, after
 /// checking that it is a YAML mapping). `input` is never modified. Every step is looked up before
 /// any runs, so a missing step fails without running anything.
-pub fn convert(
-    input: &Path,
-    output: &Path,
-    from: u32,
-    to: u32,
-    converters: &[Converter],
-    python: &Path,
-) -> Result<Vec<u32>, ConfigError> {
-    convert_within(input, output, from, to, converters, python, DEFAULT_SCRIPT_LIMIT)
-}
-
-/// How long one converter script may run by default (as a hook: `--hook-timeout` sets both).
-pub const DEFAULT_SCRIPT_LIMIT: Duration = Duration::from_secs(crate::hooks::DEFAULT_TIMEOUT_SECS);
-
-/// [`convert`] with a time limit for each converter script: a script still running after `limit` is
+/// Each converter script has a time limit: a script still running after `limit` is
 /// killed with everything it started, and the conversion fails (`converter_timeout`). A converter
 /// that hangs would otherwise hold the site's lock forever.
 pub fn convert_within(
@@ -630,6 +610,19 @@ pub fn convert_within(
 
 #[cfg(test)]
 mod tests {
+    /// `convert_within` with the default script limit (that of hooks).
+    fn convert(
+        input: &Path,
+        output: &Path,
+        from: u32,
+        to: u32,
+        converters: &[Converter],
+        python: &Path,
+    ) -> Result<Vec<u32>, ConfigError> {
+        let limit = Duration::from_secs(crate::transaction::hooks::DEFAULT_TIMEOUT_SECS);
+        convert_within(input, output, from, to, converters, python, limit)
+    }
+
     use super::*;
 
     fn yaml(text: &str) -> Value {
@@ -859,15 +852,6 @@ mod tests {
         let v2 = yaml(&fs::read_to_string(fixtures().join("config/defaults/v2.yaml")).unwrap());
         assert_eq!(d, v2);
         assert_eq!(keys(&d), keys(&v2));
-    }
-
-    #[test]
-    fn converter_file_names() {
-        assert_eq!(converter_from_file_name("1-to-2.yaml"), Some((1, 2, ConverterKind::Rules)));
-        assert_eq!(converter_from_file_name("12-to-13.py"), Some((12, 13, ConverterKind::Script)));
-        for bad in ["1-to-3.yaml", "2-to-1.py", "1-to-1.yaml", "1-to-2.yml", "1-to-2", "a-to-b.py", "1to2.yaml", ""] {
-            assert_eq!(converter_from_file_name(bad), None, "{bad}");
-        }
     }
 
     fn conv(from: u32, kind: ConverterKind, path: PathBuf) -> Converter {

@@ -1,5 +1,5 @@
 //! Native wheel installation per the binary distribution format (PEP 427 and its successors on
-//! packaging.python.org), into a venv made by [`crate::python::create_venv`].
+//! packaging.python.org), into a venv made by [`crate::python::interpreter::create_venv`].
 //!
 //! A wheel is opened and checked completely before the first byte is written: file name, the
 //! single `.dist-info` directory, `WHEEL`, `METADATA`, every zip entry name and type, zip-bomb
@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
-use crate::python::Venv;
+use crate::python::interpreter::Venv;
 
 /// Written to `INSTALLER` unless [`InstallOptions::installer`] says otherwise.
 pub const DEFAULT_INSTALLER: &str = "bundle-install";
@@ -1389,7 +1389,7 @@ fn release_budget(
             ),
         );
     }
-    match crate::plan::free_bytes(venv_root) {
+    match crate::transaction::plan::free_bytes(venv_root) {
         Some(free) if total > free => over(
             "disk_full",
             format!("the release's wheels expand to {total} bytes, only {free} are free under {}", venv_root.display()),

@@ -19,8 +19,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{InstallError, Result};
+use crate::python::store;
 use crate::site::Site;
-use crate::store;
 
 /// Where an omitted file can be taken from.
 #[derive(Debug, Clone, Serialize)]

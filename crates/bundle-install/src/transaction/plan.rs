@@ -65,15 +65,15 @@ pub struct Plan {
     pub replaces_kept: bool,
     /// A delta bundle: its base and where each file it leaves out comes from on this site.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delta: Option<crate::delta::DeltaPlan>,
+    pub delta: Option<crate::transaction::delta::DeltaPlan>,
     /// What the bundle's key rotation statements do here (none: not shown).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub key_rotations: Vec<bundle_core::rotation::RotationOutcome>,
     /// The site interpreter's tags (filled by [`Plan::choose_wheels`]; absent when nothing is to do).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub site_tags: Option<crate::select::SiteTags>,
+    pub site_tags: Option<crate::python::select::SiteTags>,
     /// The wheel installed for each distribution, chosen for the site's interpreter.
-    pub wheels: Vec<crate::select::ChosenWheel>,
+    pub wheels: Vec<crate::python::select::ChosenWheel>,
 }
 
 /// Disk space the apply needs under the site root, against what is free there.
@@ -246,7 +246,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             .with_hint("move it out of releases/ (it may hold someone's files), then apply again"));
         }
     }
-    let highest = crate::state::highest_sequence(site)?;
+    let highest = crate::site::state::highest_sequence(site)?;
     // A fast-forward attack (a stolen key signing sequence u64::MAX) would lock the site out of every
     // later release; no flag overrides this.
     let jump = highest.map(|h| manifest.sequence.saturating_sub(h)).unwrap_or(0);
@@ -443,11 +443,11 @@ impl Plan {
         &mut self,
         site: &Site,
         manifest: &Manifest,
-        interp: &crate::python::Interpreter,
+        interp: &crate::python::interpreter::Interpreter,
     ) -> Result<()> {
         let env = interp.tags.environment();
-        self.wheels = crate::select::choose(manifest, &env)?;
-        self.site_tags = Some(crate::select::SiteTags::of(&env));
+        self.wheels = crate::python::select::choose(manifest, &env)?;
+        self.site_tags = Some(crate::python::select::SiteTags::of(&env));
         // Only the chosen wheels are unpacked (three times their size, as in `plan`).
         // Those the site's store holds are linked, not unpacked.
         let stored = |f: &&bundle_core::manifest::FileEntry| {

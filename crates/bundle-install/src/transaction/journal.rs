@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, BackupRecord, Direction};
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::hooks::{self, HookCall};
+use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
+use crate::transaction::hooks::{self, HookCall};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,7 +202,7 @@ impl Journal {
             command: command.into(),
             from,
             to,
-            started_at: crate::time::now_rfc3339(),
+            started_at: bundle_core::time::now_rfc3339(),
             pid: std::process::id(),
             phase: Phase::Forward,
             error: None,
@@ -231,7 +231,7 @@ impl Journal {
 
     fn persist(&self, site: &Site) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("journal serialises");
-        fsutil::write_atomic(&site.journal(), &bytes)
+        durable::write_atomic(&site.journal(), &bytes)
             .map_err(|e| InstallError::io(format!("writing {}", site.journal().display()), e))
     }
 
@@ -397,7 +397,7 @@ impl<'a> Runner<'a> {
         if !swapped {
             for s in &self.journal.steps {
                 if let (Action::StageRelease { version }, Status::Started | Status::Done) = (&s.action, s.status) {
-                    let _ = fsutil::remove_tree(&self.site.release_dir(version));
+                    let _ = durable::remove_tree(&self.site.release_dir(version));
                 }
             }
         }
@@ -485,7 +485,7 @@ impl<'a> Runner<'a> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(InstallError::io("removing the journal", e)),
         }
-        fsutil::sync_dir(&self.site.state()).map_err(|e| InstallError::io("syncing state/", e))
+        durable::sync_dir(&self.site.state()).map_err(|e| InstallError::io("syncing state/", e))
     }
 }
 
@@ -513,7 +513,7 @@ fn reserve_path(site: &Site) -> std::path::PathBuf {
 /// Allocates `state/.reserve` if it is missing or short; true if it was made now. Best effort: a
 /// disk too full for it fails later, at the journal, if at all.
 fn ensure_reserve(site: &Site) -> bool {
-    matches!(fsutil::ensure_allocated(&reserve_path(site), RESERVE_BYTES), Ok(true))
+    matches!(durable::ensure_allocated(&reserve_path(site), RESERVE_BYTES), Ok(true))
 }
 
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
@@ -549,24 +549,24 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
     match action {
         Action::RotateKeys { add, retire } => {
             for k in parse_keys(add)? {
-                crate::trust::remove_rotated(site, &k)?;
+                crate::site::trust::remove_rotated(site, &k)?;
             }
             for k in parse_keys(retire)? {
-                crate::trust::unretire(site, &k)?;
+                crate::site::trust::unretire(site, &k)?;
             }
             Ok(())
         }
-        Action::StageRelease { version } => fsutil::remove_tree(&site.release_dir(version))
+        Action::StageRelease { version } => durable::remove_tree(&site.release_dir(version))
             .map_err(|e| InstallError::io(format!("removing releases/{version}"), e)),
-        Action::StoreWheels { run, .. } => crate::store::remove_run(site, run),
+        Action::StoreWheels { run, .. } => crate::python::store::remove_run(site, run),
         Action::RetireRelease { version, aside } => {
             let from = site.releases().join(aside);
             if from.symlink_metadata().is_ok() {
-                fsutil::remove_tree(&site.release_dir(version))
+                durable::remove_tree(&site.release_dir(version))
                     .map_err(|e| InstallError::io(format!("removing releases/{version}"), e))?;
                 std::fs::rename(&from, site.release_dir(version))
                     .map_err(|e| InstallError::io(format!("restoring releases/{version}"), e))?;
-                fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
+                durable::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             }
             Ok(())
         }
@@ -587,7 +587,7 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
             }
             Ok(())
         }
-        Action::Backup { id, .. } => fsutil::remove_tree(&site.backups().join(id))
+        Action::Backup { id, .. } => durable::remove_tree(&site.backups().join(id))
             .map_err(|e| InstallError::io(format!("removing backups/{id}"), e)),
         Action::Migrate { db, restore_from, .. }
         | Action::RestoreData { db, restore_from, .. }
@@ -604,8 +604,8 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
         Action::Swap { from, .. } => {
             let link = site.current_link();
             match from {
-                Some(v) => fsutil::swap_symlink(&link, &PathBuf::from("releases").join(v)),
-                None => fsutil::remove_symlink(&link),
+                Some(v) => durable::swap_symlink(&link, &PathBuf::from("releases").join(v)),
+                None => durable::remove_symlink(&link),
             }
             .map_err(|e| InstallError::io("restoring `current`", e))
         }

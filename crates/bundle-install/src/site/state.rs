@@ -24,7 +24,7 @@ pub fn load(site: &Site) -> Result<SiteState> {
 
 pub fn save(site: &Site, state: &SiteState) -> Result<()> {
     let path = site.state().join("site.json");
-    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises"))
+    crate::fs::durable::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises"))
         .map_err(|e| InstallError::io(path.display(), e))
 }
 
