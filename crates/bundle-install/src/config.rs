@@ -50,7 +50,7 @@ const STDERR_TAIL_LINES: usize = 5;
 /// Everything that can go wrong converting a config. Messages are one line: what is wrong and what
 /// to do; [`ConfigError::kind`] gives a stable machine-readable name.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -90,7 +90,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// A stable snake_case name of the failure, for JSON output and scripts.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ConfigError::Io { .. } => "io",
             ConfigError::InvalidConfig { .. } => "invalid_config",
@@ -111,7 +111,7 @@ impl ConfigError {
 
 /// One declarative rule of a `<N>-to-<N+1>.yaml` converter. Paths are dotted (`a.b.c`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Rule {
+pub(crate) enum Rule {
     /// Move `from` to `to`: no-op if `from` is missing, error if `to` exists.
     Rename { from: String, to: String },
     /// Write `value` at `path` only if it is missing.
@@ -169,7 +169,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// Parses a rules converter. `file` names it in errors.
-pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
+pub(crate) fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
     let err =
         |rule: Option<usize>, message: String| ConfigError::InvalidRules { file: file.to_string(), rule, message };
     let doc: Value =
@@ -339,7 +339,7 @@ fn apply_rule(doc: &mut Mapping, rule: &Rule, n: usize) -> Result<(), ConfigErro
 
 /// Applies `rules` in order to `doc`, which must be a mapping (null counts as an empty mapping).
 /// All or nothing: on error `doc` is unchanged.
-pub fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
+pub(crate) fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
     let mut work = match doc {
         Value::Mapping(m) => m.clone(),
         Value::Null => Mapping::new(),
@@ -358,11 +358,11 @@ pub fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
 }
 
 /// How a converter is written; one definition shared with the manifest.
-pub use bundle_core::naming::ConverterKind;
+pub(crate) use bundle_core::naming::ConverterKind;
 
 /// One conversion step shipped in the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Converter {
+pub(crate) struct Converter {
     pub from: u32,
     pub to: u32,
     pub kind: ConverterKind,
@@ -514,7 +514,7 @@ fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(),
 /// Each converter script has a time limit: a script still running after `limit` is
 /// killed with everything it started, and the conversion fails (`converter_timeout`). A converter
 /// that hangs would otherwise hold the site's lock forever.
-pub fn convert_within(
+pub(crate) fn convert_within(
     input: &Path,
     output: &Path,
     from: u32,

@@ -321,6 +321,7 @@ impl Reporter for Lines {
     }
 }
 
+#[allow(unsafe_code)]
 fn main() -> ExitCode {
     restore_sigpipe();
     // Whatever umask the admin's shell has, nothing the installer (or a hook it runs) creates is
@@ -362,6 +363,7 @@ fn parse_baseline(text: &str) -> std::result::Result<(String, bundle_core::versi
 }
 
 /// `bundle-install status | head` should end quietly, like any Unix tool, not panic on EPIPE.
+#[allow(unsafe_code)]
 fn restore_sigpipe() {
     // SAFETY: resetting a signal disposition at start-up, before any thread exists.
     unsafe {

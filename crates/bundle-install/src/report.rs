@@ -16,7 +16,7 @@ pub trait Reporter: Sync {
 
 /// Reports nothing (unit tests).
 #[cfg(test)]
-pub struct Silent;
+pub(crate) struct Silent;
 
 #[cfg(test)]
 impl Reporter for Silent {

@@ -873,6 +873,7 @@ fn split_statements(text: &str) -> Vec<&str> {
     out
 }
 
+#[allow(unsafe_code)]
 fn is_complete(sql: &str) -> bool {
     let Ok(c) = CString::new(sql) else { return false };
     // SAFETY: `c` is a valid NUL-terminated string alive for the whole call; sqlite3_complete only

@@ -26,7 +26,7 @@ use zip::{CompressionMethod, ZipArchive};
 use crate::python::interpreter::Venv;
 
 /// Written to `INSTALLER` unless [`InstallOptions::installer`] says otherwise.
-pub const DEFAULT_INSTALLER: &str = "bundle-install";
+pub(crate) const DEFAULT_INSTALLER: &str = "bundle-install";
 
 /// Errors from reading or installing a wheel; each names the wheel file and, where there is one,
 /// the zip entry.
@@ -68,10 +68,10 @@ impl WheelError {
 }
 
 // File names and PEP 503 names are parsed in one place, shared with `bundle-build check`.
-pub use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
+pub(crate) use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
 
 /// Splits a wheel file name (the last path component only) into its tags.
-pub fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
+pub(crate) fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
     bundle_core::wheel::parse_filename(name)
         .map_err(|e| WheelError::Filename { name: name.to_string(), detail: e.message })
 }

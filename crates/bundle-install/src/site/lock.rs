@@ -34,6 +34,7 @@ pub enum LockError {
 
 impl SiteLock {
     /// Takes the lock without waiting.
+    #[allow(unsafe_code)]
     pub fn acquire(path: &Path, command: &str) -> Result<SiteLock, LockError> {
         let io = |source| LockError::Io { path: path.display().to_string(), source };
         // O_NOFOLLOW: a lock file planted as a symlink must not make us write elsewhere.

@@ -53,7 +53,7 @@ pub struct Site {
 }
 
 /// Marker inside a release directory that is still being staged.
-pub const INCOMPLETE: &str = ".incomplete";
+pub(crate) const INCOMPLETE: &str = ".incomplete";
 
 impl Site {
     /// The root is made absolute: hooks run with it as their working directory, and every path

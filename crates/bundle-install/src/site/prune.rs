@@ -12,7 +12,7 @@ use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
 
-pub fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter) -> Result<()> {
+pub(crate) fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter) -> Result<()> {
     let releases = site.releases_installed().map_err(|e| InstallError::io("listing releases/", e))?;
     let keep = keep.max(2) as usize;
     let mut kept: Vec<_> = Vec::new();

@@ -56,7 +56,7 @@ pub struct Applied {
     pub bundle_id: String,
 }
 
-pub use crate::site::trust::keys_for;
+pub(crate) use crate::site::trust::keys_for;
 
 /// What the bundle's key rotation statements would do to `trusted`. They are read from the
 /// manifest before its signature is checked (a statement is checked on its own signatures, by keys
@@ -649,7 +649,7 @@ fn name_user_config(message: &str, user_file: &Path) -> String {
 
 /// The point of no return: the highest sequence seen, history, then trimming old releases.
 /// Idempotent, so `recover` can redo it from the journal alone.
-pub fn commit(
+pub(crate) fn commit(
     site: &Site,
     history: &serde_json::Value,
     keep: u32,

@@ -17,7 +17,7 @@ use crate::transaction::journal::DbRef;
 /// a `record.json` is always complete.
 /// `running` is the release in use while the backup is taken (its config is copied too); `purpose`
 /// says what the backup is for, e.g. `upgrade to 4.0.0`.
-pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose: &str) -> Result<()> {
+pub(crate) fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose: &str) -> Result<()> {
     durable::ensure_real_dir_mode(&site.backups(), 0o700).map_err(|e| InstallError::io("backups/", e))?;
     // Backups hold every row of every database: owner only, also on a site laid out before this rule.
     std::fs::set_permissions(site.backups(), std::fs::Permissions::from_mode(0o700))

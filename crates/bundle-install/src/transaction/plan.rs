@@ -99,6 +99,7 @@ impl Space {
 
 /// Whether this process may write `path` (access(2) sees read-only mounts and immutable files even
 /// for root).
+#[allow(unsafe_code)]
 fn writable(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: access only reads the C string.
@@ -107,12 +108,14 @@ fn writable(path: &Path) -> bool {
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (or its nearest
 /// existing ancestor, for a site that does not exist yet).
-pub fn free_bytes(path: &Path) -> Option<u64> {
+#[allow(unsafe_code)]
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = path.to_path_buf();
     while !p.exists() {
         p = p.parent()?.to_path_buf();
     }
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs fills the struct we pass for a valid C path.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -122,7 +125,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Highest release sequence accepted at all.
-pub const MAX_SEQUENCE: u64 = 1_000_000_000_000_000_000;
+pub(crate) const MAX_SEQUENCE: u64 = 1_000_000_000_000_000_000;
 /// Largest step forward from the highest sequence a site has installed (a thousand major versions
 /// in the derived numbering of `bundle-spec/spec.md`).
 pub const MAX_SEQUENCE_JUMP: u64 = 1_000_000_000_000_000;
@@ -137,7 +140,11 @@ pub struct PlanOptions {
 }
 
 /// The steps of each database as shipped, with their files at their place in the new release.
-pub fn db_steps(manifest: &Manifest, db: &bundle_core::manifest::Database, release_bundle_dir: &Path) -> Vec<Step> {
+pub(crate) fn db_steps(
+    manifest: &Manifest,
+    db: &bundle_core::manifest::Database,
+    release_bundle_dir: &Path,
+) -> Vec<Step> {
     let file = |path: &Option<String>, kind: StepKind, version: SchemaVersion| -> Option<StepFile> {
         let path = path.as_ref()?;
         let entry = manifest.file(path)?;
@@ -161,7 +168,7 @@ pub fn db_steps(manifest: &Manifest, db: &bundle_core::manifest::Database, relea
 }
 
 /// Plans applying `manifest` (identified by `bundle_id`) to `site`.
-pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
+pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
     let current = site.current_version().map_err(|e| InstallError::io("reading `current`", e))?;
     let new_version = parse_release(&manifest.version).map_err(|e| InstallError::refused("bad_version", e))?;
     let mut kind = PlanKind::CleanInstall;

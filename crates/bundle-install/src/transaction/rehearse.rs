@@ -36,10 +36,10 @@ use crate::transaction::journal::{self, Action};
 use crate::transaction::plan::{self, Plan, PlanKind};
 
 /// Where rehearsals keep their scratch sites and records, under `state/`.
-pub const DIR: &str = "rehearse";
+pub(crate) const DIR: &str = "rehearse";
 
 /// The environment variable hooks see during a rehearsal.
-pub const ENV: &str = "BUNDLE_REHEARSAL";
+pub(crate) const ENV: &str = "BUNDLE_REHEARSAL";
 
 /// One table of a step's database, before and after the step.
 #[derive(Debug, Clone, Serialize)]
@@ -162,7 +162,7 @@ fn save(site: &Site, r: &Record) -> Result<()> {
 /// Removes what a rehearsal left (a killed one): its scratch server databases, its scratch site,
 /// its record. Called by `recover` under the site lock, so no rehearsal is running. A database
 /// that cannot be dropped now keeps its record for the next `recover`.
-pub fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
+pub(crate) fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
     let dir = site.state().join(DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     let mut kept = Vec::new();

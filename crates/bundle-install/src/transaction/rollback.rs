@@ -367,7 +367,7 @@ fn rows_written_since(
 }
 
 /// "table notes: 3 added, 1 changed, 0 removed; …" — or "nothing".
-pub fn describe_loss(lost: &[TableDiff]) -> String {
+pub(crate) fn describe_loss(lost: &[TableDiff]) -> String {
     let parts: Vec<String> = lost
         .iter()
         .filter(|t| t.added + t.changed + t.removed > 0)
