@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::db::{self, DbState};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::site::{ReleaseInfo, Site};
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,15 +34,17 @@ pub struct SiteStatus {
 }
 
 pub fn status(site: &Site) -> Result<SiteStatus> {
-    let current = site.current_version().map_err(|e| InstallError::attention("bad_current", e.to_string()))?;
+    let current = site
+        .current_version()
+        .map_err(|e| InstallError::attention(ErrorKind::BadCurrent, e.to_string()).with_source(e))?;
     let releases = site.releases_installed().map_err(|e| InstallError::io("listing releases/", e))?;
     let mut databases = Vec::new();
     let mut config = None;
     let mut app = None;
     if let Some(cur) = &current {
-        let m = site
-            .release_manifest(cur)
-            .map_err(|e| InstallError::attention("current_release_unreadable", format!("releases/{cur}: {e}")))?;
+        let m = site.release_manifest(cur).map_err(|e| {
+            InstallError::attention(ErrorKind::CurrentReleaseUnreadable, format!("releases/{cur}: {e}")).with_source(e)
+        })?;
         app = Some(m.app.clone());
         for d in &m.databases {
             let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;

@@ -21,7 +21,7 @@ use bundle_core::version::SchemaVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, BackupRecord, Direction};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
@@ -217,9 +217,10 @@ impl Journal {
         match std::fs::read(site.journal()) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 InstallError::attention(
-                    "journal_unreadable",
+                    ErrorKind::JournalUnreadable,
                     format!("{} is unreadable: {e}", site.journal().display()),
                 )
+                .with_source(e)
                 .with_hint(
                     "restore the site from backups/ by hand, then remove the journal; see bundle-spec/recovery.md",
                 )
@@ -267,7 +268,7 @@ pub(crate) fn checkpoint(step: &str, when: &str) -> Result<()> {
         if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_FAIL") {
             if target == step {
                 return Err(InstallError::failed(
-                    "injected_failure",
+                    ErrorKind::InjectedFailure,
                     format!("step {step} failed (injected by BUNDLE_INSTALL_TEST_FAIL)"),
                 ));
             }
@@ -376,10 +377,11 @@ impl<'a> Runner<'a> {
             // the site is now between two states: only `recover` may touch it.
             Err(e) if e.outcome == crate::error::Outcome::Attention => e,
             Err(e) => InstallError::attention(
-                "undo_failed",
+                ErrorKind::UndoFailed,
                 format!("could not finish undoing after `{}`: {}", cause.message, e.message),
             )
-            .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display())),
+            .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display()))
+            .with_source(e),
         };
         (err, self.journal)
     }
@@ -420,7 +422,7 @@ impl<'a> Runner<'a> {
             checkpoint(&format!("undo:{name}"), "before")?;
             undo_action(self.site, &action, &mut restored, self.reporter).map_err(|e| {
                 InstallError::attention(
-                    "undo_failed",
+                    ErrorKind::UndoFailed,
                     format!(
                         "could not undo step {name} after `{}`: {}",
                         self.journal.error.clone().unwrap_or_default(),
@@ -529,8 +531,9 @@ pub(crate) fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRec
     struct Record {
         databases: Vec<BackupRecord>,
     }
-    let r: Record = serde_json::from_slice(&bytes)
-        .map_err(|e| InstallError::failed("backup_record", format!("{}: {e}", path.display())))?;
+    let r: Record = serde_json::from_slice(&bytes).map_err(|e| {
+        InstallError::failed(ErrorKind::BackupRecord, format!("{}: {e}", path.display())).with_source(e)
+    })?;
     Ok(r.databases)
 }
 
@@ -538,7 +541,10 @@ pub(crate) fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRec
 pub(crate) fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
     let records = read_backup_records(site, backup_id)?;
     let record = records.iter().find(|r| r.db == db.name).ok_or_else(|| {
-        InstallError::failed("backup_missing_db", format!("backup {backup_id} has no copy of database `{}`", db.name))
+        InstallError::failed(
+            ErrorKind::BackupMissingDb,
+            format!("backup {backup_id} has no copy of database `{}`", db.name),
+        )
     })?;
     let mut engine = open_db(site, db)?;
     engine.restore(record, &site.backups().join(backup_id))?;
@@ -619,8 +625,9 @@ pub(crate) fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature:
     texts
         .iter()
         .map(|t| {
-            bundle_core::signature::PublicKey::from_minisign(t)
-                .map_err(|e| InstallError::failed("journal", format!("a key in the journal is damaged: {e}")))
+            bundle_core::signature::PublicKey::from_minisign(t).map_err(|e| {
+                InstallError::failed(ErrorKind::Journal, format!("a key in the journal is damaged: {e}")).with_source(e)
+            })
         })
         .collect()
 }
@@ -691,7 +698,7 @@ mod tests {
         let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
         let mut r = Runner::begin(&site, journal, &Silent).unwrap();
         r.run(0, |_| Ok(())).unwrap();
-        let e = r.run(1, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
+        let e = r.run(1, |_| Err(InstallError::failed(ErrorKind::InjectedFailure, "x"))).unwrap_err();
         assert!(!r.journal.committed());
         let (_, j) = r.undo(e);
         assert_eq!(
@@ -783,7 +790,7 @@ mod tests {
         let mut r =
             Runner::begin(&site, Journal::new("d".into(), "apply", None, "1.0.0".into(), actions()), &Silent).unwrap();
         assert!(reserve.exists());
-        let e = r.run(0, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
+        let e = r.run(0, |_| Err(InstallError::failed(ErrorKind::InjectedFailure, "x"))).unwrap_err();
         let _ = r.undo(e);
         assert!(!reserve.exists(), "an undone first install leaves no reserve");
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::{self, TableStat};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::fs::durable;
 use crate::python::interpreter::Interpreter;
 use crate::report::Reporter;
@@ -135,7 +135,7 @@ pub struct Rehearsal {
 /// The failing step's error, as `apply` would report it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RehearsalError {
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
@@ -349,7 +349,7 @@ fn run(
     };
     if splan.kind != plan.kind || names(&splan) != names(&plan) {
         return Err(InstallError::failed(
-            "rehearsal_plan_mismatch",
+            ErrorKind::RehearsalPlanMismatch,
             "the copies plan differently from the live site (were they changed while being copied?)",
         )
         .with_hint("run the rehearsal again"));
@@ -366,7 +366,7 @@ fn run(
     if verified.id() != bundle_id {
         return Err(InstallError::new(
             crate::error::Outcome::Verification,
-            "bundle_changed",
+            ErrorKind::BundleChanged,
             "the bundle file changed while it was being read",
         ));
     }
@@ -411,7 +411,7 @@ fn run(
         None if !disk.fits => Some((
             "disk_space".to_string(),
             InstallError::failed(
-                "disk_full",
+                ErrorKind::DiskFull,
                 format!(
                     "disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}",
                     measured >> 20,
