@@ -10,7 +10,7 @@ use crate::site::{ReleaseInfo, Site};
 #[derive(Debug, Clone, Serialize)]
 pub struct DbStatus {
     pub name: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     pub location: String,
     /// `clean`, `unversioned`, or the schema version recorded in the database.
     pub version: String,
@@ -47,7 +47,8 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
         })?;
         app = Some(m.app.clone());
         for d in &m.databases {
-            let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
+            let engine_kind = db::EngineKind::of(&d.name, &d.engine)?;
+            let mut engine = db::open(&d.name, engine_kind, &site.root, &d.path)?;
             let state = engine.inspect()?;
             let location = engine.location();
             engine.close()?;
@@ -61,7 +62,7 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
                 db::unfinished_steps(state.history()).iter().map(|r| r.file.clone()).collect();
             databases.push(DbStatus {
                 name: d.name.clone(),
-                engine: d.engine.clone(),
+                engine: engine_kind,
                 location,
                 version,
                 release_schema: d.schema.to_string(),

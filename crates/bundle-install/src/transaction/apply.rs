@@ -130,10 +130,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
-    let _db_locks = db::lock_run(
-        &site.root,
-        manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())),
-    )?;
+    let _db_locks = crate::transaction::journal::lock_declared(site, &manifest.databases)?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     plan.key_rotations = rotations.outcomes.clone();
     if plan.kind == PlanKind::NothingToDo {
@@ -271,7 +268,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 fn db_ref(d: &plan::DbPlan) -> DbRef {
-    DbRef { name: d.name.clone(), engine: d.engine.clone(), path: d.path.clone() }
+    DbRef { name: d.name.clone(), engine: d.engine, path: d.path.clone() }
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
@@ -521,7 +518,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
                 .iter()
                 .find(|s| s.version == *version && s.direction == *direction && s.file.file == *file)
                 .expect("planned step");
-            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
             let python = dir.join("venv").join("bin").join("python");
             let result = engine.apply(step, &m.version, Some(&python));
             engine.close()?;
@@ -529,7 +526,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::RestoreData { .. } => unreachable!("apply never restores data"),
         Action::Baseline { db: dbr, version, .. } => {
-            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
             let result = engine.baseline(*version, &m.version);
             engine.close()?;
             result.map_err(|e| InstallError::caused_by(Outcome::Failed, e))

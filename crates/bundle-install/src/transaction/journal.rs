@@ -48,8 +48,21 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbRef {
     pub name: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     pub path: String,
+}
+
+impl DbRef {
+    /// A database a manifest declares; its engine name becomes an [`db::EngineKind`] here.
+    pub(crate) fn declared(d: &bundle_core::manifest::Database) -> Result<DbRef> {
+        Ok(DbRef { name: d.name.clone(), engine: db::EngineKind::of(&d.name, &d.engine)?, path: d.path.clone() })
+    }
+}
+
+/// Takes the run lock of every server database a manifest declares (see `db::lock_run`).
+pub(crate) fn lock_declared(site: &Site, dbs: &[bundle_core::manifest::Database]) -> Result<Vec<db::RunLock>> {
+    let dbs = dbs.iter().map(DbRef::declared).collect::<Result<Vec<_>>>()?;
+    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine, d.path.as_str())))?)
 }
 
 /// One step of a run, with what undoing it needs.
@@ -452,7 +465,7 @@ impl<'a> Runner<'a> {
         let mut reached: Vec<(DbRef, SchemaVersion)> = Vec::new();
         for step in &self.journal.steps {
             if let Action::Migrate { db, version, .. } = &step.action {
-                if db.engine != "sqlite" && matches!(step.status, Status::Started | Status::Done) {
+                if db.engine.is_server() && matches!(step.status, Status::Started | Status::Done) {
                     match reached.iter_mut().find(|(d, _)| d.name == db.name) {
                         Some((_, v)) => *v = (*v).max(*version),
                         None => reached.push((db.clone(), *version)),
@@ -503,7 +516,7 @@ pub(crate) fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock
             _ => {}
         }
     }
-    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?)
+    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine, d.path.as_str())))?)
 }
 
 /// Space held back for writing the journal while undoing on a full disk.
@@ -520,7 +533,7 @@ fn ensure_reserve(site: &Site) -> bool {
 }
 
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
-    Ok(db::open(&db.name, &db.engine, &site.root, &db.path)?)
+    Ok(db::open(&db.name, db.engine, &site.root, &db.path)?)
 }
 
 /// Reads `backups/<id>/record.json`.
@@ -637,6 +650,37 @@ mod tests {
     use super::*;
     use crate::report::Silent;
     use std::os::unix::fs::MetadataExt;
+
+    /// Journals written before engines were typed name them as strings; they must still load (a
+    /// run interrupted across an upgrade of the installer is recovered by the new one) and write
+    /// back unchanged.
+    #[test]
+    fn journals_with_engine_strings_still_load() {
+        let text = r#"{
+  "id": "20261122T015259Z-4.0.0", "command": "apply", "from": "1.0.0", "to": "4.0.0",
+  "started_at": "2026-11-22T01:52:59Z", "pid": 14806, "phase": "forward",
+  "steps": [
+    { "action": "backup", "id": "20261122T015259Z-4.0.0", "dbs": [
+        {"name": "client", "engine": "sqlite", "path": "data/client.db"},
+        {"name": "metadata", "engine": "postgres", "path": ""},
+        {"name": "events", "engine": "mysql", "path": ""}], "status": "done", "millis": 5 },
+    { "action": "migrate", "db": {"name": "client", "engine": "sqlite", "path": "data/client.db"},
+      "version": "2.1", "file": "2.1_backfill_words.py", "direction": "up",
+      "restore_from": "20261122T015259Z-4.0.0", "status": "started" }
+  ]
+}"#;
+        let j: Journal = serde_json::from_str(text).unwrap();
+        let Action::Backup { dbs, .. } = &j.steps[0].action else { panic!("not a backup: {:?}", j.steps[0]) };
+        let engines: Vec<db::EngineKind> = dbs.iter().map(|d| d.engine).collect();
+        assert_eq!(engines, [db::EngineKind::Sqlite, db::EngineKind::Postgres, db::EngineKind::Mysql]);
+        assert!(matches!(&j.steps[1].action, Action::Migrate { db, .. } if db.engine == db::EngineKind::Sqlite));
+        let back = serde_json::to_value(&j).unwrap();
+        let old: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back["steps"][0]["dbs"], old["steps"][0]["dbs"]);
+        assert_eq!(back["steps"][1]["db"], old["steps"][1]["db"]);
+        let unknown = text.replace("\"mysql\"", "\"oracle\"");
+        assert!(serde_json::from_str::<Journal>(&unknown).is_err());
+    }
 
     fn site() -> (tempfile::TempDir, Site) {
         let d = tempfile::tempdir().unwrap();

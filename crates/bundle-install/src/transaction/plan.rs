@@ -36,7 +36,7 @@ pub struct ConfigPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct DbPlan {
     pub name: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     pub path: String,
     /// `clean`, or the version recorded in the database.
     pub current: String,
@@ -318,7 +318,8 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     let release_bundle = site.release_dir(&manifest.version).join("bundle");
     let mut databases = Vec::new();
     for db in &manifest.databases {
-        let mut engine = db::open(&db.name, &db.engine, &site.root, &db.path)?;
+        let engine_kind = db::EngineKind::of(&db.name, &db.engine)?;
+        let mut engine = db::open(&db.name, engine_kind, &site.root, &db.path)?;
         let mut state = engine.inspect()?;
         engine.close()?;
         let requested = opts.baseline.iter().find(|(n, _)| n == &db.name).map(|(_, v)| *v);
@@ -346,13 +347,13 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
         if !planned.is_empty() {
             // Before anything changes: what backing up and restoring will need (server engines).
-            db::open(&db.name, &db.engine, &site.root, &db.path)?.preflight()?;
+            db::open(&db.name, engine_kind, &site.root, &db.path)?.preflight()?;
         }
         let after = planned.last().map(|s| s.schema_after).or(state.version());
         let old_schema = old_manifest.as_ref().and_then(|m| m.database(&db.name)).map(|d| d.schema);
         databases.push(DbPlan {
             name: db.name.clone(),
-            engine: db.engine.clone(),
+            engine: engine_kind,
             path: db.path.clone(),
             current: match &state {
                 DbState::Clean => "clean".into(),
@@ -376,7 +377,9 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     .collect();
     let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
     // A database that cannot be written would fail its first step and then its restore: say so now.
-    for d in databases.iter().filter(|d| d.engine == "sqlite" && (!d.steps.is_empty() || d.baseline.is_some())) {
+    for d in
+        databases.iter().filter(|d| d.engine == db::EngineKind::Sqlite && (!d.steps.is_empty() || d.baseline.is_some()))
+    {
         let file = site.root.join(&d.path);
         // The nearest existing directory is where the file (and any missing parents) will be made.
         let mut dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| site.root.clone());
@@ -408,7 +411,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     let backup_bytes = if backup {
         databases
             .iter()
-            .filter(|d| d.engine == "sqlite")
+            .filter(|d| d.engine == db::EngineKind::Sqlite)
             .filter_map(|d| std::fs::metadata(site.root.join(&d.path)).ok())
             .map(|m| m.len())
             .sum()

@@ -110,10 +110,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         InstallError::failed(ErrorKind::ReleaseUnreadable, format!("releases/{to}: {e}")).with_source(e)
     })?;
     // Server databases: no other node migrates while this rollback decides and runs.
-    let _db_locks = db::lock_run(
-        &site.root,
-        cur_m.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())),
-    )?;
+    let _db_locks = crate::transaction::journal::lock_declared(site, &cur_m.databases)?;
 
     // Decide per database, refusing before anything changes.
     let cur_bundle = site.release_dir(&current).join("bundle");
@@ -123,8 +120,8 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     let mut refusals = Vec::new();
     for d in &cur_m.databases {
         let Some(target_db) = to_m.database(&d.name) else { continue };
-        let dbr = DbRef { name: d.name.clone(), engine: d.engine.clone(), path: d.path.clone() };
-        let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
+        let dbr = DbRef::declared(d)?;
+        let mut engine = db::open(&d.name, dbr.engine, &site.root, &d.path)?;
         let state = engine.inspect()?;
         let steps = db_steps(&cur_m, d, &cur_bundle);
         match db::plan_down(&d.name, &steps, &state, target_db.schema) {
@@ -313,7 +310,7 @@ fn forward(
                 .find(|(d, _)| d.name == dbr.name)
                 .and_then(|(_, s)| s.iter().find(|s| s.version == *version && s.file.file == *file))
                 .expect("planned down step");
-            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
             let python = site.release_dir(current).join("venv").join("bin").join("python");
             let r = engine.apply(step, current, Some(&python));
             engine.close()?;
@@ -350,8 +347,8 @@ fn rows_written_since(
     let result = (|| {
         // A server database is copied into a scratch database on its server: opening the same name at
         // another root would reach the live database (its connection comes from the environment).
-        let mut copy = if d.engine == "sqlite" {
-            db::open(&d.name, &d.engine, &scratch.join("root"), &d.path)?
+        let mut copy = if live.engine() == db::EngineKind::Sqlite {
+            db::open(&d.name, db::EngineKind::Sqlite, &scratch.join("root"), &d.path)?
         } else {
             live.scratch()?
         };
