@@ -229,7 +229,7 @@ fn my_clean_install_then_gap_upgrade_keeps_every_row() {
     let site = Site::new(&server);
     let mut engine = site.open();
     assert_eq!(engine.inspect().unwrap(), DbState::Clean);
-    assert_eq!(engine.engine(), "mysql");
+    assert_eq!(engine.engine(), db::EngineKind::Mysql);
     assert_eq!(site.upgrade(engine.as_mut(), "1.0").unwrap(), 1);
     let mut c = site.db.client();
     fill_at_1_0(&mut c, 500);

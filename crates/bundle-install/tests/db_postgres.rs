@@ -211,7 +211,7 @@ fn pg_clean_install_then_gap_upgrade_keeps_every_row() {
     let site = Site::new(&server);
     let mut engine = site.open();
     assert_eq!(engine.inspect().unwrap(), DbState::Clean);
-    assert_eq!(engine.engine(), "postgres");
+    assert_eq!(engine.engine(), db::EngineKind::Postgres);
     assert_eq!(site.upgrade(engine.as_mut(), "1.0").unwrap(), 1);
     let mut c = site.db.client();
     fill_at_1_0(&mut c, 500);
@@ -509,7 +509,11 @@ fn pg_concurrent_nodes_migrate_once() {
     drop(held);
     drop(other.lock_for_run(Duration::from_secs(5)).unwrap());
     // The helper the installer uses: SQLite databases are skipped, server ones locked by name.
-    let locks = db::lock_run(&site.root, [("metadata", "sqlite", "data/m.db"), ("client", "postgres", "")]).unwrap();
+    let locks = db::lock_run(
+        &site.root,
+        [("metadata", db::EngineKind::Sqlite, "data/m.db"), ("client", db::EngineKind::Postgres, "")],
+    )
+    .unwrap();
     assert_eq!(locks.iter().map(|l| (l.db(), l.is_held())).collect::<Vec<_>>(), [("client", true)]);
     assert_eq!(other.lock_for_run(Duration::from_millis(100)).unwrap_err().kind(), "db_locked");
     drop(locks);
