@@ -25,7 +25,7 @@ mod report;
 mod site;
 mod transaction;
 
-pub use error::{InstallError, Result};
+pub use error::{ErrorKind, InstallError, Outcome, Result};
 pub use report::Reporter;
 pub use site::lock::{LockError, SiteLock};
 pub use site::{history, status, trust, Site};

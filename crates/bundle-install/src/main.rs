@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use bundle_core::report::{envelope, verified_fields, Failure};
 use bundle_core::verify::{self, Limits};
 use bundle_install::{
-    apply, history, plan_only, recover, rehearse, rollback, rotations_for, status, trust, ApplyOptions, InstallError,
-    LockError, PlanOptions, Recovered, Reporter, Result, RollbackOptions, Site, SiteLock, DEFAULT_HOOK_TIMEOUT_SECS,
+    apply, history, plan_only, recover, rehearse, rollback, rotations_for, status, trust, ApplyOptions, ErrorKind,
+    InstallError, LockError, PlanOptions, Recovered, Reporter, Result, RollbackOptions, Site, SiteLock,
+    DEFAULT_HOOK_TIMEOUT_SECS,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -372,7 +373,7 @@ fn restore_sigpipe() {
 }
 
 fn failure(e: InstallError) -> Failure {
-    let mut f = Failure::new(e.exit(), e.kind, e.message);
+    let mut f = Failure::new(e.exit(), e.kind.as_str(), e.message);
     f.hint = e.hint;
     f
 }
@@ -389,27 +390,32 @@ struct Opened {
 fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) -> Result<Opened> {
     let site = Site::new(root);
     site.check_planted_links().map_err(|e| {
-        InstallError::refused("planted_symlink", e.to_string())
+        InstallError::refused(ErrorKind::PlantedSymlink, e.to_string())
             .with_hint("remove the link (and check who put it there), then run the command again")
+            .with_source(e)
     })?;
     let unsafe_dir = |e: std::io::Error| {
-        InstallError::refused("unsafe_permissions", e.to_string())
+        InstallError::refused(ErrorKind::UnsafePermissions, e.to_string())
             .with_hint("make it owned by the user running bundle-install and writable only by it (chown, chmod go-w), check who could have changed it, then run the command again")
+            .with_source(e)
     };
     site.check_private_dirs().map_err(unsafe_dir)?;
     let mut created = None;
     if create {
-        created = site
-            .ensure_layout()
-            .map_err(|e| InstallError::failed("site_layout", format!("preparing {}: {e}", root.display())))?;
+        created = site.ensure_layout().map_err(|e| {
+            InstallError::failed(ErrorKind::SiteLayout, format!("preparing {}: {e}", root.display())).with_source(e)
+        })?;
         site.check_private_dirs().map_err(unsafe_dir)?;
     } else if !site.state().is_dir() {
-        return Err(InstallError::usage("no_site", format!("{} is not a site (no state/ directory)", root.display()))
-            .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
+        return Err(InstallError::usage(
+            ErrorKind::NoSite,
+            format!("{} is not a site (no state/ directory)", root.display()),
+        )
+        .with_hint("install one with `bundle-install apply BUNDLE --root ROOT --trust KEY.pub`"));
     }
     let lock = SiteLock::acquire(&site.state().join("lock"), command).map_err(|e| match e {
-        LockError::Io { .. } => InstallError::failed("lock", e.to_string()),
-        _ => InstallError::refused("locked", e.to_string()).with_hint("wait for the other run to finish"),
+        LockError::Io { .. } => InstallError::failed(ErrorKind::Lock, e.to_string()).with_source(e),
+        _ => InstallError::refused(ErrorKind::Locked, e.to_string()).with_hint("wait for the other run to finish"),
     })?;
     let recovered = recover(&site, reporter)?;
     Ok(Opened { site, _lock: lock, recovered, created })
@@ -543,7 +549,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                 }
                 Ok(report) => {
                     let e = report.error.clone().expect("a failed rehearsal names its error");
-                    let mut f = Failure::new(bundle_core::exit::Exit::Failed, e.kind, format!("rehearsal: {}", e.message))
+                    let mut f = Failure::new(bundle_core::exit::Exit::Failed, e.kind.as_str(), format!("rehearsal: {}", e.message))
                         .hint("fix the step (or the data it trips on) before the maintenance window; the live site was not changed");
                     f.details = Some(json!({ "rehearsal": report }));
                     Err(f)
@@ -659,7 +665,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                             .join("; ")
                     };
                     return Err(InstallError::refused(
-                        "incompatible",
+                        ErrorKind::Incompatible,
                         format!("the current release may not run: {why}"),
                     ));
                 }
@@ -709,8 +715,12 @@ fn trust_cmd(action: TrustAction) -> (&'static str, Common, std::result::Result<
         TrustAction::List { root, common } => {
             let site = Site::new(&root);
             let r = (|| {
-                let keys = site.trusted_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
-                let revoked = site.revoked_keys().map_err(|e| InstallError::usage("trust_store", e.to_string()))?;
+                let keys = site
+                    .trusted_keys()
+                    .map_err(|e| InstallError::usage(ErrorKind::TrustStore, e.to_string()).with_source(e))?;
+                let revoked = site
+                    .revoked_keys()
+                    .map_err(|e| InstallError::usage(ErrorKind::TrustStore, e.to_string()).with_source(e))?;
                 let retired = trust::retired_keys(&site);
                 if !common.json {
                     for k in &keys {

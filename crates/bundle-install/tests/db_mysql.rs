@@ -185,7 +185,7 @@ impl Site {
     }
 
     fn open(&self) -> Box<dyn Engine> {
-        db::open("client", "mysql", &self.root, "").unwrap()
+        db::open("client", db::EngineKind::Mysql, &self.root, "").unwrap()
     }
 
     fn upgrade(&self, engine: &mut dyn Engine, target: &str) -> Result<usize, DbError> {
@@ -229,7 +229,7 @@ fn my_clean_install_then_gap_upgrade_keeps_every_row() {
     let site = Site::new(&server);
     let mut engine = site.open();
     assert_eq!(engine.inspect().unwrap(), DbState::Clean);
-    assert_eq!(engine.engine(), "mysql");
+    assert_eq!(engine.engine(), db::EngineKind::Mysql);
     assert_eq!(site.upgrade(engine.as_mut(), "1.0").unwrap(), 1);
     let mut c = site.db.client();
     fill_at_1_0(&mut c, 500);
@@ -422,7 +422,7 @@ fn my_child_migrates_until_killed() {
     let (Ok(root), Ok(migrations)) = (std::env::var("MY_CHILD_ROOT"), std::env::var("MY_CHILD_MIGRATIONS")) else {
         return;
     };
-    let mut engine = db::open("client", "mysql", Path::new(&root), "").unwrap();
+    let mut engine = db::open("client", db::EngineKind::Mysql, Path::new(&root), "").unwrap();
     let steps = db::load_steps("client", Path::new(&migrations)).unwrap();
     let state = engine.inspect().unwrap();
     let plan = plan_up("client", &steps, &state, v("2.0")).unwrap();
@@ -488,7 +488,7 @@ fn my_concurrent_nodes_migrate_once() {
         .map(|_| {
             let (root, steps, barrier) = (root.clone(), steps.clone(), barrier.clone());
             std::thread::spawn(move || -> Result<usize, DbError> {
-                let mut engine = db::open("client", "mysql", &root, "")?;
+                let mut engine = db::open("client", db::EngineKind::Mysql, &root, "")?;
                 barrier.wait();
                 let lock = engine.lock_for_run(Duration::from_secs(60))?;
                 let state = engine.inspect()?;

@@ -166,7 +166,7 @@ impl Site {
     }
 
     fn open(&self) -> Box<dyn Engine> {
-        db::open("client", "postgres", &self.root, "").unwrap()
+        db::open("client", db::EngineKind::Postgres, &self.root, "").unwrap()
     }
 
     fn upgrade(&self, engine: &mut dyn Engine, target: &str) -> Result<usize, DbError> {
@@ -211,7 +211,7 @@ fn pg_clean_install_then_gap_upgrade_keeps_every_row() {
     let site = Site::new(&server);
     let mut engine = site.open();
     assert_eq!(engine.inspect().unwrap(), DbState::Clean);
-    assert_eq!(engine.engine(), "postgres");
+    assert_eq!(engine.engine(), db::EngineKind::Postgres);
     assert_eq!(site.upgrade(engine.as_mut(), "1.0").unwrap(), 1);
     let mut c = site.db.client();
     fill_at_1_0(&mut c, 500);
@@ -402,7 +402,7 @@ fn pg_child_migrates_until_killed() {
     let (Ok(root), Ok(migrations)) = (std::env::var("PG_CHILD_ROOT"), std::env::var("PG_CHILD_MIGRATIONS")) else {
         return;
     };
-    let mut engine = db::open("client", "postgres", Path::new(&root), "").unwrap();
+    let mut engine = db::open("client", db::EngineKind::Postgres, Path::new(&root), "").unwrap();
     let steps = db::load_steps("client", Path::new(&migrations)).unwrap();
     let state = engine.inspect().unwrap();
     let plan = plan_up("client", &steps, &state, v("2.0")).unwrap();
@@ -474,7 +474,7 @@ fn pg_concurrent_nodes_migrate_once() {
         .map(|_| {
             let (root, steps, barrier) = (root.clone(), steps.clone(), barrier.clone());
             std::thread::spawn(move || -> Result<usize, DbError> {
-                let mut engine = db::open("client", "postgres", &root, "")?;
+                let mut engine = db::open("client", db::EngineKind::Postgres, &root, "")?;
                 barrier.wait();
                 let lock = engine.lock_for_run(Duration::from_secs(60))?;
                 assert!(lock.is_held());
@@ -509,7 +509,11 @@ fn pg_concurrent_nodes_migrate_once() {
     drop(held);
     drop(other.lock_for_run(Duration::from_secs(5)).unwrap());
     // The helper the installer uses: SQLite databases are skipped, server ones locked by name.
-    let locks = db::lock_run(&site.root, [("metadata", "sqlite", "data/m.db"), ("client", "postgres", "")]).unwrap();
+    let locks = db::lock_run(
+        &site.root,
+        [("metadata", db::EngineKind::Sqlite, "data/m.db"), ("client", db::EngineKind::Postgres, "")],
+    )
+    .unwrap();
     assert_eq!(locks.iter().map(|l| (l.db(), l.is_held())).collect::<Vec<_>>(), [("client", true)]);
     assert_eq!(other.lock_for_run(Duration::from_millis(100)).unwrap_err().kind(), "db_locked");
     drop(locks);
@@ -565,13 +569,13 @@ fn pg_passwords_are_never_printed() {
     let name = format!("envdb_{}", random());
     let var = db::server::url_env_var(&name);
     std::env::set_var(&var, &url);
-    let mut e = db::open(&name, "postgres", Path::new("/nonexistent-root"), "").unwrap();
+    let mut e = db::open(&name, db::EngineKind::Postgres, Path::new("/nonexistent-root"), "").unwrap();
     assert_eq!(e.inspect().unwrap().version(), Some(v("1.0")));
     std::env::remove_var(&var);
-    let err = db::open(&name, "postgres", Path::new("/nonexistent-root"), "").err().unwrap();
+    let err = db::open(&name, db::EngineKind::Postgres, Path::new("/nonexistent-root"), "").err().unwrap();
     assert_eq!(err.kind(), "config");
     assert!(err.to_string().contains(&var) && err.to_string().contains("site.yaml"), "{err}");
-    let err = db::open("client", "mysql", &site.root, "").err().unwrap();
+    let err = db::open("client", db::EngineKind::Mysql, &site.root, "").err().unwrap();
     assert!(err.to_string().contains("not a mysql URL") && !err.to_string().contains(PW), "{err}");
     drop(probe);
 }
@@ -580,7 +584,7 @@ fn pg_passwords_are_never_printed() {
 #[test]
 fn pg_child_preflight_with_old_pg_dump() {
     let Ok(root) = std::env::var("PG_CHILD_PREFLIGHT_ROOT") else { return };
-    let mut engine = db::open("client", "postgres", Path::new(&root), "").unwrap();
+    let mut engine = db::open("client", db::EngineKind::Postgres, Path::new(&root), "").unwrap();
     let err = engine.preflight().unwrap_err();
     println!("PREFLIGHT-ERROR kind={} msg={err}", err.kind());
 }
@@ -713,7 +717,7 @@ fn pg_tls_follows_libpq_sslmode() {
     // Whether the engine's open connection is encrypted, as the server sees it.
     let mut engine_uses_tls = |url: &str| -> Result<bool, DbError> {
         std::fs::write(root.join("site.yaml"), format!("databases:\n  client:\n    url: \"{url}\"\n")).unwrap();
-        let mut engine = db::open("client", "postgres", &root, "")?;
+        let mut engine = db::open("client", db::EngineKind::Postgres, &root, "")?;
         engine.inspect()?;
         let row = c
             .query_one(
@@ -830,7 +834,7 @@ fn pg_prefer_falls_back_without_tls_when_the_handshake_fails() {
     let open = |port: u16, params: &str| {
         let url = format!("{scheme}://{at}127.0.0.1:{port}/{path}{params}");
         std::fs::write(tmp.path().join("site.yaml"), format!("databases:\n  client:\n    url: \"{url}\"\n")).unwrap();
-        db::open("client", "postgres", tmp.path(), "").unwrap()
+        db::open("client", db::EngineKind::Postgres, tmp.path(), "").unwrap()
     };
     let count = |seen: &Arc<std::sync::atomic::AtomicUsize>| seen.load(std::sync::atomic::Ordering::SeqCst);
 

@@ -113,7 +113,7 @@ impl Site {
     }
 
     fn open(&self) -> Box<dyn Engine> {
-        db::open("client", "sqlite", &self.root, "data/client.db").unwrap()
+        db::open("client", db::EngineKind::Sqlite, &self.root, "data/client.db").unwrap()
     }
 
     fn db_path(&self) -> PathBuf {
@@ -655,13 +655,13 @@ fn integrity(c: &Connection) -> String {
 #[test]
 fn db_open_rejects_unknown_engines_and_escaping_paths() {
     let root = Path::new("/tmp/nowhere");
-    let err = db::open("client", "oracle", root, "data/x.db").err().unwrap();
+    let err = db::EngineKind::of("client", "oracle").err().unwrap();
     assert_eq!(err.kind(), "unknown_engine");
     assert!(err.to_string().contains("oracle") && err.to_string().contains("sqlite"), "{err}");
     for bad in ["/etc/x.db", "../x.db", "data/../../x.db", ""] {
-        assert_eq!(db::open("client", "sqlite", root, bad).err().unwrap().kind(), "config", "{bad}");
+        assert_eq!(db::open("client", db::EngineKind::Sqlite, root, bad).err().unwrap().kind(), "config", "{bad}");
     }
-    assert_eq!(db::open("../x", "sqlite", root, "x.db").err().unwrap().kind(), "config");
+    assert_eq!(db::open("../x", db::EngineKind::Sqlite, root, "x.db").err().unwrap().kind(), "config");
 }
 
 /// `cargo test -p bundle-install --release --test db_sqlite -- --ignored --nocapture bench`

@@ -192,7 +192,7 @@ fn linking_refuses_a_damaged_entry() {
     let m = site.release_manifest("1.0.0").unwrap();
     let wheels = store::wheels_of(&m, &root.join("releases/1.0.0/bundle"));
     let e = store::link_into(&site, &venv, &wheels).unwrap_err();
-    assert_eq!(e.kind, "store_damaged", "{e:?}");
+    assert_eq!(e.kind.as_str(), "store_damaged", "{e:?}");
     assert!(e.message.contains("fieldkit") && e.message.contains("__init__.py"), "{}", e.message);
     assert!(!venv.site_packages.join("fieldkit").exists(), "a damaged entry was linked");
 }

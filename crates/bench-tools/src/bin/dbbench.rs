@@ -74,7 +74,9 @@ fn main() {
     let size = fs::metadata(&db_path).unwrap_or_else(|e| die(e)).len();
     eprintln!("dbbench: database {:.0} MB ready ({:.1} s)", size as f64 / 1e6, create.as_secs_f64());
 
-    let mut engine = bundle_install::db::open("client", "sqlite", &root, "data/client.db").unwrap_or_else(|e| die(e));
+    let mut engine =
+        bundle_install::db::open("client", bundle_install::db::EngineKind::Sqlite, &root, "data/client.db")
+            .unwrap_or_else(|e| die(e));
     let backups = dir.join("backups");
     let scratch = dir.join("scratch");
     fs::create_dir_all(&scratch).unwrap_or_else(|e| die(e));

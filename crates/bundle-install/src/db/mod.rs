@@ -34,6 +34,62 @@ pub const HISTORY_TABLE: &str = "bundle_schema_history";
 /// The `file` recorded for a baseline row (no script ran).
 pub const BASELINE_FILE: &str = "<baseline>";
 
+/// A database engine, by the name manifests, journals, backup records and `--json` give it
+/// (`sqlite`, `postgres`, `mysql`; `mysql` also means MariaDB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl EngineKind {
+    /// Every engine [`open`] knows, in the order messages list them.
+    pub const ALL: [EngineKind; 3] = [EngineKind::Sqlite, EngineKind::Postgres, EngineKind::Mysql];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sqlite => "sqlite",
+            EngineKind::Postgres => "postgres",
+            EngineKind::Mysql => "mysql",
+        }
+    }
+
+    /// A database server reached over a connection from the site, rather than a file under the root.
+    pub fn is_server(self) -> bool {
+        self != EngineKind::Sqlite
+    }
+
+    /// The engine a manifest names for database `db`. `bundle-core` validates the name when it reads
+    /// the manifest, so `unknown_engine` only comes from a manifest that skipped that check.
+    pub fn of(db: &str, engine: &str) -> Result<EngineKind, DbError> {
+        engine.parse().map_err(|UnknownEngine(engine)| DbError::UnknownEngine { db: db.into(), engine })
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = UnknownEngine;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EngineKind::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| UnknownEngine(s.into()))
+    }
+}
+
+/// An engine name [`EngineKind`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("engine `{}` is not supported (supported: {})", .0, supported_engines())]
+pub struct UnknownEngine(pub String);
+
+fn supported_engines() -> String {
+    EngineKind::ALL.map(EngineKind::as_str).join(", ")
+}
+
 /// What a history row (or a planned step) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -462,7 +518,7 @@ pub fn plan_down(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupRecord {
     pub db: String,
-    pub engine: String,
+    pub engine: EngineKind,
     /// File name inside the backup directory; `None` when the database did not exist (a clean
     /// install): restoring such a record deletes the database.
     pub file: Option<String>,
@@ -539,8 +595,8 @@ pub fn is_rehearsal_db_name(name: &str) -> bool {
 pub trait Engine: Send {
     /// The database's name in the spec (`metadata`, `client`).
     fn name(&self) -> &str;
-    /// `sqlite`, `postgres` or `mysql` (the manifest's names).
-    fn engine(&self) -> &'static str;
+    /// Which engine this is.
+    fn engine(&self) -> EngineKind;
     /// Where it is, for messages (a path, or a URL with its password masked).
     fn location(&self) -> String;
     /// Checks, before anything changes, what backing up and restoring this database will need: for
@@ -640,9 +696,6 @@ pub fn apply_plan(
     Ok(plan.len())
 }
 
-/// Engines `open` knows.
-pub const ENGINES: &[&str] = &["sqlite", "postgres", "mysql"];
-
 /// A run lock (see [`Engine::lock_for_run`]); released when dropped (or when the process dies: the
 /// server ends the session and with it the lock).
 pub struct RunLock {
@@ -717,9 +770,9 @@ pub fn run_lock_wait() -> Duration {
 /// whole run; SQLite databases are skipped without being opened.
 pub fn lock_run<'a>(
     root: &Path,
-    dbs: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    dbs: impl IntoIterator<Item = (&'a str, EngineKind, &'a str)>,
 ) -> Result<Vec<RunLock>, DbError> {
-    let mut dbs: Vec<(&str, &str, &str)> = dbs.into_iter().filter(|(_, engine, _)| *engine != "sqlite").collect();
+    let mut dbs: Vec<(&str, EngineKind, &str)> = dbs.into_iter().filter(|(_, engine, _)| engine.is_server()).collect();
     dbs.sort();
     dbs.dedup();
     let wait = run_lock_wait();
@@ -737,7 +790,7 @@ pub fn lock_run<'a>(
 /// `plan` and `status` leave a clean site untouched. PostgreSQL and MariaDB/MySQL: the connection
 /// comes from the site (`BUNDLE_DB_URL_<NAME>`, else `ROOT/site.yaml`, see [`server`]), never from
 /// the bundle; `path` is not used; nothing connects until a method needs it.
-pub fn open(name: &str, engine: &str, root: &Path, path: &str) -> Result<Box<dyn Engine>, DbError> {
+pub fn open(name: &str, engine: EngineKind, root: &Path, path: &str) -> Result<Box<dyn Engine>, DbError> {
     // The name becomes a backup file name.
     if name.is_empty()
         || name.starts_with('.')
@@ -749,23 +802,22 @@ pub fn open(name: &str, engine: &str, root: &Path, path: &str) -> Result<Box<dyn
         });
     }
     match engine {
-        "sqlite" => Ok(Box::new(sqlite::SqliteEngine::new(name, root, path)?)),
-        "postgres" => {
+        EngineKind::Sqlite => Ok(Box::new(sqlite::SqliteEngine::new(name, root, path)?)),
+        EngineKind::Postgres => {
             let url = server::resolve_url(name, engine, root)?;
             Ok(Box::new(postgres::PgEngine::new(name, url, root)))
         }
-        "mysql" => {
+        EngineKind::Mysql => {
             let url = server::resolve_url(name, engine, root)?;
             Ok(Box::new(mysql::MyEngine::new(name, url, root)))
         }
-        other => Err(DbError::UnknownEngine { db: name.into(), engine: other.into() }),
     }
 }
 
 /// Database errors. Messages are one line and say which database (and file) and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database `{db}`: engine `{engine}` is not supported (supported: {})", ENGINES.join(", "))]
+    #[error("database `{db}`: engine `{engine}` is not supported (supported: {})", supported_engines())]
     UnknownEngine { db: String, engine: String },
     #[error("database `{db}`: {message}")]
     Config { db: String, message: String },
@@ -923,7 +975,7 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
 }
 
 /// A backup record must belong to this database and engine before anything is restored from it.
-pub(crate) fn check_backup_record(db: &str, engine: &str, backup: &BackupRecord) -> Result<(), DbError> {
+pub(crate) fn check_backup_record(db: &str, engine: EngineKind, backup: &BackupRecord) -> Result<(), DbError> {
     if backup.db != db || backup.engine != engine {
         return Err(DbError::Config {
             db: db.into(),
@@ -1051,6 +1103,37 @@ pub use bundle_core::time::{now_rfc3339_millis as utc_now_rfc3339, rfc3339_milli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_names_round_trip() {
+        for e in EngineKind::ALL {
+            assert_eq!(e.as_str().parse::<EngineKind>(), Ok(e));
+            assert_eq!(e.to_string(), e.as_str());
+            assert_eq!(serde_json::to_value(e).unwrap(), serde_json::json!(e.as_str()));
+        }
+        assert_eq!(EngineKind::ALL.map(EngineKind::as_str), ["sqlite", "postgres", "mysql"]);
+        assert!("SQLite".parse::<EngineKind>().is_err());
+        let err = EngineKind::of("client", "oracle").unwrap_err();
+        assert_eq!(err.kind(), "unknown_engine");
+        assert_eq!(
+            err.to_string(),
+            "database `client`: engine `oracle` is not supported (supported: sqlite, postgres, mysql)"
+        );
+    }
+
+    /// `backups/<id>/record.json` written before engines were typed still reads, and writes the same.
+    #[test]
+    fn backup_records_with_engine_strings_still_load() {
+        let text = r#"{"databases":[{"db":"metadata","engine":"postgres","file":"metadata.dump","blake3":"ab","bytes":3,"version":"1.2","taken_at":"2026-11-22T01:52:59Z"}]}"#;
+        #[derive(Deserialize)]
+        struct Record {
+            databases: Vec<BackupRecord>,
+        }
+        let r: Record = serde_json::from_str(text).unwrap();
+        assert_eq!(r.databases[0].engine, EngineKind::Postgres);
+        let back = serde_json::to_value(&r.databases[0]).unwrap();
+        assert_eq!(back["engine"], "postgres");
+    }
     use std::time::Duration;
 
     fn v(s: &str) -> SchemaVersion {

@@ -30,11 +30,11 @@ use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{describe_status, fsync_dir, fsync_file, remove_if_exists, stderr_tail};
 use super::{
     current_version, one_line, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError, DbState,
-    Direction, Engine, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE,
+    Direction, Engine, EngineKind, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE,
     HISTORY_TABLE,
 };
 
-const ENGINE: &str = "mysql";
+const ENGINE: EngineKind = EngineKind::Mysql;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The driver's errors, as messages that name the database and never its password.
@@ -563,7 +563,7 @@ impl Engine for MyEngine {
         &self.ctx.db
     }
 
-    fn engine(&self) -> &'static str {
+    fn engine(&self) -> EngineKind {
         ENGINE
     }
 
@@ -700,7 +700,7 @@ impl Engine for MyEngine {
         let (blake3, bytes) = super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?;
         Ok(BackupRecord {
             db: ctx.db,
-            engine: ENGINE.into(),
+            engine: ENGINE,
             file: Some(name),
             blake3: Some(blake3),
             sha256: None,

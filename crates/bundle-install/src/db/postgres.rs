@@ -32,10 +32,10 @@ use super::server::{self, ConnUrl, Ctx, Dialect};
 use super::sqlite::{fsync_dir, fsync_file, remove_if_exists};
 use super::{
     current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction, Engine,
-    HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
+    EngineKind, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
 
-const ENGINE: &str = "postgres";
+const ENGINE: EngineKind = EngineKind::Postgres;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The advisory lock key of a run: the first 8 bytes of sha256("bundle-install run lock").
 fn lock_key() -> i64 {
@@ -649,7 +649,7 @@ impl Engine for PgEngine {
         &self.ctx.db
     }
 
-    fn engine(&self) -> &'static str {
+    fn engine(&self) -> EngineKind {
         ENGINE
     }
 
@@ -791,7 +791,7 @@ impl Engine for PgEngine {
         let (blake3, bytes) = super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?;
         Ok(BackupRecord {
             db: ctx.db,
-            engine: ENGINE.into(),
+            engine: ENGINE,
             file: Some(name),
             blake3: Some(blake3),
             sha256: None,

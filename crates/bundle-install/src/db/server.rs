@@ -266,7 +266,7 @@ pub const REHEARSAL_MARK: &str = ".rehearsal";
 
 /// Finds database `name`'s connection: the environment variable wins over `ROOT/site.yaml`
 /// (except in a rehearsal's scratch site, see [`REHEARSAL_MARK`]).
-pub(crate) fn resolve_url(name: &str, engine: &str, root: &Path) -> Result<ConnUrl, DbError> {
+pub(crate) fn resolve_url(name: &str, engine: super::EngineKind, root: &Path) -> Result<ConnUrl, DbError> {
     let var = url_env_var(name);
     let config = |message: String| DbError::Config { db: name.into(), message };
     let from_env = if root.join(REHEARSAL_MARK).exists() { None } else { std::env::var(&var).ok() };
@@ -301,9 +301,9 @@ pub(crate) fn resolve_url(name: &str, engine: &str, root: &Path) -> Result<ConnU
     };
     let url = ConnUrl::parse(&text, &source).map_err(|m| config(format!("the connection URL from {source} {m}")))?;
     let ok = match engine {
-        "postgres" => matches!(url.scheme.as_str(), "postgres" | "postgresql"),
-        "mysql" => matches!(url.scheme.as_str(), "mysql" | "mariadb"),
-        _ => false,
+        super::EngineKind::Postgres => matches!(url.scheme.as_str(), "postgres" | "postgresql"),
+        super::EngineKind::Mysql => matches!(url.scheme.as_str(), "mysql" | "mariadb"),
+        super::EngineKind::Sqlite => false,
     };
     if !ok {
         return Err(config(format!("the connection URL from {source} ({}) is not a {engine} URL", url.masked)));
@@ -530,7 +530,7 @@ pub(crate) fn program_version(prog: &Path) -> Result<String, String> {
 /// its environment (`BUNDLE_DB_URL` carries credentials: it is the script's environment, not a log).
 pub(crate) fn run_python(
     db: &str,
-    engine: &str,
+    engine: super::EngineKind,
     url: &ConnUrl,
     root: &Path,
     step: &PlannedStep,
@@ -556,7 +556,7 @@ pub(crate) fn run_python(
         .arg(&script)
         .current_dir(&cwd)
         .env("BUNDLE_DB_NAME", db)
-        .env("BUNDLE_DB_ENGINE", engine)
+        .env("BUNDLE_DB_ENGINE", engine.as_str())
         .env("BUNDLE_DB_URL", &url.full)
         .env_remove("BUNDLE_DB_PATH")
         .stdin(Stdio::null())

@@ -25,7 +25,7 @@ use rusqlite::{params, Batch, Connection, OpenFlags, TransactionBehavior};
 
 use super::{
     current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction, Engine,
-    HistoryRow, PlannedStep, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
+    EngineKind, HistoryRow, PlannedStep, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
 
 /// How long we wait for another connection's lock (the app should be stopped, but a cron job or a
@@ -260,7 +260,7 @@ impl SqliteEngine {
             .arg(&script)
             .current_dir(&dir)
             .env("BUNDLE_DB_NAME", &ctx.db)
-            .env("BUNDLE_DB_ENGINE", "sqlite")
+            .env("BUNDLE_DB_ENGINE", EngineKind::Sqlite.as_str())
             .env("BUNDLE_DB_PATH", &self.shown)
             .stdin(Stdio::null())
             // stdout is captured, never inherited: with --json the installer's stdout is one object.
@@ -356,8 +356,8 @@ impl Engine for SqliteEngine {
         &self.ctx.db
     }
 
-    fn engine(&self) -> &'static str {
-        "sqlite"
+    fn engine(&self) -> EngineKind {
+        EngineKind::Sqlite
     }
 
     fn location(&self) -> String {
@@ -379,7 +379,7 @@ impl Engine for SqliteEngine {
         if !self.exists() {
             return Ok(BackupRecord {
                 db: ctx.db,
-                engine: "sqlite".into(),
+                engine: EngineKind::Sqlite,
                 file: None,
                 blake3: None,
                 sha256: None,
@@ -440,7 +440,7 @@ impl Engine for SqliteEngine {
         };
         Ok(BackupRecord {
             db: ctx.db,
-            engine: "sqlite".into(),
+            engine: EngineKind::Sqlite,
             file: Some(name),
             blake3: Some(blake3),
             sha256: None,
@@ -452,7 +452,7 @@ impl Engine for SqliteEngine {
 
     fn restore(&mut self, backup: &BackupRecord, dir: &Path) -> Result<(), DbError> {
         let ctx = self.ctx.clone();
-        super::check_backup_record(&ctx.db, "sqlite", backup)?;
+        super::check_backup_record(&ctx.db, EngineKind::Sqlite, backup)?;
         let Some(file) = &backup.file else {
             // The database did not exist before: delete it. Sidecars first, so a crash in between
             // never leaves a stale journal or WAL next to a database that could adopt it.
@@ -574,7 +574,7 @@ impl Engine for SqliteEngine {
 
     fn diff_since(&mut self, backup: &BackupRecord, dir: &Path) -> Result<Vec<TableDiff>, DbError> {
         let ctx = self.ctx.clone();
-        super::check_backup_record(&ctx.db, "sqlite", backup)?;
+        super::check_backup_record(&ctx.db, EngineKind::Sqlite, backup)?;
         let live_exists = self.exists();
         let Some(file) = &backup.file else {
             // Nothing existed before: everything live would be lost.

@@ -487,7 +487,9 @@ const ACTIVATE_SCRIPT: &str =
 
 fn write_activate_scripts(interp: &Interpreter, root: &Path) -> Result<(), PythonError> {
     let fail = |detail: String| PythonError::ActivateScripts { exe: interp.executable.clone(), detail };
-    let out = Command::new(&interp.executable)
+    // `ensure_directories` recreates the venv's directories if they are gone: after a kill -9 of the
+    // installer, a surviving child would rebuild the venv `recover` has just removed.
+    let out = crate::child::die_with_parent(&mut Command::new(&interp.executable))
         .args(["-I", "-S", "-B", "-c", ACTIVATE_SCRIPT])
         .arg(root)
         .stdin(Stdio::null())

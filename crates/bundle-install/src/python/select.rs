@@ -10,7 +10,7 @@ use bundle_core::manifest::Manifest;
 use bundle_core::tags::Environment;
 use serde::Serialize;
 
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 
 /// One chosen wheel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,7 +61,7 @@ pub(crate) fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<Chose
     for w in &manifest.wheels {
         let info = manifest
             .wheel_description(w)
-            .ok_or_else(|| InstallError::refused("bad_wheel_name", format!("{w}: not a wheel file name")))?;
+            .ok_or_else(|| InstallError::refused(ErrorKind::BadWheelName, format!("{w}: not a wheel file name")))?;
         by_dist.entry(info.name.clone()).or_default().push(info);
     }
     let mut chosen = Vec::new();
@@ -70,7 +70,7 @@ pub(crate) fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<Chose
         // The builder refuses this; a bundle of an older builder may still carry it.
         if offered.iter().any(|w| !same_version(&w.version, &offered[0].version)) {
             return Err(InstallError::refused(
-                "duplicate_distribution",
+                ErrorKind::DuplicateDistribution,
                 format!(
                     "the bundle carries several versions of `{name}`: {}",
                     offered.iter().map(describe).collect::<Vec<_>>().join("; ")
@@ -106,7 +106,7 @@ pub(crate) fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<Chose
     }
     if !problems.is_empty() {
         return Err(InstallError::refused(
-            "incompatible_wheel",
+            ErrorKind::IncompatibleWheel,
             format!("no wheel fits this site's interpreter, {}, for {}", env.summary(), problems.join(", ")),
         )
         .with_hint("nothing was changed; use a bundle built for this site's Python and platform (spec `targets:`), or pass --python PATH to the interpreter it was built for"));
@@ -172,7 +172,7 @@ mod tests {
             ("tomli-2.0.1-cp311-cp311-macosx_11_0_arm64.whl", None),
         ]);
         let err = choose(&m, &site()).unwrap_err();
-        assert_eq!(err.kind, "incompatible_wheel");
+        assert_eq!(err.kind.as_str(), "incompatible_wheel");
         assert!(err.message.contains("`tomli`") && !err.message.contains("`pyyaml`"), "{}", err.message);
         assert!(err.message.contains("Requires-Python >=3.12"), "{}", err.message);
         let m = manifest(&[
@@ -190,6 +190,6 @@ mod tests {
         old.wheel_info.clear();
         assert_eq!(choose(&old, &site()).unwrap(), c);
         let m = manifest(&[("pyyaml-6.0.3-py3-none-any.whl", None), ("pyyaml-6.0.4-py3-none-any.whl", None)]);
-        assert_eq!(choose(&m, &site()).unwrap_err().kind, "duplicate_distribution");
+        assert_eq!(choose(&m, &site()).unwrap_err().kind.as_str(), "duplicate_distribution");
     }
 }

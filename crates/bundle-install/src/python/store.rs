@@ -28,7 +28,7 @@ use bundle_core::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::fs::durable;
 use crate::python::interpreter::{self, Interpreter, Venv};
 use crate::python::wheel::{self, WheelError};
@@ -98,12 +98,12 @@ pub fn entry_dir(site: &Site, sha256: &str) -> PathBuf {
     site.store().join("wheels").join(sha256)
 }
 
-fn store_err(kind: &str, message: impl Into<String>) -> InstallError {
+fn store_err(kind: ErrorKind, message: impl Into<String>) -> InstallError {
     InstallError::failed(kind, message)
 }
 
 fn wheel_err(e: WheelError) -> InstallError {
-    InstallError::failed(e.kind(), e.to_string())
+    InstallError::from(e)
 }
 
 fn b64_sha256(bytes: &[u8]) -> String {
@@ -132,7 +132,7 @@ fn mtime_ns(m: &fs::Metadata) -> i128 {
 fn rel_str(rel: &Path) -> Result<String> {
     rel.to_str()
         .map(str::to_string)
-        .ok_or_else(|| store_err("store_path", format!("file name `{}` is not UTF-8", rel.display())))
+        .ok_or_else(|| store_err(ErrorKind::StorePath, format!("file name `{}` is not UTF-8", rel.display())))
 }
 
 /// Reads a sealed entry's record, if there is a readable one for `sha256`.
@@ -244,8 +244,7 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         let tmp = site.store().join(format!(".tmp-{}-{run}", w.sha256));
         durable::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
         fs::create_dir(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-        let mut venv = interpreter::create_bare_venv(interp, &tmp.join("tree"))
-            .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+        let mut venv = interpreter::create_bare_venv(interp, &tmp.join("tree"))?;
         let real_python = std::mem::replace(&mut venv.python, PathBuf::from(PLACEHOLDER_PYTHON));
         let dist = wheel::install_wheel(&venv, &w.path, &wheel::InstallOptions::default()).map_err(wheel_err)?;
         venv.python = real_python;
@@ -254,8 +253,7 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         trees.push((tmp, venv, wheel::normalize_name(&dist.name)));
     }
     let roots: Vec<PathBuf> = trees.iter().map(|(_, v, _)| v.site_packages.clone()).collect();
-    interpreter::compile_trees(&interp.executable, &roots, None, true, 2)
-        .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+    interpreter::compile_trees(&interp.executable, &roots, None, true, 2)?;
     for ((tmp, _, project), w) in trees.iter().zip(wheels) {
         let files = seal(tmp)?;
         let record = EntryRecord {
@@ -291,7 +289,7 @@ fn seal(tmp: &Path) -> Result<Vec<FileRecord>> {
     let mut files = Vec::new();
     let mut paths = vec![(tmp.join("wheel.whl"), "wheel.whl".to_string())];
     for entry in walkdir::WalkDir::new(&tree).sort_by_file_name() {
-        let entry = entry.map_err(|e| store_err("io", format!("listing {}: {e}", tree.display())))?;
+        let entry = entry.map_err(|e| store_err(ErrorKind::Io, format!("listing {}: {e}", tree.display())))?;
         let rel = entry.path().strip_prefix(&tree).expect("under the tree").to_path_buf();
         // The scaffolding of the venv the wheel was unpacked into (`pyvenv.cfg` names the work
         // directory; `bin/python*` and `lib64` are links) is not part of the entry.
@@ -398,10 +396,10 @@ pub fn link_into(site: &Site, venv: &Venv, wheels: &[WheelRef]) -> Result<usize>
     let mut entries = Vec::new();
     for w in wheels {
         let e = read_entry(site, &w.sha256).ok_or_else(|| {
-            store_err("store_damaged", format!("the store holds no entry for {} ({})", label(w), w.sha256))
+            store_err(ErrorKind::StoreDamaged, format!("the store holds no entry for {} ({})", label(w), w.sha256))
         })?;
         if let Some(why) = check_entry(site, &e, false) {
-            return Err(store_err("store_damaged", format!("store entry of {} is damaged: {why}", label(w)))
+            return Err(store_err(ErrorKind::StoreDamaged, format!("store entry of {} is damaged: {why}", label(w)))
                 .with_hint("run the apply again: it rebuilds damaged entries from the bundle"));
         }
         entries.push(e);
@@ -413,7 +411,7 @@ pub fn link_into(site: &Site, venv: &Venv, wheels: &[WheelRef]) -> Result<usize>
     for e in &entries {
         if Path::new(&e.site_packages) != site_rel {
             return Err(store_err(
-                "store_damaged",
+                ErrorKind::StoreDamaged,
                 format!("store entry of {} was built for {}", e.wheel, e.site_packages),
             ));
         }
@@ -453,7 +451,7 @@ fn link_entry(site: &Site, venv: &Venv, e: &EntryRecord, made: &mut BTreeSet<Pat
         } else {
             link_or_copy(&src, &dest).map_err(|err| match err.kind() {
                 io::ErrorKind::AlreadyExists => {
-                    store_err("file_conflict", format!("{}: `{}` already exists", e.wheel, dest.display()))
+                    store_err(ErrorKind::FileConflict, format!("{}: `{}` already exists", e.wheel, dest.display()))
                 }
                 _ => io(&dest, err),
             })?;
@@ -647,7 +645,7 @@ mod tests {
         let b = e("b-1-py3-none-any.whl", "b", &["lib/python3.11/site-packages/x/__init__.py"]);
         for pair in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
             let err = refuse_conflicts(&pair).unwrap_err();
-            assert_eq!(err.kind, "file_conflict");
+            assert_eq!(err.kind.as_str(), "file_conflict");
             assert!(
                 err.message.contains("`a-1-py3-none-any.whl` and `b-1-py3-none-any.whl` both install `x/__init__.py`"),
                 "{}",
@@ -655,6 +653,6 @@ mod tests {
             );
         }
         let a2 = e("a-2-py3-none-any.whl", "a", &[]);
-        assert_eq!(refuse_conflicts(&[a, a2]).unwrap_err().kind, "duplicate_project");
+        assert_eq!(refuse_conflicts(&[a, a2]).unwrap_err().kind.as_str(), "duplicate_project");
     }
 }

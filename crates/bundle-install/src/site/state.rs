@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::site::Site;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -15,8 +15,9 @@ pub(crate) struct SiteState {
 pub(crate) fn load(site: &Site) -> Result<SiteState> {
     let path = site.state().join("site.json");
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| InstallError::attention("site_state_unreadable", format!("{}: {e}", path.display()))),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            InstallError::attention(ErrorKind::SiteStateUnreadable, format!("{}: {e}", path.display())).with_source(e)
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SiteState::default()),
         Err(e) => Err(InstallError::io(path.display(), e)),
     }

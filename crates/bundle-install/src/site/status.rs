@@ -4,13 +4,13 @@
 use serde::Serialize;
 
 use crate::db::{self, DbState};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::site::{ReleaseInfo, Site};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DbStatus {
     pub name: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     pub location: String,
     /// `clean`, `unversioned`, or the schema version recorded in the database.
     pub version: String,
@@ -34,18 +34,21 @@ pub struct SiteStatus {
 }
 
 pub fn status(site: &Site) -> Result<SiteStatus> {
-    let current = site.current_version().map_err(|e| InstallError::attention("bad_current", e.to_string()))?;
+    let current = site
+        .current_version()
+        .map_err(|e| InstallError::attention(ErrorKind::BadCurrent, e.to_string()).with_source(e))?;
     let releases = site.releases_installed().map_err(|e| InstallError::io("listing releases/", e))?;
     let mut databases = Vec::new();
     let mut config = None;
     let mut app = None;
     if let Some(cur) = &current {
-        let m = site
-            .release_manifest(cur)
-            .map_err(|e| InstallError::attention("current_release_unreadable", format!("releases/{cur}: {e}")))?;
+        let m = site.release_manifest(cur).map_err(|e| {
+            InstallError::attention(ErrorKind::CurrentReleaseUnreadable, format!("releases/{cur}: {e}")).with_source(e)
+        })?;
         app = Some(m.app.clone());
         for d in &m.databases {
-            let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
+            let engine_kind = db::EngineKind::of(&d.name, &d.engine)?;
+            let mut engine = db::open(&d.name, engine_kind, &site.root, &d.path)?;
             let state = engine.inspect()?;
             let location = engine.location();
             engine.close()?;
@@ -59,7 +62,7 @@ pub fn status(site: &Site) -> Result<SiteStatus> {
                 db::unfinished_steps(state.history()).iter().map(|r| r.file.clone()).collect();
             databases.push(DbStatus {
                 name: d.name.clone(),
-                engine: d.engine.clone(),
+                engine: engine_kind,
                 location,
                 version,
                 release_schema: d.schema.to_string(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use bundle_core::signature::{KeyId, PublicKey, SignatureError};
 use bundle_core::verify::VerifyError;
 
-use crate::error::{InstallError, Outcome, Result};
+use crate::error::{ErrorKind, InstallError, Outcome, Result};
 use crate::fs::durable;
 use crate::site::Site;
 
@@ -20,7 +20,7 @@ fn key_file(dir: &Path, key: &PublicKey) -> PathBuf {
 }
 
 fn store_error(site: &Site, e: std::io::Error) -> InstallError {
-    InstallError::usage("trust_store", format!("reading {}: {e}", site.trust().display()))
+    InstallError::usage(ErrorKind::TrustStore, format!("reading {}: {e}", site.trust().display())).with_source(e)
 }
 
 /// The key ids revoked on this site (`trust/revoked/*.pub`, matched by the key inside the file,
@@ -36,7 +36,7 @@ pub fn is_revoked(revoked: &[KeyId], id: &KeyId) -> bool {
 
 /// The `revoked_key` refusal (exit 3: it is about the bundle's signer, like `untrusted_key`).
 pub fn revoked_error(id: &KeyId) -> InstallError {
-    InstallError::new(Outcome::Verification, "revoked_key", format!("key {id} is revoked on this site; bundles signed with it are refused"))
+    InstallError::new(Outcome::Verification, ErrorKind::RevokedKey, format!("key {id} is revoked on this site; bundles signed with it are refused"))
         .with_hint("get a bundle signed by a key the site still trusts; only `bundle-install trust unrevoke` takes a key out of trust/revoked/")
 }
 
@@ -49,7 +49,7 @@ fn refuse_revoked(revoked: &[KeyId], keys: &[PublicKey]) -> Result<()> {
 }
 
 fn read_cli_keys(cli: &[PathBuf]) -> Result<Vec<PublicKey>> {
-    cli.iter().map(|p| PublicKey::read_file(p).map_err(|e| InstallError::usage(e.kind(), e.to_string()))).collect()
+    cli.iter().map(|p| PublicKey::read_file(p).map_err(|e| InstallError::caused_by(Outcome::Usage, e))).collect()
 }
 
 /// The keys a bundle may be verified with, and whether they came from `--trust` on a site that had
@@ -69,7 +69,7 @@ pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> 
                 format!("every key of this site is revoked; trust a new one with `bundle-install trust add --root {} NEW.pub`", site.root.display())
             };
             return Err(InstallError::usage(
-                "no_trusted_keys",
+                ErrorKind::NoTrustedKeys,
                 format!("{} holds no trusted keys", site.trust().display()),
             )
             .with_hint(hint));
@@ -79,7 +79,7 @@ pub fn keys_for(site: &Site, cli: &[PathBuf]) -> Result<(Vec<PublicKey>, bool)> 
     for k in &given {
         if !site_keys.iter().any(|s| s.key_id() == k.key_id()) {
             return Err(InstallError::usage(
-                "untrusted_cli_key",
+                ErrorKind::UntrustedCliKey,
                 format!("key {} is not in the site's trust store", k.key_id()),
             )
             .with_hint(format!("add it with `bundle-install trust add --root {} KEY.pub`", site.root.display())));
@@ -100,7 +100,7 @@ pub fn keys_for_verify(site: Option<&Site>, cli: &[PathBuf]) -> Result<Vec<Publi
     let keys = site.trusted_keys().map_err(|e| store_error(site, e))?;
     if keys.is_empty() {
         return Err(InstallError::usage(
-            "no_trusted_keys",
+            ErrorKind::NoTrustedKeys,
             format!("{} holds no trusted keys", site.trust().display()),
         ));
     }
@@ -126,7 +126,7 @@ pub fn store_keys(site: &Site, paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
     let revoked = revoked_ids(site)?;
     if let Some(k) = keys.iter().find(|k| is_revoked(&revoked, k.key_id())) {
         return Err(InstallError::refused(
-            "revoked_key",
+            ErrorKind::RevokedKey,
             format!("key {} is revoked on this site; it was not added", k.key_id()),
         )
         .with_hint(format!(
@@ -146,12 +146,12 @@ pub fn store_keys(site: &Site, paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
 /// Finds a key named by a .pub file or by key id among `candidates`.
 fn named_key(key: &str, candidates: Vec<PublicKey>, what: &str) -> Result<PublicKey> {
     if Path::new(key).exists() {
-        return PublicKey::read_file(Path::new(key)).map_err(|e| InstallError::usage(e.kind(), e.to_string()));
+        return PublicKey::read_file(Path::new(key)).map_err(|e| InstallError::caused_by(Outcome::Usage, e));
     }
     candidates
         .into_iter()
         .find(|k| k.key_id().to_string().eq_ignore_ascii_case(key))
-        .ok_or_else(|| InstallError::usage("unknown_key", format!("no {what} key with id {key}")))
+        .ok_or_else(|| InstallError::usage(ErrorKind::UnknownKey, format!("no {what} key with id {key}")))
 }
 
 /// Moves a key to `trust/revoked/` (by key id or by a .pub file).
@@ -184,7 +184,10 @@ pub fn unrevoke(site: &Site, key: &str) -> Result<PublicKey> {
         }
     }
     if !found {
-        return Err(InstallError::usage("unknown_key", format!("key {} is not revoked on this site", key.key_id())));
+        return Err(InstallError::usage(
+            ErrorKind::UnknownKey,
+            format!("key {} is not revoked on this site", key.key_id()),
+        ));
     }
     durable::sync_dir(&revoked_dir).map_err(|e| InstallError::io("trust/revoked/", e))?;
     durable::write_atomic(&key_file(&site.trust(), &key), key.to_minisign().as_bytes())

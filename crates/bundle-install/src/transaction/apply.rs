@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::config;
 use crate::db;
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Outcome, Result};
 use crate::fs::durable;
 use crate::python::interpreter::{self, Interpreter};
 use crate::python::store;
@@ -101,7 +101,7 @@ fn checked_rotations(
     if !rotations.keys_for_bundle(trusted).iter().any(|k| k.key_id() == signer) {
         return Err(InstallError::new(
             crate::error::Outcome::Verification,
-            "bundle_changed",
+            ErrorKind::BundleChanged,
             "the bundle file changed while it was being read",
         )
         .with_hint("copy the bundle to local disk and run the command again"));
@@ -112,10 +112,10 @@ fn checked_rotations(
 /// The site's interpreter, probed once, and checked against the bundle's `python:` requirement.
 pub(crate) fn probe_interpreter(python: &Path, manifest: &Manifest) -> Result<Interpreter> {
     let interp = Interpreter::probe(python).map_err(|e| {
-        InstallError::failed(e.kind(), e.to_string()).with_hint("pass --python PATH to the site's Python interpreter")
+        InstallError::caused_by(Outcome::Failed, e).with_hint("pass --python PATH to the site's Python interpreter")
     })?;
     interp.require(&manifest.python).map_err(|e| {
-        InstallError::refused(e.kind(), e.to_string()).with_hint("install a matching Python or pass --python PATH")
+        InstallError::caused_by(Outcome::Refused, e).with_hint("install a matching Python or pass --python PATH")
     })?;
     Ok(interp)
 }
@@ -130,10 +130,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
-    let _db_locks = db::lock_run(
-        &site.root,
-        manifest.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())),
-    )?;
+    let _db_locks = crate::transaction::journal::lock_declared(site, &manifest.databases)?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     plan.key_rotations = rotations.outcomes.clone();
     if plan.kind == PlanKind::NothingToDo {
@@ -166,7 +163,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
             let _ = durable::remove_tree(&staging);
             return Err(InstallError::new(
                 crate::error::Outcome::Verification,
-                "bundle_changed",
+                ErrorKind::BundleChanged,
                 "the bundle file changed while it was being read",
             )
             .with_hint("copy the bundle to local disk and run the command again"));
@@ -247,7 +244,7 @@ fn fill_delta(
             true => delta::fill(m, d, staging, Some((b, &scratch))),
             false => Err(InstallError::new(
                 crate::error::Outcome::Verification,
-                "bundle_changed",
+                ErrorKind::BundleChanged,
                 "the base bundle file changed while it was being read",
             )),
         });
@@ -271,7 +268,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 fn db_ref(d: &plan::DbPlan) -> DbRef {
-    DbRef { name: d.name.clone(), engine: d.engine.clone(), path: d.path.clone() }
+    DbRef { name: d.name.clone(), engine: d.engine, path: d.path.clone() }
 }
 
 /// The journal of an apply: every step, in order, with what undoing it needs.
@@ -397,13 +394,14 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
             if runner.journal.committed() {
                 // Past the point of no return the new release is in place: finish, never undo.
                 return Err(InstallError::attention(
-                    "commit_failed",
+                    ErrorKind::CommitFailed,
                     format!("the new release is in place but finishing failed: {}", e.message),
                 )
                 .with_hint(format!(
                     "fix the cause, then run `bundle-install recover --root {}` to finish",
                     ctx.site.root.display()
-                )));
+                ))
+                .with_source(e));
             }
             let (err, journal) = runner.undo(e);
             crate::site::history::append_failure(ctx.site, &journal, &err);
@@ -454,7 +452,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::CreateVenv { .. } => {
             interpreter::create_venv(ctx.interp, &dir.join("venv"))
-                .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+                .map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
             Ok(())
         }
         Action::StoreWheels { run, .. } => {
@@ -467,13 +465,13 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::InstallWheels { .. } => {
             let venv =
-                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
             store::link_into(site, &venv, &chosen_wheels(ctx, &dir))?;
             Ok(())
         }
         Action::CompileBytecode { .. } => {
             let venv =
-                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
             // The store's entries bring their `.pyc`; only what lacks one is compiled here.
             interpreter::compile_trees(
                 &venv.python,
@@ -482,7 +480,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
                 false,
                 cores(),
             )
-            .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+            .map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
             Ok(())
         }
         Action::WriteConfig { .. } => write_config(ctx, &dir),
@@ -520,18 +518,18 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
                 .iter()
                 .find(|s| s.version == *version && s.direction == *direction && s.file.file == *file)
                 .expect("planned step");
-            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
             let python = dir.join("venv").join("bin").join("python");
             let result = engine.apply(step, &m.version, Some(&python));
             engine.close()?;
-            result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
+            result.map_err(|e| InstallError::caused_by(Outcome::Failed, e))
         }
         Action::RestoreData { .. } => unreachable!("apply never restores data"),
         Action::Baseline { db: dbr, version, .. } => {
-            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
             let result = engine.baseline(*version, &m.version);
             engine.close()?;
-            result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
+            result.map_err(|e| InstallError::caused_by(Outcome::Failed, e))
         }
         Action::Swap { to, .. } => durable::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
             .map_err(|e| InstallError::io("switching `current`", e)),
@@ -557,7 +555,7 @@ pub(crate) fn refuse_unless_it_fits(site: &Site, plan: &Plan) -> Result<()> {
         return Ok(());
     }
     Err(InstallError::refused(
-        "disk_full",
+        ErrorKind::DiskFull,
         format!(
             "not enough disk space under {}: the apply needs about {} MiB, {} MiB are free",
             site.root.display(),
@@ -601,11 +599,9 @@ fn write_config(ctx: &Ctx, dir: &Path) -> Result<()> {
             let python = dir.join("venv").join("bin").join("python");
             config::convert_within(&old, &out, from, c.version, &converters, &python, ctx.script_limit).map_err(
                 |e| {
-                    InstallError::failed(
-                        e.kind(),
-                        format!("converting {}: {}", old.display(), name_user_config(&e.to_string(), &old)),
-                    )
-                    .with_hint(format!(
+                    // The config's own kind and error, with a message that names the user's file.
+                    let message = format!("converting {}: {}", old.display(), name_user_config(&e.to_string(), &old));
+                    InstallError { message, ..InstallError::from(e) }.with_hint(format!(
                         "fix what it reports in {} (the running release's config), then apply again",
                         old.display()
                     ))

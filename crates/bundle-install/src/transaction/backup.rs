@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::db;
-use crate::error::{InstallError, Result};
+use crate::error::{InstallError, Outcome, Result};
 use crate::fs::durable;
 use crate::site::Site;
 use crate::transaction::journal::DbRef;
@@ -29,8 +29,8 @@ pub(crate) fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, 
     durable::create_dir_mode(&tmp, 0o700).map_err(|e| InstallError::io(tmp.display(), e))?;
     let mut records = Vec::new();
     for d in dbs {
-        let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
-        let record = engine.backup(&tmp).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+        let mut engine = db::open(&d.name, d.engine, &site.root, &d.path)?;
+        let record = engine.backup(&tmp).map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
         engine.close()?;
         records.push(record);
     }

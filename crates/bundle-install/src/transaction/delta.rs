@@ -18,7 +18,7 @@ use bundle_core::manifest::{FileEntry, Manifest};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::python::store;
 use crate::site::Site;
 
@@ -57,7 +57,7 @@ pub(crate) fn find_base_bundle(
         })?;
         if id != base.bundle_id || bm.base.is_some() {
             return Err(InstallError::usage(
-                "wrong_base_bundle",
+                ErrorKind::WrongBaseBundle,
                 format!(
                     "{} is {} {} (bundle id {id}), not the full bundle this delta was built on ({} {}, bundle id {})",
                     file.display(),
@@ -161,7 +161,7 @@ fn missing_error(m: &Manifest, missing: &[&FileEntry]) -> InstallError {
     let more =
         if missing.len() > shown.len() { format!(" and {} more", missing.len() - shown.len()) } else { String::new() };
     InstallError::refused(
-        "delta_base_missing",
+        ErrorKind::DeltaBaseMissing,
         format!(
             "this is a delta bundle of {} {} built against {} {} (bundle id {}); {} of the files it leaves out are not on this site: {}{more}",
             m.app,
@@ -215,7 +215,7 @@ pub(crate) fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path, base: Option<
         }
         if !done {
             return Err(InstallError::refused(
-                "delta_base_damaged",
+                ErrorKind::DeltaBaseDamaged,
                 format!("{path}: every copy of it on this site is damaged ({})", problems.join("; ")),
             )
             .with_hint(format!("use the full bundle of {} (nothing was changed)", m.version)));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::site::Site;
 
 /// Default time a hook may run.
@@ -33,8 +33,9 @@ pub(crate) fn run(site: &Site, call: &HookCall) -> Result<()> {
 
 /// [`run`] with more environment variables (a rehearsal adds `BUNDLE_REHEARSAL=1`).
 pub(crate) fn run_with_env(site: &Site, call: &HookCall, extra: &[(&str, &str)]) -> Result<()> {
-    let fail =
-        |m: String| InstallError::failed("hook_failed", format!("hook {} ({}) {m}", call.hook, call.script.display()));
+    let fail = |m: String| {
+        InstallError::failed(ErrorKind::HookFailed, format!("hook {} ({}) {m}", call.hook, call.script.display()))
+    };
     let stderr = std::io::stderr();
     let out = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| fail(format!("cannot start: {e}")))?;
     let err = out.try_clone().map_err(|e| fail(format!("cannot start: {e}")))?;

@@ -21,7 +21,7 @@ use bundle_core::version::SchemaVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, BackupRecord, Direction};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
@@ -48,8 +48,21 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbRef {
     pub name: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     pub path: String,
+}
+
+impl DbRef {
+    /// A database a manifest declares; its engine name becomes an [`db::EngineKind`] here.
+    pub(crate) fn declared(d: &bundle_core::manifest::Database) -> Result<DbRef> {
+        Ok(DbRef { name: d.name.clone(), engine: db::EngineKind::of(&d.name, &d.engine)?, path: d.path.clone() })
+    }
+}
+
+/// Takes the run lock of every server database a manifest declares (see `db::lock_run`).
+pub(crate) fn lock_declared(site: &Site, dbs: &[bundle_core::manifest::Database]) -> Result<Vec<db::RunLock>> {
+    let dbs = dbs.iter().map(DbRef::declared).collect::<Result<Vec<_>>>()?;
+    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine, d.path.as_str())))?)
 }
 
 /// One step of a run, with what undoing it needs.
@@ -217,9 +230,10 @@ impl Journal {
         match std::fs::read(site.journal()) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 InstallError::attention(
-                    "journal_unreadable",
+                    ErrorKind::JournalUnreadable,
                     format!("{} is unreadable: {e}", site.journal().display()),
                 )
+                .with_source(e)
                 .with_hint(
                     "restore the site from backups/ by hand, then remove the journal; see bundle-spec/recovery.md",
                 )
@@ -267,7 +281,7 @@ pub(crate) fn checkpoint(step: &str, when: &str) -> Result<()> {
         if let Ok(target) = std::env::var("BUNDLE_INSTALL_TEST_FAIL") {
             if target == step {
                 return Err(InstallError::failed(
-                    "injected_failure",
+                    ErrorKind::InjectedFailure,
                     format!("step {step} failed (injected by BUNDLE_INSTALL_TEST_FAIL)"),
                 ));
             }
@@ -376,10 +390,11 @@ impl<'a> Runner<'a> {
             // the site is now between two states: only `recover` may touch it.
             Err(e) if e.outcome == crate::error::Outcome::Attention => e,
             Err(e) => InstallError::attention(
-                "undo_failed",
+                ErrorKind::UndoFailed,
                 format!("could not finish undoing after `{}`: {}", cause.message, e.message),
             )
-            .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display())),
+            .with_hint(format!("fix the cause, then run `bundle-install recover --root {}`", self.site.root.display()))
+            .with_source(e),
         };
         (err, self.journal)
     }
@@ -420,7 +435,7 @@ impl<'a> Runner<'a> {
             checkpoint(&format!("undo:{name}"), "before")?;
             undo_action(self.site, &action, &mut restored, self.reporter).map_err(|e| {
                 InstallError::attention(
-                    "undo_failed",
+                    ErrorKind::UndoFailed,
                     format!(
                         "could not undo step {name} after `{}`: {}",
                         self.journal.error.clone().unwrap_or_default(),
@@ -450,7 +465,7 @@ impl<'a> Runner<'a> {
         let mut reached: Vec<(DbRef, SchemaVersion)> = Vec::new();
         for step in &self.journal.steps {
             if let Action::Migrate { db, version, .. } = &step.action {
-                if db.engine != "sqlite" && matches!(step.status, Status::Started | Status::Done) {
+                if db.engine.is_server() && matches!(step.status, Status::Started | Status::Done) {
                     match reached.iter_mut().find(|(d, _)| d.name == db.name) {
                         Some((_, v)) => *v = (*v).max(*version),
                         None => reached.push((db.clone(), *version)),
@@ -501,7 +516,7 @@ pub(crate) fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock
             _ => {}
         }
     }
-    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())))?)
+    Ok(db::lock_run(&site.root, dbs.iter().map(|d| (d.name.as_str(), d.engine, d.path.as_str())))?)
 }
 
 /// Space held back for writing the journal while undoing on a full disk.
@@ -518,7 +533,7 @@ fn ensure_reserve(site: &Site) -> bool {
 }
 
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
-    Ok(db::open(&db.name, &db.engine, &site.root, &db.path)?)
+    Ok(db::open(&db.name, db.engine, &site.root, &db.path)?)
 }
 
 /// Reads `backups/<id>/record.json`.
@@ -529,8 +544,9 @@ pub(crate) fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRec
     struct Record {
         databases: Vec<BackupRecord>,
     }
-    let r: Record = serde_json::from_slice(&bytes)
-        .map_err(|e| InstallError::failed("backup_record", format!("{}: {e}", path.display())))?;
+    let r: Record = serde_json::from_slice(&bytes).map_err(|e| {
+        InstallError::failed(ErrorKind::BackupRecord, format!("{}: {e}", path.display())).with_source(e)
+    })?;
     Ok(r.databases)
 }
 
@@ -538,7 +554,10 @@ pub(crate) fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRec
 pub(crate) fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
     let records = read_backup_records(site, backup_id)?;
     let record = records.iter().find(|r| r.db == db.name).ok_or_else(|| {
-        InstallError::failed("backup_missing_db", format!("backup {backup_id} has no copy of database `{}`", db.name))
+        InstallError::failed(
+            ErrorKind::BackupMissingDb,
+            format!("backup {backup_id} has no copy of database `{}`", db.name),
+        )
     })?;
     let mut engine = open_db(site, db)?;
     engine.restore(record, &site.backups().join(backup_id))?;
@@ -619,8 +638,9 @@ pub(crate) fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature:
     texts
         .iter()
         .map(|t| {
-            bundle_core::signature::PublicKey::from_minisign(t)
-                .map_err(|e| InstallError::failed("journal", format!("a key in the journal is damaged: {e}")))
+            bundle_core::signature::PublicKey::from_minisign(t).map_err(|e| {
+                InstallError::failed(ErrorKind::Journal, format!("a key in the journal is damaged: {e}")).with_source(e)
+            })
         })
         .collect()
 }
@@ -630,6 +650,37 @@ mod tests {
     use super::*;
     use crate::report::Silent;
     use std::os::unix::fs::MetadataExt;
+
+    /// Journals written before engines were typed name them as strings; they must still load (a
+    /// run interrupted across an upgrade of the installer is recovered by the new one) and write
+    /// back unchanged.
+    #[test]
+    fn journals_with_engine_strings_still_load() {
+        let text = r#"{
+  "id": "20261122T015259Z-4.0.0", "command": "apply", "from": "1.0.0", "to": "4.0.0",
+  "started_at": "2026-11-22T01:52:59Z", "pid": 14806, "phase": "forward",
+  "steps": [
+    { "action": "backup", "id": "20261122T015259Z-4.0.0", "dbs": [
+        {"name": "client", "engine": "sqlite", "path": "data/client.db"},
+        {"name": "metadata", "engine": "postgres", "path": ""},
+        {"name": "events", "engine": "mysql", "path": ""}], "status": "done", "millis": 5 },
+    { "action": "migrate", "db": {"name": "client", "engine": "sqlite", "path": "data/client.db"},
+      "version": "2.1", "file": "2.1_backfill_words.py", "direction": "up",
+      "restore_from": "20261122T015259Z-4.0.0", "status": "started" }
+  ]
+}"#;
+        let j: Journal = serde_json::from_str(text).unwrap();
+        let Action::Backup { dbs, .. } = &j.steps[0].action else { panic!("not a backup: {:?}", j.steps[0]) };
+        let engines: Vec<db::EngineKind> = dbs.iter().map(|d| d.engine).collect();
+        assert_eq!(engines, [db::EngineKind::Sqlite, db::EngineKind::Postgres, db::EngineKind::Mysql]);
+        assert!(matches!(&j.steps[1].action, Action::Migrate { db, .. } if db.engine == db::EngineKind::Sqlite));
+        let back = serde_json::to_value(&j).unwrap();
+        let old: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back["steps"][0]["dbs"], old["steps"][0]["dbs"]);
+        assert_eq!(back["steps"][1]["db"], old["steps"][1]["db"]);
+        let unknown = text.replace("\"mysql\"", "\"oracle\"");
+        assert!(serde_json::from_str::<Journal>(&unknown).is_err());
+    }
 
     fn site() -> (tempfile::TempDir, Site) {
         let d = tempfile::tempdir().unwrap();
@@ -691,7 +742,7 @@ mod tests {
         let journal = Journal::new("t".into(), "apply", Some("1.0.0".into()), "2.0.0".into(), actions());
         let mut r = Runner::begin(&site, journal, &Silent).unwrap();
         r.run(0, |_| Ok(())).unwrap();
-        let e = r.run(1, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
+        let e = r.run(1, |_| Err(InstallError::failed(ErrorKind::InjectedFailure, "x"))).unwrap_err();
         assert!(!r.journal.committed());
         let (_, j) = r.undo(e);
         assert_eq!(
@@ -783,7 +834,7 @@ mod tests {
         let mut r =
             Runner::begin(&site, Journal::new("d".into(), "apply", None, "1.0.0".into(), actions()), &Silent).unwrap();
         assert!(reserve.exists());
-        let e = r.run(0, |_| Err(InstallError::failed("x", "x"))).unwrap_err();
+        let e = r.run(0, |_| Err(InstallError::failed(ErrorKind::InjectedFailure, "x"))).unwrap_err();
         let _ = r.undo(e);
         assert!(!reserve.exists(), "an undone first install leaves no reserve");
     }

@@ -10,7 +10,7 @@ use bundle_core::version::{parse_release, SchemaVersion};
 use serde::Serialize;
 
 use crate::db::{self, DbState, PlannedStep, Step, StepFile, StepKind};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::site::Site;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,7 +36,7 @@ pub struct ConfigPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct DbPlan {
     pub name: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     pub path: String,
     /// `clean`, or the version recorded in the database.
     pub current: String,
@@ -170,24 +170,26 @@ pub(crate) fn db_steps(
 /// Plans applying `manifest` (identified by `bundle_id`) to `site`.
 pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
     let current = site.current_version().map_err(|e| InstallError::io("reading `current`", e))?;
-    let new_version = parse_release(&manifest.version).map_err(|e| InstallError::refused("bad_version", e))?;
+    let new_version = parse_release(&manifest.version).map_err(|e| InstallError::refused(ErrorKind::BadVersion, e))?;
     let mut kind = PlanKind::CleanInstall;
     let mut old_manifest = None;
     if let Some(cur) = &current {
         let old = site.release_manifest(cur).map_err(|e| {
             InstallError::attention(
-                "current_release_unreadable",
+                ErrorKind::CurrentReleaseUnreadable,
                 format!("the installed release {cur} has no readable manifest: {e}"),
             )
+            .with_source(e)
         })?;
         if old.app != manifest.app {
             return Err(InstallError::refused(
-                "wrong_app",
+                ErrorKind::WrongApp,
                 format!("this site runs `{}`, the bundle is for `{}`", old.app, manifest.app),
             ));
         }
-        let cur_v = parse_release(cur).map_err(|e| InstallError::attention("bad_version", e))?;
-        let from_v = parse_release(&manifest.upgrades_from).map_err(|e| InstallError::refused("bad_version", e))?;
+        let cur_v = parse_release(cur).map_err(|e| InstallError::attention(ErrorKind::BadVersion, e))?;
+        let from_v =
+            parse_release(&manifest.upgrades_from).map_err(|e| InstallError::refused(ErrorKind::BadVersion, e))?;
         kind = if cur_v == new_version {
             let info = site.release_info(cur).ok();
             if info.as_ref().map(|i| i.bundle_id.as_str()) == Some(bundle_id) {
@@ -196,13 +198,13 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
                 // Releases live at releases/<version> and venvs are tied to their path, so a second
                 // build of the same version cannot be staged beside the running one yet.
                 return Err(InstallError::refused(
-                    "reinstall_unsupported",
+                    ErrorKind::ReinstallUnsupported,
                     format!("{} {cur} is installed from a different bundle; reinstalling a version in place is not supported yet", manifest.app),
                 )
                 .with_hint("release the fix under a new version number"));
             } else {
                 return Err(InstallError::refused(
-                    "same_version_different_content",
+                    ErrorKind::SameVersionDifferentContent,
                     format!("{} {cur} is installed from a different bundle than this one", manifest.app),
                 )
                 .with_hint("release the change under a new version number; installing a second build of the same version is not supported"));
@@ -210,7 +212,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
         } else if cur_v > new_version {
             if !opts.allow_downgrade {
                 return Err(InstallError::refused(
-                    "downgrade",
+                    ErrorKind::Downgrade,
                     format!("the site runs {cur}, newer than the bundle's {}", manifest.version),
                 )
                 .with_hint(
@@ -221,7 +223,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
         } else {
             if cur_v < from_v {
                 return Err(InstallError::refused(
-                    "too_old",
+                    ErrorKind::TooOld,
                     format!(
                         "the site runs {cur}, older than {}, the oldest release this bundle upgrades",
                         manifest.upgrades_from
@@ -244,7 +246,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
                 .is_ok_and(|i| i.app == manifest.app && i.version == manifest.version);
         if !ours {
             return Err(InstallError::refused(
-                "foreign_release_dir",
+                ErrorKind::ForeignReleaseDir,
                 format!(
                     "{} exists but is not a release this installer completed; it is left alone",
                     existing.display()
@@ -259,7 +261,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     let jump = highest.map(|h| manifest.sequence.saturating_sub(h)).unwrap_or(0);
     if manifest.sequence > MAX_SEQUENCE || jump > MAX_SEQUENCE_JUMP {
         return Err(InstallError::refused(
-            "absurd_sequence",
+            ErrorKind::AbsurdSequence,
             format!(
                 "bundle sequence {} is implausible (the site is at {}; at most {MAX_SEQUENCE_JUMP} ahead and {MAX_SEQUENCE} in all are accepted)",
                 manifest.sequence,
@@ -271,7 +273,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     if let Some(highest) = highest {
         if manifest.sequence < highest && !opts.allow_downgrade && kind != PlanKind::NothingToDo {
             return Err(InstallError::refused(
-                "lower_sequence",
+                ErrorKind::LowerSequence,
                 format!(
                     "bundle sequence {} is lower than {highest}, the highest this site has installed",
                     manifest.sequence
@@ -295,7 +297,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
         if let Some(f) = cp.from_version {
             if f > cp.to_version {
                 return Err(InstallError::refused(
-                    "config_newer",
+                    ErrorKind::ConfigNewer,
                     format!(
                         "the installed config is version {f}, newer than the bundle's {}; converters only go forward",
                         cp.to_version
@@ -308,7 +310,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     for (name, _) in &opts.baseline {
         if manifest.database(name).is_none() {
             return Err(InstallError::usage(
-                "unknown_database",
+                ErrorKind::UnknownDatabase,
                 format!("--baseline names `{name}`, which the bundle does not declare"),
             ));
         }
@@ -316,7 +318,8 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     let release_bundle = site.release_dir(&manifest.version).join("bundle");
     let mut databases = Vec::new();
     for db in &manifest.databases {
-        let mut engine = db::open(&db.name, &db.engine, &site.root, &db.path)?;
+        let engine_kind = db::EngineKind::of(&db.name, &db.engine)?;
+        let mut engine = db::open(&db.name, engine_kind, &site.root, &db.path)?;
         let mut state = engine.inspect()?;
         engine.close()?;
         let requested = opts.baseline.iter().find(|(n, _)| n == &db.name).map(|(_, v)| *v);
@@ -328,7 +331,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             }
             (_, Some(v)) => {
                 return Err(InstallError::usage(
-                    "baseline_not_needed",
+                    ErrorKind::BaselineNotNeeded,
                     format!(
                         "database `{}` is {}; --baseline {}={v} only applies to a database with tables but no history",
                         db.name,
@@ -344,13 +347,13 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
         if !planned.is_empty() {
             // Before anything changes: what backing up and restoring will need (server engines).
-            db::open(&db.name, &db.engine, &site.root, &db.path)?.preflight()?;
+            db::open(&db.name, engine_kind, &site.root, &db.path)?.preflight()?;
         }
         let after = planned.last().map(|s| s.schema_after).or(state.version());
         let old_schema = old_manifest.as_ref().and_then(|m| m.database(&db.name)).map(|d| d.schema);
         databases.push(DbPlan {
             name: db.name.clone(),
-            engine: db.engine.clone(),
+            engine: engine_kind,
             path: db.path.clone(),
             current: match &state {
                 DbState::Clean => "clean".into(),
@@ -374,7 +377,9 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     .collect();
     let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
     // A database that cannot be written would fail its first step and then its restore: say so now.
-    for d in databases.iter().filter(|d| d.engine == "sqlite" && (!d.steps.is_empty() || d.baseline.is_some())) {
+    for d in
+        databases.iter().filter(|d| d.engine == db::EngineKind::Sqlite && (!d.steps.is_empty() || d.baseline.is_some()))
+    {
         let file = site.root.join(&d.path);
         // The nearest existing directory is where the file (and any missing parents) will be made.
         let mut dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| site.root.clone());
@@ -387,7 +392,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
         for p in [Some(dir), file.exists().then_some(file)].into_iter().flatten() {
             if !writable(&p) {
                 return Err(InstallError::failed(
-                    "data_not_writable",
+                    ErrorKind::DataNotWritable,
                     format!("database `{}`: {} is not writable (read-only mount or immutable?)", d.name, p.display()),
                 )
                 .with_hint("make the site's data/ writable, then apply again; nothing was changed"));
@@ -406,7 +411,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     let backup_bytes = if backup {
         databases
             .iter()
-            .filter(|d| d.engine == "sqlite")
+            .filter(|d| d.engine == db::EngineKind::Sqlite)
             .filter_map(|d| std::fs::metadata(site.root.join(&d.path)).ok())
             .map(|m| m.len())
             .sum()

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
@@ -40,7 +40,7 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
             if let Action::Commit { history, keep_releases, protect } = runner.journal.steps[i].action.clone() {
                 runner
                     .run(i, |_| crate::transaction::apply::commit(site, &history, keep_releases, &protect, reporter))
-                    .map_err(|e| attention(site, &e))?;
+                    .map_err(|e| attention(site, e))?;
             }
         }
         let to = runner.journal.to.clone();
@@ -49,33 +49,29 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
         return Ok(Recovered::Completed { id, command, version: to });
     }
     reporter.step(&format!("undoing interrupted {command} {id}"));
-    let _db_locks = crate::transaction::journal::lock_dbs(site, &journal).map_err(|e| attention(site, &e))?;
+    let _db_locks = crate::transaction::journal::lock_dbs(site, &journal).map_err(|e| attention(site, e))?;
     let mut runner = Runner::resume(site, journal, reporter);
     runner.journal.error.get_or_insert_with(|| "interrupted (killed or power lost)".into());
-    runner.undo_all().map_err(|e| attention(site, &e))?;
+    runner.undo_all().map_err(|e| attention(site, e))?;
     crate::site::history::append_failure(
         site,
         &runner.journal,
-        &InstallError::failed("interrupted", "interrupted; undone by recover"),
+        &InstallError::failed(ErrorKind::Interrupted, "interrupted; undone by recover"),
     );
     clean_staging(site);
     Ok(Recovered::Undone { id, command, version: runner.journal.from.clone() })
 }
 
-fn attention(site: &Site, e: &InstallError) -> InstallError {
+fn attention(site: &Site, e: InstallError) -> InstallError {
     if e.outcome == crate::error::Outcome::Attention {
-        return InstallError {
-            outcome: e.outcome,
-            kind: e.kind.clone(),
-            message: e.message.clone(),
-            hint: e.hint.clone(),
-        };
+        return e;
     }
-    InstallError::attention("recover_failed", format!("could not recover the interrupted run: {}", e.message))
+    InstallError::attention(ErrorKind::RecoverFailed, format!("could not recover the interrupted run: {}", e.message))
         .with_hint(format!(
             "fix the cause and run `bundle-install recover --root {}` again; see bundle-spec/recovery.md",
             site.root.display()
         ))
+        .with_source(e)
 }
 
 /// Leftovers of a verification that never reached its journal, and store work of no run.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::{self, TableStat};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Result};
 use crate::fs::durable;
 use crate::python::interpreter::Interpreter;
 use crate::report::Reporter;
@@ -72,7 +72,7 @@ pub struct StepReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct CopyReport {
     pub database: String,
-    pub engine: String,
+    pub engine: db::EngineKind,
     /// `file` (SQLite), `template` or `dump` (servers), `absent` (nothing to copy).
     pub method: String,
     /// The scratch file (relative to the site root) or database (URL, password masked).
@@ -135,7 +135,7 @@ pub struct Rehearsal {
 /// The failing step's error, as `apply` would report it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RehearsalError {
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
@@ -146,7 +146,7 @@ struct Record {
     pid: u32,
     started_at: String,
     /// Scratch server databases: (spec name, engine, spec path, scratch database name).
-    databases: Vec<(String, String, String, String)>,
+    databases: Vec<(String, db::EngineKind, String, String)>,
 }
 
 fn record_path(site: &Site, id: &str) -> PathBuf {
@@ -210,7 +210,7 @@ pub(crate) fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
 fn drop_databases(site: &Site, r: &Record) -> Result<()> {
     let mut first_err = None;
     for (name, engine, path, scratch) in &r.databases {
-        let res = db::open(name, engine, &site.root, path).and_then(|mut e| {
+        let res = db::open(name, *engine, &site.root, path).and_then(|mut e| {
             let dropped = e.drop_rehearsal_db(scratch);
             let _ = e.close();
             dropped
@@ -349,7 +349,7 @@ fn run(
     };
     if splan.kind != plan.kind || names(&splan) != names(&plan) {
         return Err(InstallError::failed(
-            "rehearsal_plan_mismatch",
+            ErrorKind::RehearsalPlanMismatch,
             "the copies plan differently from the live site (were they changed while being copied?)",
         )
         .with_hint("run the rehearsal again"));
@@ -366,7 +366,7 @@ fn run(
     if verified.id() != bundle_id {
         return Err(InstallError::new(
             crate::error::Outcome::Verification,
-            "bundle_changed",
+            ErrorKind::BundleChanged,
             "the bundle file changed while it was being read",
         ));
     }
@@ -411,7 +411,7 @@ fn run(
         None if !disk.fits => Some((
             "disk_space".to_string(),
             InstallError::failed(
-                "disk_full",
+                ErrorKind::DiskFull,
                 format!(
                     "disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}",
                     measured >> 20,
@@ -485,8 +485,9 @@ fn copy_databases(
     for d in &m.databases {
         reporter.step(&format!("database {}: copying it for the rehearsal", d.name));
         let t = Instant::now();
-        let mut live = db::open(&d.name, &d.engine, &site.root, &d.path)?;
-        let (method, where_) = if d.engine == "sqlite" {
+        let engine = db::EngineKind::of(&d.name, &d.engine)?;
+        let mut live = db::open(&d.name, engine, &site.root, &d.path)?;
+        let (method, where_) = if engine == db::EngineKind::Sqlite {
             let rec = live.backup(&work)?;
             live.close()?;
             match rec.file {
@@ -510,7 +511,7 @@ fn copy_databases(
         } else {
             let live_name = live.server_dbname().unwrap_or_else(|| d.name.clone());
             let name = db::rehearsal_db_name(&live_name, tag);
-            record.databases.push((d.name.clone(), d.engine.clone(), d.path.clone(), name.clone()));
+            record.databases.push((d.name.clone(), engine, d.path.clone(), name.clone()));
             save(site, record)?;
             let copy = live.copy_to_scratch(&name, &work)?;
             live.close()?;
@@ -521,7 +522,7 @@ fn copy_databases(
         };
         out.push(CopyReport {
             database: d.name.clone(),
-            engine: d.engine.clone(),
+            engine,
             method,
             scratch: where_,
             millis: t.elapsed().as_millis() as u64,
@@ -544,12 +545,12 @@ fn copy_databases(
         f.write_all(text.as_bytes()).map_err(|e| InstallError::io(path.display(), e))?;
     }
     for (c, d) in out.iter_mut().zip(&m.databases) {
-        c.tables = stats(scratch, &d.name, &d.engine, &d.path)?;
+        c.tables = stats(scratch, &d.name, c.engine, &d.path)?;
     }
     Ok(out)
 }
 
-fn stats(scratch: &Site, name: &str, engine: &str, path: &str) -> Result<Vec<TableStat>> {
+fn stats(scratch: &Site, name: &str, engine: db::EngineKind, path: &str) -> Result<Vec<TableStat>> {
     let mut e = db::open(name, engine, &scratch.root, path)?;
     let s = e.table_stats();
     e.close()?;
@@ -584,7 +585,7 @@ fn run_steps(
             steps.push(report);
             continue;
         }
-        let before = dbr.as_ref().map(|d| stats(ctx.site, &d.name, &d.engine, &d.path).unwrap_or_default());
+        let before = dbr.as_ref().map(|d| stats(ctx.site, &d.name, d.engine, &d.path).unwrap_or_default());
         let t = Instant::now();
         let result = journal::checkpoint(&format!("rehearse:{name}"), "before").and_then(|_| match a {
             Action::Hook { call, .. } => {
@@ -598,7 +599,7 @@ fn run_steps(
         });
         report.millis = t.elapsed().as_millis() as u64;
         if let (Some(d), Some(before)) = (&dbr, before) {
-            let after = stats(ctx.site, &d.name, &d.engine, &d.path).unwrap_or_default();
+            let after = stats(ctx.site, &d.name, d.engine, &d.path).unwrap_or_default();
             report.tables = table_changes(&before, &after);
         }
         match result {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::db::{self, DbError, PlannedStep, TableDiff};
-use crate::error::{InstallError, Result};
+use crate::error::{ErrorKind, InstallError, Outcome, Result};
 use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
@@ -60,16 +60,19 @@ fn target(site: &Site, current: &str, to: Option<&str>) -> Result<String> {
     };
     let Some(t) = pick else {
         return Err(InstallError::refused(
-            "no_previous_release",
+            ErrorKind::NoPreviousRelease,
             "no other release is kept on this site to roll back to",
         ));
     };
     if t == current {
-        return Err(InstallError::refused("already_current", format!("{t} is already the current release")));
+        return Err(InstallError::refused(ErrorKind::AlreadyCurrent, format!("{t} is already the current release")));
     }
     if !kept.iter().any(|k| k.version == t) {
-        return Err(InstallError::refused("release_not_kept", format!("release {t} is not kept under releases/"))
-            .with_hint(format!("kept: {}", kept.iter().map(|k| k.version.as_str()).collect::<Vec<_>>().join(", "))));
+        return Err(InstallError::refused(
+            ErrorKind::ReleaseNotKept,
+            format!("release {t} is not kept under releases/"),
+        )
+        .with_hint(format!("kept: {}", kept.iter().map(|k| k.version.as_str()).collect::<Vec<_>>().join(", "))));
     }
     Ok(t)
 }
@@ -98,19 +101,16 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     let current = site
         .current_version()
         .map_err(|e| InstallError::io("reading `current`", e))?
-        .ok_or_else(|| InstallError::refused("not_installed", "nothing is installed on this site"))?;
+        .ok_or_else(|| InstallError::refused(ErrorKind::NotInstalled, "nothing is installed on this site"))?;
     let to = target(site, &current, opts.to.as_deref())?;
     let cur_m = site
         .release_manifest(&current)
-        .map_err(|e| InstallError::attention("current_release_unreadable", e.to_string()))?;
-    let to_m = site
-        .release_manifest(&to)
-        .map_err(|e| InstallError::failed("release_unreadable", format!("releases/{to}: {e}")))?;
+        .map_err(|e| InstallError::attention(ErrorKind::CurrentReleaseUnreadable, e.to_string()).with_source(e))?;
+    let to_m = site.release_manifest(&to).map_err(|e| {
+        InstallError::failed(ErrorKind::ReleaseUnreadable, format!("releases/{to}: {e}")).with_source(e)
+    })?;
     // Server databases: no other node migrates while this rollback decides and runs.
-    let _db_locks = db::lock_run(
-        &site.root,
-        cur_m.databases.iter().map(|d| (d.name.as_str(), d.engine.as_str(), d.path.as_str())),
-    )?;
+    let _db_locks = crate::transaction::journal::lock_declared(site, &cur_m.databases)?;
 
     // Decide per database, refusing before anything changes.
     let cur_bundle = site.release_dir(&current).join("bundle");
@@ -120,8 +120,8 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     let mut refusals = Vec::new();
     for d in &cur_m.databases {
         let Some(target_db) = to_m.database(&d.name) else { continue };
-        let dbr = DbRef { name: d.name.clone(), engine: d.engine.clone(), path: d.path.clone() };
-        let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
+        let dbr = DbRef::declared(d)?;
+        let mut engine = db::open(&d.name, dbr.engine, &site.root, &d.path)?;
         let state = engine.inspect()?;
         let steps = db_steps(&cur_m, d, &cur_bundle);
         match db::plan_down(&d.name, &steps, &state, target_db.schema) {
@@ -145,7 +145,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
                     )),
                     (true, None) => {
                         return Err(InstallError::refused(
-                            "no_backup",
+                            ErrorKind::NoBackup,
                             format!("no backup of database `{}` taken while {to} was running is kept", d.name),
                         ))
                     }
@@ -153,7 +153,10 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
                         engine.preflight()?;
                         let records = journal::read_backup_records(site, &b)?;
                         let record = records.iter().find(|r| r.db == d.name).ok_or_else(|| {
-                            InstallError::refused("no_backup", format!("backup {b} has no copy of `{}`", d.name))
+                            InstallError::refused(
+                                ErrorKind::NoBackup,
+                                format!("backup {b} has no copy of `{}`", d.name),
+                            )
                         })?;
                         let live_version = state.version().unwrap_or(bundle_core::version::SchemaVersion::CLEAN);
                         let lost = match rows_written_since(
@@ -182,7 +185,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         engine.close()?;
     }
     if !refusals.is_empty() {
-        return Err(InstallError::refused("needs_restore", format!("rolling back to {to} would break the data: {}", refusals.join("; ")))
+        return Err(InstallError::refused(ErrorKind::NeedsRestore, format!("rolling back to {to} would break the data: {}", refusals.join("; ")))
             .with_hint(format!("`bundle-install rollback --root {} --to {to} --restore-data` restores the pre-upgrade backup; when rows written since would be lost it only reports them and asks for --yes", site.root.display())));
     }
     let mut losses = Vec::new();
@@ -197,7 +200,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
         |d| matches!(d, DbRollback::Restore { lost, .. } if lost.iter().any(|t| t.added + t.changed + t.removed > 0)),
     );
     if loses_rows && !opts.yes {
-        return Err(InstallError::refused("confirm_restore", format!("restoring data would lose rows written since the upgrade: {}", losses.join("; ")))
+        return Err(InstallError::refused(ErrorKind::ConfirmRestore, format!("restoring data would lose rows written since the upgrade: {}", losses.join("; ")))
             .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {to} --restore-data --yes`", site.root.display())));
     }
 
@@ -272,7 +275,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
             let e = InstallError { message: format!("{name}: {}", e.message), ..e };
             if runner.journal.committed() {
                 return Err(InstallError::attention(
-                    "commit_failed",
+                    ErrorKind::CommitFailed,
                     format!("the rollback is in place but finishing failed: {}", e.message),
                 )
                 .with_hint(format!(
@@ -307,11 +310,11 @@ fn forward(
                 .find(|(d, _)| d.name == dbr.name)
                 .and_then(|(_, s)| s.iter().find(|s| s.version == *version && s.file.file == *file))
                 .expect("planned down step");
-            let mut engine = db::open(&dbr.name, &dbr.engine, &site.root, &dbr.path)?;
+            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
             let python = site.release_dir(current).join("venv").join("bin").join("python");
             let r = engine.apply(step, current, Some(&python));
             engine.close()?;
-            r.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
+            r.map_err(|e| InstallError::caused_by(Outcome::Failed, e))
         }
         Action::RestoreData { db, source, .. } => journal::restore_db(site, db, source),
         Action::Swap { to, .. } => durable::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
@@ -319,7 +322,7 @@ fn forward(
         Action::Commit { history, keep_releases, protect } => {
             crate::transaction::apply::commit(site, history, *keep_releases, protect, reporter)
         }
-        other => Err(InstallError::failed("bad_journal", format!("rollback cannot run step {}", other.name()))),
+        other => Err(InstallError::failed(ErrorKind::BadJournal, format!("rollback cannot run step {}", other.name()))),
     }
 }
 
@@ -344,8 +347,8 @@ fn rows_written_since(
     let result = (|| {
         // A server database is copied into a scratch database on its server: opening the same name at
         // another root would reach the live database (its connection comes from the environment).
-        let mut copy = if d.engine == "sqlite" {
-            db::open(&d.name, &d.engine, &scratch.join("root"), &d.path)?
+        let mut copy = if live.engine() == db::EngineKind::Sqlite {
+            db::open(&d.name, db::EngineKind::Sqlite, &scratch.join("root"), &d.path)?
         } else {
             live.scratch()?
         };
