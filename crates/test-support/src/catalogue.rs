@@ -7,7 +7,7 @@
 //! itself ([`Input`]: bytes, bytes to check against other keys, or a bundle path that is a
 //! directory, a FIFO or nothing).
 //!
-//! Two crates drive it: `bundle-build`'s `tests/verify_rejects.rs` (through `bundle-build verify`)
+//! Two crates drive it: `bundle-build`'s `tests/it/verify_rejects.rs` (through `bundle-build verify`)
 //! and `bundle-install`'s `tests/hostile.rs` (through `bundle-install verify` and `apply`, on an
 //! installed site and on an empty root). Each turns every case into its own `#[test]` with
 //! [`hostile_cases!`](crate::hostile_cases), which hands the list of case names to a macro of theirs:
