@@ -8,14 +8,16 @@
 //! releases, `current`, backups and trust store are untouched, and the only file that changed is
 //! `state/history.jsonl` (one `rehearse` record).
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{add_notes, apply_ok, bundle, dumps, expect_error, new_root, pubkey, snapshot_site, variant, SiteState};
+use crate::common::{
+    add_notes, apply_ok, bundle, dumps, expect_error, new_root, pubkey, snapshot_site, variant, SiteState,
+};
 use serde_json::Value;
 use test_support::{diff_snapshots, run, tool, Run};
 
