@@ -173,6 +173,7 @@ impl PasswordOpts {
     }
 }
 
+#[allow(unsafe_code)]
 fn main() -> ExitCode {
     // `bundle-build inspect | head` should end quietly, like any Unix tool, not panic on EPIPE.
     // SAFETY: resetting a signal disposition at start-up, before any thread exists.

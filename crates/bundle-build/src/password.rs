@@ -122,9 +122,11 @@ fn strip_newline(mut s: String) -> String {
 
 /// The first line from descriptor `fd` (up to a newline or the end), read byte by byte so that
 /// nothing after the line is taken from a shared pipe. The descriptor is left open.
+#[allow(unsafe_code)]
 fn read_fd(fd: i32) -> Result<Zeroizing<String>, PasswordError> {
     use std::os::fd::FromRawFd;
     let err = |source| PasswordError::Fd { fd, source };
+    // SAFETY: F_GETFD only asks whether the descriptor is open; it touches no memory.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(err(std::io::Error::last_os_error()));
     }

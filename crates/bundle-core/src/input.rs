@@ -17,6 +17,7 @@ pub enum OpenError {
 }
 
 /// Opens `path` for reading if, and only if, it is a regular file (symlinks to one are followed).
+#[allow(unsafe_code)]
 pub fn open_regular(path: &Path) -> Result<File, OpenError> {
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
     if !file.metadata()?.is_file() {
@@ -39,6 +40,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(unsafe_code)]
     fn fifo_and_directory_are_refused_without_blocking() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("f");

@@ -485,7 +485,7 @@ impl FromStrChecked for crate::version::VersionSpecifiers {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sample() -> Manifest {
+    pub(crate) fn sample() -> Manifest {
         let file = |path: &str, mode: &str| FileEntry {
             path: path.into(),
             size: 3,
@@ -546,7 +546,8 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_inconsistent_manifests() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        type Breakage = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Breakage)> = vec![
             ("traversal", Box::new(|m| m.files[0].path = "../x".into())),
             ("duplicate", Box::new(|m| m.files[1].path = m.files[0].path.clone())),
             ("mode", Box::new(|m| m.files[0].mode = "4755".into())),

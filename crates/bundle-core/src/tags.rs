@@ -95,18 +95,14 @@ fn parse_libc_platform(platform: &str) -> Option<(Libc, String)> {
 pub fn linux_platforms(libc: Option<Libc>, arch: &str) -> Vec<String> {
     let mut out = Vec::new();
     match libc {
-        Some(Libc::Glibc { major, minor }) => {
-            // glibc 1.x never had manylinux wheels; 2.x counts down to 2.0 like `packaging`.
-            if major == 2 {
-                out.extend((0..=minor).rev().map(|m| format!("manylinux_2_{m}_{arch}")));
-            }
+        // glibc 1.x never had manylinux wheels; 2.x counts down to 2.0 like `packaging`.
+        Some(Libc::Glibc { major: 2, minor }) => {
+            out.extend((0..=minor).rev().map(|m| format!("manylinux_2_{m}_{arch}")));
         }
-        Some(Libc::Musl { major, minor }) => {
-            if major == 1 {
-                out.extend((0..=minor).rev().map(|m| format!("musllinux_1_{m}_{arch}")));
-            }
+        Some(Libc::Musl { major: 1, minor }) => {
+            out.extend((0..=minor).rev().map(|m| format!("musllinux_1_{m}_{arch}")));
         }
-        None => {}
+        Some(_) | None => {}
     }
     out.push(format!("linux_{arch}"));
     out

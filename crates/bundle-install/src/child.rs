@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 /// Makes the kernel send SIGKILL to the child when the thread that spawned it ends; callers spawn
 /// from a thread that waits for the child, so that is when the installer dies.
-pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+#[allow(unsafe_code)]
+pub(crate) fn die_with_parent(cmd: &mut Command) -> &mut Command {
     // SAFETY: prctl is async-signal-safe and touches only the child's own state after fork.
     unsafe {
         cmd.pre_exec(|| {
@@ -22,7 +23,8 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 /// Waits for `child` for at most `limit`. When the time is up, its whole process group is killed
 /// (the child must have been spawned with `process_group(0)`, so whatever it started goes too) and
 /// `None` is returned.
-pub fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStatus>> {
+#[allow(unsafe_code)]
+pub(crate) fn wait_or_kill(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {

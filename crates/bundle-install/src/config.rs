@@ -50,7 +50,7 @@ const STDERR_TAIL_LINES: usize = 5;
 /// Everything that can go wrong converting a config. Messages are one line: what is wrong and what
 /// to do; [`ConfigError::kind`] gives a stable machine-readable name.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -90,7 +90,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// A stable snake_case name of the failure, for JSON output and scripts.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ConfigError::Io { .. } => "io",
             ConfigError::InvalidConfig { .. } => "invalid_config",
@@ -111,7 +111,7 @@ impl ConfigError {
 
 /// One declarative rule of a `<N>-to-<N+1>.yaml` converter. Paths are dotted (`a.b.c`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Rule {
+pub(crate) enum Rule {
     /// Move `from` to `to`: no-op if `from` is missing, error if `to` exists.
     Rename { from: String, to: String },
     /// Write `value` at `path` only if it is missing.
@@ -169,7 +169,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// Parses a rules converter. `file` names it in errors.
-pub fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
+pub(crate) fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
     let err =
         |rule: Option<usize>, message: String| ConfigError::InvalidRules { file: file.to_string(), rule, message };
     let doc: Value =
@@ -339,7 +339,7 @@ fn apply_rule(doc: &mut Mapping, rule: &Rule, n: usize) -> Result<(), ConfigErro
 
 /// Applies `rules` in order to `doc`, which must be a mapping (null counts as an empty mapping).
 /// All or nothing: on error `doc` is unchanged.
-pub fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
+pub(crate) fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
     let mut work = match doc {
         Value::Mapping(m) => m.clone(),
         Value::Null => Mapping::new(),
@@ -358,22 +358,16 @@ pub fn apply_rules(doc: &mut Value, rules: &[Rule]) -> Result<(), ConfigError> {
 }
 
 /// How a converter is written; one definition shared with the manifest.
-pub use bundle_core::naming::ConverterKind;
+pub(crate) use bundle_core::naming::ConverterKind;
 
 /// One conversion step shipped in the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Converter {
+pub(crate) struct Converter {
     pub from: u32,
     pub to: u32,
     pub kind: ConverterKind,
     /// The converter file (read for rules, run for scripts).
     pub path: PathBuf,
-}
-
-/// Parses `<N>-to-<N+1>.yaml` or `<N>-to-<N+1>.py` (the same rule as
-/// [`bundle_core::naming::parse_converter`], which `bundle-build` checks with).
-pub fn converter_from_file_name(name: &str) -> Option<(u32, u32, ConverterKind)> {
-    bundle_core::naming::parse_converter(name).ok()
 }
 
 fn one_line(s: &str) -> String {
@@ -517,24 +511,10 @@ fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(),
 /// version of each step run (empty when `from == to`: the file is then copied unchanged, after
 /// checking that it is a YAML mapping). `input` is never modified. Every step is looked up before
 /// any runs, so a missing step fails without running anything.
-pub fn convert(
-    input: &Path,
-    output: &Path,
-    from: u32,
-    to: u32,
-    converters: &[Converter],
-    python: &Path,
-) -> Result<Vec<u32>, ConfigError> {
-    convert_within(input, output, from, to, converters, python, DEFAULT_SCRIPT_LIMIT)
-}
-
-/// How long one converter script may run by default (as a hook: `--hook-timeout` sets both).
-pub const DEFAULT_SCRIPT_LIMIT: Duration = Duration::from_secs(crate::hooks::DEFAULT_TIMEOUT_SECS);
-
-/// [`convert`] with a time limit for each converter script: a script still running after `limit` is
+/// Each converter script has a time limit: a script still running after `limit` is
 /// killed with everything it started, and the conversion fails (`converter_timeout`). A converter
 /// that hangs would otherwise hold the site's lock forever.
-pub fn convert_within(
+pub(crate) fn convert_within(
     input: &Path,
     output: &Path,
     from: u32,
@@ -630,6 +610,19 @@ pub fn convert_within(
 
 #[cfg(test)]
 mod tests {
+    /// `convert_within` with the default script limit (that of hooks).
+    fn convert(
+        input: &Path,
+        output: &Path,
+        from: u32,
+        to: u32,
+        converters: &[Converter],
+        python: &Path,
+    ) -> Result<Vec<u32>, ConfigError> {
+        let limit = Duration::from_secs(crate::transaction::hooks::DEFAULT_TIMEOUT_SECS);
+        convert_within(input, output, from, to, converters, python, limit)
+    }
+
     use super::*;
 
     fn yaml(text: &str) -> Value {
@@ -859,15 +852,6 @@ mod tests {
         let v2 = yaml(&fs::read_to_string(fixtures().join("config/defaults/v2.yaml")).unwrap());
         assert_eq!(d, v2);
         assert_eq!(keys(&d), keys(&v2));
-    }
-
-    #[test]
-    fn converter_file_names() {
-        assert_eq!(converter_from_file_name("1-to-2.yaml"), Some((1, 2, ConverterKind::Rules)));
-        assert_eq!(converter_from_file_name("12-to-13.py"), Some((12, 13, ConverterKind::Script)));
-        for bad in ["1-to-3.yaml", "2-to-1.py", "1-to-1.yaml", "1-to-2.yml", "1-to-2", "a-to-b.py", "1to2.yaml", ""] {
-            assert_eq!(converter_from_file_name(bad), None, "{bad}");
-        }
     }
 
     fn conv(from: u32, kind: ConverterKind, path: PathBuf) -> Converter {

@@ -7,15 +7,10 @@ use std::process::ExitCode;
 
 use bundle_core::report::{envelope, verified_fields, Failure};
 use bundle_core::verify::{self, Limits};
-use bundle_install::apply::{self, ApplyOptions};
-use bundle_install::error::{InstallError, Result};
-use bundle_install::lock::{LockError, SiteLock};
-use bundle_install::plan::PlanOptions;
-use bundle_install::recover::{self, Recovered};
-use bundle_install::report::Reporter;
-use bundle_install::rollback::{self, RollbackOptions};
-use bundle_install::site::Site;
-use bundle_install::{history, hooks, rehearse, status, trust};
+use bundle_install::{
+    apply, history, plan_only, recover, rehearse, rollback, rotations_for, status, trust, ApplyOptions, InstallError,
+    LockError, PlanOptions, Recovered, Reporter, Result, RollbackOptions, Site, SiteLock, DEFAULT_HOOK_TIMEOUT_SECS,
+};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
@@ -99,7 +94,7 @@ enum Command {
         #[arg(long, default_value = "python3")]
         python: PathBuf,
         /// Seconds a hook or a config converter script may run before it is killed and counts as failed.
-        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = DEFAULT_HOOK_TIMEOUT_SECS)]
         hook_timeout: u64,
         /// For a delta bundle: the full bundle it was built on, used for the files this site lacks
         /// (default: `<app>-<base version>.bundle.tar.gz` beside it, if there is one).
@@ -129,7 +124,7 @@ enum Command {
         #[arg(long, default_value = "python3")]
         python: PathBuf,
         /// Seconds a hook or a config converter script may run before it is killed and counts as failed.
-        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = DEFAULT_HOOK_TIMEOUT_SECS)]
         hook_timeout: u64,
         #[command(flatten)]
         common: Common,
@@ -162,7 +157,7 @@ enum Command {
         #[arg(long)]
         yes: bool,
         /// Seconds a hook may run before it is killed and counts as failed.
-        #[arg(long, default_value_t = hooks::DEFAULT_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = DEFAULT_HOOK_TIMEOUT_SECS)]
         hook_timeout: u64,
         #[command(flatten)]
         common: Common,
@@ -326,6 +321,7 @@ impl Reporter for Lines {
     }
 }
 
+#[allow(unsafe_code)]
 fn main() -> ExitCode {
     restore_sigpipe();
     // Whatever umask the admin's shell has, nothing the installer (or a hook it runs) creates is
@@ -367,6 +363,7 @@ fn parse_baseline(text: &str) -> std::result::Result<(String, bundle_core::versi
 }
 
 /// `bundle-install status | head` should end quietly, like any Unix tool, not panic on EPIPE.
+#[allow(unsafe_code)]
 fn restore_sigpipe() {
     // SAFETY: resetting a signal disposition at start-up, before any thread exists.
     unsafe {
@@ -414,7 +411,7 @@ fn open_site(root: &Path, command: &str, reporter: &dyn Reporter, create: bool) 
         LockError::Io { .. } => InstallError::failed("lock", e.to_string()),
         _ => InstallError::refused("locked", e.to_string()).with_hint("wait for the other run to finish"),
     })?;
-    let recovered = recover::recover(&site, reporter)?;
+    let recovered = recover(&site, reporter)?;
     Ok(Opened { site, _lock: lock, recovered, created })
 }
 
@@ -443,7 +440,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                     base_bundle,
                     ..ApplyOptions::default()
                 };
-                let plan = apply::plan_only(site, &bundle, &opts)?;
+                let plan = plan_only(site, &bundle, &opts)?;
                 if !common.json {
                     print!("{}", plan.render());
                 }
@@ -474,7 +471,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                     hook_timeout_secs: hook_timeout,
                     base_bundle,
                 };
-                let applied = match apply::apply(&opened.site, &bundle, &opts, &reporter) {
+                let applied = match apply(&opened.site, &bundle, &opts, &reporter) {
                     Ok(a) => a,
                     Err(e) => {
                         // A first install that failed leaves no empty skeleton behind.
@@ -522,7 +519,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
                     hook_timeout_secs: hook_timeout,
                     base_bundle: None,
                 };
-                let report = rehearse::rehearse(&opened.site, &bundle, &opts, &reporter)?;
+                let report = rehearse(&opened.site, &bundle, &opts, &reporter)?;
                 if !common.json && !report.steps.is_empty() {
                     reporter.settle();
                     eprint!("{}", report.render());
@@ -609,7 +606,7 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             let r = (|| {
                 let Opened { site, .. } = open_site(&root, "rollback", &reporter, false)?;
                 let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
-                let done = rollback::rollback(&site, &opts, &reporter)?;
+                let done = rollback(&site, &opts, &reporter)?;
                 if !common.json {
                     reporter.say(&format!("done: rolled back {} → {}", done.from, done.to));
                 }
@@ -688,7 +685,7 @@ fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &
     if let (Some(s), true) = (&site, trust.is_empty()) {
         // As `plan` and `apply` would: the bundle's key rotation statements count (nothing is
         // written here).
-        keys = apply::rotations_for(s, bundle, &keys).keys_for_bundle(&keys);
+        keys = rotations_for(s, bundle, &keys).keys_for_bundle(&keys);
     }
     let verified = verify::verify_file(bundle, &keys, None, &Limits::default()).map_err(|e| match &site {
         Some(s) => trust::verify_error(s, e),

@@ -14,9 +14,11 @@ pub trait Reporter: Sync {
     fn progress(&self, _done: u64, _total: Option<u64>) {}
 }
 
-/// Reports nothing (tests, `--quiet`).
-pub struct Silent;
+/// Reports nothing (unit tests).
+#[cfg(test)]
+pub(crate) struct Silent;
 
+#[cfg(test)]
 impl Reporter for Silent {
     fn step(&self, _: &str) {}
     fn warn(&self, _: &str) {}

@@ -466,7 +466,7 @@ fn policy_absurd_sequence_even_with_allow_downgrade() {
 
 #[test]
 fn policy_absurd_sequence_jump() {
-    let seq = sequence_of_1_0_0() + bundle_install::plan::MAX_SEQUENCE_JUMP + 1;
+    let seq = sequence_of_1_0_0() + bundle_install::MAX_SEQUENCE_JUMP + 1;
     let b = resigned(&parts4(), None, |m| m.sequence = seq);
     run_scenario(policy("absurd_sequence_jump", b, "absurd_sequence", &[&seq.to_string()]));
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use bundle_install::site::Site;
-use bundle_install::store;
+use bundle_install::python::store;
+use bundle_install::Site;
 use common::*;
 use sha2::{Digest, Sha256};
 

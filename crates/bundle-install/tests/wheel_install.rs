@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use base64::Engine as _;
+use bundle_install::python::{check_wheel, install_wheel, install_wheels, read_metadata, InstallOptions, RecordCheck};
 use bundle_install::python::{compile_bytecode, create_venv, Interpreter, Venv};
-use bundle_install::wheel::{check_wheel, install_wheel, install_wheels, read_metadata, InstallOptions, RecordCheck};
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
@@ -382,7 +382,7 @@ fn spaces_in_venv_path_use_the_sh_launcher() {
 }
 
 /// Installs `wheel` into a fresh venv expecting refusal; the venv must be unchanged afterwards.
-fn refused(wheel: &Path, opts: &InstallOptions) -> bundle_install::wheel::WheelError {
+fn refused(wheel: &Path, opts: &InstallOptions) -> bundle_install::python::WheelError {
     let tmp = tempfile::tempdir().unwrap();
     let venv = create_venv(&python(), &tmp.path().join("venv")).unwrap();
     let before = tree(&venv.root);

@@ -137,6 +137,7 @@ impl From<CraftedBundle> for Input {
 impl Input {
     /// Creates the input at `path` (whose parent exists). Returns the keys to trust instead of the
     /// signer's, if the input says so.
+    #[allow(unsafe_code)]
     pub fn place(&self, path: &Path) -> Option<Vec<PathBuf>> {
         match self {
             Input::Bytes(b) => std::fs::write(path, b).expect("write the bundle"),

@@ -50,6 +50,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// A scratch directory for this whole test process: under `target/tmp/` when that can be created
 /// (cargo's `CARGO_TARGET_TMPDIR`), else under the system temp dir. Removed when the process exits
 /// normally, unless `TEST_SUPPORT_KEEP=1`.
+#[allow(unsafe_code)]
 pub fn process_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {

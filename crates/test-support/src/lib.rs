@@ -24,6 +24,9 @@
 //!   for `bundle-install` tests.
 //! * [`Wheel`]: small real wheels with chosen tags, METADATA and files (written by python3 zipfile).
 
+// Test code: an unwrap that fails is a failed test, with the value in the message.
+#![allow(clippy::unwrap_used)]
+
 pub mod catalogue;
 mod craft;
 mod fixtures;

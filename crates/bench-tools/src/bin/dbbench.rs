@@ -34,7 +34,9 @@ fn make_db(path: &Path, mb: u64) {
         }
     }
     let _ = fs::remove_file(path);
-    fs::create_dir_all(path.parent().unwrap()).unwrap_or_else(|e| die(e));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap_or_else(|e| die(e));
+    }
     let mut c = Connection::open(path).unwrap_or_else(|e| die(e));
     c.execute_batch(
         "PRAGMA journal_mode = DELETE; CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, body BLOB)",

@@ -14,10 +14,9 @@
 use std::path::PathBuf;
 
 use bench_tools::{die, ms, timed};
-use bundle_install::python::{self, Interpreter};
-use bundle_install::site::Site;
-use bundle_install::store;
-use bundle_install::wheel::{self, InstallOptions};
+use bundle_install::python::store;
+use bundle_install::python::{self, InstallOptions, Interpreter};
+use bundle_install::Site;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -45,7 +44,7 @@ fn main() {
     }
     let (venv, create) = timed(|| python::create_venv(&interp, &venv_dir));
     let venv = venv.unwrap_or_else(|e| die(e));
-    let (installed, install) = timed(|| wheel::install_wheels(&venv, &wheels, &InstallOptions::default()));
+    let (installed, install) = timed(|| python::install_wheels(&venv, &wheels, &InstallOptions::default()));
     let installed = installed.unwrap_or_else(|e| die(e));
     let files: usize = installed.iter().map(|d| d.files).sum();
     let bytes: u64 = installed.iter().map(|d| d.bytes).sum();

@@ -24,7 +24,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn engine(&self, context: &str, e: impl std::fmt::Display) -> DbError {
+    pub(crate) fn engine(&self, context: &str, e: impl std::fmt::Display) -> DbError {
         DbError::Engine {
             db: self.db.clone(),
             path: self.url.masked.clone(),
@@ -33,11 +33,11 @@ impl Ctx {
         }
     }
 
-    pub fn io(&self, path: &Path, e: std::io::Error) -> DbError {
+    pub(crate) fn io(&self, path: &Path, e: std::io::Error) -> DbError {
         DbError::Io { db: self.db.clone(), path: path.display().to_string(), message: e.to_string() }
     }
 
-    pub fn tools(&self, message: String) -> DbError {
+    pub(crate) fn tools(&self, message: String) -> DbError {
         DbError::Tools {
             db: self.db.clone(),
             location: self.url.masked.clone(),
@@ -86,7 +86,7 @@ impl std::fmt::Debug for ConnUrl {
 
 impl ConnUrl {
     /// Parses `scheme://[user[:password]@]host[:port]/dbname[?query]`.
-    pub fn parse(text: &str, source: &str) -> Result<ConnUrl, String> {
+    pub(crate) fn parse(text: &str, source: &str) -> Result<ConnUrl, String> {
         let text = text.trim();
         let (scheme, rest) = text
             .split_once("://")
@@ -164,7 +164,7 @@ impl ConnUrl {
 
     /// Removes every trace of the password from a message (drivers and dump programs may echo parts
     /// of the connection string).
-    pub fn scrub(&self, message: &str) -> String {
+    pub(crate) fn scrub(&self, message: &str) -> String {
         let mut out = message.replace(&self.full, &self.masked);
         for secret in [self.raw_password.as_deref(), self.password.as_deref()].into_iter().flatten() {
             if !secret.is_empty() {
@@ -180,7 +180,7 @@ impl ConnUrl {
     }
 
     /// The same server, another database (for scratch copies).
-    pub fn with_dbname(&self, dbname: &str) -> ConnUrl {
+    pub(crate) fn with_dbname(&self, dbname: &str) -> ConnUrl {
         let swap = |u: &str| -> String {
             let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
             let (main, query) = match rest.split_once('?') {

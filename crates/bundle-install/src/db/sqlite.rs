@@ -7,7 +7,7 @@
 //! live file in place under an EXCLUSIVE lock (WAL: through the backup API); the run's journal makes
 //! an interrupted restore one that `recover` repeats.
 //!
-//! The file is reached without following links ([`crate::beneath`]): its directory is opened from
+//! The file is reached without following links ([`crate::fs::beneath`]): its directory is opened from
 //! the site root with no link at any component, afresh before each use, SQLite is given
 //! `/proc/self/fd/N/NAME`, and the file SQLite opened must be the one the installer checked.
 
@@ -78,7 +78,7 @@ pub(crate) struct SqliteEngine {
     shown: PathBuf,
     /// The path our own code and SQLite use: `/proc/self/fd/N/NAME`, N being `dir`, the database's
     /// directory opened without following a link at any component (`shown` while that directory
-    /// does not exist yet, or without `/proc`). See [`crate::beneath`].
+    /// does not exist yet, or without `/proc`). See [`crate::fs::beneath`].
     path: PathBuf,
     dir: Option<std::os::fd::OwnedFd>,
     /// Opened lazily so that inspecting a missing database creates nothing.
@@ -133,13 +133,13 @@ impl SqliteEngine {
                 fs::create_dir_all(&self.root).map_err(|e| self.ctx.io(&self.root, e))?;
             }
             let parent = self.rel.parent().unwrap_or(Path::new(""));
-            let opened = match crate::beneath::open_dir(&self.root, parent, create.then_some(0o755)) {
+            let opened = match crate::fs::beneath::open_dir(&self.root, parent, create.then_some(0o755)) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => None,
                 other => other.map_err(|e| self.ctx.io(&self.shown, e))?,
             };
             self.path = opened
                 .as_ref()
-                .and_then(crate::beneath::proc_path)
+                .and_then(crate::fs::beneath::proc_path)
                 .map(|d| d.join(self.file_name()))
                 .unwrap_or_else(|| self.shown.clone());
             self.dir = opened;
@@ -148,8 +148,8 @@ impl SqliteEngine {
         for suffix in ["", "-wal", "-shm", "-journal", ".restoring"] {
             let mut name = self.file_name().to_owned();
             name.push(suffix);
-            if crate::beneath::entry_at(dir, &name).map_err(|e| self.ctx.io(&self.shown, e))?
-                == crate::beneath::Entry::Other
+            if crate::fs::beneath::entry_at(dir, &name).map_err(|e| self.ctx.io(&self.shown, e))?
+                == crate::fs::beneath::Entry::Other
             {
                 return Err(self.ctx.io(
                     &sidecar(&self.shown, suffix),
@@ -163,9 +163,8 @@ impl SqliteEngine {
     fn exists(&self) -> bool {
         match &self.dir {
             _ if self.conn.is_some() => true,
-            Some(dir) => {
-                crate::beneath::entry_at(dir, self.file_name()).is_ok_and(|e| e != crate::beneath::Entry::Missing)
-            }
+            Some(dir) => crate::fs::beneath::entry_at(dir, self.file_name())
+                .is_ok_and(|e| e != crate::fs::beneath::Entry::Missing),
             None => false,
         }
     }
@@ -180,7 +179,7 @@ impl SqliteEngine {
             let open_err =
                 |ctx: &Ctx, message: String| DbError::Open { db: ctx.db.clone(), path: ctx.rel.clone(), message };
             let dir = self.dir.as_ref().expect("created by locate");
-            let pin = crate::beneath::open_file_at(dir, self.file_name(), Some(0o644))
+            let pin = crate::fs::beneath::open_file_at(dir, self.file_name(), Some(0o644))
                 .map_err(|e| self.ctx.io(&self.shown, e))?;
             let id = {
                 use std::os::unix::fs::MetadataExt;
@@ -191,7 +190,7 @@ impl SqliteEngine {
             if self.path != self.shown {
                 use std::os::fd::AsRawFd;
                 let ours = pin.as_raw_fd();
-                if !crate::beneath::open_file_ids().iter().any(|&(d, i, fd)| (d, i) == id && fd != ours) {
+                if !crate::fs::beneath::open_file_ids().iter().any(|&(d, i, fd)| (d, i) == id && fd != ours) {
                     drop(conn);
                     return Err(open_err(&self.ctx, "the file changed between the installer's check and SQLite's open (a link swapped in?); nothing was done".into()));
                 }
@@ -691,7 +690,7 @@ fn copy_and_checksum(live: &Path, to: &Path) -> std::io::Result<(String, u64)> {
     let out = fs::File::create(to)?;
     std::thread::scope(|scope| {
         let hasher = scope.spawn(|| super::checksum_reader(&for_checksum));
-        let copied = crate::fsutil::copy_with_writeback(&mut input, &out);
+        let copied = crate::fs::durable::copy_with_writeback(&mut input, &out);
         let hashed = hasher.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")));
         let (n, (sum, m)) = (copied?, hashed?);
         if n != m {
@@ -717,7 +716,7 @@ fn overwrite_in_place(backup: &Path, live: &fs::File) -> std::io::Result<()> {
     };
     let live_counter = counter(dst).unwrap_or(0);
     let backup_counter = counter(&src).unwrap_or(0);
-    crate::fsutil::copy_with_writeback(&mut src, dst)?;
+    crate::fs::durable::copy_with_writeback(&mut src, dst)?;
     dst.set_len(len)?;
     if len >= 100 {
         // Other connections keep their page cache while the header's change counter (offset 24) is
@@ -874,6 +873,7 @@ fn split_statements(text: &str) -> Vec<&str> {
     out
 }
 
+#[allow(unsafe_code)]
 fn is_complete(sql: &str) -> bool {
     let Ok(c) = CString::new(sql) else { return false };
     // SAFETY: `c` is a valid NUL-terminated string alive for the whole call; sqlite3_complete only

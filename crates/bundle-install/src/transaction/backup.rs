@@ -1,6 +1,6 @@
 //! Backups taken before the first database step of a run: every database (through its engine's
 //! consistent online copy) and the running release's config, with `record.json` listing versions
-//! and checksums. Restores go through [`crate::journal::restore_db`].
+//! and checksums. Restores go through [`crate::transaction::journal::restore_db`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -9,24 +9,24 @@ use serde_json::json;
 
 use crate::db;
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::journal::DbRef;
+use crate::fs::durable;
 use crate::site::Site;
+use crate::transaction::journal::DbRef;
 
 /// Takes `backups/<id>/`. Written into a temporary directory and renamed, so a backup directory with
 /// a `record.json` is always complete.
 /// `running` is the release in use while the backup is taken (its config is copied too); `purpose`
 /// says what the backup is for, e.g. `upgrade to 4.0.0`.
-pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose: &str) -> Result<()> {
-    fsutil::ensure_real_dir_mode(&site.backups(), 0o700).map_err(|e| InstallError::io("backups/", e))?;
+pub(crate) fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose: &str) -> Result<()> {
+    durable::ensure_real_dir_mode(&site.backups(), 0o700).map_err(|e| InstallError::io("backups/", e))?;
     // Backups hold every row of every database: owner only, also on a site laid out before this rule.
     std::fs::set_permissions(site.backups(), std::fs::Permissions::from_mode(0o700))
         .map_err(|e| InstallError::io("backups/", e))?;
     let final_dir = site.backups().join(id);
     let tmp = site.backups().join(format!(".{id}.partial"));
-    fsutil::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-    fsutil::remove_tree(&final_dir).map_err(|e| InstallError::io(final_dir.display(), e))?;
-    fsutil::create_dir_mode(&tmp, 0o700).map_err(|e| InstallError::io(tmp.display(), e))?;
+    durable::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
+    durable::remove_tree(&final_dir).map_err(|e| InstallError::io(final_dir.display(), e))?;
+    durable::create_dir_mode(&tmp, 0o700).map_err(|e| InstallError::io(tmp.display(), e))?;
     let mut records = Vec::new();
     for d in dbs {
         let mut engine = db::open(&d.name, &d.engine, &site.root, &d.path)?;
@@ -47,21 +47,21 @@ pub fn take(site: &Site, id: &str, dbs: &[DbRef], running: Option<&str>, purpose
     }
     let record = json!({
         "id": id,
-        "taken_at": crate::time::now_rfc3339(),
+        "taken_at": bundle_core::time::now_rfc3339(),
         "release": running,
         "purpose": purpose,
         "databases": records,
         "config": config,
     });
     make_private(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-    fsutil::write_atomic_mode(
+    durable::write_atomic_mode(
         &tmp.join("record.json"),
         &serde_json::to_vec_pretty(&record).expect("serialises"),
         0o600,
     )
     .map_err(|e| InstallError::io("writing the backup record", e))?;
     std::fs::rename(&tmp, &final_dir).map_err(|e| InstallError::io(final_dir.display(), e))?;
-    fsutil::sync_dir(&site.backups()).map_err(|e| InstallError::io("backups/", e))
+    durable::sync_dir(&site.backups()).map_err(|e| InstallError::io("backups/", e))
 }
 
 /// Every file of a backup 0600 and every directory 0700, whatever the engines' tools created them

@@ -1,20 +1,22 @@
 //! Durable file-system primitives: atomic replacement (write beside, fsync, rename, fsync the
 //! directory), the atomic symlink swap, and tree removal that never follows links.
 
+#![allow(unsafe_code)] // fsync, fallocate and sync_file_range system calls are this module's job; each block says why it is sound.
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// fsyncs a directory so a rename or creation inside it survives power loss.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Creates a new file beside `path` under a name nobody can predict, `O_CREAT|O_EXCL|O_NOFOLLOW`
 /// (so a link or file planted under any name is never opened), with exactly `mode` whatever the
 /// umask. Returns the file and its path.
-pub fn create_unique_beside(path: &Path, mode: u32) -> io::Result<(File, std::path::PathBuf)> {
+pub(crate) fn create_unique_beside(path: &Path, mode: u32) -> io::Result<(File, std::path::PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -43,12 +45,12 @@ pub fn create_unique_beside(path: &Path, mode: u32) -> io::Result<(File, std::pa
 
 /// Replaces `path` with `data` atomically: a reader sees the old or the new content, never a mix,
 /// even after a crash. The new file is 0644 (see [`write_atomic_mode`]).
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     write_atomic_mode(path, data, 0o644)
 }
 
 /// [`write_atomic`] with the new file's mode. The temporary file is [`create_unique_beside`]'s.
-pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let (mut f, tmp) = create_unique_beside(path, mode)?;
     let result = (|| {
@@ -65,7 +67,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
 
 /// Points the symlink `link` at `target` atomically: a new link is made beside it and renamed over
 /// it, so `link` is never absent and never half-written.
-pub fn swap_symlink(link: &Path, target: &Path) -> io::Result<()> {
+pub(crate) fn swap_symlink(link: &Path, target: &Path) -> io::Result<()> {
     let dir = link.parent().unwrap_or(Path::new("."));
     let name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.new"));
@@ -80,7 +82,7 @@ pub fn swap_symlink(link: &Path, target: &Path) -> io::Result<()> {
 }
 
 /// Removes a symlink if it exists (a clean install undone has no `current`).
-pub fn remove_symlink(link: &Path) -> io::Result<()> {
+pub(crate) fn remove_symlink(link: &Path) -> io::Result<()> {
     match fs::symlink_metadata(link) {
         Ok(m) if m.file_type().is_symlink() => {
             fs::remove_file(link)?;
@@ -93,7 +95,7 @@ pub fn remove_symlink(link: &Path) -> io::Result<()> {
 }
 
 /// Removes a directory tree if it exists; `remove_dir_all` does not follow symlinks inside it.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() || m.is_file() => fs::remove_file(path),
         Ok(_) => fs::remove_dir_all(path),
@@ -104,7 +106,7 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 
 /// Flushes everything written to the file system holding `path` (one `syncfs` instead of an fsync
 /// per file of a staged release).
-pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let f = File::open(path)?;
     // SAFETY: syncfs only reads the descriptor, which stays open for the call.
@@ -119,7 +121,7 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
 /// the usual case), `Ok(true)` when it was (re)created: the space is taken with `fallocate(2)`
 /// (writing zeros where the file system cannot), then fsynced; the caller makes the directory
 /// entry durable. A file that cannot be completed is removed again. Never follows a symlink.
-pub fn ensure_allocated(path: &Path, len: u64) -> io::Result<bool> {
+pub(crate) fn ensure_allocated(path: &Path, len: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     if let Ok(m) = fs::symlink_metadata(path) {
@@ -178,13 +180,13 @@ pub fn ensure_allocated(path: &Path, len: u64) -> io::Result<bool> {
 
 /// Creates a directory that must be a real directory, not a symlink planted by someone else
 /// (0755 when created).
-pub fn ensure_real_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn ensure_real_dir(path: &Path) -> io::Result<()> {
     ensure_real_dir_mode(path, 0o755)
 }
 
 /// [`ensure_real_dir`], creating the directory with exactly `mode` whatever the umask (an existing
 /// directory keeps its mode: the admin may have set it).
-pub fn ensure_real_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn ensure_real_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(io::Error::other(format!(
@@ -198,7 +200,7 @@ pub fn ensure_real_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
 
 /// `mkdir` with exactly `mode`: created owner-only, then opened to `mode`, so the directory is
 /// never more open than asked for, even for an instant or under `umask 000`.
-pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new().mode(0o700).create(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -207,7 +209,7 @@ pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
 /// Refuses a directory the installer trusts for its own state (`trust/`, `state/`, the root) when
 /// another user owns it or anyone but the owner may write it: such a user could plant a key, a
 /// journal or a link there. Missing is fine (nothing to trust yet).
-pub fn check_private_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn check_private_dir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -244,7 +246,7 @@ const WRITEBACK_STEP: u64 = 32 << 20;
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the I/O without waiting): the disk works
 /// while the copy goes on, and the caller's fsync waits only for the tail. 1 GB in place on this
 /// machine: copy + fsync 0.19 s against 0.22–0.27 s. Returns the bytes copied.
-pub fn copy_with_writeback(from: &mut File, to: &File) -> io::Result<u64> {
+pub(crate) fn copy_with_writeback(from: &mut File, to: &File) -> io::Result<u64> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let mut to = to;

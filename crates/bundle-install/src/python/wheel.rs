@@ -1,5 +1,5 @@
 //! Native wheel installation per the binary distribution format (PEP 427 and its successors on
-//! packaging.python.org), into a venv made by [`crate::python::create_venv`].
+//! packaging.python.org), into a venv made by [`crate::python::interpreter::create_venv`].
 //!
 //! A wheel is opened and checked completely before the first byte is written: file name, the
 //! single `.dist-info` directory, `WHEEL`, `METADATA`, every zip entry name and type, zip-bomb
@@ -21,10 +21,10 @@ use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
-use crate::python::Venv;
+use crate::python::interpreter::Venv;
 
 /// Written to `INSTALLER` unless [`InstallOptions::installer`] says otherwise.
-pub const DEFAULT_INSTALLER: &str = "bundle-install";
+pub(crate) const DEFAULT_INSTALLER: &str = "bundle-install";
 
 /// Errors from reading or installing a wheel; each names the wheel file and, where there is one,
 /// the zip entry.
@@ -66,11 +66,11 @@ impl WheelError {
 }
 
 // File names and PEP 503 names are parsed in one place, shared with `bundle-build check`.
-pub use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
+pub(crate) use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
 use bundle_core::wheel::{record, same_version};
 
 /// Splits a wheel file name (the last path component only) into its tags.
-pub fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
+pub(crate) fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
     bundle_core::wheel::parse_filename(name)
         .map_err(|e| WheelError::Filename { name: name.to_string(), detail: e.message })
 }
@@ -1305,7 +1305,7 @@ fn release_budget(
             ),
         );
     }
-    match crate::plan::free_bytes(venv_root) {
+    match crate::transaction::plan::free_bytes(venv_root) {
         Some(free) if total > free => over(
             "disk_full",
             format!("the release's wheels expand to {total} bytes, only {free} are free under {}", venv_root.display()),

@@ -12,7 +12,7 @@ use bundle_core::signature::{KeyId, PublicKey, SignatureError};
 use bundle_core::verify::VerifyError;
 
 use crate::error::{InstallError, Outcome, Result};
-use crate::fsutil;
+use crate::fs::durable;
 use crate::site::Site;
 
 fn key_file(dir: &Path, key: &PublicKey) -> PathBuf {
@@ -135,9 +135,9 @@ pub fn store_keys(site: &Site, paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
             k.key_id()
         )));
     }
-    fsutil::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
+    durable::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
     for key in &keys {
-        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
+        durable::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
             .map_err(|e| InstallError::io("writing to trust/", e))?;
     }
     Ok(keys)
@@ -158,10 +158,10 @@ fn named_key(key: &str, candidates: Vec<PublicKey>, what: &str) -> Result<Public
 pub fn revoke(site: &Site, key: &str) -> Result<PublicKey> {
     let key = named_key(key, site.trusted_keys().map_err(|e| store_error(site, e))?, "trusted")?;
     let revoked = site.trust().join("revoked");
-    fsutil::ensure_real_dir(&site.trust())
-        .and_then(|_| fsutil::ensure_real_dir(&revoked))
+    durable::ensure_real_dir(&site.trust())
+        .and_then(|_| durable::ensure_real_dir(&revoked))
         .map_err(|e| InstallError::io("trust/revoked/", e))?;
-    fsutil::write_atomic(&key_file(&revoked, &key), key.to_minisign().as_bytes())
+    durable::write_atomic(&key_file(&revoked, &key), key.to_minisign().as_bytes())
         .map_err(|e| InstallError::io("writing to trust/revoked/", e))?;
     let _ = std::fs::remove_file(key_file(&site.trust(), &key));
     Ok(key)
@@ -186,8 +186,8 @@ pub fn unrevoke(site: &Site, key: &str) -> Result<PublicKey> {
     if !found {
         return Err(InstallError::usage("unknown_key", format!("key {} is not revoked on this site", key.key_id())));
     }
-    fsutil::sync_dir(&revoked_dir).map_err(|e| InstallError::io("trust/revoked/", e))?;
-    fsutil::write_atomic(&key_file(&site.trust(), &key), key.to_minisign().as_bytes())
+    durable::sync_dir(&revoked_dir).map_err(|e| InstallError::io("trust/revoked/", e))?;
+    durable::write_atomic(&key_file(&site.trust(), &key), key.to_minisign().as_bytes())
         .map_err(|e| InstallError::io("writing to trust/", e))?;
     Ok(key)
 }
@@ -207,8 +207,8 @@ pub fn add_rotated(site: &Site, key: &PublicKey) -> Result<()> {
     if site_revokes(site, key.key_id()) {
         return Err(revoked_error(key.key_id()));
     }
-    fsutil::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
-    fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
+    durable::ensure_real_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e))?;
+    durable::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
         .map_err(|e| InstallError::io("writing to trust/", e))
 }
 
@@ -216,15 +216,15 @@ pub fn add_rotated(site: &Site, key: &PublicKey) -> Result<()> {
 pub fn remove_rotated(site: &Site, key: &PublicKey) -> Result<()> {
     match std::fs::remove_file(key_file(&site.trust(), key)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(InstallError::io("removing from trust/", e)),
-        _ => fsutil::sync_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e)),
+        _ => durable::sync_dir(&site.trust()).map_err(|e| InstallError::io("trust/", e)),
     }
 }
 
 /// Retires `key` (replaced by a rotation): moved from `trust/` to `trust/retired/`.
 pub fn retire(site: &Site, key: &PublicKey) -> Result<()> {
     let dir = retired_dir(site);
-    fsutil::ensure_real_dir(&dir).map_err(|e| InstallError::io("trust/retired/", e))?;
-    fsutil::write_atomic(&key_file(&dir, key), key.to_minisign().as_bytes())
+    durable::ensure_real_dir(&dir).map_err(|e| InstallError::io("trust/retired/", e))?;
+    durable::write_atomic(&key_file(&dir, key), key.to_minisign().as_bytes())
         .map_err(|e| InstallError::io("writing to trust/retired/", e))?;
     remove_rotated(site, key)
 }
@@ -232,7 +232,7 @@ pub fn retire(site: &Site, key: &PublicKey) -> Result<()> {
 /// Undoes [`retire`]: the key is trusted again (unless revoked meanwhile).
 pub fn unretire(site: &Site, key: &PublicKey) -> Result<()> {
     if !site_revokes(site, key.key_id()) {
-        fsutil::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
+        durable::write_atomic(&key_file(&site.trust(), key), key.to_minisign().as_bytes())
             .map_err(|e| InstallError::io("writing to trust/", e))?;
     }
     let _ = std::fs::remove_file(key_file(&retired_dir(site), key));

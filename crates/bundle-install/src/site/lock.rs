@@ -34,6 +34,7 @@ pub enum LockError {
 
 impl SiteLock {
     /// Takes the lock without waiting.
+    #[allow(unsafe_code)]
     pub fn acquire(path: &Path, command: &str) -> Result<SiteLock, LockError> {
         let io = |source| LockError::Io { path: path.display().to_string(), source };
         // O_NOFOLLOW: a lock file planted as a symlink must not make us write elsewhere.
@@ -67,7 +68,7 @@ impl SiteLock {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let holder =
-            Holder { pid: std::process::id(), command: command.to_string(), since: crate::time::now_rfc3339() };
+            Holder { pid: std::process::id(), command: command.to_string(), since: bundle_core::time::now_rfc3339() };
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         file.write_all(serde_json::to_string(&holder).unwrap_or_default().as_bytes()).map_err(io)?;

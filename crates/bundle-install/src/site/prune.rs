@@ -8,11 +8,11 @@
 use std::collections::BTreeSet;
 
 use crate::error::{InstallError, Result};
-use crate::fsutil;
+use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
 
-pub fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter) -> Result<()> {
+pub(crate) fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter) -> Result<()> {
     let releases = site.releases_installed().map_err(|e| InstallError::io("listing releases/", e))?;
     let keep = keep.max(2) as usize;
     let mut kept: Vec<_> = Vec::new();
@@ -29,11 +29,11 @@ pub fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter
     let referenced: BTreeSet<String> = releases.iter().filter_map(|r| r.backup.clone()).collect();
     for r in dropped {
         reporter.step(&format!("removing old release {}", r.version));
-        fsutil::remove_tree(&site.release_dir(&r.version))
+        durable::remove_tree(&site.release_dir(&r.version))
             .map_err(|e| InstallError::io(format!("removing releases/{}", r.version), e))?;
         if let Some(b) = &r.backup {
             if !needed.contains(b.as_str()) {
-                fsutil::remove_tree(&site.backups().join(b))
+                durable::remove_tree(&site.backups().join(b))
                     .map_err(|e| InstallError::io(format!("removing backups/{b}"), e))?;
             }
         }
@@ -44,7 +44,7 @@ pub fn prune(site: &Site, keep: u32, protect: &[String], reporter: &dyn Reporter
     let excess = orphans.len().saturating_sub(keep);
     for id in &orphans[..excess] {
         reporter.step(&format!("removing old backup {id}"));
-        fsutil::remove_tree(&site.backups().join(id))
+        durable::remove_tree(&site.backups().join(id))
             .map_err(|e| InstallError::io(format!("removing backups/{id}"), e))?;
     }
     Ok(())

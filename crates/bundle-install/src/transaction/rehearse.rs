@@ -24,22 +24,22 @@ use bundle_core::verify::{self, Limits};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::apply::{self, ApplyOptions, Ctx};
 use crate::db::{self, TableStat};
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::hooks;
-use crate::journal::{self, Action};
-use crate::plan::{self, Plan, PlanKind};
-use crate::python::Interpreter;
+use crate::fs::durable;
+use crate::python::interpreter::Interpreter;
 use crate::report::Reporter;
 use crate::site::Site;
+use crate::transaction::apply::{self, ApplyOptions, Ctx};
+use crate::transaction::hooks;
+use crate::transaction::journal::{self, Action};
+use crate::transaction::plan::{self, Plan, PlanKind};
 
 /// Where rehearsals keep their scratch sites and records, under `state/`.
-pub const DIR: &str = "rehearse";
+pub(crate) const DIR: &str = "rehearse";
 
 /// The environment variable hooks see during a rehearsal.
-pub const ENV: &str = "BUNDLE_REHEARSAL";
+pub(crate) const ENV: &str = "BUNDLE_REHEARSAL";
 
 /// One table of a step's database, before and after the step.
 #[derive(Debug, Clone, Serialize)]
@@ -155,14 +155,14 @@ fn record_path(site: &Site, id: &str) -> PathBuf {
 
 fn save(site: &Site, r: &Record) -> Result<()> {
     let p = record_path(site, &r.id);
-    fsutil::write_atomic(&p, &serde_json::to_vec_pretty(r).expect("serialises"))
+    durable::write_atomic(&p, &serde_json::to_vec_pretty(r).expect("serialises"))
         .map_err(|e| InstallError::io(p.display(), e))
 }
 
 /// Removes what a rehearsal left (a killed one): its scratch server databases, its scratch site,
 /// its record. Called by `recover` under the site lock, so no rehearsal is running. A database
 /// that cannot be dropped now keeps its record for the next `recover`.
-pub fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
+pub(crate) fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
     let dir = site.state().join(DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     let mut kept = Vec::new();
@@ -199,7 +199,7 @@ pub fn clean_leftovers(site: &Site, reporter: &dyn Reporter) {
     }
     for d in dirs {
         if !kept.iter().any(|k| d.file_name().is_some_and(|n| n.to_string_lossy() == *k)) {
-            let _ = fsutil::remove_tree(&d);
+            let _ = durable::remove_tree(&d);
         }
     }
     if kept.is_empty() {
@@ -225,7 +225,7 @@ fn drop_databases(site: &Site, r: &Record) -> Result<()> {
 /// Removes a finished rehearsal's copies; `true` when nothing was left.
 fn cleanup(site: &Site, r: &Record, dir: &Path) -> bool {
     let dbs = drop_databases(site, r).is_ok();
-    let tree = fsutil::remove_tree(dir).is_ok();
+    let tree = durable::remove_tree(dir).is_ok();
     if dbs && tree {
         let _ = std::fs::remove_file(record_path(site, &r.id));
         let _ = std::fs::remove_dir(site.state().join(DIR));
@@ -242,7 +242,7 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     let keys = apply::rotations_for(site, bundle, &keys).keys_for_bundle(&keys);
     reporter.step("checking the bundle's signature");
     let (manifest, bundle_id, key_id, _) =
-        verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+        verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::site::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     if plan.kind == PlanKind::NothingToDo {
         // As `apply`: success, nothing to do (and nothing recorded).
@@ -270,13 +270,13 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     apply::refuse_unless_it_fits(site, &plan)?;
 
     let tag = db::server::random_suffix();
-    let id = format!("{}-{tag}", crate::time::now_compact_millis());
+    let id = format!("{}-{tag}", bundle_core::time::now_compact_millis());
     let dir = site.state().join(DIR).join(&id);
-    fsutil::ensure_real_dir(&site.state().join(DIR)).map_err(|e| InstallError::io("state/rehearse/", e))?;
+    durable::ensure_real_dir(&site.state().join(DIR)).map_err(|e| InstallError::io("state/rehearse/", e))?;
     let mut record = Record {
         id: id.clone(),
         pid: std::process::id(),
-        started_at: crate::time::now_rfc3339(),
+        started_at: bundle_core::time::now_rfc3339(),
         databases: Vec::new(),
     };
     save(site, &record)?;
@@ -292,7 +292,7 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
     }
     let mut report = result?;
     report.cleaned_up = cleaned;
-    crate::history::append_rehearsal(site, &history_record(&report, &manifest, &record.started_at))?;
+    crate::site::history::append_rehearsal(site, &history_record(&report, &manifest, &record.started_at))?;
     Ok(report)
 }
 
@@ -310,7 +310,7 @@ fn history_record(r: &Rehearsal, m: &Manifest, started_at: &str) -> serde_json::
         "failed_step": r.failed_step,
         "error": r.error,
         "started_at": started_at,
-        "finished_at": crate::time::now_rfc3339(),
+        "finished_at": bundle_core::time::now_rfc3339(),
         "steps": r.steps.iter().map(|s| json!({ "step": s.step, "status": s.outcome, "millis": s.millis })).collect::<Vec<_>>(),
         "prediction": r.prediction,
     })

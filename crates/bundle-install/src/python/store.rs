@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::python::{self, Interpreter, Venv};
+use crate::fs::durable;
+use crate::python::interpreter::{self, Interpreter, Venv};
+use crate::python::wheel::{self, WheelError};
 use crate::site::Site;
-use crate::wheel::{self, WheelError};
 
 /// The interpreter path written into the first line of scripts and launchers inside the store; each
 /// release replaces it with its own venv's interpreter.
@@ -196,7 +196,7 @@ pub struct Ensured {
 pub fn ensure_entries(site: &Site, wheels: &[WheelRef], interp: &Interpreter, run: &str) -> Result<Ensured> {
     let store = site.store();
     for d in [store.clone(), store.join("wheels")] {
-        fsutil::ensure_real_dir(&d).map_err(|e| InstallError::io(d.display(), e))?;
+        durable::ensure_real_dir(&d).map_err(|e| InstallError::io(d.display(), e))?;
     }
     let site_rel = rel_str(&interp.venv_purelib())?;
     let mut done = Ensured::default();
@@ -243,9 +243,9 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
     let mut trees = Vec::new();
     for w in wheels {
         let tmp = site.store().join(format!(".tmp-{}-{run}", w.sha256));
-        fsutil::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
+        durable::remove_tree(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
         fs::create_dir(&tmp).map_err(|e| InstallError::io(tmp.display(), e))?;
-        let mut venv = python::create_bare_venv(interp, &tmp.join("tree"))
+        let mut venv = interpreter::create_bare_venv(interp, &tmp.join("tree"))
             .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
         let real_python = std::mem::replace(&mut venv.python, PathBuf::from(PLACEHOLDER_PYTHON));
         let dist = wheel::install_wheel(&venv, &w.path, &wheel::InstallOptions::default()).map_err(wheel_err)?;
@@ -255,7 +255,7 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         trees.push((tmp, venv, wheel::normalize_name(&dist.name)));
     }
     let roots: Vec<PathBuf> = trees.iter().map(|(_, v, _)| v.site_packages.clone()).collect();
-    python::compile_trees(&interp.executable, &roots, None, true, 2)
+    interpreter::compile_trees(&interp.executable, &roots, None, true, 2)
         .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
     for ((tmp, _, project), w) in trees.iter().zip(wheels) {
         let files = seal(tmp)?;
@@ -275,13 +275,13 @@ fn build_entries(site: &Site, wheels: &[&WheelRef], interp: &Interpreter, site_r
         // A damaged or stale entry goes aside first, so the rename below cannot fail on it.
         if dest.symlink_metadata().is_ok() {
             let trash = site.store().join(format!(".trash-{}-{run}", w.sha256));
-            fsutil::remove_tree(&trash).map_err(|e| InstallError::io(trash.display(), e))?;
+            durable::remove_tree(&trash).map_err(|e| InstallError::io(trash.display(), e))?;
             fs::rename(&dest, &trash).map_err(|e| InstallError::io(dest.display(), e))?;
-            fsutil::remove_tree(&trash).map_err(|e| InstallError::io(trash.display(), e))?;
+            durable::remove_tree(&trash).map_err(|e| InstallError::io(trash.display(), e))?;
         }
         fs::rename(tmp, &dest).map_err(|e| InstallError::io(format!("sealing {}", dest.display()), e))?;
     }
-    fsutil::sync_dir(&site.store().join("wheels")).map_err(|e| InstallError::io("store/wheels", e))
+    durable::sync_dir(&site.store().join("wheels")).map_err(|e| InstallError::io("store/wheels", e))
 }
 
 /// Makes every regular file of a built entry read-only and records it. Files the wheel's `RECORD`
@@ -556,7 +556,7 @@ pub fn remove_run(site: &Site, run: &str) -> Result<()> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if read_entry(site, &name).is_some_and(|r| r.created_by == run) {
-            fsutil::remove_tree(&e.path()).map_err(|err| InstallError::io(e.path().display(), err))?;
+            durable::remove_tree(&e.path()).map_err(|err| InstallError::io(e.path().display(), err))?;
         }
     }
     remove_work(site, Some(run))
@@ -569,7 +569,7 @@ pub fn remove_work(site: &Site, run: Option<&str>) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         let work = name.starts_with(".tmp-") || name.starts_with(".trash-");
         if work && run.is_none_or(|r| name.ends_with(&format!("-{r}"))) {
-            fsutil::remove_tree(&e.path()).map_err(|err| InstallError::io(e.path().display(), err))?;
+            durable::remove_tree(&e.path()).map_err(|err| InstallError::io(e.path().display(), err))?;
         }
     }
     Ok(())
@@ -591,7 +591,7 @@ pub fn prune(site: &Site) -> Result<Vec<String>> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !wanted.contains(&name) {
-            fsutil::remove_tree(&e.path()).map_err(|err| InstallError::io(e.path().display(), err))?;
+            durable::remove_tree(&e.path()).map_err(|err| InstallError::io(e.path().display(), err))?;
             removed.push(name);
         }
     }

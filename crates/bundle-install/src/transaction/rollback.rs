@@ -11,12 +11,12 @@ use serde_json::json;
 
 use crate::db::{self, DbError, PlannedStep, TableDiff};
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::hooks::{self, HookCall};
-use crate::journal::{self, Action, DbRef, Journal, Runner};
-use crate::plan::db_steps;
+use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
+use crate::transaction::hooks::{self, HookCall};
+use crate::transaction::journal::{self, Action, DbRef, Journal, Runner};
+use crate::transaction::plan::db_steps;
 
 #[derive(Debug, Clone, Default)]
 pub struct RollbackOptions {
@@ -201,7 +201,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
             .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {to} --restore-data --yes`", site.root.display())));
     }
 
-    let id = format!("{}-rollback-{to}", crate::time::now_compact_millis());
+    let id = format!("{}-rollback-{to}", bundle_core::time::now_compact_millis());
     let hook = |name: &str,
                 m: &bundle_core::manifest::Manifest,
                 version: &str,
@@ -281,7 +281,7 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
                 )));
             }
             let (err, journal) = runner.undo(e);
-            crate::history::append_failure(site, &journal, &err);
+            crate::site::history::append_failure(site, &journal, &err);
             return Err(err);
         }
     }
@@ -298,7 +298,9 @@ fn forward(
 ) -> Result<()> {
     match action {
         Action::Hook { call, .. } => hooks::run(site, call),
-        Action::Backup { id, dbs } => crate::backup::take(site, id, dbs, Some(current), "rollback safety copy"),
+        Action::Backup { id, dbs } => {
+            crate::transaction::backup::take(site, id, dbs, Some(current), "rollback safety copy")
+        }
         Action::Migrate { db: dbr, version, file, .. } => {
             let step = downs
                 .iter()
@@ -312,10 +314,10 @@ fn forward(
             r.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
         }
         Action::RestoreData { db, source, .. } => journal::restore_db(site, db, source),
-        Action::Swap { to, .. } => fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
+        Action::Swap { to, .. } => durable::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
             .map_err(|e| InstallError::io("switching `current`", e)),
         Action::Commit { history, keep_releases, protect } => {
-            crate::apply::commit(site, history, *keep_releases, protect, reporter)
+            crate::transaction::apply::commit(site, history, *keep_releases, protect, reporter)
         }
         other => Err(InstallError::failed("bad_journal", format!("rollback cannot run step {}", other.name()))),
     }
@@ -337,7 +339,7 @@ fn rows_written_since(
     live: &mut dyn db::Engine,
 ) -> Result<Vec<TableDiff>> {
     let scratch = site.staging().join(format!("replay-{}-{}", d.name, std::process::id()));
-    fsutil::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
+    durable::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
     std::fs::create_dir_all(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
     let result = (|| {
         // A server database is copied into a scratch database on its server: opening the same name at
@@ -360,12 +362,12 @@ fn rows_written_since(
         copy.close()?;
         Ok(live.diff_since(&replayed_record, &replayed)?)
     })();
-    let _ = fsutil::remove_tree(&scratch);
+    let _ = durable::remove_tree(&scratch);
     result
 }
 
 /// "table notes: 3 added, 1 changed, 0 removed; …" — or "nothing".
-pub fn describe_loss(lost: &[TableDiff]) -> String {
+pub(crate) fn describe_loss(lost: &[TableDiff]) -> String {
     let parts: Vec<String> = lost
         .iter()
         .filter(|t| t.added + t.changed + t.removed > 0)

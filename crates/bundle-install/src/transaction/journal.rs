@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, BackupRecord, Direction};
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::hooks::{self, HookCall};
+use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
+use crate::transaction::hooks::{self, HookCall};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,7 +202,7 @@ impl Journal {
             command: command.into(),
             from,
             to,
-            started_at: crate::time::now_rfc3339(),
+            started_at: bundle_core::time::now_rfc3339(),
             pid: std::process::id(),
             phase: Phase::Forward,
             error: None,
@@ -231,7 +231,7 @@ impl Journal {
 
     fn persist(&self, site: &Site) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("journal serialises");
-        fsutil::write_atomic(&site.journal(), &bytes)
+        durable::write_atomic(&site.journal(), &bytes)
             .map_err(|e| InstallError::io(format!("writing {}", site.journal().display()), e))
     }
 
@@ -250,7 +250,8 @@ impl Journal {
 /// `BUNDLE_INSTALL_TEST_KILL=<step>:<before|after>` sends SIGKILL to this process at that point
 /// (`undo:<step>:<before|after>` while undoing). Harmless in production: whoever sets the
 /// environment of a root process can already kill it.
-pub fn checkpoint(step: &str, when: &str) -> Result<()> {
+#[allow(unsafe_code)]
+pub(crate) fn checkpoint(step: &str, when: &str) -> Result<()> {
     if let Ok(dir) = std::env::var("BUNDLE_INSTALL_TEST_PAUSE") {
         pause(Path::new(&dir), &format!("{step}:{when}"));
     }
@@ -290,7 +291,7 @@ fn pause(dir: &Path, point: &str) {
 }
 
 /// Drives a journal: persists each transition before acting on it.
-pub struct Runner<'a> {
+pub(crate) struct Runner<'a> {
     pub site: &'a Site,
     pub journal: Journal,
     pub reporter: &'a dyn Reporter,
@@ -306,7 +307,7 @@ impl<'a> Runner<'a> {
     /// runs, given back when an undo finds the disk full) so the journal can always be written while
     /// undoing; it is only allocated when missing or short, before the journal, whose fsync of
     /// `state/` then also makes the new file's entry durable.
-    pub fn begin(site: &'a Site, mut journal: Journal, reporter: &'a dyn Reporter) -> Result<Runner<'a>> {
+    pub(crate) fn begin(site: &'a Site, mut journal: Journal, reporter: &'a dyn Reporter) -> Result<Runner<'a>> {
         let made_reserve = ensure_reserve(site);
         if let Some(first) = journal.steps.first_mut() {
             first.status = Status::Started;
@@ -322,7 +323,7 @@ impl<'a> Runner<'a> {
         Ok(Runner { site, journal, reporter, first_started })
     }
 
-    pub fn resume(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Runner<'a> {
+    pub(crate) fn resume(site: &'a Site, journal: Journal, reporter: &'a dyn Reporter) -> Runner<'a> {
         Runner { site, journal, reporter, first_started: false }
     }
 
@@ -330,7 +331,7 @@ impl<'a> Runner<'a> {
     /// as the previous step's `done` (or in `begin`'s, for the first step); its own `done` and
     /// `millis` stay in memory until the next step's write, or [`Runner::finish`] (see the module
     /// documentation for why that is enough).
-    pub fn run(&mut self, i: usize, work: impl FnOnce(&Action) -> Result<()>) -> Result<()> {
+    pub(crate) fn run(&mut self, i: usize, work: impl FnOnce(&Action) -> Result<()>) -> Result<()> {
         let name = self.journal.steps[i].action.name();
         let before = self.journal.steps[i].status;
         self.journal.steps[i].status = Status::Started;
@@ -355,7 +356,7 @@ impl<'a> Runner<'a> {
     /// Undoes every started step in reverse order after `cause`, then removes the journal. Returns
     /// the error to report: `cause` (exit 1) when undo succeeded, an attention error (exit 5) if not.
     /// Also returns the journal as it ended, for the history record.
-    pub fn undo(mut self, cause: InstallError) -> (InstallError, Journal) {
+    pub(crate) fn undo(mut self, cause: InstallError) -> (InstallError, Journal) {
         self.journal.error.get_or_insert_with(|| cause.message.clone());
         let err = match self.undo_all() {
             Ok(()) => {
@@ -384,7 +385,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Undoes what was started, newest first. Safe to call again after a crash part-way.
-    pub fn undo_all(&mut self) -> Result<()> {
+    pub(crate) fn undo_all(&mut self) -> Result<()> {
         // Databases another node carried further are left as they are (see `moved_on`).
         let mut restored: Vec<String> = self.moved_on()?;
         // Undoing must be possible on a full disk (often the very reason for the failure). Before
@@ -397,7 +398,7 @@ impl<'a> Runner<'a> {
         if !swapped {
             for s in &self.journal.steps {
                 if let (Action::StageRelease { version }, Status::Started | Status::Done) = (&s.action, s.status) {
-                    let _ = fsutil::remove_tree(&self.site.release_dir(version));
+                    let _ = durable::remove_tree(&self.site.release_dir(version));
                 }
             }
         }
@@ -476,7 +477,7 @@ impl<'a> Runner<'a> {
     /// Removes the journal: the run is over. The reserve stays for the next run, unless this was a
     /// first install that ended undone: then there is no site to protect, and state/ must be
     /// removable with the rest of the empty layout.
-    pub fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         if self.journal.phase == Phase::Undoing && self.journal.from.is_none() {
             let _ = std::fs::remove_file(reserve_path(self.site));
         }
@@ -485,13 +486,13 @@ impl<'a> Runner<'a> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(InstallError::io("removing the journal", e)),
         }
-        fsutil::sync_dir(&self.site.state()).map_err(|e| InstallError::io("syncing state/", e))
+        durable::sync_dir(&self.site.state()).map_err(|e| InstallError::io("syncing state/", e))
     }
 }
 
 /// Takes the run lock of every server database the journal touches (for `recover`, which may
 /// restore them; see `db::lock_run`).
-pub fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock>> {
+pub(crate) fn lock_dbs(site: &Site, journal: &Journal) -> Result<Vec<db::RunLock>> {
     let mut dbs: Vec<&DbRef> = Vec::new();
     for s in &journal.steps {
         match &s.action {
@@ -513,7 +514,7 @@ fn reserve_path(site: &Site) -> std::path::PathBuf {
 /// Allocates `state/.reserve` if it is missing or short; true if it was made now. Best effort: a
 /// disk too full for it fails later, at the journal, if at all.
 fn ensure_reserve(site: &Site) -> bool {
-    matches!(fsutil::ensure_allocated(&reserve_path(site), RESERVE_BYTES), Ok(true))
+    matches!(durable::ensure_allocated(&reserve_path(site), RESERVE_BYTES), Ok(true))
 }
 
 fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
@@ -521,7 +522,7 @@ fn open_db(site: &Site, db: &DbRef) -> Result<Box<dyn db::Engine>> {
 }
 
 /// Reads `backups/<id>/record.json`.
-pub fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRecord>> {
+pub(crate) fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRecord>> {
     let path = site.backups().join(id).join("record.json");
     let bytes = std::fs::read(&path).map_err(|e| InstallError::io(path.display(), e))?;
     #[derive(Deserialize)]
@@ -534,7 +535,7 @@ pub fn read_backup_records(site: &Site, id: &str) -> Result<Vec<BackupRecord>> {
 }
 
 /// Restores one database from a backup directory.
-pub fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
+pub(crate) fn restore_db(site: &Site, db: &DbRef, backup_id: &str) -> Result<()> {
     let records = read_backup_records(site, backup_id)?;
     let record = records.iter().find(|r| r.db == db.name).ok_or_else(|| {
         InstallError::failed("backup_missing_db", format!("backup {backup_id} has no copy of database `{}`", db.name))
@@ -549,24 +550,24 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
     match action {
         Action::RotateKeys { add, retire } => {
             for k in parse_keys(add)? {
-                crate::trust::remove_rotated(site, &k)?;
+                crate::site::trust::remove_rotated(site, &k)?;
             }
             for k in parse_keys(retire)? {
-                crate::trust::unretire(site, &k)?;
+                crate::site::trust::unretire(site, &k)?;
             }
             Ok(())
         }
-        Action::StageRelease { version } => fsutil::remove_tree(&site.release_dir(version))
+        Action::StageRelease { version } => durable::remove_tree(&site.release_dir(version))
             .map_err(|e| InstallError::io(format!("removing releases/{version}"), e)),
-        Action::StoreWheels { run, .. } => crate::store::remove_run(site, run),
+        Action::StoreWheels { run, .. } => crate::python::store::remove_run(site, run),
         Action::RetireRelease { version, aside } => {
             let from = site.releases().join(aside);
             if from.symlink_metadata().is_ok() {
-                fsutil::remove_tree(&site.release_dir(version))
+                durable::remove_tree(&site.release_dir(version))
                     .map_err(|e| InstallError::io(format!("removing releases/{version}"), e))?;
                 std::fs::rename(&from, site.release_dir(version))
                     .map_err(|e| InstallError::io(format!("restoring releases/{version}"), e))?;
-                fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
+                durable::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             }
             Ok(())
         }
@@ -587,7 +588,7 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
             }
             Ok(())
         }
-        Action::Backup { id, .. } => fsutil::remove_tree(&site.backups().join(id))
+        Action::Backup { id, .. } => durable::remove_tree(&site.backups().join(id))
             .map_err(|e| InstallError::io(format!("removing backups/{id}"), e)),
         Action::Migrate { db, restore_from, .. }
         | Action::RestoreData { db, restore_from, .. }
@@ -604,8 +605,8 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
         Action::Swap { from, .. } => {
             let link = site.current_link();
             match from {
-                Some(v) => fsutil::swap_symlink(&link, &PathBuf::from("releases").join(v)),
-                None => fsutil::remove_symlink(&link),
+                Some(v) => durable::swap_symlink(&link, &PathBuf::from("releases").join(v)),
+                None => durable::remove_symlink(&link),
             }
             .map_err(|e| InstallError::io("restoring `current`", e))
         }
@@ -614,7 +615,7 @@ fn undo_action(site: &Site, action: &Action, restored: &mut Vec<String>, reporte
 }
 
 /// The `.pub` texts of a [`Action::RotateKeys`].
-pub fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature::PublicKey>> {
+pub(crate) fn parse_keys(texts: &[String]) -> Result<Vec<bundle_core::signature::PublicKey>> {
     texts
         .iter()
         .map(|t| {

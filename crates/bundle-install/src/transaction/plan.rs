@@ -65,15 +65,15 @@ pub struct Plan {
     pub replaces_kept: bool,
     /// A delta bundle: its base and where each file it leaves out comes from on this site.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delta: Option<crate::delta::DeltaPlan>,
+    pub delta: Option<crate::transaction::delta::DeltaPlan>,
     /// What the bundle's key rotation statements do here (none: not shown).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub key_rotations: Vec<bundle_core::rotation::RotationOutcome>,
     /// The site interpreter's tags (filled by [`Plan::choose_wheels`]; absent when nothing is to do).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub site_tags: Option<crate::select::SiteTags>,
+    pub site_tags: Option<crate::python::select::SiteTags>,
     /// The wheel installed for each distribution, chosen for the site's interpreter.
-    pub wheels: Vec<crate::select::ChosenWheel>,
+    pub wheels: Vec<crate::python::select::ChosenWheel>,
 }
 
 /// Disk space the apply needs under the site root, against what is free there.
@@ -99,6 +99,7 @@ impl Space {
 
 /// Whether this process may write `path` (access(2) sees read-only mounts and immutable files even
 /// for root).
+#[allow(unsafe_code)]
 fn writable(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: access only reads the C string.
@@ -107,12 +108,14 @@ fn writable(path: &Path) -> bool {
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (or its nearest
 /// existing ancestor, for a site that does not exist yet).
-pub fn free_bytes(path: &Path) -> Option<u64> {
+#[allow(unsafe_code)]
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = path.to_path_buf();
     while !p.exists() {
         p = p.parent()?.to_path_buf();
     }
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs fills the struct we pass for a valid C path.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -122,7 +125,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Highest release sequence accepted at all.
-pub const MAX_SEQUENCE: u64 = 1_000_000_000_000_000_000;
+pub(crate) const MAX_SEQUENCE: u64 = 1_000_000_000_000_000_000;
 /// Largest step forward from the highest sequence a site has installed (a thousand major versions
 /// in the derived numbering of `bundle-spec/spec.md`).
 pub const MAX_SEQUENCE_JUMP: u64 = 1_000_000_000_000_000;
@@ -137,7 +140,11 @@ pub struct PlanOptions {
 }
 
 /// The steps of each database as shipped, with their files at their place in the new release.
-pub fn db_steps(manifest: &Manifest, db: &bundle_core::manifest::Database, release_bundle_dir: &Path) -> Vec<Step> {
+pub(crate) fn db_steps(
+    manifest: &Manifest,
+    db: &bundle_core::manifest::Database,
+    release_bundle_dir: &Path,
+) -> Vec<Step> {
     let file = |path: &Option<String>, kind: StepKind, version: SchemaVersion| -> Option<StepFile> {
         let path = path.as_ref()?;
         let entry = manifest.file(path)?;
@@ -161,7 +168,7 @@ pub fn db_steps(manifest: &Manifest, db: &bundle_core::manifest::Database, relea
 }
 
 /// Plans applying `manifest` (identified by `bundle_id`) to `site`.
-pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
+pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
     let current = site.current_version().map_err(|e| InstallError::io("reading `current`", e))?;
     let new_version = parse_release(&manifest.version).map_err(|e| InstallError::refused("bad_version", e))?;
     let mut kind = PlanKind::CleanInstall;
@@ -246,7 +253,7 @@ pub fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOption
             .with_hint("move it out of releases/ (it may hold someone's files), then apply again"));
         }
     }
-    let highest = crate::state::highest_sequence(site)?;
+    let highest = crate::site::state::highest_sequence(site)?;
     // A fast-forward attack (a stolen key signing sequence u64::MAX) would lock the site out of every
     // later release; no flag overrides this.
     let jump = highest.map(|h| manifest.sequence.saturating_sub(h)).unwrap_or(0);
@@ -443,11 +450,11 @@ impl Plan {
         &mut self,
         site: &Site,
         manifest: &Manifest,
-        interp: &crate::python::Interpreter,
+        interp: &crate::python::interpreter::Interpreter,
     ) -> Result<()> {
         let env = interp.tags.environment();
-        self.wheels = crate::select::choose(manifest, &env)?;
-        self.site_tags = Some(crate::select::SiteTags::of(&env));
+        self.wheels = crate::python::select::choose(manifest, &env)?;
+        self.site_tags = Some(crate::python::select::SiteTags::of(&env));
         // Only the chosen wheels are unpacked (three times their size, as in `plan`).
         // Those the site's store holds are linked, not unpacked.
         let stored = |f: &&bundle_core::manifest::FileEntry| {

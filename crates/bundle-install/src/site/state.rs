@@ -7,12 +7,12 @@ use crate::error::{InstallError, Result};
 use crate::site::Site;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SiteState {
+pub(crate) struct SiteState {
     pub app: Option<String>,
     pub highest_sequence: Option<u64>,
 }
 
-pub fn load(site: &Site) -> Result<SiteState> {
+pub(crate) fn load(site: &Site) -> Result<SiteState> {
     let path = site.state().join("site.json");
     match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b)
@@ -22,12 +22,12 @@ pub fn load(site: &Site) -> Result<SiteState> {
     }
 }
 
-pub fn save(site: &Site, state: &SiteState) -> Result<()> {
+pub(crate) fn save(site: &Site, state: &SiteState) -> Result<()> {
     let path = site.state().join("site.json");
-    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises"))
+    crate::fs::durable::write_atomic(&path, &serde_json::to_vec_pretty(state).expect("serialises"))
         .map_err(|e| InstallError::io(path.display(), e))
 }
 
-pub fn highest_sequence(site: &Site) -> Result<Option<u64>> {
+pub(crate) fn highest_sequence(site: &Site) -> Result<Option<u64>> {
     Ok(load(site)?.highest_sequence)
 }

@@ -19,8 +19,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{InstallError, Result};
+use crate::python::store;
 use crate::site::Site;
-use crate::store;
 
 /// Where an omitted file can be taken from.
 #[derive(Debug, Clone, Serialize)]
@@ -36,14 +36,14 @@ pub enum Source {
 
 /// The full base bundle given beside a delta bundle, its signature and id checked.
 #[derive(Debug, Clone)]
-pub struct BaseBundle {
+pub(crate) struct BaseBundle {
     pub file: PathBuf,
     pub manifest: Manifest,
 }
 
 /// The full bundle of `m`'s base: `given`, or the one beside `bundle` if there is one. A given
 /// bundle that is not the base is an error; one found beside that is not is ignored.
-pub fn find_base_bundle(
+pub(crate) fn find_base_bundle(
     m: &Manifest,
     bundle: &Path,
     given: Option<&Path>,
@@ -98,7 +98,7 @@ pub struct DeltaPlan {
 
 /// Finds every omitted file of `m` on the site; refuses (exit 4) naming those it cannot find.
 /// `None` for a full bundle.
-pub fn locate(site: &Site, m: &Manifest, base_bundle: Option<&BaseBundle>) -> Result<Option<DeltaPlan>> {
+pub(crate) fn locate(site: &Site, m: &Manifest, base_bundle: Option<&BaseBundle>) -> Result<Option<DeltaPlan>> {
     let Some(base) = &m.base else { return Ok(None) };
     let releases: Vec<(String, Manifest)> = site
         .releases_installed()
@@ -182,7 +182,7 @@ fn missing_error(m: &Manifest, missing: &[&FileEntry]) -> InstallError {
 /// Adds every omitted file to the verified `staging` directory from the sources `plan` found.
 /// A source whose bytes no longer have the manifest's sha256 is skipped; if none is left, the run
 /// is refused before any change (`delta_base_damaged`).
-pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path, base: Option<(&BaseBundle, &Path)>) -> Result<()> {
+pub(crate) fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path, base: Option<(&BaseBundle, &Path)>) -> Result<()> {
     for (path, sources) in &plan.files {
         let f = m.file(path).expect("omitted files are listed");
         let dest = staging.join(path);
@@ -225,7 +225,7 @@ pub fn fill(m: &Manifest, plan: &DeltaPlan, staging: &Path, base: Option<(&BaseB
 }
 
 /// Whether any omitted file must come from the base bundle (then it is verified first).
-pub fn needs_base_bundle(plan: &DeltaPlan) -> bool {
+pub(crate) fn needs_base_bundle(plan: &DeltaPlan) -> bool {
     plan.files.iter().any(|(_, s)| s.iter().all(|s| matches!(s, Source::BaseBundle { .. })))
 }
 

@@ -9,6 +9,8 @@
 //! `/proc/self/fd/N/NAME`: the kernel resolves `/proc/self/fd/N` to the directory already opened,
 //! so no component above `NAME` can be redirected any more.
 
+#![allow(unsafe_code)] // syscalls (openat2, mkdirat, fstat…) are this module's whole job; each block says why it is sound.
+
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -28,7 +30,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Opens a directory by path (the site root: the admin's path, links in it are the admin's choice).
-pub fn open_root(root: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_root(root: &Path) -> io::Result<OwnedFd> {
     let c = cstr(root.as_os_str())?;
     // SAFETY: a valid NUL-terminated path; the returned descriptor is owned below.
     let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
@@ -95,7 +97,7 @@ fn openat2_dir(dir: &OwnedFd, rel: &Path) -> Option<io::Result<OwnedFd>> {
 /// Opens directory `rel` (relative, plain components only) under `root` without following a link
 /// at any component. With `create`, missing components are made with that mode (`mkdirat`, never
 /// through a link); without, a missing directory is `Ok(None)`.
-pub fn open_dir(root: &Path, rel: &Path, create: Option<u32>) -> io::Result<Option<OwnedFd>> {
+pub(crate) fn open_dir(root: &Path, rel: &Path, create: Option<u32>) -> io::Result<Option<OwnedFd>> {
     let parts: Vec<&OsStr> = rel
         .components()
         .map(|c| match c {
@@ -140,7 +142,7 @@ pub fn open_dir(root: &Path, rel: &Path, create: Option<u32>) -> io::Result<Opti
 
 /// What is at `name` inside the open directory `dir`, without following a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Missing,
     /// A regular file: device and inode.
     File(u64, u64),
@@ -148,7 +150,7 @@ pub enum Entry {
     Other,
 }
 
-pub fn entry_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Entry> {
+pub(crate) fn entry_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Entry> {
     let c = cstr(name)?;
     // SAFETY: zeroed stat is valid plain data; fstatat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -163,7 +165,7 @@ pub fn entry_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Entry> {
 
 /// Opens (or, with `create`, creates `O_EXCL`) the regular file `name` in `dir` read-write, never
 /// through a link (`O_NOFOLLOW`), and checks on the descriptor that it is a regular file.
-pub fn open_file_at(dir: &OwnedFd, name: &OsStr, create: Option<u32>) -> io::Result<std::fs::File> {
+pub(crate) fn open_file_at(dir: &OwnedFd, name: &OsStr, create: Option<u32>) -> io::Result<std::fs::File> {
     let c = cstr(name)?;
     let base = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: valid descriptor and name.
@@ -189,20 +191,21 @@ pub fn open_file_at(dir: &OwnedFd, name: &OsStr, create: Option<u32>) -> io::Res
 }
 
 /// `/proc/self/fd/N` for an open descriptor, when `/proc` is mounted.
-pub fn proc_path(fd: &OwnedFd) -> Option<PathBuf> {
+pub(crate) fn proc_path(fd: &OwnedFd) -> Option<PathBuf> {
     let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     p.is_dir().then_some(p)
 }
 
 /// Device and inode of every regular file this process has open (for checking which file a library
 /// opened after the fact).
-pub fn open_file_ids() -> Vec<(u64, u64, i32)> {
+pub(crate) fn open_file_ids() -> Vec<(u64, u64, i32)> {
     let Ok(rd) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
     let mut out = Vec::new();
     for e in rd.flatten() {
         let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         // SAFETY: zeroed stat is valid; fstat on a number that may have been closed meanwhile just fails.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat fills the struct we pass; a stale descriptor number only makes it fail.
         if unsafe { libc::fstat(n, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG {
             out.push((st.st_dev, st.st_ino, n));
         }

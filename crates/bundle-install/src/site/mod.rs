@@ -10,6 +10,17 @@
 //! state/                          lock, journal.json, .reserve, history.jsonl, site.json, staging/
 //! ```
 
+//!
+//! Beside the layout itself: the site `lock`, the keys it trusts (`trust`), its small persistent
+//! facts (`state`), the run `history`, `prune` of old releases and backups, and `status`.
+
+pub mod history;
+pub(crate) mod lock;
+pub(crate) mod prune;
+pub(crate) mod state;
+pub mod status;
+pub mod trust;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,7 +29,7 @@ use bundle_core::manifest::Manifest;
 use bundle_core::signature::PublicKey;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::fs::durable;
 
 /// Written into each release directory once it is complete.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +53,7 @@ pub struct Site {
 }
 
 /// Marker inside a release directory that is still being staged.
-pub const INCOMPLETE: &str = ".incomplete";
+pub(crate) const INCOMPLETE: &str = ".incomplete";
 
 impl Site {
     /// The root is made absolute: hooks run with it as their working directory, and every path
@@ -98,11 +109,11 @@ impl Site {
             }
         }
         for dir in missing.into_iter().rev() {
-            fsutil::create_dir_mode(&dir, 0o755)?;
+            durable::create_dir_mode(&dir, 0o755)?;
             created.push(dir);
         }
         for (dir, mode) in self.layout_modes() {
-            fsutil::ensure_real_dir_mode(&dir, mode)?;
+            durable::ensure_real_dir_mode(&dir, mode)?;
         }
         Ok(new.then_some(created))
     }
@@ -132,7 +143,7 @@ impl Site {
             self.releases(),
             self.backups(),
         ] {
-            fsutil::check_private_dir(&dir)?;
+            durable::check_private_dir(&dir)?;
         }
         Ok(())
     }
@@ -256,7 +267,7 @@ impl Site {
 fn read_keys(dir: &Path, named: bool) -> io::Result<Vec<PublicKey>> {
     // A store others may write is no store: checked on every read (verify --root reads it without
     // taking the site lock).
-    fsutil::check_private_dir(dir)?;
+    durable::check_private_dir(dir)?;
     let mut keys = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

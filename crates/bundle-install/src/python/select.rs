@@ -55,7 +55,7 @@ impl SiteTags {
 
 /// Chooses one wheel per distribution for `env`, or refuses naming every distribution left
 /// without one, the site's tags and the wheels on offer.
-pub fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>> {
+pub(crate) fn choose(manifest: &Manifest, env: &Environment) -> Result<Vec<ChosenWheel>> {
     let ranking = env.ranking();
     let mut by_dist: BTreeMap<String, Vec<bundle_core::manifest::WheelInfo>> = BTreeMap::new();
     for w in &manifest.wheels {

@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::journal::{Action, Journal, Phase, Runner, Status};
+use crate::fs::durable;
 use crate::report::Reporter;
 use crate::site::Site;
+use crate::transaction::journal::{Action, Journal, Phase, Runner, Status};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "recovered", rename_all = "snake_case")]
@@ -22,7 +22,7 @@ pub enum Recovered {
 
 pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
     // A killed rehearsal's copies never touched the live site: they just go.
-    crate::rehearse::clean_leftovers(site, reporter);
+    crate::transaction::rehearse::clean_leftovers(site, reporter);
     let Some(journal) = Journal::load(site)? else {
         clean_staging(site);
         return Ok(Recovered::Nothing);
@@ -39,7 +39,7 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
             }
             if let Action::Commit { history, keep_releases, protect } = runner.journal.steps[i].action.clone() {
                 runner
-                    .run(i, |_| crate::apply::commit(site, &history, keep_releases, &protect, reporter))
+                    .run(i, |_| crate::transaction::apply::commit(site, &history, keep_releases, &protect, reporter))
                     .map_err(|e| attention(site, &e))?;
             }
         }
@@ -49,11 +49,11 @@ pub fn recover(site: &Site, reporter: &dyn Reporter) -> Result<Recovered> {
         return Ok(Recovered::Completed { id, command, version: to });
     }
     reporter.step(&format!("undoing interrupted {command} {id}"));
-    let _db_locks = crate::journal::lock_dbs(site, &journal).map_err(|e| attention(site, &e))?;
+    let _db_locks = crate::transaction::journal::lock_dbs(site, &journal).map_err(|e| attention(site, &e))?;
     let mut runner = Runner::resume(site, journal, reporter);
     runner.journal.error.get_or_insert_with(|| "interrupted (killed or power lost)".into());
     runner.undo_all().map_err(|e| attention(site, &e))?;
-    crate::history::append_failure(
+    crate::site::history::append_failure(
         site,
         &runner.journal,
         &InstallError::failed("interrupted", "interrupted; undone by recover"),
@@ -80,10 +80,10 @@ fn attention(site: &Site, e: &InstallError) -> InstallError {
 
 /// Leftovers of a verification that never reached its journal, and store work of no run.
 fn clean_staging(site: &Site) {
-    let _ = crate::store::remove_work(site, None);
+    let _ = crate::python::store::remove_work(site, None);
     if let Ok(entries) = std::fs::read_dir(site.staging()) {
         for e in entries.flatten() {
-            let _ = fsutil::remove_tree(&e.path());
+            let _ = durable::remove_tree(&e.path());
         }
     }
 }

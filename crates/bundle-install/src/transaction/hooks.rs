@@ -27,12 +27,12 @@ pub struct HookCall {
     pub timeout_secs: u64,
 }
 
-pub fn run(site: &Site, call: &HookCall) -> Result<()> {
+pub(crate) fn run(site: &Site, call: &HookCall) -> Result<()> {
     run_with_env(site, call, &[])
 }
 
 /// [`run`] with more environment variables (a rehearsal adds `BUNDLE_REHEARSAL=1`).
-pub fn run_with_env(site: &Site, call: &HookCall, extra: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn run_with_env(site: &Site, call: &HookCall, extra: &[(&str, &str)]) -> Result<()> {
     let fail =
         |m: String| InstallError::failed("hook_failed", format!("hook {} ({}) {m}", call.hook, call.script.display()));
     let stderr = std::io::stderr();

@@ -12,16 +12,16 @@ use serde_json::json;
 
 use crate::config;
 use crate::db;
-use crate::delta;
 use crate::error::{InstallError, Result};
-use crate::fsutil;
-use crate::hooks::{self, HookCall};
-use crate::journal::{Action, DbRef, Journal, Runner};
-use crate::plan::{self, Plan, PlanKind, PlanOptions};
-use crate::python::{self, Interpreter};
+use crate::fs::durable;
+use crate::python::interpreter::{self, Interpreter};
+use crate::python::store;
 use crate::report::Reporter;
 use crate::site::{ReleaseInfo, Site, INCOMPLETE};
-use crate::store;
+use crate::transaction::delta;
+use crate::transaction::hooks::{self, HookCall};
+use crate::transaction::journal::{Action, DbRef, Journal, Runner};
+use crate::transaction::plan::{self, Plan, PlanKind, PlanOptions};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -56,14 +56,16 @@ pub struct Applied {
     pub bundle_id: String,
 }
 
-pub use crate::trust::keys_for;
+pub(crate) use crate::site::trust::keys_for;
 
 /// What the bundle's key rotation statements would do to `trusted`. They are read from the
 /// manifest before its signature is checked (a statement is checked on its own signatures, by keys
 /// the site trusts); a bundle that cannot even be read has none, and fails verification next.
 pub fn rotations_for(site: &Site, bundle: &Path, trusted: &[PublicKey]) -> RotationPlan {
     match verify::read_unverified(bundle) {
-        Ok((m, _)) => rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::trust::site_revokes(site, id)),
+        Ok((m, _)) => {
+            rotation::plan(&m.key_rotations, &m.app, trusted, &|id| crate::site::trust::site_revokes(site, id))
+        }
         Err(_) => RotationPlan::default(),
     }
 }
@@ -73,7 +75,7 @@ pub fn plan_only(site: &Site, bundle: &Path, opts: &ApplyOptions) -> Result<Plan
     let (keys, _) = keys_for(site, &opts.trust)?;
     let rotations = rotations_for(site, bundle, &keys);
     let (manifest, bundle_id, key_id, _) = verify::read_verified_manifest(bundle, &rotations.keys_for_bundle(&keys))
-        .map_err(|e| crate::trust::verify_error(site, e))?;
+        .map_err(|e| crate::site::trust::verify_error(site, e))?;
     let mut plan = plan::plan(site, &manifest, &bundle_id, &opts.plan)?;
     plan.key_rotations = checked_rotations(site, &keys, &manifest, &key_id)?.outcomes;
     if plan.kind != PlanKind::NothingToDo {
@@ -93,8 +95,9 @@ fn checked_rotations(
     verified: &Manifest,
     signer: &bundle_core::signature::KeyId,
 ) -> Result<RotationPlan> {
-    let rotations =
-        rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| crate::trust::site_revokes(site, id));
+    let rotations = rotation::plan(&verified.key_rotations, &verified.app, trusted, &|id| {
+        crate::site::trust::site_revokes(site, id)
+    });
     if !rotations.keys_for_bundle(trusted).iter().any(|k| k.key_id() == signer) {
         return Err(InstallError::new(
             crate::error::Outcome::Verification,
@@ -123,7 +126,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let keys = rotations.keys_for_bundle(&site_keys);
     reporter.step("checking the bundle's signature");
     let (manifest, bundle_id, key_id, _) =
-        verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::trust::verify_error(site, e))?;
+        verify::read_verified_manifest(bundle, &keys).map_err(|e| crate::site::trust::verify_error(site, e))?;
     let rotations = checked_rotations(site, &site_keys, &manifest, &key_id)?;
     // Server databases: one run at a time across every node sharing them, held until this function
     // returns (undo included); a node that waited plans afresh and finds the schema migrated.
@@ -146,7 +149,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
 
     // Verify every byte, streaming into a private staging directory; only these bytes are used.
     let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
-    fsutil::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
+    durable::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
     std::fs::create_dir(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
     reporter.step(&format!(
         "verifying {} ({} files, {} bytes)",
@@ -160,7 +163,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     }) {
         Ok(v) if v.id() == bundle_id => v,
         Ok(_) => {
-            let _ = fsutil::remove_tree(&staging);
+            let _ = durable::remove_tree(&staging);
             return Err(InstallError::new(
                 crate::error::Outcome::Verification,
                 "bundle_changed",
@@ -169,26 +172,26 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
             .with_hint("copy the bundle to local disk and run the command again"));
         }
         Err(e) => {
-            let _ = fsutil::remove_tree(&staging);
-            return Err(crate::trust::verify_error(site, e));
+            let _ = durable::remove_tree(&staging);
+            return Err(crate::site::trust::verify_error(site, e));
         }
     };
 
     if let Some(d) = &plan.delta {
         if let Err(e) = fill_delta(site, &manifest, d, &staging, base_bundle.as_ref(), &keys, reporter) {
-            let _ = fsutil::remove_tree(&staging);
+            let _ = durable::remove_tree(&staging);
             return Err(e);
         }
     }
     if first_install_keys {
         // The admin named these keys explicitly and they verified the bundle: the site trusts them
         // from now on, whatever happens to this run.
-        if let Err(e) = crate::trust::store_keys(site, &opts.trust) {
-            let _ = fsutil::remove_tree(&staging);
+        if let Err(e) = crate::site::trust::store_keys(site, &opts.trust) {
+            let _ = durable::remove_tree(&staging);
             return Err(e);
         }
     }
-    let id = format!("{}-{}", crate::time::now_compact_millis(), manifest.version);
+    let id = format!("{}-{}", bundle_core::time::now_compact_millis(), manifest.version);
     let journal = Journal::new(
         id.clone(),
         "apply",
@@ -199,7 +202,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     let runner = match Runner::begin(site, journal, reporter) {
         Ok(r) => r,
         Err(e) => {
-            let _ = fsutil::remove_tree(&staging);
+            let _ = durable::remove_tree(&staging);
             return Err(e);
         }
     };
@@ -217,7 +220,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     };
     let result = execute(runner, &ctx);
     // Staging is empty once stage_release moved the payload; a run that failed earlier leaves it.
-    let _ = fsutil::remove_tree(&staging);
+    let _ = durable::remove_tree(&staging);
     let journal_id = result?;
     Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
 }
@@ -235,7 +238,7 @@ fn fill_delta(
 ) -> Result<()> {
     let Some(b) = base.filter(|_| delta::needs_base_bundle(d)) else { return delta::fill(m, d, staging, None) };
     let scratch = site.staging().join(format!("base-{}", std::process::id()));
-    fsutil::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
+    durable::remove_tree(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
     std::fs::create_dir(&scratch).map_err(|e| InstallError::io(scratch.display(), e))?;
     reporter.step(&format!("verifying the base bundle {}", b.file.display()));
     let r = verify::verify_file(&b.file, keys, Some(&scratch), &Limits::default())
@@ -248,7 +251,7 @@ fn fill_delta(
                 "the base bundle file changed while it was being read",
             )),
         });
-    let _ = fsutil::remove_tree(&scratch);
+    let _ = durable::remove_tree(&scratch);
     r
 }
 
@@ -403,7 +406,7 @@ fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
                 )));
             }
             let (err, journal) = runner.undo(e);
-            crate::history::append_failure(ctx.site, &journal, &err);
+            crate::site::history::append_failure(ctx.site, &journal, &err);
             return Err(err);
         }
     }
@@ -440,17 +443,17 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         Action::RetireRelease { version, aside } => {
             std::fs::rename(site.release_dir(version), site.releases().join(aside))
                 .map_err(|e| InstallError::io(format!("setting aside releases/{version}"), e))?;
-            fsutil::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))
+            durable::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))
         }
         Action::StageRelease { .. } => {
-            fsutil::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
+            durable::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
             std::fs::create_dir(&dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
             std::fs::write(dir.join(INCOMPLETE), b"").map_err(|e| InstallError::io(dir.display(), e))?;
             std::fs::rename(ctx.staging, dir.join("bundle"))
                 .map_err(|e| InstallError::io("moving the verified payload into the release", e))
         }
         Action::CreateVenv { .. } => {
-            python::create_venv(ctx.interp, &dir.join("venv"))
+            interpreter::create_venv(ctx.interp, &dir.join("venv"))
                 .map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             Ok(())
         }
@@ -464,15 +467,15 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         }
         Action::InstallWheels { .. } => {
             let venv =
-                python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             store::link_into(site, &venv, &chosen_wheels(ctx, &dir))?;
             Ok(())
         }
         Action::CompileBytecode { .. } => {
             let venv =
-                python::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
+                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::failed(e.kind(), e.to_string()))?;
             // The store's entries bring their `.pyc`; only what lacks one is compiled here.
-            python::compile_trees(
+            interpreter::compile_trees(
                 &venv.python,
                 std::slice::from_ref(&venv.site_packages),
                 Some(&ctx.interp.cache_tag),
@@ -490,22 +493,26 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
                 sequence: m.sequence,
                 bundle_id: ctx.verified.id(),
                 key_id: ctx.verified.key_id().to_string(),
-                installed_at: crate::time::now_rfc3339(),
+                installed_at: bundle_core::time::now_rfc3339(),
                 from: ctx.plan.from.clone(),
                 backup: ctx.plan.backup.then(|| ctx.id.to_string()),
             };
             std::fs::write(dir.join("release.json"), serde_json::to_vec_pretty(&info).expect("serialises"))
                 .map_err(|e| InstallError::io("writing release.json", e))?;
             // One syncfs makes the whole staged tree durable before anything points at it.
-            fsutil::sync_filesystem(&dir).map_err(|e| InstallError::io("syncing the staged release", e))?;
+            durable::sync_filesystem(&dir).map_err(|e| InstallError::io("syncing the staged release", e))?;
             std::fs::remove_file(dir.join(INCOMPLETE))
                 .map_err(|e| InstallError::io("marking the release complete", e))?;
-            fsutil::sync_dir(&dir).map_err(|e| InstallError::io(dir.display(), e))
+            durable::sync_dir(&dir).map_err(|e| InstallError::io(dir.display(), e))
         }
         Action::Hook { call, .. } => hooks::run(site, call),
-        Action::Backup { id, dbs } => {
-            crate::backup::take(site, id, dbs, ctx.plan.from.as_deref(), &format!("upgrade to {}", m.version))
-        }
+        Action::Backup { id, dbs } => crate::transaction::backup::take(
+            site,
+            id,
+            dbs,
+            ctx.plan.from.as_deref(),
+            &format!("upgrade to {}", m.version),
+        ),
         Action::Migrate { db: dbr, version, direction, file, .. } => {
             let dp = ctx.plan.databases.iter().find(|d| d.name == dbr.name).expect("planned database");
             let step = dp
@@ -526,17 +533,17 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             engine.close()?;
             result.map_err(|e| InstallError::failed(e.kind(), e.to_string()))
         }
-        Action::Swap { to, .. } => fsutil::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
+        Action::Swap { to, .. } => durable::swap_symlink(&site.current_link(), &Path::new("releases").join(to))
             .map_err(|e| InstallError::io("switching `current`", e)),
         Action::Commit { history, keep_releases, protect } => {
             commit(site, history, *keep_releases, protect, ctx.reporter)
         }
         Action::RotateKeys { add, retire } => {
-            for k in crate::journal::parse_keys(add)? {
-                crate::trust::add_rotated(site, &k)?;
+            for k in crate::transaction::journal::parse_keys(add)? {
+                crate::site::trust::add_rotated(site, &k)?;
             }
-            for k in crate::journal::parse_keys(retire)? {
-                crate::trust::retire(site, &k)?;
+            for k in crate::transaction::journal::parse_keys(retire)? {
+                crate::site::trust::retire(site, &k)?;
             }
             Ok(())
         }
@@ -642,7 +649,7 @@ fn name_user_config(message: &str, user_file: &Path) -> String {
 
 /// The point of no return: the highest sequence seen, history, then trimming old releases.
 /// Idempotent, so `recover` can redo it from the journal alone.
-pub fn commit(
+pub(crate) fn commit(
     site: &Site,
     history: &serde_json::Value,
     keep: u32,
@@ -651,23 +658,23 @@ pub fn commit(
 ) -> Result<()> {
     if let (Some(app), Some(seq)) = (history["app"].as_str(), history["sequence"].as_u64()) {
         if history["command"] == "apply" {
-            let mut st = crate::state::load(site)?;
+            let mut st = crate::site::state::load(site)?;
             st.app = Some(app.to_string());
             st.highest_sequence = Some(st.highest_sequence.unwrap_or(0).max(seq));
-            crate::state::save(site, &st)?;
+            crate::site::state::save(site, &st)?;
         }
     }
-    crate::history::append_success(site, history)?;
+    crate::site::history::append_success(site, history)?;
     // Releases set aside for this run (and any a crash left behind) go now.
     if let Ok(entries) = std::fs::read_dir(site.releases()) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".retired-") {
-                fsutil::remove_tree(&e.path())
+                durable::remove_tree(&e.path())
                     .map_err(|err| InstallError::io(format!("removing {}", e.path().display()), err))?;
             }
         }
     }
-    crate::prune::prune(site, keep, protect, reporter)?;
+    crate::site::prune::prune(site, keep, protect, reporter)?;
     // Store entries only pruned releases used go with them (kept releases hold their own links).
     store::prune(site)?;
     Ok(())

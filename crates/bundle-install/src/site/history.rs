@@ -7,8 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use serde_json::{json, Value};
 
 use crate::error::{InstallError, Result};
-use crate::journal::Journal;
 use crate::site::Site;
+use crate::transaction::journal::Journal;
 
 fn append(site: &Site, record: &Value) -> Result<()> {
     let path = site.history();
@@ -36,7 +36,7 @@ fn append(site: &Site, record: &Value) -> Result<()> {
 pub fn append_success(site: &Site, base: &Value) -> Result<()> {
     let mut record = base.clone();
     record["outcome"] = json!("success");
-    record["finished_at"] = json!(crate::time::now_rfc3339());
+    record["finished_at"] = json!(bundle_core::time::now_rfc3339());
     if let Ok(Some(j)) = Journal::load(site) {
         record["started_at"] = json!(j.started_at);
         record["steps"] = steps(&j);
@@ -53,7 +53,7 @@ pub fn append_failure(site: &Site, journal: &Journal, err: &InstallError) {
         "from": journal.from,
         "to": journal.to,
         "started_at": journal.started_at,
-        "finished_at": crate::time::now_rfc3339(),
+        "finished_at": bundle_core::time::now_rfc3339(),
         "outcome": if err.outcome == crate::error::Outcome::Attention { "needs_attention" } else { "rolled_back" },
         "error": { "kind": err.kind, "message": err.message },
         "steps": steps(journal),

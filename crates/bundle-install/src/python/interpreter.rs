@@ -582,7 +582,7 @@ const BROKEN_WORKER_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker may go without answering while it has files: a worker stuck on one file
 /// (a pathological source, a hung interpreter) is killed and the call fails naming the file, as uv
 /// does (its default is 60 s). Compiling the largest real modules takes well under a second.
-pub const COMPILE_ANSWER_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const COMPILE_ANSWER_LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Deserialize)]
 struct WorkerLine {
@@ -924,6 +924,7 @@ fn converse(
 /// Waits until the worker's stdout has a line (or its end) to read. A worker that died gives its
 /// end, unless a process it started still holds the pipe: so every 100 ms without output, check
 /// that the worker itself still runs. A worker silent for `limit` is [`Broken::Stuck`].
+#[allow(unsafe_code)]
 fn wait_readable(stdout: &BufReader<ChildStdout>, child: &mut Child, limit: Duration) -> Result<(), Broken> {
     if !stdout.buffer().is_empty() {
         return Ok(());
