@@ -272,60 +272,20 @@ pub fn write_bundle(
 
     std::fs::create_dir_all(out_dir).map_err(|source| BuildError::Write { path: out_dir.to_path_buf(), source })?;
     let tmp = out_dir.join(format!(".{name}.partial"));
-    let werr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BuildError::Write { path, source }
-    };
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(werr(&tmp))?;
-    let result = (|| -> Result<(Vec<String>, String, u64), BuildError> {
-        match opts.split_size {
-            None => {
-                // Hashed as it is written (re-reading a multi-gigabyte bundle would double the work),
-                // on a second thread so that this one only produces and writes bytes.
-                let file = EarlyWriteback::new(File::create(tmp.join(&name)).map_err(werr(&tmp))?);
-                let out = bundle_core::hash::ThreadedHashWriter::new(file, WRITE_BLOCK);
-                let out = write_archive(manifest_bytes, sig_bytes.as_deref(), payload, opts.mtime, out)?;
-                let (written, sha, size) = out.finish().map_err(werr(&tmp))?;
-                written.file.sync_all().map_err(werr(&tmp))?;
-                let mut files = vec![name.clone()];
-                if signature.is_none() {
-                    let mname = manifest_file_name(&m.app, &m.version);
-                    std::fs::write(tmp.join(&mname), manifest_bytes).map_err(werr(&tmp))?;
-                    files.insert(0, mname);
-                }
-                Ok((files, sha, size))
-            }
-            Some(part_size) => {
-                let sink = BufWriter::with_capacity(WRITE_BLOCK, SplitWriter::new(&tmp, &name, part_size));
-                let sink = write_archive(manifest_bytes, sig_bytes.as_deref(), payload, opts.mtime, sink)?;
-                let sink = sink.into_inner().map_err(|e| werr(&tmp)(e.into_error()))?;
-                let (parts, sha256, size) = sink.finish().map_err(werr(&tmp))?;
-                let index = PartsIndex {
-                    format: PARTS_FORMAT,
-                    bundle: name.clone(),
-                    app: m.app.clone(),
-                    version: m.version.clone(),
-                    sequence: m.sequence,
-                    manifest_sha256: manifest_sha256.clone(),
-                    size,
-                    sha256: sha256.clone(),
-                    parts: parts.clone(),
-                };
-                let index_bytes = serde_yaml::to_string(&index).expect("serialises").into_bytes();
-                let index_name = format!("{name}.parts");
-                std::fs::write(tmp.join(&index_name), &index_bytes).map_err(werr(&tmp))?;
-                let mut files: Vec<String> = parts.into_iter().map(|p| p.name).collect();
-                if let Some(key) = index_key {
-                    let index_sig = key.sign(&index_bytes, &info.format())?.to_minisign();
-                    std::fs::write(tmp.join(format!("{index_name}.minisig")), index_sig).map_err(werr(&tmp))?;
-                    files.push(format!("{index_name}.minisig"));
-                }
-                files.push(index_name);
-                Ok((files, sha256, size))
-            }
-        }
-    })();
+    std::fs::create_dir(&tmp).map_err(write_error(&tmp))?;
+    let out = Output {
+        tmp: &tmp,
+        name: &name,
+        manifest: m,
+        manifest_bytes,
+        sig_bytes: sig_bytes.as_deref(),
+        mtime: opts.mtime,
+    };
+    let result = match opts.split_size {
+        None => write_whole(&out, payload, signature.is_none()),
+        Some(part_size) => write_parts(&out, payload, part_size, &manifest_sha256, index_key, &info),
+    };
     let (files, sha256, bytes) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -334,7 +294,7 @@ pub fn write_bundle(
         }
     };
     for f in &files {
-        std::fs::rename(tmp.join(f), out_dir.join(f)).map_err(werr(&out_dir.join(f)))?;
+        std::fs::rename(tmp.join(f), out_dir.join(f)).map_err(write_error(&out_dir.join(f)))?;
     }
     let _ = std::fs::remove_dir(&tmp);
     let (bundle, parts) = match opts.split_size {
@@ -362,4 +322,81 @@ pub fn write_bundle(
         manifest: signature.is_none().then(|| out_dir.join(manifest_file_name(&m.app, &m.version))),
         index_signature_needed: opts.split_size.is_some() && index_key.is_none(),
     })
+}
+
+/// Where and what [`write_bundle`] writes: the temporary directory and the bundle's name in it, and
+/// the manifest (with its signature) that opens the archive.
+struct Output<'a> {
+    tmp: &'a Path,
+    name: &'a str,
+    manifest: &'a Manifest,
+    manifest_bytes: &'a [u8],
+    sig_bytes: Option<&'a [u8]>,
+    mtime: u64,
+}
+
+/// The files written into the temporary directory, and the bundle's sha256 and size.
+type Written = (Vec<String>, String, u64);
+
+/// An io error while writing under `path`.
+fn write_error(path: &Path) -> impl Fn(std::io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |source| BuildError::Write { path: path.clone(), source }
+}
+
+/// One `.tar.gz` file (and, when unsigned, the manifest beside it for signing elsewhere).
+fn write_whole(o: &Output<'_>, payload: PayloadSource<'_>, unsigned: bool) -> Result<Written, BuildError> {
+    let (tmp, name, m, manifest_bytes) = (o.tmp, o.name, o.manifest, o.manifest_bytes);
+    // Hashed as it is written (re-reading a multi-gigabyte bundle would double the work),
+    // on a second thread so that this one only produces and writes bytes.
+    let file = EarlyWriteback::new(File::create(tmp.join(name)).map_err(write_error(tmp))?);
+    let out = bundle_core::hash::ThreadedHashWriter::new(file, WRITE_BLOCK);
+    let out = write_archive(manifest_bytes, o.sig_bytes, payload, o.mtime, out)?;
+    let (written, sha, size) = out.finish().map_err(write_error(tmp))?;
+    written.file.sync_all().map_err(write_error(tmp))?;
+    let mut files = vec![name.to_string()];
+    if unsigned {
+        let mname = manifest_file_name(&m.app, &m.version);
+        std::fs::write(tmp.join(&mname), manifest_bytes).map_err(write_error(tmp))?;
+        files.insert(0, mname);
+    }
+    Ok((files, sha, size))
+}
+
+/// Parts of at most `part_size` bytes and their index, signed with `index_key` when there is one.
+fn write_parts(
+    o: &Output<'_>,
+    payload: PayloadSource<'_>,
+    part_size: u64,
+    manifest_sha256: &str,
+    index_key: Option<&SecretKey>,
+    info: &TrustedInfo,
+) -> Result<Written, BuildError> {
+    let (tmp, name, m, manifest_bytes) = (o.tmp, o.name, o.manifest, o.manifest_bytes);
+    let sink = BufWriter::with_capacity(WRITE_BLOCK, SplitWriter::new(tmp, name, part_size));
+    let sink = write_archive(manifest_bytes, o.sig_bytes, payload, o.mtime, sink)?;
+    let sink = sink.into_inner().map_err(|e| write_error(tmp)(e.into_error()))?;
+    let (parts, sha256, size) = sink.finish().map_err(write_error(tmp))?;
+    let index = PartsIndex {
+        format: PARTS_FORMAT,
+        bundle: name.to_string(),
+        app: m.app.clone(),
+        version: m.version.clone(),
+        sequence: m.sequence,
+        manifest_sha256: manifest_sha256.to_string(),
+        size,
+        sha256: sha256.clone(),
+        parts: parts.clone(),
+    };
+    let index_bytes = serde_yaml::to_string(&index).expect("serialises").into_bytes();
+    let index_name = format!("{name}.parts");
+    std::fs::write(tmp.join(&index_name), &index_bytes).map_err(write_error(tmp))?;
+    let mut files: Vec<String> = parts.into_iter().map(|p| p.name).collect();
+    if let Some(key) = index_key {
+        let index_sig = key.sign(&index_bytes, &info.format())?.to_minisign();
+        std::fs::write(tmp.join(format!("{index_name}.minisig")), index_sig).map_err(write_error(tmp))?;
+        files.push(format!("{index_name}.minisig"));
+    }
+    files.push(index_name);
+    Ok((files, sha256, size))
 }

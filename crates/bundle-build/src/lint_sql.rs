@@ -116,134 +116,171 @@ fn classify(w: &[String]) -> Option<&'static str> {
 /// identifiers and comments removed; top-level commas kept as "," tokens). Dollar-quoted bodies are
 /// kept as words (a `DO $$ … DROP … $$` block is flagged too).
 fn statements(sql: &str) -> Vec<(usize, String, Vec<String>)> {
-    let b = sql.as_bytes();
+    let mut sc = Scanner { b: sql.as_bytes(), i: 0, line: 1 };
     let mut out = Vec::new();
-    let mut words: Vec<String> = Vec::new();
-    let mut word = String::new();
+    let mut words = Words::default();
     let mut start = 0usize;
-    let mut line = 1usize;
     let mut start_line = 1usize;
     let mut depth = 0i32;
-    let mut i = 0;
-    let flush_word = |word: &mut String, words: &mut Vec<String>| {
-        if !word.is_empty() {
-            words.push(word.to_ascii_uppercase());
-            word.clear();
+    while let Some(&c) = sc.b.get(sc.i) {
+        if words.is_empty() && !c.is_ascii_whitespace() && c != b';' {
+            start = sc.i;
+            start_line = sc.line;
         }
-    };
-    while i < b.len() {
-        let c = b[i];
-        if words.is_empty() && word.is_empty() && !c.is_ascii_whitespace() && c != b';' {
-            start = i;
-            start_line = line;
-        }
+        let next = sc.b.get(sc.i + 1).copied();
         match c {
             b'\n' => {
-                line += 1;
-                flush_word(&mut word, &mut words);
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                flush_word(&mut word, &mut words);
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+                sc.line += 1;
+                words.flush();
+                sc.i += 1;
             }
             b'#' => {
-                flush_word(&mut word, &mut words);
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
+                words.flush();
+                sc.skip_line();
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                flush_word(&mut word, &mut words);
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    if b[i] == b'\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                i += 2;
+            b'-' if next == Some(b'-') => {
+                words.flush();
+                sc.skip_line();
+            }
+            b'/' if next == Some(b'*') => {
+                words.flush();
+                sc.skip_block_comment();
             }
             b'\'' | b'"' | b'`' => {
-                flush_word(&mut word, &mut words);
-                let q = c;
-                i += 1;
-                while i < b.len() {
-                    if b[i] == b'\\' && q != b'`' {
-                        i += 2;
-                        continue;
-                    }
-                    if b[i] == b'\n' {
-                        line += 1;
-                    }
-                    if b[i] == q {
-                        if b.get(i + 1) == Some(&q) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
+                words.flush();
+                sc.skip_quoted(c);
                 // A quoted name stands for a word (so "ADD \"x\" int NOT NULL" still has a name).
-                words.push("?".into());
+                words.done.push("?".into());
             }
-            b'$' if word.is_empty() => {
-                // $tag$ delimiters are dropped, the body is scanned as words.
-                let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                    j += 1;
-                }
-                if j < b.len() && b[j] == b'$' && !b.get(i + 1).is_some_and(|d| d.is_ascii_digit()) {
-                    i = j + 1;
-                } else {
-                    word.push('$');
-                    i += 1;
+            // $tag$ delimiters are dropped, the body is scanned as words.
+            b'$' if words.word.is_empty() => {
+                if !sc.skip_dollar_tag() {
+                    words.word.push('$');
+                    sc.i += 1;
                 }
             }
-            b'(' => {
-                flush_word(&mut word, &mut words);
-                depth += 1;
-                i += 1;
-            }
-            b')' => {
-                flush_word(&mut word, &mut words);
-                depth -= 1;
-                i += 1;
+            b'(' | b')' => {
+                words.flush();
+                depth += if c == b'(' { 1 } else { -1 };
+                sc.i += 1;
             }
             b',' => {
-                flush_word(&mut word, &mut words);
+                words.flush();
                 if depth <= 0 {
-                    words.push(",".into());
+                    words.done.push(",".into());
                 }
-                i += 1;
+                sc.i += 1;
             }
             b';' => {
-                flush_word(&mut word, &mut words);
-                if !words.is_empty() {
-                    out.push((start_line, sql[start..i].to_string(), std::mem::take(&mut words)));
+                words.flush();
+                if !words.done.is_empty() {
+                    out.push((start_line, sql[start..sc.i].to_string(), std::mem::take(&mut words.done)));
                 }
                 depth = 0;
-                i += 1;
+                sc.i += 1;
             }
             _ if c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 => {
-                word.push(c as char);
-                i += 1;
+                words.word.push(c as char);
+                sc.i += 1;
             }
             _ => {
-                flush_word(&mut word, &mut words);
-                i += 1;
+                words.flush();
+                sc.i += 1;
             }
         }
     }
-    flush_word(&mut word, &mut words);
-    if !words.is_empty() {
-        out.push((start_line, sql[start..].to_string(), words));
+    words.flush();
+    if !words.done.is_empty() {
+        out.push((start_line, sql[start..].to_string(), words.done));
     }
     out
+}
+
+/// The statement being read: its finished words (upper-cased) and the word under way.
+#[derive(Default)]
+struct Words {
+    done: Vec<String>,
+    word: String,
+}
+
+impl Words {
+    fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.word.is_empty()
+    }
+
+    fn flush(&mut self) {
+        if !self.word.is_empty() {
+            self.done.push(self.word.to_ascii_uppercase());
+            self.word.clear();
+        }
+    }
+}
+
+/// A position in the SQL text, with its line number for messages.
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    line: usize,
+}
+
+impl Scanner<'_> {
+    /// `-- …` or `# …`: up to (not past) the end of the line.
+    fn skip_line(&mut self) {
+        while self.i < self.b.len() && self.b[self.i] != b'\n' {
+            self.i += 1;
+        }
+    }
+
+    /// `/* … */`, counting the lines inside.
+    fn skip_block_comment(&mut self) {
+        self.i += 2;
+        while self.i + 1 < self.b.len() && !(self.b[self.i] == b'*' && self.b[self.i + 1] == b'/') {
+            if self.b[self.i] == b'\n' {
+                self.line += 1;
+            }
+            self.i += 1;
+        }
+        self.i += 2;
+    }
+
+    /// A string literal or quoted identifier opened by `q`: backslash escapes (not in backquotes)
+    /// and doubled quotes stay inside.
+    fn skip_quoted(&mut self, q: u8) {
+        self.i += 1;
+        while self.i < self.b.len() {
+            let c = self.b[self.i];
+            if c == b'\\' && q != b'`' {
+                self.i += 2;
+                continue;
+            }
+            if c == b'\n' {
+                self.line += 1;
+            }
+            if c == q {
+                if self.b.get(self.i + 1) == Some(&q) {
+                    self.i += 2;
+                    continue;
+                }
+                break;
+            }
+            self.i += 1;
+        }
+        self.i += 1;
+    }
+
+    /// At a `$`: skips a `$tag$` (or `$$`) delimiter and says so; `$1` and a lone `$` are not one.
+    fn skip_dollar_tag(&mut self) -> bool {
+        let mut j = self.i + 1;
+        while j < self.b.len() && (self.b[j].is_ascii_alphanumeric() || self.b[j] == b'_') {
+            j += 1;
+        }
+        let is_tag =
+            j < self.b.len() && self.b[j] == b'$' && !self.b.get(self.i + 1).is_some_and(|d| d.is_ascii_digit());
+        if is_tag {
+            self.i = j + 1;
+        }
+        is_tag
+    }
 }
 
 fn shorten(text: &str, max: usize) -> String {

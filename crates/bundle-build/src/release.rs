@@ -11,11 +11,11 @@ use bundle_core::manifest::{self, Config, Converter, Database, FileEntry, Hooks,
 use bundle_core::naming::{self, MigrationKind};
 use bundle_core::paths::BundlePath;
 use bundle_core::rotation::KeyRotation;
-use bundle_core::version::{self, SchemaVersion, VersionSpecifiers};
+use bundle_core::version::{self, SchemaVersion, Version, VersionSpecifiers};
 use bundle_core::wheel::normalize_name;
 use serde::Serialize;
 
-use crate::spec::LoadedSpec;
+use crate::spec::{LoadedSpec, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +63,9 @@ struct Gather {
 impl Gather {
     fn error(&mut self, code: &'static str, message: impl Into<String>) {
         self.lints.push(Lint { level: Level::Error, code, message: message.into() });
+    }
+    fn has_errors(&self) -> bool {
+        self.lints.iter().any(|l| l.level == Level::Error)
     }
     fn warn(&mut self, code: &'static str, message: impl Into<String>) {
         self.lints.push(Lint { level: Level::Warning, code, message: message.into() });
@@ -135,93 +138,16 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     let s = &spec.spec;
     let mut g = Gather { lints: Vec::new(), files: BTreeMap::new(), hashing: Hashing::start() };
 
-    let version = version::parse_release(&s.version).map_err(|e| g.error("bad_version", e)).ok();
-    let from = version::parse_release(&s.upgrades_from)
-        .map_err(|e| g.error("bad_version", format!("upgrades_from: {e}")))
-        .ok();
-    if let (Some(v), Some(f)) = (&version, &from) {
-        if f > v {
-            g.error("bad_version", format!("upgrades_from {} is newer than version {}", s.upgrades_from, s.version));
-        }
-    }
-    if s.python.parse::<VersionSpecifiers>().is_err() {
-        g.error("bad_python", format!("python: `{}` is not a PEP 440 requirement like \">=3.9\"", s.python));
-    }
-    if s.keep_releases < 2 {
-        g.error("keep_releases", "keep_releases must be at least 2 (the current release and the one to roll back to)");
-    }
+    let version = check_versions(&mut g, s);
     let sequence = spec.sequence().map_err(|e| g.error("bad_version", e.message)).unwrap_or(0);
-
-    // Wheels: every .whl in the wheelhouse; the app's own must be there with the spec's version.
-    let (wheel_dir, lock_path) = match s.wheels.sources() {
-        Ok((dir, lock)) => (spec.resolve(&dir), lock.map(|l| spec.resolve(&l))),
-        Err(e) => {
-            g.error("missing_dir", e);
-            (spec.resolve(Path::new("")), None)
-        }
-    };
-    let lock = lock_path.and_then(|p| {
-        crate::lock::read(&p)
-            .map_err(|e| g.error("lock_unreadable", format!("{e}; fix or re-export the lock file")))
-            .ok()
-    });
-    let mut wheels = Vec::new();
-    let mut app_wheel = None;
-    for name in list_dir(&mut g, &wheel_dir, "wheels") {
-        if !name.ends_with(".whl") {
-            g.warn("not_a_wheel", format!("{} is not a .whl and is not packed", wheel_dir.join(&name).display()));
-            continue;
-        }
-        let bundle_path = format!("wheels/{name}");
-        let parsed = match bundle_core::wheel::parse_filename(&name) {
-            Ok(p) => p,
-            Err(e) => {
-                g.error("bad_wheel_name", e.to_string());
-                continue;
-            }
-        };
-        if normalize_name(&parsed.distribution) == normalize_name(&s.app) {
-            match (version::parse_release(&parsed.version), &version) {
-                (Ok(wv), Some(v)) if &wv == v => app_wheel = Some(bundle_path.clone()),
-                _ => g.error(
-                    "app_wheel_version",
-                    format!("{name}: the app's wheel must carry the spec's version {}", s.version),
-                ),
-            }
-        }
-        if g.add(bundle_path.clone(), &wheel_dir.join(&name), 0o644) {
-            wheels.push(bundle_path);
-        }
-    }
-    if app_wheel.is_none() && version.is_some() {
-        g.error("no_app_wheel", format!("no wheel for {} {} in {}", s.app, s.version, wheel_dir.display()));
-    }
-
+    let (wheels, app_wheel, lock) = gather_wheels(&mut g, spec, version.as_ref());
     let databases = s.databases.iter().map(|(name, db)| gather_database(&mut g, spec, name, db)).collect();
     let key_rotations = gather_key_rotations(&mut g, spec);
-    let mut env_names = BTreeMap::new();
-    for name in s.databases.keys() {
-        if let Some(other) = env_names.insert(naming::db_env_suffix(name), name) {
-            g.error("db_name_clash", format!("databases `{other}` and `{name}` would both take their connection from BUNDLE_DB_URL_{}; rename one", naming::db_env_suffix(name)));
-        }
-    }
+    check_db_env_names(&mut g, s);
     let config = s.config.as_ref().map(|c| gather_config(&mut g, spec, c));
+    let hooks = gather_hooks(&mut g, spec);
 
-    let hook = |g: &mut Gather, p: &Option<PathBuf>| -> Option<String> {
-        let p = p.as_ref()?;
-        let fs = spec.resolve(p);
-        let name = fs.file_name()?.to_string_lossy().into_owned();
-        let bundle_path = format!("hooks/{name}");
-        g.add(bundle_path.clone(), &fs, 0o755);
-        Some(bundle_path)
-    };
-    let hooks = Hooks {
-        pre_apply: hook(&mut g, &s.hooks.pre_apply),
-        post_apply: hook(&mut g, &s.hooks.post_apply),
-        health_check: hook(&mut g, &s.hooks.health_check),
-    };
-
-    if g.lints.iter().any(|l| l.level == Level::Error) {
+    if g.has_errors() {
         return (None, g.lints);
     }
     let mut sources = match g.hashing.finish() {
@@ -231,29 +157,11 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
             return (None, g.lints);
         }
     };
-    // Every wheel's METADATA must agree with its file name; then the rules of the wheel set.
-    let mut contents = Vec::new();
-    for src in sources.iter().filter(|s| wheels.contains(&s.entry.path)) {
-        match bundle_core::wheel::inspect(&src.fs_path) {
-            Ok(c) => contents.push((src.entry.path.clone(), src.entry.sha256.clone(), c)),
-            Err(e) => g.error("bad_wheel", e.to_string()),
-        }
-    }
-    if g.lints.iter().any(|l| l.level == Level::Error) {
+    let Some(contents) = check_wheel_set(&mut g, s, &sources, &wheels, lock.as_ref()) else {
         return (None, g.lints);
-    }
+    };
     let set: Vec<crate::wheels::Wheel> =
         contents.iter().map(|(path, sha256, c)| crate::wheels::Wheel { path, contents: c, sha256 }).collect();
-    let rules = crate::wheels::Rules {
-        targets: &s.targets,
-        python: &s.python,
-        allow_unmet: &s.allow_unmet,
-        lock: lock.as_ref(),
-    };
-    g.lints.extend(crate::wheels::check(&set, &rules));
-    if g.lints.iter().any(|l| l.level == Level::Error) {
-        return (None, g.lints);
-    }
     let wheel_info = crate::wheels::wheel_info(&set);
     let entries: Vec<crate::sbom::WheelEntry> =
         contents.iter().map(|(path, sha256, c)| crate::sbom::WheelEntry { meta: &c.meta, sha256, path }).collect();
@@ -312,6 +220,141 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     }
     let wheel_meta = contents.into_iter().map(|(path, _, c)| (path, c.meta)).collect();
     (Some(Release { manifest, sources, wheel_meta }), g.lints)
+}
+
+/// The release's version, `upgrades_from`, Python requirement and `keep_releases`; returns the
+/// version when it parses.
+fn check_versions(g: &mut Gather, s: &Spec) -> Option<Version> {
+    let version = version::parse_release(&s.version).map_err(|e| g.error("bad_version", e)).ok();
+    let from = version::parse_release(&s.upgrades_from)
+        .map_err(|e| g.error("bad_version", format!("upgrades_from: {e}")))
+        .ok();
+    if let (Some(v), Some(f)) = (&version, &from) {
+        if f > v {
+            g.error("bad_version", format!("upgrades_from {} is newer than version {}", s.upgrades_from, s.version));
+        }
+    }
+    if s.python.parse::<VersionSpecifiers>().is_err() {
+        g.error("bad_python", format!("python: `{}` is not a PEP 440 requirement like \">=3.9\"", s.python));
+    }
+    if s.keep_releases < 2 {
+        g.error("keep_releases", "keep_releases must be at least 2 (the current release and the one to roll back to)");
+    }
+    version
+}
+
+/// Wheels: every .whl in the wheelhouse; the app's own must be there with the spec's version.
+/// Returns their bundle paths, the app's wheel, and the lock file when the spec names one.
+fn gather_wheels(
+    g: &mut Gather,
+    spec: &LoadedSpec,
+    version: Option<&Version>,
+) -> (Vec<String>, Option<String>, Option<crate::lock::Lock>) {
+    let s = &spec.spec;
+    let (wheel_dir, lock_path) = match s.wheels.sources() {
+        Ok((dir, lock)) => (spec.resolve(&dir), lock.map(|l| spec.resolve(&l))),
+        Err(e) => {
+            g.error("missing_dir", e);
+            (spec.resolve(Path::new("")), None)
+        }
+    };
+    let lock = lock_path.and_then(|p| {
+        crate::lock::read(&p)
+            .map_err(|e| g.error("lock_unreadable", format!("{e}; fix or re-export the lock file")))
+            .ok()
+    });
+    let mut wheels = Vec::new();
+    let mut app_wheel = None;
+    for name in list_dir(g, &wheel_dir, "wheels") {
+        if !name.ends_with(".whl") {
+            g.warn("not_a_wheel", format!("{} is not a .whl and is not packed", wheel_dir.join(&name).display()));
+            continue;
+        }
+        let bundle_path = format!("wheels/{name}");
+        let parsed = match bundle_core::wheel::parse_filename(&name) {
+            Ok(p) => p,
+            Err(e) => {
+                g.error("bad_wheel_name", e.to_string());
+                continue;
+            }
+        };
+        if normalize_name(&parsed.distribution) == normalize_name(&s.app) {
+            match (version::parse_release(&parsed.version), version) {
+                (Ok(wv), Some(v)) if &wv == v => app_wheel = Some(bundle_path.clone()),
+                _ => g.error(
+                    "app_wheel_version",
+                    format!("{name}: the app's wheel must carry the spec's version {}", s.version),
+                ),
+            }
+        }
+        if g.add(bundle_path.clone(), &wheel_dir.join(&name), 0o644) {
+            wheels.push(bundle_path);
+        }
+    }
+    if app_wheel.is_none() && version.is_some() {
+        g.error("no_app_wheel", format!("no wheel for {} {} in {}", s.app, s.version, wheel_dir.display()));
+    }
+
+    (wheels, app_wheel, lock)
+}
+
+/// Two databases may not take their connection from the same `BUNDLE_DB_URL_<NAME>`.
+fn check_db_env_names(g: &mut Gather, s: &Spec) {
+    let mut env_names = BTreeMap::new();
+    for name in s.databases.keys() {
+        if let Some(other) = env_names.insert(naming::db_env_suffix(name), name) {
+            g.error("db_name_clash", format!("databases `{other}` and `{name}` would both take their connection from BUNDLE_DB_URL_{}; rename one", naming::db_env_suffix(name)));
+        }
+    }
+}
+
+/// The spec's hooks, packed under `hooks/` as executables.
+fn gather_hooks(g: &mut Gather, spec: &LoadedSpec) -> Hooks {
+    let s = &spec.spec;
+    let hook = |g: &mut Gather, p: &Option<PathBuf>| -> Option<String> {
+        let p = p.as_ref()?;
+        let fs = spec.resolve(p);
+        let name = fs.file_name()?.to_string_lossy().into_owned();
+        let bundle_path = format!("hooks/{name}");
+        g.add(bundle_path.clone(), &fs, 0o755);
+        Some(bundle_path)
+    };
+    Hooks {
+        pre_apply: hook(g, &s.hooks.pre_apply),
+        post_apply: hook(g, &s.hooks.post_apply),
+        health_check: hook(g, &s.hooks.health_check),
+    }
+}
+
+/// Every wheel's METADATA must agree with its file name; then the rules of the wheel set (targets,
+/// requirements, the lock file). Returns each wheel's (bundle path, sha256, contents), or `None`
+/// when a lint is an error.
+#[allow(clippy::type_complexity)]
+fn check_wheel_set(
+    g: &mut Gather,
+    s: &Spec,
+    sources: &[Source],
+    wheels: &[String],
+    lock: Option<&crate::lock::Lock>,
+) -> Option<Vec<(String, String, bundle_core::wheel::WheelContents)>> {
+    let mut contents = Vec::new();
+    for src in sources.iter().filter(|s| wheels.contains(&s.entry.path)) {
+        match bundle_core::wheel::inspect(&src.fs_path) {
+            Ok(c) => contents.push((src.entry.path.clone(), src.entry.sha256.clone(), c)),
+            Err(e) => g.error("bad_wheel", e.to_string()),
+        }
+    }
+    if g.has_errors() {
+        return None;
+    }
+    let set: Vec<crate::wheels::Wheel> =
+        contents.iter().map(|(path, sha256, c)| crate::wheels::Wheel { path, contents: c, sha256 }).collect();
+    let rules = crate::wheels::Rules { targets: &s.targets, python: &s.python, allow_unmet: &s.allow_unmet, lock };
+    g.lints.extend(crate::wheels::check(&set, &rules));
+    if g.has_errors() {
+        return None;
+    }
+    Some(contents)
 }
 
 /// Reads the spec's key rotation statements; each must be for this app and signed by both its keys.

@@ -347,57 +347,13 @@ fn check_requirements(
     report_bad: bool,
     lints: &mut Vec<Lint>,
 ) {
-    let parsed: Vec<(usize, Vec<Requirement>)> = chosen
-        .iter()
-        .map(|&i| {
-            let reqs = wheels[i]
-                .contents
-                .meta
-                .requires_dist
-                .iter()
-                .filter_map(|r| match Requirement::from_str(r) {
-                    Ok(req) => Some(req),
-                    Err(e) => {
-                        if report_bad {
-                            lints.push(Lint {
-                                level: Level::Warning,
-                                code: "bad_requirement",
-                                message: format!(
-                                    "{}: Requires-Dist `{r}` is not PEP 508 ({e}); not checked",
-                                    wheels[i].file()
-                                ),
-                            });
-                        }
-                        None
-                    }
-                })
-                .collect();
-            (i, reqs)
-        })
-        .collect();
+    let parsed = parse_requirements(wheels, chosen, report_bad, lints);
     let by_name: BTreeMap<String, usize> = chosen.iter().map(|&i| (wheels[i].dist(), i)).collect();
     let active = |req: &Requirement, extras: &[ExtraName]| match target {
         Some(t) => req.evaluate_markers(&t.markers, extras),
         None => req.marker.evaluate_optional_environment(None, extras),
     };
-    // Extras asked for by active requirements, until nothing new turns up.
-    let mut extras: BTreeMap<String, BTreeSet<ExtraName>> = BTreeMap::new();
-    loop {
-        let mut changed = false;
-        for (i, reqs) in &parsed {
-            let mine: Vec<ExtraName> =
-                extras.get(&wheels[*i].dist()).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-            for req in reqs.iter().filter(|r| active(r, &mine)) {
-                let set = extras.entry(normalize_name(req.name.as_ref())).or_default();
-                for e in &req.extras {
-                    changed |= set.insert(e.clone());
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
+    let extras = requested_extras(wheels, &parsed, &active);
     let allowed = |d: &str| rules.allow_unmet.iter().any(|a| a == "*" || normalize_name(a) == d);
     for (i, reqs) in &parsed {
         let w = &wheels[*i];
@@ -432,6 +388,70 @@ fn check_requirements(
             });
         }
     }
+}
+
+/// Each chosen wheel's `Requires-Dist`, parsed; a requirement that is not PEP 508 is left out (with
+/// a warning when `report_bad`).
+fn parse_requirements(
+    wheels: &[Wheel],
+    chosen: &[usize],
+    report_bad: bool,
+    lints: &mut Vec<Lint>,
+) -> Vec<(usize, Vec<Requirement>)> {
+    chosen
+        .iter()
+        .map(|&i| {
+            let reqs = wheels[i]
+                .contents
+                .meta
+                .requires_dist
+                .iter()
+                .filter_map(|r| match Requirement::from_str(r) {
+                    Ok(req) => Some(req),
+                    Err(e) => {
+                        if report_bad {
+                            lints.push(Lint {
+                                level: Level::Warning,
+                                code: "bad_requirement",
+                                message: format!(
+                                    "{}: Requires-Dist `{r}` is not PEP 508 ({e}); not checked",
+                                    wheels[i].file()
+                                ),
+                            });
+                        }
+                        None
+                    }
+                })
+                .collect();
+            (i, reqs)
+        })
+        .collect()
+}
+
+/// Extras asked for by active requirements, per distribution, until nothing new turns up.
+fn requested_extras(
+    wheels: &[Wheel],
+    parsed: &[(usize, Vec<Requirement>)],
+    active: &dyn Fn(&Requirement, &[ExtraName]) -> bool,
+) -> BTreeMap<String, BTreeSet<ExtraName>> {
+    let mut extras: BTreeMap<String, BTreeSet<ExtraName>> = BTreeMap::new();
+    loop {
+        let mut changed = false;
+        for (i, reqs) in parsed {
+            let mine: Vec<ExtraName> =
+                extras.get(&wheels[*i].dist()).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+            for req in reqs.iter().filter(|r| active(r, &mine)) {
+                let set = extras.entry(normalize_name(req.name.as_ref())).or_default();
+                for e in &req.extras {
+                    changed |= set.insert(e.clone());
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    extras
 }
 
 /// Whether a requirement's marker depends on more than extras.

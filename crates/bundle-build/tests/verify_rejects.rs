@@ -236,7 +236,7 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn the_catalogue_is_complete() {
-    // The cases the brief asks for, by name; a rename must keep them.
+    // The hostile-archive cases every verifier must refuse, by name; a rename must keep them.
     for required in [
         "missing_signature_entry",
         "signature_before_manifest",

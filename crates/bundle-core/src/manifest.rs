@@ -220,6 +220,37 @@ impl Manifest {
 
     /// Checks every rule a manifest must satisfy, so later code can rely on them.
     pub fn validate(&self) -> Result<(), ManifestError> {
+        self.validate_identity()?;
+        let listed = self.validate_files()?;
+        if self.wheels.is_empty() {
+            return Err(ManifestError("no wheels".into()));
+        }
+        for w in &self.wheels {
+            need(&listed, "wheel", w)?;
+        }
+        if !self.wheels.contains(&self.app_wheel) {
+            return Err(ManifestError(format!("app wheel `{}` is not among the wheels", self.app_wheel)));
+        }
+        self.validate_wheel_info()?;
+
+        self.validate_databases(&listed)?;
+        if let Some(config) = &self.config {
+            validate_config(config, &listed)?;
+        }
+        for hook in [&self.hooks.pre_apply, &self.hooks.post_apply, &self.hooks.health_check].into_iter().flatten() {
+            need(&listed, "hook", hook)?;
+        }
+        if let Some(sbom) = &self.sbom {
+            need(&listed, "sbom", sbom)?;
+        }
+        if let Some(base) = &self.base {
+            self.validate_base(base, &listed)?;
+        }
+        Ok(())
+    }
+
+    /// Format, app name, versions and the Python requirement.
+    fn validate_identity(&self) -> Result<(), ManifestError> {
         let err = |m: String| Err(ManifestError(m));
         if self.format != FORMAT {
             return err(format!("format {} is not {FORMAT}", self.format));
@@ -235,7 +266,12 @@ impl Manifest {
         crate::version::VersionSpecifiers::from_str_checked(&self.python)
             .map_err(|e| ManifestError(format!("python requirement `{}`: {e}", self.python)))?;
 
-        // Files: safe, unique, sane modes and hashes, totals as declared.
+        Ok(())
+    }
+
+    /// Files: safe, unique, sane modes and hashes, totals as declared. Returns the listed paths.
+    fn validate_files(&self) -> Result<BTreeSet<&str>, ManifestError> {
+        let err = |m: String| Err(ManifestError(m));
         if self.files.len() as u64 > MAX_ENTRIES {
             return err(format!("{} files, more than the {MAX_ENTRIES} allowed", self.files.len()));
         }
@@ -273,25 +309,12 @@ impl Manifest {
                 self.files.len()
             ));
         }
-        let need = |what: &str, path: &str| -> Result<(), ManifestError> {
-            if listed.contains(path) {
-                Ok(())
-            } else {
-                Err(ManifestError(format!("{what} `{path}` is not among the files")))
-            }
-        };
+        Ok(listed)
+    }
 
-        if self.wheels.is_empty() {
-            return err("no wheels".into());
-        }
-        for w in &self.wheels {
-            need("wheel", w)?;
-        }
-        if !self.wheels.contains(&self.app_wheel) {
-            return err(format!("app wheel `{}` is not among the wheels", self.app_wheel));
-        }
-        self.validate_wheel_info()?;
-
+    /// Database names, paths and connection variables unique; each database's own rules.
+    fn validate_databases(&self, listed: &BTreeSet<&str>) -> Result<(), ManifestError> {
+        let err = |m: String| Err(ManifestError(m));
         let mut names = BTreeSet::new();
         let mut db_paths = BTreeSet::new();
         let mut env_names = BTreeMap::new();
@@ -308,56 +331,27 @@ impl Manifest {
                     naming::db_env_suffix(&db.name)
                 ));
             }
-            validate_database(db, &need)?;
+            validate_database(db, &|what: &str, path: &str| need(listed, what, path))?;
         }
 
-        if let Some(config) = &self.config {
-            BundlePath::parse(&config.file)
-                .ok()
-                .filter(|p| !p.as_str().contains('/'))
-                .ok_or_else(|| ManifestError(format!("config file `{}` must be a plain file name", config.file)))?;
-            need("config defaults", &config.defaults)?;
-            if config.version == 0 {
-                return err("config version starts at 1".into());
-            }
-            // The chain must be complete: 1→2, 2→3, … up to the release's version.
-            let by_from: BTreeMap<u32, &Converter> = config.converters.iter().map(|c| (c.from, c)).collect();
-            if by_from.len() != config.converters.len() {
-                return err("two config converters start from the same version".into());
-            }
-            for n in 1..config.version {
-                let c = by_from
-                    .get(&n)
-                    .ok_or_else(|| ManifestError(format!("no config converter from version {n} to {}", n + 1)))?;
-                if c.to != n + 1 {
-                    return err(format!("converter from {n} goes to {}, not {}", c.to, n + 1));
-                }
-                need("config converter", &c.path)?;
-            }
-            if config.converters.iter().any(|c| c.to > config.version) {
-                return err(format!("a converter goes beyond config version {}", config.version));
-            }
+        Ok(())
+    }
+
+    /// A delta bundle's base: a bundle of the same app, and omitted files that `files` lists.
+    fn validate_base(&self, base: &Base, listed: &BTreeSet<&str>) -> Result<(), ManifestError> {
+        let err = |m: String| Err(ManifestError(m));
+        if base.app != self.app || !crate::hash::is_sha256_hex(&base.bundle_id) {
+            return err(format!(
+                "base {} {} (bundle id `{}`) is not a bundle of {}",
+                base.app, base.version, base.bundle_id, self.app
+            ));
         }
-        for hook in [&self.hooks.pre_apply, &self.hooks.post_apply, &self.hooks.health_check].into_iter().flatten() {
-            need("hook", hook)?;
+        version::parse_release(&base.version).map_err(ManifestError)?;
+        if base.omitted.is_empty() || base.omitted.windows(2).any(|w| w[0] >= w[1]) {
+            return err("base.omitted must be a non-empty sorted list without repeats".into());
         }
-        if let Some(sbom) = &self.sbom {
-            need("sbom", sbom)?;
-        }
-        if let Some(base) = &self.base {
-            if base.app != self.app || !crate::hash::is_sha256_hex(&base.bundle_id) {
-                return err(format!(
-                    "base {} {} (bundle id `{}`) is not a bundle of {}",
-                    base.app, base.version, base.bundle_id, self.app
-                ));
-            }
-            version::parse_release(&base.version).map_err(ManifestError)?;
-            if base.omitted.is_empty() || base.omitted.windows(2).any(|w| w[0] >= w[1]) {
-                return err("base.omitted must be a non-empty sorted list without repeats".into());
-            }
-            if let Some(p) = base.omitted.iter().find(|p| !listed.contains(p.as_str())) {
-                return err(format!("base.omitted names `{p}`, which `files` does not list"));
-            }
+        if let Some(p) = base.omitted.iter().find(|p| !listed.contains(p.as_str())) {
+            return err(format!("base.omitted names `{p}`, which `files` does not list"));
         }
         Ok(())
     }
@@ -420,6 +414,46 @@ impl Manifest {
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.iter().find(|d| d.name == name)
     }
+}
+
+/// `path` must be among the bundle's files (`what` names it in the error).
+fn need(listed: &BTreeSet<&str>, what: &str, path: &str) -> Result<(), ManifestError> {
+    if listed.contains(path) {
+        Ok(())
+    } else {
+        Err(ManifestError(format!("{what} `{path}` is not among the files")))
+    }
+}
+
+/// The config file name, its defaults, and a complete converter chain 1→2, 2→3, … up to its version.
+fn validate_config(config: &Config, listed: &BTreeSet<&str>) -> Result<(), ManifestError> {
+    let err = |m: String| Err(ManifestError(m));
+    BundlePath::parse(&config.file)
+        .ok()
+        .filter(|p| !p.as_str().contains('/'))
+        .ok_or_else(|| ManifestError(format!("config file `{}` must be a plain file name", config.file)))?;
+    need(listed, "config defaults", &config.defaults)?;
+    if config.version == 0 {
+        return err("config version starts at 1".into());
+    }
+    // The chain must be complete: 1→2, 2→3, … up to the release's version.
+    let by_from: BTreeMap<u32, &Converter> = config.converters.iter().map(|c| (c.from, c)).collect();
+    if by_from.len() != config.converters.len() {
+        return err("two config converters start from the same version".into());
+    }
+    for n in 1..config.version {
+        let c = by_from
+            .get(&n)
+            .ok_or_else(|| ManifestError(format!("no config converter from version {n} to {}", n + 1)))?;
+        if c.to != n + 1 {
+            return err(format!("converter from {n} goes to {}, not {}", c.to, n + 1));
+        }
+        need(listed, "config converter", &c.path)?;
+    }
+    if config.converters.iter().any(|c| c.to > config.version) {
+        return err(format!("a converter goes beyond config version {}", config.version));
+    }
+    Ok(())
 }
 
 fn validate_database(

@@ -340,14 +340,7 @@ fn verify_stream<R: Read>(
     }
 
     // 2. The payload, entry by entry.
-    let by_path: HashMap<&str, &FileEntry> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let dirs: HashSet<String> = manifest
-        .files
-        .iter()
-        .flat_map(|f| {
-            BundlePath::parse(&f.path).map(|p| p.parents().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default()
-        })
-        .collect();
+    let listing = Listing::new(&manifest);
     let mut seen: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -358,109 +351,15 @@ fn verify_stream<R: Read>(
             }
             break;
         };
-        // GNU tar writes directory names with a trailing `/`.
-        let raw_name = match header.kind {
-            Kind::Directory => header.name.strip_suffix(b"/").unwrap_or(&header.name),
-            Kind::File => &header.name[..],
-        };
-        let path =
-            BundlePath::parse_bytes(raw_name).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
-        let name = path.as_str();
-        if header.mode & 0o7000 != 0 {
-            return Err(VerifyError::bundle(
-                "entry_mode",
-                Some(name),
-                format!("mode {:o} has setuid/setgid/sticky bits", header.mode),
-            ));
-        }
-        if !seen.insert(name.to_string()) {
-            return Err(VerifyError::bundle("duplicate_entry", Some(name), "appears twice in the archive"));
-        }
-        if header.kind == Kind::Directory {
-            if !dirs.contains(name) || header.size != 0 {
-                return Err(VerifyError::bundle(
-                    "unlisted_entry",
-                    Some(name),
-                    "directory not implied by any listed file",
-                ));
-            }
-            continue;
-        }
-        let Some(entry) = by_path.get(name) else {
-            return Err(VerifyError::bundle("unlisted_entry", Some(name), "not listed in the signed manifest"));
-        };
-        if header.size != entry.size {
-            return Err(VerifyError::bundle(
-                "size_mismatch",
-                Some(name),
-                format!("the archive says {} bytes, the manifest {}", header.size, entry.size),
-            ));
-        }
-        if header.mode & 0o777 != entry.mode_bits() {
-            return Err(VerifyError::bundle(
-                "mode_mismatch",
-                Some(name),
-                format!("mode {:o}, the manifest says {}", header.mode & 0o777, entry.mode),
-            ));
-        }
-        let mut out = match dest {
-            Some(dir) => Some(create_file(dir, &path, entry.mode_bits())?),
-            None => None,
-        };
-        let mut hasher = Sha256::new();
-        let mut left = entry.size;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            gz.read_exact(&mut buf[..want]).map_err(|e| read_error(e, Some(name)))?;
-            hasher.update(&buf[..want]);
-            if let Some((file, file_path)) = out.as_mut() {
-                file.write_all(&buf[..want])
-                    .map_err(|source| VerifyError::Write { path: file_path.clone(), source })?;
-            }
-            left -= want as u64;
-        }
-        let got = to_hex(&hasher.finalize());
-        if got != entry.sha256 {
-            return Err(VerifyError::bundle(
-                "hash_mismatch",
-                Some(name),
-                format!("sha256 is {got}, the manifest says {}", entry.sha256),
-            ));
-        }
-        let pad = (BLOCK - (entry.size % BLOCK as u64) as usize) % BLOCK;
-        gz.read_exact(&mut buf[..pad]).map_err(|e| read_error(e, Some(name)))?;
-        if buf[..pad].iter().any(|&b| b != 0) {
-            return Err(VerifyError::bundle("corrupt", Some(name), "non-zero padding after the entry's content"));
+        if let Some((path, entry)) = listing.check(&header, &mut seen)? {
+            copy_entry(&mut gz, &mut buf, &path, entry, dest)?;
         }
     }
-    // A delta bundle's omitted files are the caller's to supply (and check) from elsewhere.
-    let missing: Vec<&str> = manifest
-        .files
-        .iter()
-        .map(|f| f.path.as_str())
-        .filter(|p| !seen.contains(*p) && !manifest.is_omitted(p))
-        .collect();
-    if let Some(first) = missing.first() {
-        return Err(VerifyError::bundle(
-            "missing_entry",
-            Some(first),
-            format!("listed in the manifest but not in the archive ({} missing in all)", missing.len()),
-        ));
-    }
+    check_all_present(&manifest, &seen)?;
 
     // 3. Only zero padding may follow, then the gzip trailer (read_to_end checks CRC and length),
     //    then the end of the file.
-    let mut zeros = 0u64;
-    loop {
-        let n = gz.read(&mut buf).map_err(|e| read_error(e, None))?;
-        if n == 0 {
-            break;
-        }
-        zeros += n as u64;
-        if buf[..n].iter().any(|&b| b != 0) || zeros > limits.max_trailing_zeros {
-            return Err(VerifyError::bundle("trailing_data", None, "data after the end-of-archive marker"));
-        }
-    }
+    read_zero_tail(&mut gz, &mut buf, limits)?;
     let mut inner = gz.into_inner();
     let rest = inner.fill_buf().map_err(|e| read_error(e, None))?;
     if !rest.is_empty() {
@@ -480,6 +379,159 @@ fn verify_stream<R: Read>(
         bundle_sha256,
         parts: None,
     })
+}
+
+/// What the signed manifest allows in the archive: its files, and the directories they imply.
+struct Listing<'m> {
+    by_path: HashMap<&'m str, &'m FileEntry>,
+    dirs: HashSet<String>,
+}
+
+impl<'m> Listing<'m> {
+    fn new(manifest: &'m Manifest) -> Self {
+        let by_path = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let dirs = manifest
+            .files
+            .iter()
+            .flat_map(|f| {
+                BundlePath::parse(&f.path)
+                    .map(|p| p.parents().map(str::to_string).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Listing { by_path, dirs }
+    }
+
+    /// Checks one archive entry's header against the listing (safe path, no special mode bits, seen
+    /// once, listed with this size and mode). Returns the file's entry, or `None` for a directory.
+    fn check(
+        &self,
+        header: &tarfmt::Header,
+        seen: &mut HashSet<String>,
+    ) -> Result<Option<(BundlePath, &'m FileEntry)>, VerifyError> {
+        // GNU tar writes directory names with a trailing `/`.
+        let raw_name = match header.kind {
+            Kind::Directory => header.name.strip_suffix(b"/").unwrap_or(&header.name),
+            Kind::File => &header.name[..],
+        };
+        let path =
+            BundlePath::parse_bytes(raw_name).map_err(|e| VerifyError::bundle("unsafe_path", None, e.to_string()))?;
+        let name = path.as_str();
+        if header.mode & 0o7000 != 0 {
+            return Err(VerifyError::bundle(
+                "entry_mode",
+                Some(name),
+                format!("mode {:o} has setuid/setgid/sticky bits", header.mode),
+            ));
+        }
+        if !seen.insert(name.to_string()) {
+            return Err(VerifyError::bundle("duplicate_entry", Some(name), "appears twice in the archive"));
+        }
+        if header.kind == Kind::Directory {
+            if !self.dirs.contains(name) || header.size != 0 {
+                return Err(VerifyError::bundle(
+                    "unlisted_entry",
+                    Some(name),
+                    "directory not implied by any listed file",
+                ));
+            }
+            return Ok(None);
+        }
+        let Some(entry) = self.by_path.get(name).copied() else {
+            return Err(VerifyError::bundle("unlisted_entry", Some(name), "not listed in the signed manifest"));
+        };
+        if header.size != entry.size {
+            return Err(VerifyError::bundle(
+                "size_mismatch",
+                Some(name),
+                format!("the archive says {} bytes, the manifest {}", header.size, entry.size),
+            ));
+        }
+        if header.mode & 0o777 != entry.mode_bits() {
+            return Err(VerifyError::bundle(
+                "mode_mismatch",
+                Some(name),
+                format!("mode {:o}, the manifest says {}", header.mode & 0o777, entry.mode),
+            ));
+        }
+        Ok(Some((path, entry)))
+    }
+}
+
+/// Streams one file's content (and its tar padding) from the archive, hashing it and writing it
+/// under `dest` when given; the sha256 must be the manifest's.
+fn copy_entry<R: Read>(
+    gz: &mut R,
+    buf: &mut [u8],
+    path: &BundlePath,
+    entry: &FileEntry,
+    dest: Option<&Path>,
+) -> Result<(), VerifyError> {
+    let name = path.as_str();
+    let mut out = match dest {
+        Some(dir) => Some(create_file(dir, path, entry.mode_bits())?),
+        None => None,
+    };
+    let mut hasher = Sha256::new();
+    let mut left = entry.size;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        gz.read_exact(&mut buf[..want]).map_err(|e| read_error(e, Some(name)))?;
+        hasher.update(&buf[..want]);
+        if let Some((file, file_path)) = out.as_mut() {
+            file.write_all(&buf[..want]).map_err(|source| VerifyError::Write { path: file_path.clone(), source })?;
+        }
+        left -= want as u64;
+    }
+    let got = to_hex(&hasher.finalize());
+    if got != entry.sha256 {
+        return Err(VerifyError::bundle(
+            "hash_mismatch",
+            Some(name),
+            format!("sha256 is {got}, the manifest says {}", entry.sha256),
+        ));
+    }
+    let pad = (BLOCK - (entry.size % BLOCK as u64) as usize) % BLOCK;
+    gz.read_exact(&mut buf[..pad]).map_err(|e| read_error(e, Some(name)))?;
+    if buf[..pad].iter().any(|&b| b != 0) {
+        return Err(VerifyError::bundle("corrupt", Some(name), "non-zero padding after the entry's content"));
+    }
+    Ok(())
+}
+
+/// Every listed file was in the archive, except those a delta bundle omits (the caller supplies and
+/// checks those from elsewhere).
+fn check_all_present(manifest: &Manifest, seen: &HashSet<String>) -> Result<(), VerifyError> {
+    let missing: Vec<&str> = manifest
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| !seen.contains(*p) && !manifest.is_omitted(p))
+        .collect();
+    match missing.first() {
+        Some(first) => Err(VerifyError::bundle(
+            "missing_entry",
+            Some(first),
+            format!("listed in the manifest but not in the archive ({} missing in all)", missing.len()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// After the end-of-archive marker only zero blocks may follow (up to the limit), to the end of the
+/// gzip member, whose trailer (CRC and length) the decoder checks on the way.
+fn read_zero_tail<R: Read>(gz: &mut R, buf: &mut [u8], limits: &Limits) -> Result<(), VerifyError> {
+    let mut zeros = 0u64;
+    loop {
+        let n = gz.read(buf).map_err(|e| read_error(e, None))?;
+        if n == 0 {
+            return Ok(());
+        }
+        zeros += n as u64;
+        if buf[..n].iter().any(|&b| b != 0) || zeros > limits.max_trailing_zeros {
+            return Err(VerifyError::bundle("trailing_data", None, "data after the end-of-archive marker"));
+        }
+    }
 }
 
 /// One payload file of a bundle, read WITHOUT any check (for `inspect --sbom`), at most `cap` bytes.

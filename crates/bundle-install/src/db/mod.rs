@@ -4,7 +4,7 @@
 //! and MariaDB/MySQL (`mysql.rs`); the server engines share `server.rs` (connections from the site,
 //! password masking, SQL splitting, dump programs).
 //!
-//! Semantics, in one place (the brief's point 2):
+//! Semantics, in one place (bundle-spec/migrations.md):
 //! - A database's schema version is `schema_after` of the last *successful* row of
 //!   `bundle_schema_history`; no table or no successful row means `0.0`.
 //! - Release code built for schema `R` runs on a database at `D` iff `R.runs_on(D)`

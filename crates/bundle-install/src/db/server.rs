@@ -337,85 +337,82 @@ pub(crate) fn split_sql(text: &str, dialect: Dialect) -> Result<Vec<String>, Str
         cur.clear();
     };
     while i < b.len() {
-        // `DELIMITER xx` on a line of its own (mysql client syntax).
         if dialect == Dialect::Mysql && at_line_start {
-            let line_end = text[i..].find('\n').map_or(b.len(), |n| i + n);
-            let line = text[i..line_end].trim();
-            if line.len() > 10 && line[..10].eq_ignore_ascii_case("delimiter ") {
-                let d = line[10..].trim();
-                if d.is_empty() {
-                    return Err("DELIMITER without a delimiter".into());
-                }
+            if let Some((d, line_end)) = delimiter_directive(text, i)? {
                 push(&mut cur, &mut out);
-                delim = d.to_string();
+                delim = d;
                 i = line_end;
                 continue;
             }
         }
-        let c = b[i];
         at_line_start = false;
         if text[i..].starts_with(delim.as_str()) {
             push(&mut cur, &mut out);
             i += delim.len();
             continue;
         }
-        match c {
-            b'\n' => {
-                cur.push('\n');
-                i += 1;
-                at_line_start = true;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-')
-                && (dialect == Dialect::Postgres || b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace())) =>
-            {
-                let end = text[i..].find('\n').map_or(b.len(), |n| i + n);
-                cur.push_str(&text[i..end]);
-                i = end;
-            }
-            b'#' if dialect == Dialect::Mysql => {
-                let end = text[i..].find('\n').map_or(b.len(), |n| i + n);
-                cur.push_str(&text[i..end]);
-                i = end;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let end = block_comment_end(text, i, dialect).ok_or("unterminated /* comment")?;
-                cur.push_str(&text[i..end]);
-                i = end;
-            }
-            b'\'' | b'"' | b'`' if c != b'`' || dialect == Dialect::Mysql => {
-                // PostgreSQL E'…' strings take backslash escapes; MySQL strings always do (unless
-                // NO_BACKSLASH_ESCAPES, which migration files should not depend on).
-                let backslash = c != b'`'
-                    && (dialect == Dialect::Mysql
-                        || (c == b'\''
-                            && i > 0
-                            && matches!(b[i - 1], b'e' | b'E')
-                            && (i < 2 || !(b[i - 2].is_ascii_alphanumeric() || b[i - 2] == b'_'))));
-                let end = quoted_end(b, i, c, backslash).ok_or_else(|| format!("unterminated {} quote", c as char))?;
-                cur.push_str(&text[i..end]);
-                i = end;
-            }
-            b'$' if dialect == Dialect::Postgres => {
-                if let Some(tag_end) = dollar_tag(b, i) {
-                    let tag = &text[i..tag_end];
-                    let close = text[tag_end..].find(tag).ok_or_else(|| format!("unterminated {tag} quote"))?;
-                    let end = tag_end + close + tag.len();
-                    cur.push_str(&text[i..end]);
-                    i = end;
-                } else {
-                    cur.push('$');
-                    i += 1;
-                }
-            }
-            _ => {
-                let ch = text[i..].chars().next().expect("in bounds");
-                cur.push(ch);
-                i += ch.len_utf8();
-            }
+        if let Some(end) = verbatim_end(text, i, dialect)? {
+            cur.push_str(&text[i..end]);
+            i = end;
+            continue;
         }
+        let ch = text[i..].chars().next().expect("in bounds");
+        cur.push(ch);
+        i += ch.len_utf8();
+        at_line_start = ch == '\n';
     }
     push(&mut cur, &mut out);
     Ok(out)
+}
+
+/// `DELIMITER xx` on a line of its own (mysql client syntax) starting at `i`: the new delimiter
+/// and where the line ends.
+fn delimiter_directive(text: &str, i: usize) -> Result<Option<(String, usize)>, String> {
+    let line_end = text[i..].find('\n').map_or(text.len(), |n| i + n);
+    let line = text[i..line_end].trim();
+    if line.len() > 10 && line[..10].eq_ignore_ascii_case("delimiter ") {
+        let d = line[10..].trim();
+        if d.is_empty() {
+            return Err("DELIMITER without a delimiter".into());
+        }
+        return Ok(Some((d.to_string(), line_end)));
+    }
+    Ok(None)
+}
+
+/// Where a comment, quoted string or identifier, or dollar-quoted body starting at `i` ends: text
+/// that is copied as it is and in which a delimiter does not count. `None` when none starts at `i`.
+fn verbatim_end(text: &str, i: usize, dialect: Dialect) -> Result<Option<usize>, String> {
+    let b = text.as_bytes();
+    let line_end = || text[i..].find('\n').map_or(b.len(), |n| i + n);
+    let end = match b[i] {
+        b'-' if b.get(i + 1) == Some(&b'-')
+            && (dialect == Dialect::Postgres || b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace())) =>
+        {
+            line_end()
+        }
+        b'#' if dialect == Dialect::Mysql => line_end(),
+        b'/' if b.get(i + 1) == Some(&b'*') => block_comment_end(text, i, dialect).ok_or("unterminated /* comment")?,
+        c @ (b'\'' | b'"' | b'`') if c != b'`' || dialect == Dialect::Mysql => {
+            // PostgreSQL E'…' strings take backslash escapes; MySQL strings always do (unless
+            // NO_BACKSLASH_ESCAPES, which migration files should not depend on).
+            let backslash = c != b'`'
+                && (dialect == Dialect::Mysql
+                    || (c == b'\''
+                        && i > 0
+                        && matches!(b[i - 1], b'e' | b'E')
+                        && (i < 2 || !(b[i - 2].is_ascii_alphanumeric() || b[i - 2] == b'_'))));
+            quoted_end(b, i, c, backslash).ok_or_else(|| format!("unterminated {} quote", c as char))?
+        }
+        b'$' if dialect == Dialect::Postgres => {
+            let Some(tag_end) = dollar_tag(b, i) else { return Ok(None) };
+            let tag = &text[i..tag_end];
+            let close = text[tag_end..].find(tag).ok_or_else(|| format!("unterminated {tag} quote"))?;
+            tag_end + close + tag.len()
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(end))
 }
 
 fn block_comment_end(text: &str, start: usize, dialect: Dialect) -> Option<usize> {
