@@ -34,13 +34,15 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
+
+use crate::fs::durable::{self, WriteStep};
 
 /// How many bytes from the end of a failing script's stderr are read for the error message.
 const STDERR_TAIL_BYTES: u64 = 8192;
@@ -477,33 +479,21 @@ fn run_script(
     Ok(())
 }
 
-/// Writes `bytes` to `output` atomically: a temp file beside it, fsync, rename, fsync of the
-/// directory. The file gets `mode_from`'s permissions.
+/// Writes `bytes` to `output` atomically with [`durable::write_atomic_steps`] (a temp file beside
+/// it, fsync, rename, fsync of the directory). The file gets `mode_from`'s permissions, or 0600 (as
+/// private as a temporary file) when that cannot be read.
 fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(), ConfigError> {
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ConfigError::Io { what, path, source }
-    };
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config-convert-")
-        .tempfile_in(&dir)
-        .map_err(io("cannot create a temporary file in", &dir))?;
-    tmp.write_all(bytes).map_err(io("cannot write", tmp.path()))?;
-    if let Ok(meta) = fs::metadata(mode_from) {
-        tmp.as_file().set_permissions(meta.permissions()).map_err(io("cannot set permissions of", output))?;
-    }
-    tmp.as_file().sync_all().map_err(io("cannot sync", output))?;
-    tmp.persist(output).map_err(|e| ConfigError::Io {
-        what: "cannot write",
-        path: output.to_path_buf(),
-        source: e.error,
-    })?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io("cannot sync directory", &dir))?;
-    Ok(())
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(mode_from).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    durable::write_atomic_steps(output, bytes, mode).map_err(|(step, source)| {
+        let (what, path) = match step {
+            WriteStep::CreateTemp => ("cannot create a temporary file in", durable::parent_dir(output)),
+            WriteStep::Write | WriteStep::Rename => ("cannot write", output),
+            WriteStep::SyncFile => ("cannot sync", output),
+            WriteStep::SyncDir => ("cannot sync directory", durable::parent_dir(output)),
+        };
+        ConfigError::Io { what, path: path.to_path_buf(), source }
+    })
 }
 
 /// Converts the config at `input` from version `from` to version `to` with `converters` (run in
