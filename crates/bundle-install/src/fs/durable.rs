@@ -350,6 +350,15 @@ mod tests {
     }
 
     #[test]
+    fn atomic_write_says_which_step_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let (step, e) = write_atomic_steps(&d.path().join("missing/f"), b"x", 0o644).unwrap_err();
+        assert_eq!((step, e.kind()), (WriteStep::CreateTemp, io::ErrorKind::NotFound));
+        assert_eq!(parent_dir(Path::new("app.yaml")), Path::new("."), "a bare name is in the current directory");
+        assert_eq!(parent_dir(Path::new("/etc/app.yaml")), Path::new("/etc"));
+    }
+
+    #[test]
     fn private_dir_checks_mode() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
