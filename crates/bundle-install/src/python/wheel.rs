@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
@@ -1437,31 +1437,34 @@ pub fn install_wheels(
     Ok(installed.into_iter().map(|d| d.expect("every wheel installed when none failed")).collect())
 }
 
-/// Runs `f(i)` for each `i` of `order` on `jobs` scoped threads, handing indices out in that
-/// order; slot `i` of the result holds `f(i)`. With `stop`, indices not yet handed out when it is
-/// set are skipped (their slot is `None`).
+/// Runs `f(i)` for each `i` of `order` on a pool of `jobs` threads, started in that order; slot `i`
+/// of the result holds `f(i)`. With `stop`, indices not yet started when it is set are skipped
+/// (their slot is `None`). A panic in `f` reaches the caller once the others have finished.
 fn parallel_map<T: Send>(
     order: &[usize],
     jobs: usize,
     stop: Option<&AtomicBool>,
     f: impl Fn(usize) -> T + Sync,
 ) -> Vec<Option<T>> {
-    let next = AtomicUsize::new(0);
     let n = order.iter().max().map_or(0, |m| m + 1);
     let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                    break;
-                }
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&i) = order.get(k) else { break };
-                let r = f(i);
-                *slots[i].lock().expect("unpoisoned") = Some(r);
-            });
+    let run = |i: usize| {
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return;
         }
-    });
+        let r = f(i);
+        *slots[i].lock().expect("unpoisoned") = Some(r);
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build() {
+        Ok(pool) => pool.scope_fifo(|s| {
+            for &i in order {
+                let run = &run;
+                s.spawn_fifo(move |_| run(i));
+            }
+        }),
+        // No thread could be started: the same work, one item at a time, on this thread.
+        Err(_) => order.iter().for_each(|&i| run(i)),
+    }
     slots.into_iter().map(|m| m.into_inner().expect("unpoisoned")).collect()
 }
 
