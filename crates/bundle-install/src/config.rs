@@ -527,6 +527,79 @@ fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(),
     })
 }
 
+/// The converters to run from `from` to `to`, in order: exactly one for each version step, all
+/// looked up before any runs. Going down is refused.
+fn find_steps(converters: &[Converter], from: u32, to: u32) -> Result<Vec<&Converter>, ConfigError> {
+    if from > to {
+        return Err(ConfigError::Downgrade { from, to });
+    }
+    let mut steps: Vec<&Converter> = Vec::new();
+    for v in from..to {
+        let mut found = converters.iter().filter(|c| c.from == v && c.to == v + 1);
+        let first = found.next().ok_or(ConfigError::MissingStep { step_from: v, from, to })?;
+        if let Some(second) = found.next() {
+            return Err(ConfigError::DuplicateStep {
+                step_from: v,
+                first: first.path.display().to_string(),
+                second: second.path.display().to_string(),
+            });
+        }
+        steps.push(first);
+    }
+    Ok(steps)
+}
+
+/// Runs converter steps in a private temporary directory; scripts run with `python`, each
+/// within `limit`.
+struct StepRunner<'a> {
+    work_dir: PathBuf,
+    python: &'a Path,
+    limit: Duration,
+}
+
+impl StepRunner<'_> {
+    /// Runs one step, from the config at `current` to a new file in the work directory (returned).
+    fn run(&self, step: &Converter, current: &Path) -> Result<PathBuf, ConfigError> {
+        let step_name = step
+            .path
+            .file_name()
+            .map_or_else(|| format!("{}-to-{}", step.from, step.to), |n| n.to_string_lossy().into_owned());
+        let in_step = |e: ConfigError| ConfigError::InStep { step: step_name.clone(), source: Box::new(e) };
+        let next = self.work_dir.join(format!("config-v{}.yaml", step.to));
+        match step.kind {
+            ConverterKind::Rules => {
+                let text = fs::read_to_string(&step.path).map_err(|source| ConfigError::Io {
+                    what: "cannot read the config converter",
+                    path: step.path.clone(),
+                    source,
+                })?;
+                let rules = parse_rules(&text, &step_name)?;
+                let config = read_text(current, "cannot read")?;
+                let mut doc = Value::Mapping(parse_config(&config, &current.display().to_string())?);
+                apply_rules(&mut doc, &rules).map_err(in_step)?;
+                let out = serde_yaml::to_string(&doc).map_err(|e| {
+                    in_step(ConfigError::InvalidConfig { what: "the converted config".into(), message: e.to_string() })
+                })?;
+                fs::write(&next, out).map_err(|source| ConfigError::Io {
+                    what: "cannot write",
+                    path: next.clone(),
+                    source,
+                })?;
+            }
+            ConverterKind::Script => {
+                let script = absolute(&step.path)?;
+                let python = if self.python.components().count() > 1 {
+                    absolute(self.python)?
+                } else {
+                    self.python.to_path_buf()
+                };
+                run_script(&python, &script, current, &next, &self.work_dir, self.limit)?;
+            }
+        }
+        Ok(next)
+    }
+}
+
 /// Converts the config at `input` from version `from` to version `to` with `converters` (run in
 /// order, scripts with `python`) and writes the result to `output` atomically. Returns the `from`
 /// version of each step run (empty when `from == to`: the file is then copied unchanged, after
@@ -544,22 +617,7 @@ pub(crate) fn convert_within(
     python: &Path,
     limit: Duration,
 ) -> Result<Vec<u32>, ConfigError> {
-    if from > to {
-        return Err(ConfigError::Downgrade { from, to });
-    }
-    let mut steps: Vec<&Converter> = Vec::new();
-    for v in from..to {
-        let mut found = converters.iter().filter(|c| c.from == v && c.to == v + 1);
-        let first = found.next().ok_or(ConfigError::MissingStep { step_from: v, from, to })?;
-        if let Some(second) = found.next() {
-            return Err(ConfigError::DuplicateStep {
-                step_from: v,
-                first: first.path.display().to_string(),
-                second: second.path.display().to_string(),
-            });
-        }
-        steps.push(first);
-    }
+    let steps = find_steps(converters, from, to)?;
     if let (Ok(a), Ok(b)) = (fs::canonicalize(input), fs::canonicalize(output)) {
         if a == b {
             return Err(ConfigError::OutputIsInput { path: output.to_path_buf() });
@@ -578,9 +636,9 @@ pub(crate) fn convert_within(
         path: std::env::temp_dir(),
         source,
     })?;
-    let work_dir = absolute(work.path())?;
+    let runner = StepRunner { work_dir: absolute(work.path())?, python, limit };
     // Scripts get a copy: whatever they do to IN, the site's file stays as it was.
-    let mut current = work_dir.join(format!("config-v{from}.yaml"));
+    let mut current = runner.work_dir.join(format!("config-v{from}.yaml"));
     fs::write(&current, &original).map_err(|source| ConfigError::Io {
         what: "cannot write",
         path: current.clone(),
@@ -588,40 +646,8 @@ pub(crate) fn convert_within(
     })?;
     let mut done = Vec::with_capacity(steps.len());
     for step in steps {
-        let step_name = step
-            .path
-            .file_name()
-            .map_or_else(|| format!("{}-to-{}", step.from, step.to), |n| n.to_string_lossy().into_owned());
-        let in_step = |e: ConfigError| ConfigError::InStep { step: step_name.clone(), source: Box::new(e) };
-        let next = work_dir.join(format!("config-v{}.yaml", step.to));
-        match step.kind {
-            ConverterKind::Rules => {
-                let text = fs::read_to_string(&step.path).map_err(|source| ConfigError::Io {
-                    what: "cannot read the config converter",
-                    path: step.path.clone(),
-                    source,
-                })?;
-                let rules = parse_rules(&text, &step_name)?;
-                let config = read_text(&current, "cannot read")?;
-                let mut doc = Value::Mapping(parse_config(&config, &current.display().to_string())?);
-                apply_rules(&mut doc, &rules).map_err(in_step)?;
-                let out = serde_yaml::to_string(&doc).map_err(|e| {
-                    in_step(ConfigError::InvalidConfig { what: "the converted config".into(), message: e.to_string() })
-                })?;
-                fs::write(&next, out).map_err(|source| ConfigError::Io {
-                    what: "cannot write",
-                    path: next.clone(),
-                    source,
-                })?;
-            }
-            ConverterKind::Script => {
-                let script = absolute(&step.path)?;
-                let python = if python.components().count() > 1 { absolute(python)? } else { python.to_path_buf() };
-                run_script(&python, &script, &current, &next, &work_dir, limit)?;
-            }
-        }
+        current = runner.run(step, &current)?;
         done.push(step.from);
-        current = next;
     }
     let bytes =
         fs::read(&current).map_err(|source| ConfigError::Io { what: "cannot read", path: current.clone(), source })?;

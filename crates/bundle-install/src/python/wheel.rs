@@ -391,26 +391,32 @@ fn wheel_label(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
-fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelError> {
-    let label = wheel_label(path);
-    let filename = parse_wheel_filename(&label)?;
-    let io =
-        |action, e| WheelError::Io { wheel: label.clone(), entry: None, action, path: path.to_path_buf(), source: e };
+/// Opens the zip and checks its central directory before any entry is looked at: no data before
+/// the archive, at most [`InstallOptions::max_entries`] records, no name twice (the zip crate would
+/// silently keep only the last), and as many records as the archive reports.
+fn open_archive(path: &Path, label: &str, opts: &InstallOptions) -> Result<ZipArchive<File>, WheelError> {
+    let io = |action, e| WheelError::Io {
+        wheel: label.to_string(),
+        entry: None,
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    };
     let file = File::open(path).map_err(|e| io("cannot open", e))?;
     let raw = file.try_clone().map_err(|e| io("cannot open", e))?;
-    let mut archive = ZipArchive::new(file).map_err(|e| invalid(&label, "invalid_zip", None, zip_detail(e)))?;
+    let archive = ZipArchive::new(file).map_err(|e| invalid(label, "invalid_zip", None, zip_detail(e)))?;
     if archive.offset() != 0 {
-        return Err(invalid(&label, "invalid_zip", None, "data before the zip archive"));
+        return Err(invalid(label, "invalid_zip", None, "data before the zip archive"));
     }
-    let names = central_directory_names(&raw, archive.central_directory_start(), &label)?;
+    let names = central_directory_names(&raw, archive.central_directory_start(), label)?;
     if names.len() > opts.max_entries {
-        return Err(invalid(&label, "zip_bomb", None, format!("{} entries (limit {})", names.len(), opts.max_entries)));
+        return Err(invalid(label, "zip_bomb", None, format!("{} entries (limit {})", names.len(), opts.max_entries)));
     }
     let mut seen = HashSet::with_capacity(names.len());
     for n in &names {
         if !seen.insert(n.as_slice()) {
             return Err(invalid(
-                &label,
+                label,
                 "duplicate_entry",
                 Some(&String::from_utf8_lossy(n)),
                 "appears twice in the zip",
@@ -418,18 +424,27 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
         }
     }
     if names.len() != archive.len() {
-        return Err(invalid(&label, "invalid_zip", None, "central directory does not match its entry count"));
+        return Err(invalid(label, "invalid_zip", None, "central directory does not match its entry count"));
     }
+    Ok(archive)
+}
 
+/// Checks every entry from its zip header alone (safe name, regular file or directory, not
+/// encrypted, stored or deflated, within the ratio and total-size caps) and lists them in zip order.
+fn check_entries(
+    archive: &mut ZipArchive<File>,
+    label: &str,
+    opts: &InstallOptions,
+) -> Result<Vec<EntryMeta>, WheelError> {
     let mut entries = Vec::with_capacity(archive.len());
     let mut total: u64 = 0;
     for index in 0..archive.len() {
         let entry_name = archive.name_for_index(index).map(str::to_string);
         let f = archive
             .by_index_raw(index)
-            .map_err(|e| invalid(&label, "invalid_zip", entry_name.as_deref(), zip_detail(e)))?;
+            .map_err(|e| invalid(label, "invalid_zip", entry_name.as_deref(), zip_detail(e)))?;
         let name = f.name().to_string();
-        let bad = |kind, detail: String| invalid(&label, kind, Some(&name), detail);
+        let bad = |kind, detail: String| invalid(label, kind, Some(&name), detail);
         if let Some(why) = unsafe_name(&name) {
             return Err(bad("unsafe_path", why.to_string()));
         }
@@ -468,8 +483,12 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
         }
         entries.push(EntryMeta { index, name, is_dir, size, exec: mode & 0o111 != 0 });
     }
+    Ok(entries)
+}
 
-    // Exactly one top-level `.dist-info` directory.
+/// The wheel's single top-level `{name}-{version}.dist-info` directory, whose name and version
+/// must be those of the file name.
+fn find_dist_info(entries: &[EntryMeta], label: &str, filename: &WheelName) -> Result<String, WheelError> {
     let mut dist_infos: Vec<&str> = entries
         .iter()
         .filter_map(|e| e.name.split_once('/').map(|(top, _)| top))
@@ -479,10 +498,10 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     dist_infos.dedup();
     let dist_info = match dist_infos.as_slice() {
         [one] => one.to_string(),
-        [] => return Err(invalid(&label, "invalid_metadata", None, "no .dist-info directory")),
+        [] => return Err(invalid(label, "invalid_metadata", None, "no .dist-info directory")),
         many => {
             return Err(invalid(
-                &label,
+                label,
                 "invalid_metadata",
                 None,
                 format!("several .dist-info directories: {}", many.join(", ")),
@@ -494,38 +513,56 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
         .split_once('-')
         .is_some_and(|(n, v)| normalize_name(n) == filename.normalized_name() && same_version(v, &filename.version));
     if !dist_ok {
-        return Err(invalid(&label, "name_mismatch", None, format!("`{dist_info}` does not match the file name")));
+        return Err(invalid(label, "name_mismatch", None, format!("`{dist_info}` does not match the file name")));
     }
+    Ok(dist_info)
+}
 
+/// What the installer takes from `WHEEL`.
+struct WheelFileInfo {
+    root_is_purelib: bool,
+    /// Set when `Wheel-Version` is a 1.x newer than 1.0: installable, but worth a warning.
+    newer_minor: Option<String>,
+}
+
+/// Reads `{dist_info}/WHEEL`: it must exist and declare a `Wheel-Version` of major version 1.
+fn read_wheel_file(archive: &mut ZipArchive<File>, label: &str, dist_info: &str) -> Result<WheelFileInfo, WheelError> {
     let wheel_entry = format!("{dist_info}/WHEEL");
-    let wheel_text = read_small(&mut archive, &wheel_entry, &label)?
-        .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&wheel_entry), "missing"))?;
+    let wheel_text = read_small(archive, &wheel_entry, label)?
+        .ok_or_else(|| invalid(label, "invalid_metadata", Some(&wheel_entry), "missing"))?;
     let wh = bundle_core::wheel::metadata::parse_wheel(&wheel_text)
-        .map_err(|e| invalid(&label, "invalid_metadata", Some(&wheel_entry), e))?;
+        .map_err(|e| invalid(label, "invalid_metadata", Some(&wheel_entry), e))?;
     let wheel_version = &wh.wheel_version;
     let (major, minor) = wheel_version
         .split_once('.')
         .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
         .ok_or_else(|| {
-            invalid(&label, "invalid_metadata", Some(&wheel_entry), format!("bad Wheel-Version `{wheel_version}`"))
+            invalid(label, "invalid_metadata", Some(&wheel_entry), format!("bad Wheel-Version `{wheel_version}`"))
         })?;
     if major != 1 {
         return Err(invalid(
-            &label,
+            label,
             "unsupported_wheel_version",
             Some(&wheel_entry),
             format!("Wheel-Version {wheel_version} is not supported (only 1.x)"),
         ));
     }
-    let mut warnings = Vec::new();
-    if minor > 0 {
-        warnings.push(format!("{wheel_entry}: Wheel-Version {wheel_version} is newer than 1.0"));
-    }
+    let newer_minor = (minor > 0).then(|| format!("{wheel_entry}: Wheel-Version {wheel_version} is newer than 1.0"));
+    Ok(WheelFileInfo { root_is_purelib: wh.root_is_purelib, newer_minor })
+}
 
+/// Reads `{dist_info}/METADATA`: it must exist, have a supported `Metadata-Version` and a valid
+/// `Name`, and name the same project and version as the file name.
+fn read_metadata_file(
+    archive: &mut ZipArchive<File>,
+    label: &str,
+    dist_info: &str,
+    filename: &WheelName,
+) -> Result<bundle_core::wheel::WheelMetadata, WheelError> {
     let meta_entry = format!("{dist_info}/METADATA");
-    let meta_text = read_small(&mut archive, &meta_entry, &label)?
-        .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&meta_entry), "missing"))?;
-    let bad_meta = |detail: String| invalid(&label, "invalid_metadata", Some(&meta_entry), detail);
+    let meta_text = read_small(archive, &meta_entry, label)?
+        .ok_or_else(|| invalid(label, "invalid_metadata", Some(&meta_entry), "missing"))?;
+    let bad_meta = |detail: String| invalid(label, "invalid_metadata", Some(&meta_entry), detail);
     let metadata = bundle_core::wheel::parse_metadata(&meta_text).map_err(bad_meta)?;
     let (metadata_version, name, version) = (&metadata.metadata_version, &metadata.name, &metadata.version);
     if metadata_version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_none_or(|m| m > 2) {
@@ -536,26 +573,54 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     }
     if normalize_name(name) != filename.normalized_name() || !same_version(version, &filename.version) {
         return Err(invalid(
-            &label,
+            label,
             "name_mismatch",
             Some(&meta_entry),
             format!("METADATA says {name} {version}, the file name {} {}", filename.distribution, filename.version),
         ));
     }
+    Ok(metadata)
+}
 
+/// Reads the `.dist-info` files the installer acts on, in this order: `WHEEL`, `METADATA`, then
+/// `entry_points.txt` (optional). Also returns the `Wheel-Version` warning, if any.
+fn read_dist_info(
+    archive: &mut ZipArchive<File>,
+    label: &str,
+    dist_info: String,
+    filename: WheelName,
+) -> Result<(WheelMetadata, Vec<String>), WheelError> {
+    let wheel_file = read_wheel_file(archive, label, &dist_info)?;
+    let metadata = read_metadata_file(archive, label, &dist_info, &filename)?;
     let ep_entry = format!("{dist_info}/entry_points.txt");
-    let (console_scripts, gui_scripts) = match read_small(&mut archive, &ep_entry, &label)? {
-        Some(text) => parse_entry_points(&text, &label, &ep_entry)?,
+    let (console_scripts, gui_scripts) = match read_small(archive, &ep_entry, label)? {
+        Some(text) => parse_entry_points(&text, label, &ep_entry)?,
         None => (Vec::new(), Vec::new()),
     };
+    let meta = WheelMetadata {
+        metadata,
+        console_scripts,
+        gui_scripts,
+        root_is_purelib: wheel_file.root_is_purelib,
+        dist_info,
+        filename,
+    };
+    Ok((meta, wheel_file.newer_minor.into_iter().collect()))
+}
 
-    let record_entry = format!("{dist_info}/RECORD");
-    let record_text = read_small(&mut archive, &record_entry, &label)?
-        .ok_or_else(|| invalid(&label, "record_mismatch", Some(&record_entry), "missing"))?;
-    let mut record = HashMap::new();
-    let mut record_problems: Vec<(String, String)> = Vec::new();
-    let mut bad_hash: HashSet<String> = HashSet::new();
-    for row in record::parse(&record_text) {
+/// `RECORD` as parsed, before it is compared with the zip.
+struct ParsedRecord {
+    lines: HashMap<String, RecordLine>,
+    /// (path, problem) in the order found; each becomes an error or a warning per [`RecordCheck`].
+    problems: Vec<(String, String)>,
+    /// Paths whose hash uses an algorithm we refuse (already a problem, not also "no hash").
+    bad_hash: HashSet<String>,
+}
+
+/// Parses `RECORD` rows: hash algorithm and digest, size, and paths listed twice.
+fn parse_record(text: &str) -> ParsedRecord {
+    let mut parsed = ParsedRecord { lines: HashMap::new(), problems: Vec::new(), bad_hash: HashSet::new() };
+    for row in record::parse(text) {
         let path = row.path.clone();
         let hash = match row.hash() {
             None => None,
@@ -564,8 +629,8 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
                 Some(("sha384", d)) => Some((Algo::Sha384, d.trim_end_matches('=').to_string())),
                 Some(("sha512", d)) => Some((Algo::Sha512, d.trim_end_matches('=').to_string())),
                 _ => {
-                    record_problems.push((path.clone(), format!("unsupported RECORD hash `{h}`")));
-                    bad_hash.insert(path.clone());
+                    parsed.problems.push((path.clone(), format!("unsupported RECORD hash `{h}`")));
+                    parsed.bad_hash.insert(path.clone());
                     None
                 }
             },
@@ -575,69 +640,91 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
             Some(s) => match s.parse::<u64>() {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    record_problems.push((path.clone(), format!("bad RECORD size `{s}`")));
+                    parsed.problems.push((path.clone(), format!("bad RECORD size `{s}`")));
                     None
                 }
             },
         };
-        if record.insert(path.clone(), RecordLine { hash, size }).is_some() {
-            record_problems.push((path, "listed twice in RECORD".into()));
+        if parsed.lines.insert(path.clone(), RecordLine { hash, size }).is_some() {
+            parsed.problems.push((path, "listed twice in RECORD".into()));
         }
     }
-    // Everything RECORD can be checked against without decompressing: listing, hashes present,
-    // sizes against the zip headers. Content hashes are checked while extracting.
+    parsed
+}
+
+/// Checks `RECORD` against everything the zip tells without decompressing: every file listed,
+/// with a hash, with the size of its zip header, and nothing listed that is not there. Content
+/// hashes are checked while extracting.
+fn check_record_listing(entries: &[EntryMeta], dist_info: &str, record: &mut ParsedRecord) {
+    let record_entry = format!("{dist_info}/RECORD");
     let signature_files = [format!("{dist_info}/RECORD.jws"), format!("{dist_info}/RECORD.p7s")];
+    let problems = &mut record.problems;
     let mut files_in_zip = HashSet::new();
     for e in entries.iter().filter(|e| !e.is_dir) {
         files_in_zip.insert(e.name.as_str());
         if e.name == record_entry || signature_files.contains(&e.name) {
             continue;
         }
-        match record.get(&e.name) {
-            None => record_problems.push((e.name.clone(), "not listed in RECORD".into())),
+        match record.lines.get(&e.name) {
+            None => problems.push((e.name.clone(), "not listed in RECORD".into())),
             Some(line) => {
-                if line.hash.is_none() && !bad_hash.contains(&e.name) {
-                    record_problems.push((e.name.clone(), "no hash in RECORD".into()));
+                if line.hash.is_none() && !record.bad_hash.contains(&e.name) {
+                    problems.push((e.name.clone(), "no hash in RECORD".into()));
                 }
                 if let Some(s) = line.size {
                     if s != e.size {
-                        record_problems.push((e.name.clone(), format!("RECORD says {s} bytes, the zip {}", e.size)));
+                        problems.push((e.name.clone(), format!("RECORD says {s} bytes, the zip {}", e.size)));
                     }
                 }
             }
         }
     }
     let mut listed_missing: Vec<&String> =
-        record.keys().filter(|p| !p.ends_with('/') && !files_in_zip.contains(p.as_str())).collect();
+        record.lines.keys().filter(|p| !p.ends_with('/') && !files_in_zip.contains(p.as_str())).collect();
     listed_missing.sort();
     for p in listed_missing {
-        record_problems.push((p.clone(), "listed in RECORD but not in the wheel".into()));
+        problems.push((p.clone(), "listed in RECORD but not in the wheel".into()));
     }
-    if let Some((entry, detail)) = record_problems.first() {
+}
+
+/// Reads `{dist_info}/RECORD` (it must exist) and checks it against the listing. Under
+/// [`RecordCheck::Strict`] the first problem is the error; otherwise the problems are returned as
+/// warnings with the parsed lines.
+fn read_record(
+    archive: &mut ZipArchive<File>,
+    label: &str,
+    entries: &[EntryMeta],
+    dist_info: &str,
+    opts: &InstallOptions,
+) -> Result<(HashMap<String, RecordLine>, Vec<String>), WheelError> {
+    let record_entry = format!("{dist_info}/RECORD");
+    let record_text = read_small(archive, &record_entry, label)?
+        .ok_or_else(|| invalid(label, "record_mismatch", Some(&record_entry), "missing"))?;
+    let mut record = parse_record(&record_text);
+    check_record_listing(entries, dist_info, &mut record);
+    if let Some((entry, detail)) = record.problems.first() {
         if opts.record_check == RecordCheck::Strict {
-            return Err(invalid(&label, "record_mismatch", Some(entry), detail.clone()));
+            return Err(invalid(label, "record_mismatch", Some(entry), detail.clone()));
         }
     }
-    warnings.extend(record_problems.into_iter().map(|(p, d)| format!("{p}: {d}")));
+    let warnings = record.problems.into_iter().map(|(p, d)| format!("{p}: {d}")).collect();
+    Ok((record.lines, warnings))
+}
 
-    let meta = WheelMetadata {
-        metadata,
-        console_scripts,
-        gui_scripts,
-        root_is_purelib: wh.root_is_purelib,
-        dist_info: dist_info.clone(),
-        filename,
-    };
-    Ok(OpenedWheel {
-        path: path.to_path_buf(),
-        label,
-        archive,
-        entries,
-        data_dir: format!("{stem}.data"),
-        meta,
-        record,
-        warnings,
-    })
+/// Opens a wheel and checks all of it that can be checked before extracting, in this order: file
+/// name, zip structure and caps, each entry's header, the `.dist-info` directory and its files,
+/// then `RECORD` against the listing.
+fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelError> {
+    let label = wheel_label(path);
+    let filename = parse_wheel_filename(&label)?;
+    let mut archive = open_archive(path, &label, opts)?;
+    let entries = check_entries(&mut archive, &label, opts)?;
+    let dist_info = find_dist_info(&entries, &label, &filename)?;
+    let data_dir = format!("{}.data", dist_info.strip_suffix(".dist-info").expect("checked by find_dist_info"));
+    let (meta, mut warnings) = read_dist_info(&mut archive, &label, dist_info, filename)?;
+    let (record, record_warnings) = read_record(&mut archive, &label, &entries, &meta.dist_info, opts)?;
+    warnings.extend(record_warnings);
+    Ok(OpenedWheel { path: path.to_path_buf(), label, archive, entries, data_dir, meta, record, warnings })
 }
 
 /// Reads and checks a wheel's metadata without installing it: the file name, the zip structure
@@ -746,15 +833,35 @@ fn launcher(shebang: &[u8], ep: &EntryPoint) -> Vec<u8> {
     s
 }
 
-fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
-    let rel_to_root = |p: &Path| {
-        p.strip_prefix(&venv.root).map(Path::to_path_buf).map_err(|_| {
-            w.err("io", None, format!("venv path `{}` is not under its root `{}`", p.display(), venv.root.display()))
+/// The venv's install directories, relative to its root.
+struct SchemeDirs {
+    site: PathBuf,
+    bin: PathBuf,
+    headers: PathBuf,
+}
+
+impl SchemeDirs {
+    fn new(venv: &Venv, w: &OpenedWheel) -> Result<Self, WheelError> {
+        let rel_to_root = |p: &Path| {
+            p.strip_prefix(&venv.root).map(Path::to_path_buf).map_err(|_| {
+                w.err(
+                    "io",
+                    None,
+                    format!("venv path `{}` is not under its root `{}`", p.display(), venv.root.display()),
+                )
+            })
+        };
+        Ok(SchemeDirs {
+            site: rel_to_root(&venv.site_packages)?,
+            bin: rel_to_root(&venv.bin)?,
+            headers: rel_to_root(&venv.headers_dir(&w.meta.name))?,
         })
-    };
-    let site_rel = rel_to_root(&venv.site_packages)?;
-    let bin_rel = rel_to_root(&venv.bin)?;
-    let headers_rel = rel_to_root(&venv.headers_dir(&w.meta.name))?;
+    }
+}
+
+/// Where each file entry of the wheel goes: the root into site-packages, `.data/<scheme>/` into
+/// that scheme's directory. The wheel's own RECORD, INSTALLER and REQUESTED are not copied.
+fn plan_files(w: &OpenedWheel, dirs: &SchemeDirs) -> Result<Vec<PlannedFile>, WheelError> {
     let dist_info = &w.meta.dist_info;
     // We write these ourselves; a copy shipped in the wheel would describe some other install.
     let skip: [String; 3] =
@@ -768,15 +875,15 @@ fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
         }
         let mode = if e.exec { 0o755 } else { 0o644 };
         let (rel, script) = match e.name.strip_prefix(&data_prefix) {
-            None => (site_rel.join(&e.name), false),
+            None => (dirs.site.join(&e.name), false),
             Some(rest) => {
                 let (key, sub) = rest
                     .split_once('/')
                     .ok_or_else(|| w.err("invalid_metadata", Some(&e.name), "file directly in the .data directory"))?;
                 match key {
-                    "purelib" | "platlib" => (site_rel.join(sub), false),
-                    "scripts" => (bin_rel.join(sub), true),
-                    "headers" => (headers_rel.join(sub), false),
+                    "purelib" | "platlib" => (dirs.site.join(sub), false),
+                    "scripts" => (dirs.bin.join(sub), true),
+                    "headers" => (dirs.headers.join(sub), false),
                     "data" => (PathBuf::from(sub), false),
                     other => {
                         return Err(w.err("invalid_metadata", Some(&e.name), format!("unknown .data scheme `{other}`")))
@@ -784,37 +891,34 @@ fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
                 }
             }
         };
-        let record_path = record_path(&rel, &site_rel);
+        let record_path = record_path(&rel, &dirs.site);
         files.push(PlannedFile { entry: i, rel, record_path, mode: if script { 0o755 } else { mode }, script });
     }
+    Ok(files)
+}
 
+/// A launcher in `bin/` for each console and GUI entry point.
+fn plan_launchers(venv: &Venv, w: &OpenedWheel, dirs: &SchemeDirs) -> Vec<Generated> {
     let sb = shebang(&venv.python);
-    let launchers = w
-        .meta
+    w.meta
         .console_scripts
         .iter()
         .chain(&w.meta.gui_scripts)
         .map(|ep| {
-            let rel = bin_rel.join(&ep.name);
+            let rel = dirs.bin.join(&ep.name);
             Generated {
                 name: ep.name.clone(),
-                record_path: record_path(&rel, &site_rel),
+                record_path: record_path(&rel, &dirs.site),
                 rel,
                 content: launcher(&sb, ep),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let plan = Plan {
-        project: normalize_name(&w.meta.name),
-        declared: files.iter().map(|f| w.entries[f.entry].size).sum(),
-        files,
-        launchers,
-        dist_info_rel: site_rel.join(dist_info),
-        site_rel,
-    };
-    // Two entries of one wheel landing on one path (say `pkg/a.py` and `.data/purelib/pkg/a.py`),
-    // or a file where another needs a directory.
+/// Refuses two entries of one wheel landing on one path (say `pkg/a.py` and
+/// `.data/purelib/pkg/a.py`), or a file where another needs a directory.
+fn check_plan_paths(w: &OpenedWheel, plan: &Plan) -> Result<(), WheelError> {
     let mut owners: HashMap<&Path, &str> = HashMap::new();
     let entry_name = |f: &PlannedFile| w.entries[f.entry].name.as_str();
     let names = plan.files.iter().map(|f| (f.rel.as_path(), entry_name(f)));
@@ -831,6 +935,24 @@ fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Decides where every file of a checked wheel goes in `venv` and which launchers it gets, and
+/// checks that no two of them collide.
+fn plan(venv: &Venv, w: &OpenedWheel) -> Result<Plan, WheelError> {
+    let dirs = SchemeDirs::new(venv, w)?;
+    let files = plan_files(w, &dirs)?;
+    let launchers = plan_launchers(venv, w, &dirs);
+    let plan = Plan {
+        project: normalize_name(&w.meta.name),
+        declared: files.iter().map(|f| w.entries[f.entry].size).sum(),
+        files,
+        launchers,
+        dist_info_rel: dirs.site.join(&w.meta.dist_info),
+        site_rel: dirs.site,
+    };
+    check_plan_paths(w, &plan)?;
     Ok(plan)
 }
 
@@ -1128,54 +1250,114 @@ fn create_file(path: &Path, mode: u32) -> io::Result<File> {
     Ok(f)
 }
 
-fn extract(
-    venv: &Venv,
+/// Writes one wheel's files under the venv: each destination is created with `O_EXCL` (after its
+/// missing parent directories) and remembered in [`Undo`]; a path that exists already is a
+/// conflict naming, where it can, the installed distribution that owns it. Also collects the rows
+/// of the new RECORD and the bytes written.
+struct Output<'a> {
+    venv: &'a Venv,
+    /// The wheel's file name, used in every message.
+    label: String,
+    dirs: Dirs,
+    undo: &'a mut Undo,
+    /// (RECORD path, `sha256=<digest>`, size) of each file written.
+    record: Vec<(String, String, u64)>,
+    bytes: u64,
+}
+
+impl Output<'_> {
+    fn io_err(&self, entry: &str, action: &'static str, path: &Path, e: io::Error) -> WheelError {
+        WheelError::Io {
+            wheel: self.label.clone(),
+            entry: Some(entry.to_string()),
+            action,
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+
+    fn conflict_or(&self, entry: &str, path: &Path, record_path: &str, e: io::Error) -> WheelError {
+        match e.kind() {
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => WheelError::Conflict {
+                wheel: self.label.clone(),
+                entry: entry.to_string(),
+                path: path.to_path_buf(),
+                owner: find_owner(&self.venv.site_packages, record_path),
+            },
+            _ => self.io_err(entry, "cannot create", path, e),
+        }
+    }
+
+    /// Creates the file at `rel` (relative to the venv root) and returns it with its absolute path.
+    fn open_dest(
+        &mut self,
+        entry: &str,
+        rel: &Path,
+        record_path: &str,
+        mode: u32,
+    ) -> Result<(File, PathBuf), WheelError> {
+        let dest = self.venv.root.join(rel);
+        if let Some(parent) = dest.parent() {
+            if let Err(e) = self.dirs.ensure(parent, self.undo) {
+                return Err(self.conflict_or(entry, parent, record_path, e));
+            }
+        }
+        let f = create_file(&dest, mode).map_err(|e| self.conflict_or(entry, &dest, record_path, e))?;
+        self.undo.files.push(dest.clone());
+        Ok((f, dest))
+    }
+
+    /// Creates the file at `rel` with `content`; the caller accounts for it in RECORD.
+    fn write_whole(
+        &mut self,
+        entry: &str,
+        rel: &Path,
+        record_path: &str,
+        mode: u32,
+        content: &[u8],
+    ) -> Result<(), WheelError> {
+        let (mut f, dest) = self.open_dest(entry, rel, record_path, mode)?;
+        f.write_all(content).map_err(|e| self.io_err(entry, "cannot write", &dest, e))
+    }
+
+    /// Writes a file the installer makes itself (launcher, INSTALLER, REQUESTED) and lists it in RECORD.
+    fn generated(
+        &mut self,
+        entry: &str,
+        rel: &Path,
+        record_path: &str,
+        mode: u32,
+        content: &[u8],
+    ) -> Result<(), WheelError> {
+        self.write_whole(entry, rel, record_path, mode, content)?;
+        self.record.push((
+            record_path.to_string(),
+            format!("sha256={}", b64(&Sha256::digest(content))),
+            content.len() as u64,
+        ));
+        self.bytes += content.len() as u64;
+        Ok(())
+    }
+}
+
+/// Streams every planned entry from the zip to its destination, checking it against RECORD on
+/// the way (scripts get their `#!python` line rewritten). Returns the names of the scripts.
+fn copy_entries(
     w: &mut OpenedWheel,
     plan: &Plan,
     opts: &InstallOptions,
-    undo: &mut Undo,
-) -> Result<InstalledDist, WheelError> {
-    let label = w.label.clone();
-    let mut warnings = std::mem::take(&mut w.warnings);
-    let mut dirs = Dirs::new(venv);
+    out: &mut Output<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, WheelError> {
     let mut buf = vec![0u8; COPY_BUF];
-    let mut record: Vec<(String, String, u64)> = Vec::with_capacity(plan.files.len() + 8);
     let mut scripts = Vec::new();
-    let mut bytes = 0u64;
-    let sb = shebang(&venv.python);
-
-    let io_err = |entry: &str, action, path: &Path, e| WheelError::Io {
-        wheel: label.clone(),
-        entry: Some(entry.to_string()),
-        action,
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let conflict_or = |entry: &str, path: &Path, record_path: &str, e: io::Error| match e.kind() {
-        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => WheelError::Conflict {
-            wheel: label.clone(),
-            entry: entry.to_string(),
-            path: path.to_path_buf(),
-            owner: find_owner(&venv.site_packages, record_path),
-        },
-        _ => io_err(entry, "cannot create", path, e),
-    };
-    let open_dest = |dirs: &mut Dirs, undo: &mut Undo, entry: &str, rel: &Path, record_path: &str, mode| {
-        let dest = venv.root.join(rel);
-        if let Some(parent) = dest.parent() {
-            dirs.ensure(parent, undo).map_err(|e| conflict_or(entry, parent, record_path, e))?;
-        }
-        let f = create_file(&dest, mode).map_err(|e| conflict_or(entry, &dest, record_path, e))?;
-        undo.files.push(dest.clone());
-        Ok::<_, WheelError>((f, dest))
-    };
-
+    let sb = shebang(&out.venv.python);
     for pf in &plan.files {
         let (index, name, size) = {
             let e = &w.entries[pf.entry];
             (e.index, e.name.clone(), e.size)
         };
-        let (mut file, dest) = open_dest(&mut dirs, undo, &name, &pf.rel, &pf.record_path, pf.mode)?;
+        let (mut file, dest) = out.open_dest(&name, &pf.rel, &pf.record_path, pf.mode)?;
         let algo = w.record.get(&name).and_then(|r| r.hash.as_ref()).map(|(a, _)| *a);
         let copied = stream_entry(w, index, &name, size, &mut file, &mut buf, algo, pf.script.then_some(sb.as_slice()))
             .map_err(|e| match e {
@@ -1184,62 +1366,49 @@ fn extract(
                 }
                 other => other,
             })?;
-        verify_record(w, &name, &copied, opts, &mut warnings)?;
+        verify_record(w, &name, &copied, opts, warnings)?;
         if pf.script {
             scripts.push(pf.rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         }
-        bytes += copied.written_size;
-        record.push((pf.record_path.clone(), format!("sha256={}", copied.written_sha256), copied.written_size));
+        out.bytes += copied.written_size;
+        out.record.push((pf.record_path.clone(), format!("sha256={}", copied.written_sha256), copied.written_size));
     }
+    Ok(scripts)
+}
 
-    let write_whole =
-        |dirs: &mut Dirs, undo: &mut Undo, entry: &str, rel: &Path, record_path: &str, mode, content: &[u8]| {
-            let (mut f, dest) = open_dest(dirs, undo, entry, rel, record_path, mode)?;
-            f.write_all(content).map_err(|e| io_err(entry, "cannot write", &dest, e))?;
-            Ok::<_, WheelError>(())
-        };
-    let mut generated =
-        |dirs: &mut Dirs, undo: &mut Undo, entry: &str, rel: &Path, record_path: &str, mode, content: &[u8]| {
-            write_whole(dirs, undo, entry, rel, record_path, mode, content)?;
-            record.push((
-                record_path.to_string(),
-                format!("sha256={}", b64(&Sha256::digest(content))),
-                content.len() as u64,
-            ));
-            Ok::<_, WheelError>(content.len() as u64)
-        };
+/// Writes the entry-point launchers, `INSTALLER` and (when asked) `REQUESTED`. Returns the
+/// launchers' names.
+fn write_generated(plan: &Plan, opts: &InstallOptions, out: &mut Output<'_>) -> Result<Vec<String>, WheelError> {
+    let mut scripts = Vec::new();
     for g in &plan.launchers {
-        bytes += generated(&mut dirs, undo, "entry_points.txt", &g.rel, &g.record_path, 0o755, &g.content)?;
+        out.generated("entry_points.txt", &g.rel, &g.record_path, 0o755, &g.content)?;
         scripts.push(g.name.clone());
     }
     let di = &plan.dist_info_rel;
     let installer = format!("{}\n", opts.installer);
-    bytes += generated(
-        &mut dirs,
-        undo,
+    let installer_rel = di.join("INSTALLER");
+    out.generated(
         "INSTALLER",
-        &di.join("INSTALLER"),
-        &record_path(&di.join("INSTALLER"), &plan.site_rel),
+        &installer_rel,
+        &record_path(&installer_rel, &plan.site_rel),
         0o644,
         installer.as_bytes(),
     )?;
     if opts.requested {
-        bytes += generated(
-            &mut dirs,
-            undo,
-            "REQUESTED",
-            &di.join("REQUESTED"),
-            &record_path(&di.join("REQUESTED"), &plan.site_rel),
-            0o644,
-            b"",
-        )?;
+        let requested_rel = di.join("REQUESTED");
+        out.generated("REQUESTED", &requested_rel, &record_path(&requested_rel, &plan.site_rel), 0o644, b"")?;
     }
-    let record_rel = di.join("RECORD");
+    Ok(scripts)
+}
+
+/// Writes the new RECORD, sorted by path, listing itself without hash or size.
+fn write_record(plan: &Plan, out: &mut Output<'_>) -> Result<(), WheelError> {
+    let record_rel = plan.dist_info_rel.join("RECORD");
     let record_rp = record_path(&record_rel, &plan.site_rel);
-    record.push((record_rp.clone(), String::new(), 0));
-    record.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut rows = record::RecordWriter::with_capacity(record.len() * 80);
-    for (p, h, s) in &record {
+    out.record.push((record_rp.clone(), String::new(), 0));
+    out.record.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rows = record::RecordWriter::with_capacity(out.record.len() * 80);
+    for (p, h, s) in &out.record {
         if p == &record_rp {
             rows.push(p, "", None);
         } else {
@@ -1247,16 +1416,39 @@ fn extract(
         }
     }
     let text = rows.finish();
-    write_whole(&mut dirs, undo, "RECORD", &record_rel, &record_rp, 0o644, &text)?;
-    bytes += text.len() as u64;
+    out.write_whole("RECORD", &record_rel, &record_rp, 0o644, &text)?;
+    out.bytes += text.len() as u64;
+    Ok(())
+}
 
+/// Installs a checked and planned wheel: its entries, then the generated files, then RECORD.
+/// Everything created is recorded in `undo` for the caller to take back on error.
+fn extract(
+    venv: &Venv,
+    w: &mut OpenedWheel,
+    plan: &Plan,
+    opts: &InstallOptions,
+    undo: &mut Undo,
+) -> Result<InstalledDist, WheelError> {
+    let mut warnings = std::mem::take(&mut w.warnings);
+    let mut out = Output {
+        venv,
+        label: w.label.clone(),
+        dirs: Dirs::new(venv),
+        undo,
+        record: Vec::with_capacity(plan.files.len() + 8),
+        bytes: 0,
+    };
+    let mut scripts = copy_entries(w, plan, opts, &mut out, &mut warnings)?;
+    scripts.extend(write_generated(plan, opts, &mut out)?);
+    write_record(plan, &mut out)?;
     Ok(InstalledDist {
         name: w.meta.name.clone(),
         version: w.meta.version.clone(),
         wheel: w.path.clone(),
-        dist_info: venv.root.join(di),
-        files: record.len(),
-        bytes,
+        dist_info: venv.root.join(&plan.dist_info_rel),
+        files: out.record.len(),
+        bytes: out.bytes,
         scripts,
         warnings,
     })
@@ -1314,19 +1506,80 @@ fn release_budget(
     }
 }
 
-/// Installs several wheels, `opts.jobs` at a time. Every wheel is opened, checked and planned
-/// before anything is written, and two wheels installing the same path are refused up front with
-/// the same error whatever their order. Results are in input order. On error everything the batch
-/// created is removed.
-pub fn install_wheels(
+/// The wheels of one [`install_wheels`] call and how messages name them.
+struct Batch<'a> {
+    wheels: &'a [PathBuf],
+    labels: Vec<String>,
+}
+
+impl Batch<'_> {
+    /// Orders wheels by file name (then path) so that which two wheels an error names does not
+    /// depend on the order they were given in.
+    fn sort_key(&self, i: usize) -> (String, PathBuf) {
+        (self.labels[i].clone(), self.wheels[i].clone())
+    }
+
+    /// Refuses one project twice (two versions, or one wheel listed twice): never what was meant.
+    fn check_projects(&self, ready: &[Prepared]) -> Result<(), WheelError> {
+        let mut projects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, (_, p)) in ready.iter().enumerate() {
+            projects.entry(p.project.as_str()).or_default().push(i);
+        }
+        if let Some((project, who)) = projects.iter().find(|(_, who)| who.len() > 1) {
+            let mut who = who.clone();
+            who.sort_by_key(|&i| self.sort_key(i));
+            return Err(WheelError::SameProject {
+                first: self.labels[who[0]].clone(),
+                second: self.labels[who[1]].clone(),
+                project: project.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses two wheels installing one path, or one installing a file where another needs a
+    /// directory. Decided on sorted paths and sorted wheel names: order-independent.
+    fn check_conflicts(&self, ready: &[Prepared]) -> Result<(), WheelError> {
+        let mut owners: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+        for (i, (_, p)) in ready.iter().enumerate() {
+            for f in &p.files {
+                owners.entry(f.rel.as_path()).or_default().push(i);
+            }
+            for g in &p.launchers {
+                owners.entry(g.rel.as_path()).or_default().push(i);
+            }
+        }
+        let site_rel = ready.first().map(|(_, p)| p.site_rel.clone()).unwrap_or_default();
+        for (path, who) in &owners {
+            let mut pair: Vec<usize> = who.clone();
+            for anc in path.ancestors().skip(1) {
+                if let Some(o) = owners.get(anc) {
+                    pair.extend(o);
+                }
+            }
+            pair.sort_by_key(|&i| self.sort_key(i));
+            pair.dedup();
+            if pair.len() >= 2 {
+                return Err(WheelError::WheelsConflict {
+                    first: self.labels[pair[0]].clone(),
+                    second: self.labels[pair[1]].clone(),
+                    path: record_path(path, &site_rel),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Phase 1 of [`install_wheels`]: opens, checks and plans every wheel, `jobs` at a time (cheap:
+/// central directories and metadata files only). Large batches close each wheel again rather than
+/// hold a descriptor per wheel until phase 2. The first error in input order is returned.
+fn prepare_all(
     venv: &Venv,
     wheels: &[PathBuf],
     opts: &InstallOptions,
-) -> Result<Vec<InstalledDist>, WheelError> {
-    let jobs = opts.jobs.max(1).min(wheels.len().max(1));
-
-    // Phase 1: open and plan (cheap: central directories and metadata files only). Large
-    // batches close each wheel again rather than hold a descriptor per wheel until phase 2.
+    jobs: usize,
+) -> Result<Vec<Prepared>, WheelError> {
     let keep_open = wheels.len() <= KEEP_OPEN_MAX;
     let all: Vec<usize> = (0..wheels.len()).collect();
     let installed = installed_projects(&venv.site_packages);
@@ -1340,65 +1593,28 @@ pub fn install_wheels(
     for r in prepared {
         ready.push(r.expect("no stop flag in phase 1")?);
     }
+    Ok(ready)
+}
 
-    let labels: Vec<String> = wheels.iter().map(|w| wheel_label(w)).collect();
-    let label_of = |i: usize| (labels[i].clone(), wheels[i].clone());
-    release_budget(&ready.iter().map(|(_, p)| p.declared).collect::<Vec<_>>(), &labels, opts, &venv.root)?;
-
-    // One project twice (two versions, or one wheel listed twice) is never what was meant.
-    let mut projects: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, (_, p)) in ready.iter().enumerate() {
-        projects.entry(p.project.as_str()).or_default().push(i);
-    }
-    if let Some((project, who)) = projects.iter().find(|(_, who)| who.len() > 1) {
-        let mut who = who.clone();
-        who.sort_by_key(|&i| label_of(i));
-        return Err(WheelError::SameProject {
-            first: labels[who[0]].clone(),
-            second: labels[who[1]].clone(),
-            project: project.to_string(),
-        });
-    }
-
-    // Cross-wheel conflicts, decided on sorted paths and sorted wheel names: order-independent.
-    let mut owners: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
-    for (i, (_, p)) in ready.iter().enumerate() {
-        for f in &p.files {
-            owners.entry(f.rel.as_path()).or_default().push(i);
-        }
-        for g in &p.launchers {
-            owners.entry(g.rel.as_path()).or_default().push(i);
-        }
-    }
-    let site_rel = ready.first().map(|(_, p)| p.site_rel.clone()).unwrap_or_default();
-    for (path, who) in &owners {
-        let mut pair: Vec<usize> = who.clone();
-        for anc in path.ancestors().skip(1) {
-            if let Some(o) = owners.get(anc) {
-                pair.extend(o);
-            }
-        }
-        pair.sort_by_key(|&i| label_of(i));
-        pair.dedup();
-        if pair.len() >= 2 {
-            return Err(WheelError::WheelsConflict {
-                first: labels[pair[0]].clone(),
-                second: labels[pair[1]].clone(),
-                path: record_path(path, &site_rel),
-            });
-        }
-    }
-
-    // Phase 2: extract, largest wheels first so the workers finish together. Wheels are started
-    // in that fixed order and a started wheel always runs to its end, so the first failure in
-    // that order is always found, whichever worker gets there first: the error is deterministic.
+/// Phase 2 of [`install_wheels`]: extracts the prepared wheels, largest first so the workers
+/// finish together (a closed zip is opened and planned again). Wheels are started in that fixed
+/// order and a started wheel always runs to its end, so the first failure in that order is always
+/// found, whichever worker gets there first: the error is deterministic. On error everything
+/// created is removed.
+fn extract_all(
+    venv: &Venv,
+    wheels: &[PathBuf],
+    opts: &InstallOptions,
+    jobs: usize,
+    ready: Vec<Prepared>,
+) -> Result<Vec<InstalledDist>, WheelError> {
     let mut order: Vec<usize> = (0..wheels.len()).collect();
     let size = |i: usize| fs::metadata(&wheels[i]).map(|m| m.len()).unwrap_or(0);
     order.sort_by_key(|&i| (std::cmp::Reverse(size(i)), i));
     let stop = AtomicBool::new(false);
     let slots: Vec<std::sync::Mutex<Option<Prepared>>> =
         ready.into_iter().map(|r| std::sync::Mutex::new(Some(r))).collect();
-    let results = parallel_map(&order, jobs, Some(&stop), |i| {
+    let mut results = parallel_map(&order, jobs, Some(&stop), |i| {
         let (w, p) = slots[i].lock().expect("unpoisoned").take().expect("each wheel extracted once");
         let mut undo = Undo::default();
         let reopened = match w {
@@ -1414,7 +1630,6 @@ pub fn install_wheels(
     let mut installed: Vec<Option<InstalledDist>> = (0..wheels.len()).map(|_| None).collect();
     let mut first_err = None;
     let mut undos = Vec::new();
-    let mut results = results;
     for &i in &order {
         match results[i].take() {
             Some((Err(e), undo)) => {
@@ -1435,6 +1650,24 @@ pub fn install_wheels(
         return Err(e);
     }
     Ok(installed.into_iter().map(|d| d.expect("every wheel installed when none failed")).collect())
+}
+
+/// Installs several wheels, `opts.jobs` at a time. Every wheel is opened, checked and planned
+/// before anything is written, and two wheels installing the same path are refused up front with
+/// the same error whatever their order. Results are in input order. On error everything the batch
+/// created is removed.
+pub fn install_wheels(
+    venv: &Venv,
+    wheels: &[PathBuf],
+    opts: &InstallOptions,
+) -> Result<Vec<InstalledDist>, WheelError> {
+    let jobs = opts.jobs.max(1).min(wheels.len().max(1));
+    let ready = prepare_all(venv, wheels, opts, jobs)?;
+    let batch = Batch { wheels, labels: wheels.iter().map(|w| wheel_label(w)).collect() };
+    release_budget(&ready.iter().map(|(_, p)| p.declared).collect::<Vec<_>>(), &batch.labels, opts, &venv.root)?;
+    batch.check_projects(&ready)?;
+    batch.check_conflicts(&ready)?;
+    extract_all(venv, wheels, opts, jobs, ready)
 }
 
 /// Runs `f(i)` for each `i` of `order` on a pool of `jobs` threads, started in that order; slot `i`
