@@ -841,6 +841,8 @@ struct SchemeDirs {
 }
 
 impl SchemeDirs {
+    /// The venv's site-packages, `bin/` and this project's headers directory; each must lie under
+    /// the venv root.
     fn new(venv: &Venv, w: &OpenedWheel) -> Result<Self, WheelError> {
         let rel_to_root = |p: &Path| {
             p.strip_prefix(&venv.root).map(Path::to_path_buf).map_err(|_| {
@@ -1266,6 +1268,7 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
+    /// An I/O error on `path` while installing `entry`.
     fn io_err(&self, entry: &str, action: &'static str, path: &Path, e: io::Error) -> WheelError {
         WheelError::Io {
             wheel: self.label.clone(),
@@ -1276,6 +1279,8 @@ impl Output<'_> {
         }
     }
 
+    /// A destination that cannot be created because something is in the way is a conflict (with
+    /// the installed distribution whose RECORD lists it, if one does); other errors stay I/O errors.
     fn conflict_or(&self, entry: &str, path: &Path, record_path: &str, e: io::Error) -> WheelError {
         match e.kind() {
             io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => WheelError::Conflict {
