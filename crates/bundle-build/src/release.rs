@@ -165,20 +165,7 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     let set: Vec<crate::wheels::Wheel> =
         contents.iter().map(|(path, sha256, c)| crate::wheels::Wheel { path, contents: c, sha256 }).collect();
     let wheel_info = crate::wheels::wheel_info(&set);
-    let entries: Vec<crate::sbom::WheelEntry> =
-        contents.iter().map(|(path, sha256, c)| crate::sbom::WheelEntry { meta: &c.meta, sha256, path }).collect();
-    let lock_ref = lock.as_ref().map(|l| crate::sbom::LockRef { file_name: &l.file_name, sha256: &l.sha256 });
-    let sbom = crate::sbom::generate(&s.app, &s.version, &entries, lock_ref, mtime);
-    sources.push(Source {
-        fs_path: PathBuf::new(),
-        entry: FileEntry {
-            path: crate::sbom::SBOM_PATH.into(),
-            size: sbom.len() as u64,
-            sha256: bundle_core::hash::sha256_hex(&sbom),
-            mode: "0644".into(),
-        },
-        content: Some(sbom),
-    });
+    sources.push(sbom_source(s, &contents, lock.as_ref(), mtime));
     sources.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
     let manifest = Manifest {
         format: manifest::FORMAT,
@@ -222,6 +209,30 @@ pub fn gather(spec: &LoadedSpec, mtime: u64) -> (Option<Release>, Vec<Lint>) {
     }
     let wheel_meta = contents.into_iter().map(|(path, _, c)| (path, c.meta)).collect();
     (Some(Release { manifest, sources, wheel_meta }), g.lints)
+}
+
+/// The generated CycloneDX SBOM of the wheels (and the lock file), as a source packed at
+/// [`crate::sbom::SBOM_PATH`].
+fn sbom_source(
+    s: &Spec,
+    contents: &[(String, String, bundle_core::wheel::WheelContents)],
+    lock: Option<&crate::lock::Lock>,
+    mtime: u64,
+) -> Source {
+    let entries: Vec<crate::sbom::WheelEntry> =
+        contents.iter().map(|(path, sha256, c)| crate::sbom::WheelEntry { meta: &c.meta, sha256, path }).collect();
+    let lock_ref = lock.map(|l| crate::sbom::LockRef { file_name: &l.file_name, sha256: &l.sha256 });
+    let sbom = crate::sbom::generate(&s.app, &s.version, &entries, lock_ref, mtime);
+    Source {
+        fs_path: PathBuf::new(),
+        entry: FileEntry {
+            path: crate::sbom::SBOM_PATH.into(),
+            size: sbom.len() as u64,
+            sha256: bundle_core::hash::sha256_hex(&sbom),
+            mode: "0644".into(),
+        },
+        content: Some(sbom),
+    }
 }
 
 /// The release's version, `upgrades_from`, Python requirement and `keep_releases`; returns the
