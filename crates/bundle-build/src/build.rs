@@ -197,17 +197,9 @@ impl EarlyWriteback {
         EarlyWriteback { file, written: 0, submitted: 0 }
     }
 
-    #[allow(unsafe_code)]
     fn submit(&mut self) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let (start, len) = (self.submitted as libc::off64_t, (self.written - self.submitted) as libc::off64_t);
-            // SAFETY: a plain system call on a descriptor we own, open for the call.
-            // Only a hint: a failure here (or a file system without it) still ends in the fsync,
-            // which reports any real error.
-            unsafe { libc::sync_file_range(self.file.as_raw_fd(), start, len, libc::SYNC_FILE_RANGE_WRITE) };
-        }
+        // Only a hint: a failure still ends in the fsync, which reports any real error.
+        bundle_core::durable::start_writeback(&self.file, self.submitted, self.written - self.submitted);
         self.submitted = self.written;
     }
 }

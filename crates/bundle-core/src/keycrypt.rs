@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn derive_is_scrypt() {
         // The limits pick N = 2^10, r = 8, p = 1; interop with minisign's own files is tested in
-        // signature.rs and tests/minisign_interop.rs.
+        // signature.rs and tests/it/minisign_interop.rs.
         let out = derive(b"pw", &[7; 32], 32_768, 1 << 30, 104).unwrap();
         let mut want = vec![0u8; 104];
         scrypt::scrypt(b"pw", &[7; 32], &scrypt::Params::new(10, 8, 1, 64).unwrap(), &mut want).unwrap();

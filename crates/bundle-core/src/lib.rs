@@ -3,6 +3,7 @@
 //! [`verify::VerifiedBundle`].
 
 pub mod archive;
+pub mod durable;
 pub mod exit;
 pub mod hash;
 pub mod input;

@@ -34,13 +34,17 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_yaml::{Mapping, Value};
+
+use crate::fs::durable::{self, WriteStep};
 
 /// How many bytes from the end of a failing script's stderr are read for the error message.
 const STDERR_TAIL_BYTES: u64 = 8192;
@@ -168,7 +172,106 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Parses a rules converter. `file` names it in errors.
+/// A rule as written in a rules file: a mapping with one key, the rule's kind, whose value is the
+/// rule's fields (`- delete: {path: a.b}`), read through [`serde_yaml::with::singleton_map`]. The
+/// fields are checked apart ([`RenameFields`], …) so that their errors can name the rule's kind.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "a rule")]
+enum RuleKind {
+    Rename(Value),
+    Set(Value),
+    Replace(Value),
+    Delete(Value),
+}
+
+/// The fields of `rename`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `from` and `to`")]
+struct RenameFields {
+    from: DottedPath,
+    to: DottedPath,
+}
+
+/// The fields of `set` and `replace`. A `value` written as `null` is a null value, not a missing one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `path` and `value`")]
+struct ValueFields {
+    path: DottedPath,
+    value: Value,
+}
+
+/// The fields of `delete`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of `path`")]
+struct DeleteFields {
+    path: DottedPath,
+}
+
+/// A path field: a YAML string of non-empty segments joined by dots (a number or a list is refused,
+/// not turned into a string).
+struct DottedPath(String);
+
+impl<'de> Deserialize<'de> for DottedPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DottedPath;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a dotted path like `a.b`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DottedPath, E> {
+                segments(s).map_err(E::custom)?;
+                Ok(DottedPath(s.to_string()))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// serde's words for enums (variants, identifiers) in the words of a rules file (rules, kinds).
+fn in_rule_words(message: &str) -> String {
+    message
+        .replace("unknown variant ", "unknown rule ")
+        .replace("expected variant identifier", "expected a rule kind (rename, set, replace or delete)")
+        .replace("invalid type: unit variant, expected newtype variant", "found a rule kind without its fields")
+        .replace("expected field identifier", "expected a field name")
+}
+
+/// The fields of a rule of kind `kind`; the error names the kind.
+fn fields<T: DeserializeOwned>(kind: &str, body: Value) -> Result<T, String> {
+    serde_yaml::from_value(body).map_err(|e| format!("`{kind}`: {}", in_rule_words(&e.to_string())))
+}
+
+/// One item of a rules file; the error says what is wrong with it.
+fn rule_from(item: Value) -> Result<Rule, String> {
+    let kind: RuleKind = serde_yaml::with::singleton_map::deserialize(item).map_err(|e| {
+        format!("{}; a rule is a mapping with one key, e.g. `- delete: {{path: a.b}}`", in_rule_words(&e.to_string()))
+    })?;
+    Ok(match kind {
+        RuleKind::Rename(body) => {
+            let RenameFields { from: DottedPath(from), to: DottedPath(to) } = fields("rename", body)?;
+            if from == to {
+                return Err(format!("`rename` from and to are the same path `{from}`"));
+            }
+            Rule::Rename { from, to }
+        }
+        RuleKind::Set(body) => {
+            let ValueFields { path: DottedPath(path), value } = fields("set", body)?;
+            Rule::Set { path, value }
+        }
+        RuleKind::Replace(body) => {
+            let ValueFields { path: DottedPath(path), value } = fields("replace", body)?;
+            Rule::Replace { path, value }
+        }
+        RuleKind::Delete(body) => {
+            let DeleteFields { path: DottedPath(path) } = fields("delete", body)?;
+            Rule::Delete { path }
+        }
+    })
+}
+
+/// Parses a rules converter: a YAML list of rules (or nothing at all). serde_yaml checks the shape
+/// of each rule; errors name `file` and the rule's number.
 pub(crate) fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigError> {
     let err =
         |rule: Option<usize>, message: String| ConfigError::InvalidRules { file: file.to_string(), rule, message };
@@ -179,78 +282,8 @@ pub(crate) fn parse_rules(text: &str, file: &str) -> Result<Vec<Rule>, ConfigErr
         Value::Sequence(items) => items,
         other => return Err(err(None, format!("expected a list of rules, found {}", type_name(&other)))),
     };
-    let mut rules = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let n = i + 1;
-        let bad = |m: String| err(Some(n), m);
-        let shape = "a rule is a mapping with one key, e.g. `- delete: {path: a.b}`";
-        let Value::Mapping(map) = item else {
-            return Err(bad(format!("found {}; {shape}", type_name(&item))));
-        };
-        if map.len() != 1 {
-            return Err(bad(format!("found {} keys; {shape}", map.len())));
-        }
-        let (kind, body) = map.into_iter().next().expect("one entry");
-        let kind = match kind {
-            Value::String(s) => s,
-            other => return Err(bad(format!("the rule kind is {}; {shape}", type_name(&other)))),
-        };
-        let fields: &[&str] = match kind.as_str() {
-            "rename" => &["from", "to"],
-            "set" | "replace" => &["path", "value"],
-            "delete" => &["path"],
-            other => {
-                return Err(bad(format!(
-                    "unknown rule `{}` (expected rename, set, replace or delete)",
-                    other.escape_debug()
-                )))
-            }
-        };
-        let Value::Mapping(mut body) = body else {
-            return Err(bad(format!("`{kind}` takes a mapping of {}, found {}", fields.join(", "), type_name(&body))));
-        };
-        for key in body.keys() {
-            let known = key.as_str().is_some_and(|k| fields.contains(&k));
-            if !known {
-                let shown = key.as_str().map_or_else(|| format!("{key:?}"), |s| s.escape_debug().to_string());
-                return Err(bad(format!("`{kind}` has an unknown key `{shown}` (expected {})", fields.join(", "))));
-            }
-        }
-        let mut take = |name: &str| body.remove(name).ok_or_else(|| bad(format!("`{kind}` needs `{name}`")));
-        let mut path = |name: &str| -> Result<String, ConfigError> {
-            match take(name)? {
-                Value::String(s) => {
-                    segments(&s).map_err(|m| bad(format!("`{kind}`: {m}")))?;
-                    Ok(s)
-                }
-                other => Err(bad(format!(
-                    "`{kind}`: `{name}` must be a dotted path like `a.b`, found {}",
-                    type_name(&other)
-                ))),
-            }
-        };
-        let rule = match kind.as_str() {
-            "rename" => {
-                let from = path("from")?;
-                let to = path("to")?;
-                if from == to {
-                    return Err(bad(format!("`rename` from and to are the same path `{from}`")));
-                }
-                Rule::Rename { from, to }
-            }
-            "set" => {
-                let p = path("path")?;
-                Rule::Set { path: p, value: take("value")? }
-            }
-            "replace" => {
-                let p = path("path")?;
-                Rule::Replace { path: p, value: take("value")? }
-            }
-            _ => Rule::Delete { path: path("path")? },
-        };
-        rules.push(rule);
-    }
-    Ok(rules)
+    // Item by item, not as one `Vec`: the error then carries the rule's number.
+    items.into_iter().enumerate().map(|(i, item)| rule_from(item).map_err(|m| err(Some(i + 1), m))).collect()
 }
 
 /// Walks to the mapping that holds the last segment of `segs`. Missing (or null) intermediates are
@@ -477,33 +510,21 @@ fn run_script(
     Ok(())
 }
 
-/// Writes `bytes` to `output` atomically: a temp file beside it, fsync, rename, fsync of the
-/// directory. The file gets `mode_from`'s permissions.
+/// Writes `bytes` to `output` atomically with [`durable::write_atomic_steps`] (a temp file beside
+/// it, fsync, rename, fsync of the directory). The file gets `mode_from`'s permissions, or 0600 (as
+/// private as a temporary file) when that cannot be read.
 fn write_atomically(output: &Path, bytes: &[u8], mode_from: &Path) -> Result<(), ConfigError> {
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ConfigError::Io { what, path, source }
-    };
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config-convert-")
-        .tempfile_in(&dir)
-        .map_err(io("cannot create a temporary file in", &dir))?;
-    tmp.write_all(bytes).map_err(io("cannot write", tmp.path()))?;
-    if let Ok(meta) = fs::metadata(mode_from) {
-        tmp.as_file().set_permissions(meta.permissions()).map_err(io("cannot set permissions of", output))?;
-    }
-    tmp.as_file().sync_all().map_err(io("cannot sync", output))?;
-    tmp.persist(output).map_err(|e| ConfigError::Io {
-        what: "cannot write",
-        path: output.to_path_buf(),
-        source: e.error,
-    })?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io("cannot sync directory", &dir))?;
-    Ok(())
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(mode_from).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    durable::write_atomic_steps(output, bytes, mode).map_err(|(step, source)| {
+        let (what, path) = match step {
+            WriteStep::CreateTemp => ("cannot create a temporary file in", durable::parent_dir(output)),
+            WriteStep::Write | WriteStep::Rename => ("cannot write", output),
+            WriteStep::SyncFile => ("cannot sync", output),
+            WriteStep::SyncDir => ("cannot sync directory", durable::parent_dir(output)),
+        };
+        ConfigError::Io { what, path: path.to_path_buf(), source }
+    })
 }
 
 /// Converts the config at `input` from version `from` to version `to` with `converters` (run in
@@ -684,6 +705,11 @@ mod tests {
         assert!(rules("").is_empty());
         assert!(rules("# only a comment\n").is_empty());
         assert!(rules("[]").is_empty());
+        // A value is taken as written, YAML tag included.
+        assert_eq!(
+            rules("- replace: {path: t, value: !env HOME}"),
+            [Rule::Replace { path: "t".into(), value: yaml("!env HOME") }]
+        );
         let fixture = fs::read_to_string(fixtures().join("config/converters/1-to-2.yaml")).unwrap();
         assert_eq!(parse_rules(&fixture, "1-to-2.yaml").unwrap().len(), 4);
     }
@@ -693,24 +719,37 @@ mod tests {
         let cases = [
             ("a: 1", None, "expected a list of rules, found a mapping"),
             ("- [", None, "not valid YAML"),
-            ("- delete: {path: a}\n- 3", Some(2), "found a number"),
-            ("- delete: {path: a}\n  set: {path: b, value: 1}", Some(1), "found 2 keys"),
-            ("- {}", Some(1), "found 0 keys"),
-            ("- move: {from: a, to: b}", Some(1), "unknown rule `move`"),
-            ("- delete: {path: a}\n- delete: {path: a, value: 1}", Some(2), "unknown key `value`"),
-            ("- set: {path: a, valu: 1}", Some(1), "unknown key `valu`"),
-            ("- set: {path: a}", Some(1), "`set` needs `value`"),
-            ("- replace: {value: 1}", Some(1), "`replace` needs `path`"),
-            ("- rename: {from: a}", Some(1), "`rename` needs `to`"),
-            ("- delete: a.b", Some(1), "`delete` takes a mapping of path, found a string"),
-            ("- delete: {path: 3}", Some(1), "must be a dotted path"),
-            ("- delete: {path: [a]}", Some(1), "must be a dotted path"),
+            ("- delete: {path: a}\n- 3", Some(2), "invalid type: integer `3`, expected a rule; a rule is a mapping"),
+            ("- delete: {path: a}\n  set: {path: b, value: 1}", Some(1), "expected map with a single key"),
+            ("- {}", Some(1), "expected map with a single key"),
+            ("- move: {from: a, to: b}", Some(1), "unknown rule `move`, expected one of `rename`, `set`"),
+            (
+                "- delete: {path: a}\n- delete: {path: a, value: 1}",
+                Some(2),
+                "`delete`: unknown field `value`, expected `path`",
+            ),
+            ("- set: {path: a, valu: 1}", Some(1), "`set`: unknown field `valu`, expected `path` or `value`"),
+            ("- set: {path: a}", Some(1), "`set`: missing field `value`"),
+            ("- replace: {value: 1}", Some(1), "`replace`: missing field `path`"),
+            ("- rename: {from: a}", Some(1), "`rename`: missing field `to`"),
+            ("- delete: a.b", Some(1), "`delete`: invalid type: string \"a.b\", expected a mapping of `path`"),
+            ("- delete: {path: 3}", Some(1), "invalid type: integer `3`, expected a dotted path like `a.b`"),
+            ("- delete: {path: [a]}", Some(1), "invalid type: sequence, expected a dotted path like `a.b`"),
             ("- delete: {path: a..b}", Some(1), "empty segment"),
             ("- delete: {path: .a}", Some(1), "empty segment"),
             ("- delete: {path: a.}", Some(1), "empty segment"),
             ("- delete: {path: ''}", Some(1), "the path is empty"),
             ("- rename: {from: a.b, to: a.b}", Some(1), "same path"),
-            ("- 1: {path: a}", Some(1), "the rule kind is a number"),
+            (
+                "- 1: {path: a}",
+                Some(1),
+                "invalid type: integer `1`, expected a rule kind (rename, set, replace or delete)",
+            ),
+            ("- delete", Some(1), "found a rule kind without its fields"),
+            ("- delete: {1: a}", Some(1), "`delete`: invalid type: integer `1`, expected a field name"),
+            ("- delete: null", Some(1), "`delete`: missing field `path`"),
+            ("- !delete {path: a}", Some(1), "expected a rule"),
+            ("- rename: {from: a, to: b, too: c}", Some(1), "`rename`: unknown field `too`, expected `from` or `to`"),
         ];
         for (text, rule, want) in cases {
             let err = parse_rules(text, "3-to-4.yaml").unwrap_err();

@@ -288,6 +288,16 @@ pub type Result<T, E = InstallError> = std::result::Result<T, E>;
 mod tests {
     use super::*;
 
+    /// Every own kind is documented in the error-kind tables users' scripts are written against.
+    #[test]
+    fn every_kind_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bundle-spec/cli.md")).unwrap();
+        let tables = &doc[doc.find("## Error kinds").unwrap()..];
+        let missing: Vec<&str> =
+            ErrorKind::OWN.iter().map(|k| k.as_str()).filter(|k| !tables.contains(&format!("`{k}`"))).collect();
+        assert!(missing.is_empty(), "not in bundle-spec/cli.md's error kinds: {missing:?}");
+    }
+
     /// The strings are the `--json` `error.kind` scripts match on: each own kind has its own,
     /// snake_case, and the list below is today's, so renaming a variant cannot change one.
     #[test]

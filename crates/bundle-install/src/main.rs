@@ -428,31 +428,14 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             ("verify", common.clone(), verify_cmd(&bundle, &trust, root.as_deref(), &reporter).map_err(failure))
         }
         Command::Plan { bundle, root, trust, allow_downgrade, reinstall, baseline, python, base_bundle, common } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                // A site with an interrupted run is recovered first, like by every other command, so
-                // the plan describes the state apply would really start from.
-                let opened;
-                let site = if Site::new(&root).state().is_dir() {
-                    opened = open_site(&root, "plan", &reporter, false)?;
-                    &opened.site
-                } else {
-                    &Site::new(&root)
-                };
-                let opts = ApplyOptions {
-                    plan: PlanOptions { allow_downgrade, reinstall, baseline },
-                    trust,
-                    python,
-                    base_bundle,
-                    ..ApplyOptions::default()
-                };
-                let plan = plan_only(site, &bundle, &opts)?;
-                if !common.json {
-                    print!("{}", plan.render());
-                }
-                Ok(json!({ "plan": plan }))
-            })();
-            ("plan", common, r.map_err(failure))
+            let opts = ApplyOptions {
+                plan: PlanOptions { allow_downgrade, reinstall, baseline },
+                trust,
+                python,
+                base_bundle,
+                ..ApplyOptions::default()
+            };
+            ("plan", common.clone(), plan_cmd(&root, &bundle, &opts, &common).map_err(failure))
         }
         Command::Apply {
             bundle,
@@ -467,42 +450,14 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             base_bundle,
             common,
         } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let opened = open_site(&root, "apply", &reporter, true)?;
-                let opts = ApplyOptions {
-                    plan: PlanOptions { allow_downgrade, reinstall, baseline },
-                    trust,
-                    python,
-                    hook_timeout_secs: hook_timeout,
-                    base_bundle,
-                };
-                let applied = match apply(&opened.site, &bundle, &opts, &reporter) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // A first install that failed leaves no empty skeleton behind.
-                        if let Some(created) = opened.created.clone() {
-                            let site = opened.site.clone();
-                            drop(opened);
-                            site.remove_new_layout(&created);
-                        }
-                        return Err(e);
-                    }
-                };
-                let recovered = opened.recovered;
-                if !common.json {
-                    if applied.changed {
-                        reporter.say(&format!("done: {} {} is now current", applied.plan.app, applied.plan.to));
-                    } else {
-                        reporter.say(&format!(
-                            "{} {} is already installed: nothing to do",
-                            applied.plan.app, applied.plan.to
-                        ));
-                    }
-                }
-                Ok(json!({ "applied": applied, "recovered": recovered }))
-            })();
-            ("apply", common, r.map_err(failure))
+            let opts = ApplyOptions {
+                plan: PlanOptions { allow_downgrade, reinstall, baseline },
+                trust,
+                python,
+                hook_timeout_secs: hook_timeout,
+                base_bundle,
+            };
+            ("apply", common.clone(), apply_cmd(&root, &bundle, &opts, &common).map_err(failure))
         }
         Command::Rehearse {
             bundle,
@@ -515,174 +470,225 @@ fn run(command: Command) -> (&'static str, Common, std::result::Result<Value, Fa
             hook_timeout,
             common,
         } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let opened = open_site(&root, "rehearse", &reporter, false)?;
-                let opts = ApplyOptions {
-                    plan: PlanOptions { allow_downgrade, reinstall, baseline },
-                    trust,
-                    python,
-                    hook_timeout_secs: hook_timeout,
-                    base_bundle: None,
-                };
-                let report = rehearse(&opened.site, &bundle, &opts, &reporter)?;
-                if !common.json && !report.steps.is_empty() {
-                    reporter.settle();
-                    eprint!("{}", report.render());
-                }
-                Ok(report)
-            })();
-            let r = match r {
-                Ok(report) if report.ok && report.steps.is_empty() => {
-                    if !common.json {
-                        reporter
-                            .say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
-                    }
-                    Ok(json!({ "rehearsal": report }))
-                }
-                Ok(report) if report.ok => {
-                    if !common.json {
-                        reporter
-                            .say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));
-                    }
-                    Ok(json!({ "rehearsal": report }))
-                }
-                Ok(report) => {
-                    let e = report.error.clone().expect("a failed rehearsal names its error");
-                    let mut f = Failure::new(bundle_core::exit::Exit::Failed, e.kind.as_str(), format!("rehearsal: {}", e.message))
-                        .hint("fix the step (or the data it trips on) before the maintenance window; the live site was not changed");
-                    f.details = Some(json!({ "rehearsal": report }));
-                    Err(f)
-                }
-                Err(e) => Err(failure(e)),
+            let opts = ApplyOptions {
+                plan: PlanOptions { allow_downgrade, reinstall, baseline },
+                trust,
+                python,
+                hook_timeout_secs: hook_timeout,
+                base_bundle: None,
             };
-            ("rehearse", common, r)
+            ("rehearse", common.clone(), rehearse_cmd(&root, &bundle, &opts, &common))
         }
-        Command::Status { root, common } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let Opened { site, recovered, .. } = open_site(&root, "status", &reporter, false)?;
-                let st = status::status(&site)?;
-                if !common.json {
-                    print!("{}", st.render());
-                }
-                Ok(json!({ "status": st, "recovered": recovered }))
-            })();
-            ("status", common, r.map_err(failure))
-        }
-        Command::History { root, common } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let Opened { site, .. } = open_site(&root, "history", &reporter, false)?;
-                let (rehearsals, records): (Vec<Value>, Vec<Value>) =
-                    history::read(&site)?.into_iter().partition(history::is_rehearsal);
-                if !common.json {
-                    for r in &records {
-                        println!(
-                            "{}  {:<9} {} → {}  {}{}",
-                            r["finished_at"].as_str().unwrap_or(""),
-                            r["command"].as_str().unwrap_or(""),
-                            r["from"].as_str().unwrap_or("-"),
-                            r["to"].as_str().unwrap_or("-"),
-                            r["outcome"].as_str().unwrap_or(""),
-                            r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
-                        );
-                    }
-                }
-                if !common.json && !rehearsals.is_empty() {
-                    println!("rehearsals (on copies of the data; the site was not changed):");
-                    for r in &rehearsals {
-                        println!(
-                            "{}  rehearse  {} → {}  {}  bundle sha256 {}{}",
-                            r["finished_at"].as_str().unwrap_or(""),
-                            r["from"].as_str().unwrap_or("-"),
-                            r["to"].as_str().unwrap_or("-"),
-                            r["outcome"].as_str().unwrap_or(""),
-                            r["bundle_sha256"].as_str().unwrap_or(""),
-                            r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
-                        );
-                    }
-                }
-                Ok(json!({ "history": records, "rehearsals": rehearsals }))
-            })();
-            ("history", common, r.map_err(failure))
-        }
+        Command::Status { root, common } => ("status", common.clone(), status_cmd(&root, &common).map_err(failure)),
+        Command::History { root, common } => ("history", common.clone(), history_cmd(&root, &common).map_err(failure)),
         Command::Rollback { root, to, restore_data, yes, hook_timeout, common } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let Opened { site, .. } = open_site(&root, "rollback", &reporter, false)?;
-                let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
-                let done = rollback(&site, &opts, &reporter)?;
-                if !common.json {
-                    reporter.say(&format!("done: rolled back {} → {}", done.from, done.to));
-                }
-                Ok(json!({ "rollback": done }))
-            })();
-            ("rollback", common, r.map_err(failure))
+            let opts = RollbackOptions { to, restore_data, yes, hook_timeout_secs: hook_timeout };
+            ("rollback", common.clone(), rollback_cmd(&root, &opts, &common).map_err(failure))
         }
-        Command::Recover { root, common } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let Opened { recovered, .. } = open_site(&root, "recover", &reporter, false)?;
-                if !common.json {
-                    match &recovered {
-                        Recovered::Nothing => reporter.say("nothing to recover"),
-                        Recovered::Completed { id, version, .. } => {
-                            reporter.say(&format!("finished interrupted run {id}: {version} is current"))
-                        }
-                        Recovered::Undone { id, version, .. } => reporter.say(&format!(
-                            "undid interrupted run {id}: {}",
-                            version
-                                .as_deref()
-                                .map(|v| format!("{v} is current"))
-                                .unwrap_or_else(|| "nothing installed".into())
-                        )),
-                    }
-                }
-                Ok(json!({ "recovery": recovered }))
-            })();
-            ("recover", common, r.map_err(failure))
-        }
-        Command::Check { root, common } => {
-            let reporter = Lines::new(common.quiet || common.json);
-            let r = (|| {
-                let Opened { site, .. } = open_site(&root, "check", &reporter, false)?;
-                let st = status::status(&site)?;
-                if !st.healthy {
-                    let why = if st.current.is_none() {
-                        "nothing is installed".to_string()
-                    } else {
-                        st.databases
-                            .iter()
-                            .filter(|d| !d.compatible)
-                            .map(|d| {
-                                format!(
-                                    "database `{}` is at {}, the release needs {}",
-                                    d.name, d.version, d.release_schema
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    };
-                    return Err(InstallError::refused(
-                        ErrorKind::Incompatible,
-                        format!("the current release may not run: {why}"),
-                    ));
-                }
-                if !common.json {
-                    reporter.say(&format!(
-                        "ok: {} {} may run on its databases",
-                        st.app.clone().unwrap_or_default(),
-                        st.current.clone().unwrap_or_default()
-                    ));
-                }
-                Ok(json!({ "current": st.current, "databases": st.databases }))
-            })();
-            ("check", common, r.map_err(failure))
-        }
+        Command::Recover { root, common } => ("recover", common.clone(), recover_cmd(&root, &common).map_err(failure)),
+        Command::Check { root, common } => ("check", common.clone(), check_cmd(&root, &common).map_err(failure)),
         Command::Trust { action } => trust_cmd(action),
         Command::Completions { .. } | Command::Man => unreachable!("handled in main"),
     }
+}
+
+/// `plan`: what `apply` would do, from the state it would really start from.
+fn plan_cmd(root: &Path, bundle: &Path, opts: &ApplyOptions, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    // A site with an interrupted run is recovered first, like by every other command, so
+    // the plan describes the state apply would really start from.
+    let opened;
+    let site = if Site::new(root).state().is_dir() {
+        opened = open_site(root, "plan", &reporter, false)?;
+        &opened.site
+    } else {
+        &Site::new(root)
+    };
+    let plan = plan_only(site, bundle, opts)?;
+    if !common.json {
+        print!("{}", plan.render());
+    }
+    Ok(json!({ "plan": plan }))
+}
+
+/// `apply`: verify, plan and run the upgrade (or the first install).
+fn apply_cmd(root: &Path, bundle: &Path, opts: &ApplyOptions, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let opened = open_site(root, "apply", &reporter, true)?;
+    let applied = match apply(&opened.site, bundle, opts, &reporter) {
+        Ok(a) => a,
+        Err(e) => {
+            // A first install that failed leaves no empty skeleton behind.
+            if let Some(created) = opened.created.clone() {
+                let site = opened.site.clone();
+                drop(opened);
+                site.remove_new_layout(&created);
+            }
+            return Err(e);
+        }
+    };
+    let recovered = opened.recovered;
+    if !common.json {
+        if applied.changed {
+            reporter.say(&format!("done: {} {} is now current", applied.plan.app, applied.plan.to));
+        } else {
+            reporter.say(&format!("{} {} is already installed: nothing to do", applied.plan.app, applied.plan.to));
+        }
+    }
+    Ok(json!({ "applied": applied, "recovered": recovered }))
+}
+
+/// `rehearse`: the upgrade on copies of the site's data; a failed rehearsal is a failure of the
+/// command that carries the rehearsal's report.
+fn rehearse_cmd(
+    root: &Path,
+    bundle: &Path,
+    opts: &ApplyOptions,
+    common: &Common,
+) -> std::result::Result<Value, Failure> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let r = (|| {
+        let opened = open_site(root, "rehearse", &reporter, false)?;
+        let report = rehearse(&opened.site, bundle, opts, &reporter)?;
+        if !common.json && !report.steps.is_empty() {
+            reporter.settle();
+            eprint!("{}", report.render());
+        }
+        Ok(report)
+    })();
+    match r {
+        Ok(report) if report.ok && report.steps.is_empty() => {
+            if !common.json {
+                reporter.say(&format!("{} {} is already installed: nothing to rehearse", report.app, report.to));
+            }
+            Ok(json!({ "rehearsal": report }))
+        }
+        Ok(report) if report.ok => {
+            if !common.json {
+                reporter.say(&format!("ok: apply of {} {} would succeed on today's data", report.app, report.to));
+            }
+            Ok(json!({ "rehearsal": report }))
+        }
+        Ok(report) => {
+            let e = report.error.clone().expect("a failed rehearsal names its error");
+            let mut f = Failure::new(
+                bundle_core::exit::Exit::Failed,
+                e.kind.as_str(),
+                format!("rehearsal: {}", e.message),
+            )
+            .hint(
+                "fix the step (or the data it trips on) before the maintenance window; the live site was not changed",
+            );
+            f.details = Some(json!({ "rehearsal": report }));
+            Err(f)
+        }
+        Err(e) => Err(failure(e)),
+    }
+}
+
+/// `status`: the current release, the kept ones and each database's version.
+fn status_cmd(root: &Path, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let Opened { site, recovered, .. } = open_site(root, "status", &reporter, false)?;
+    let st = status::status(&site)?;
+    if !common.json {
+        print!("{}", st.render());
+    }
+    Ok(json!({ "status": st, "recovered": recovered }))
+}
+
+/// `history`: the runs recorded on the site, then the rehearsals.
+fn history_cmd(root: &Path, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let Opened { site, .. } = open_site(root, "history", &reporter, false)?;
+    let (rehearsals, records): (Vec<Value>, Vec<Value>) =
+        history::read(&site)?.into_iter().partition(history::is_rehearsal);
+    if !common.json {
+        for r in &records {
+            println!(
+                "{}  {:<9} {} → {}  {}{}",
+                r["finished_at"].as_str().unwrap_or(""),
+                r["command"].as_str().unwrap_or(""),
+                r["from"].as_str().unwrap_or("-"),
+                r["to"].as_str().unwrap_or("-"),
+                r["outcome"].as_str().unwrap_or(""),
+                r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+            );
+        }
+    }
+    if !common.json && !rehearsals.is_empty() {
+        println!("rehearsals (on copies of the data; the site was not changed):");
+        for r in &rehearsals {
+            println!(
+                "{}  rehearse  {} → {}  {}  bundle sha256 {}{}",
+                r["finished_at"].as_str().unwrap_or(""),
+                r["from"].as_str().unwrap_or("-"),
+                r["to"].as_str().unwrap_or("-"),
+                r["outcome"].as_str().unwrap_or(""),
+                r["bundle_sha256"].as_str().unwrap_or(""),
+                r["error"]["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(json!({ "history": records, "rehearsals": rehearsals }))
+}
+
+/// `rollback`: back to a kept release.
+fn rollback_cmd(root: &Path, opts: &RollbackOptions, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let Opened { site, .. } = open_site(root, "rollback", &reporter, false)?;
+    let done = rollback(&site, opts, &reporter)?;
+    if !common.json {
+        reporter.say(&format!("done: rolled back {} → {}", done.from, done.to));
+    }
+    Ok(json!({ "rollback": done }))
+}
+
+/// `recover`: finish or undo an interrupted run (opening the site does it) and say which.
+fn recover_cmd(root: &Path, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let Opened { recovered, .. } = open_site(root, "recover", &reporter, false)?;
+    if !common.json {
+        match &recovered {
+            Recovered::Nothing => reporter.say("nothing to recover"),
+            Recovered::Completed { id, version, .. } => {
+                reporter.say(&format!("finished interrupted run {id}: {version} is current"))
+            }
+            Recovered::Undone { id, version, .. } => reporter.say(&format!(
+                "undid interrupted run {id}: {}",
+                version.as_deref().map(|v| format!("{v} is current")).unwrap_or_else(|| "nothing installed".into())
+            )),
+        }
+    }
+    Ok(json!({ "recovery": recovered }))
+}
+
+/// `check`: may the current release run on its databases? A refusal when not.
+fn check_cmd(root: &Path, common: &Common) -> Result<Value> {
+    let reporter = Lines::new(common.quiet || common.json);
+    let Opened { site, .. } = open_site(root, "check", &reporter, false)?;
+    let st = status::status(&site)?;
+    if !st.healthy {
+        let why = if st.current.is_none() {
+            "nothing is installed".to_string()
+        } else {
+            st.databases
+                .iter()
+                .filter(|d| !d.compatible)
+                .map(|d| format!("database `{}` is at {}, the release needs {}", d.name, d.version, d.release_schema))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        return Err(InstallError::refused(ErrorKind::Incompatible, format!("the current release may not run: {why}")));
+    }
+    if !common.json {
+        reporter.say(&format!(
+            "ok: {} {} may run on its databases",
+            st.app.clone().unwrap_or_default(),
+            st.current.clone().unwrap_or_default()
+        ));
+    }
+    Ok(json!({ "current": st.current, "databases": st.databases }))
 }
 
 fn verify_cmd(bundle: &Path, trust: &[PathBuf], root: Option<&Path>, reporter: &Lines) -> Result<Value> {

@@ -7,8 +7,8 @@
 //! itself ([`Input`]: bytes, bytes to check against other keys, or a bundle path that is a
 //! directory, a FIFO or nothing).
 //!
-//! Two crates drive it: `bundle-build`'s `tests/verify_rejects.rs` (through `bundle-build verify`)
-//! and `bundle-install`'s `tests/hostile.rs` (through `bundle-install verify` and `apply`, on an
+//! Two crates drive it: `bundle-build`'s `tests/it/verify_rejects.rs` (through `bundle-build verify`)
+//! and `bundle-install`'s `tests/it/hostile.rs` (through `bundle-install verify` and `apply`, on an
 //! installed site and on an empty root). Each turns every case into its own `#[test]` with
 //! [`hostile_cases!`](crate::hostile_cases), which hands the list of case names to a macro of theirs:
 //!
@@ -368,7 +368,7 @@ table! {
 
     // --- signature and trust ---------------------------------------------------------------------
     // Key rotation statements cannot bring in a key the site does not trust (bundle-install's
-    // tests/rotation.rs covers revoked keys and the statements that do apply).
+    // tests/it/rotation.rs covers revoked keys and the statements that do apply).
     rotation_statement_forged: "untrusted_key", [env().stranger.key_id.clone()],
         |e| {
             let (signer, stranger) = (e.key(), e.stranger.secret());

@@ -27,12 +27,13 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Value};
 
 use super::server::{self, ConnUrl, Ctx, Dialect};
-use super::sqlite::{describe_status, fsync_dir, fsync_file, remove_if_exists, stderr_tail};
+use super::sqlite::{describe_status, fsync_file, remove_if_exists, stderr_tail};
 use super::{
     current_version, one_line, sha256_hex, unfinished_steps, utc_now_rfc3339, BackupRecord, DbError, DbState,
     Direction, Engine, EngineKind, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE,
     HISTORY_TABLE,
 };
+use crate::fs::durable::sync_dir;
 
 const ENGINE: EngineKind = EngineKind::Mysql;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -696,7 +697,7 @@ impl Engine for MyEngine {
         }
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         fs::rename(&tmp, &target).map_err(|e| ctx.io(&target, e))?;
-        fsync_dir(dir).map_err(|e| ctx.io(dir, e))?;
+        sync_dir(dir).map_err(|e| ctx.io(dir, e))?;
         let (blake3, bytes) = super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?;
         Ok(BackupRecord {
             db: ctx.db,

@@ -29,11 +29,12 @@ use bundle_core::version::SchemaVersion;
 use postgres::{Client, NoTls};
 
 use super::server::{self, ConnUrl, Ctx, Dialect};
-use super::sqlite::{fsync_dir, fsync_file, remove_if_exists};
+use super::sqlite::{fsync_file, remove_if_exists};
 use super::{
     current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction, Engine,
     EngineKind, HistoryRow, PlannedStep, RunLock, RunLockHolder, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
+use crate::fs::durable::sync_dir;
 
 const ENGINE: EngineKind = EngineKind::Postgres;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -787,7 +788,7 @@ impl Engine for PgEngine {
         }
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         fs::rename(&tmp, &target).map_err(|e| ctx.io(&target, e))?;
-        fsync_dir(dir).map_err(|e| ctx.io(dir, e))?;
+        sync_dir(dir).map_err(|e| ctx.io(dir, e))?;
         let (blake3, bytes) = super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?;
         Ok(BackupRecord {
             db: ctx.db,

@@ -27,6 +27,7 @@ use super::{
     current_version, one_line, sha256_hex, utc_now_rfc3339, BackupRecord, DbError, DbState, Direction, Engine,
     EngineKind, HistoryRow, PlannedStep, StepKind, TableDiff, BASELINE_FILE, HISTORY_TABLE,
 };
+use crate::fs::durable::sync_dir;
 
 /// How long we wait for another connection's lock (the app should be stopped, but a cron job or a
 /// late request may still hold one briefly).
@@ -334,7 +335,7 @@ impl SqliteEngine {
             remove_if_exists(&side).map_err(|e| ctx.io(&side, e))?;
         }
         fs::rename(&tmp, &self.path).map_err(|e| ctx.io(&self.path, e))?;
-        fsync_dir(parent).map_err(|e| ctx.io(parent, e))
+        sync_dir(parent).map_err(|e| ctx.io(parent, e))
     }
 }
 
@@ -433,7 +434,7 @@ impl Engine for SqliteEngine {
         };
         fsync_file(&tmp).map_err(|e| ctx.io(&tmp, e))?;
         fs::rename(&tmp, &target).map_err(|e| ctx.io(&target, e))?;
-        fsync_dir(dir).map_err(|e| ctx.io(dir, e))?;
+        sync_dir(dir).map_err(|e| ctx.io(dir, e))?;
         let (blake3, bytes) = match hashed {
             Some(h) => h,
             None => super::backup_checksum(&target).map_err(|e| ctx.io(&target, e))?,
@@ -463,7 +464,7 @@ impl Engine for SqliteEngine {
             }
             remove_if_exists(&self.path).map_err(|e| ctx.io(&self.path, e))?;
             if let Some(parent) = self.path.parent().filter(|p| p.exists()) {
-                fsync_dir(parent).map_err(|e| ctx.io(parent, e))?;
+                sync_dir(parent).map_err(|e| ctx.io(parent, e))?;
             }
             return Ok(());
         };
@@ -519,7 +520,7 @@ impl Engine for SqliteEngine {
             let journal = sidecar(&live, "-journal");
             if journal.exists() {
                 remove_if_exists(&journal)?;
-                fsync_dir(live.parent().unwrap_or(Path::new("/")))?;
+                sync_dir(live.parent().unwrap_or(Path::new("/")))?;
             }
             Ok(())
         });
@@ -1187,10 +1188,6 @@ pub(super) fn remove_if_exists(path: &Path) -> std::io::Result<()> {
 
 pub(super) fn fsync_file(path: &Path) -> std::io::Result<()> {
     fs::OpenOptions::new().write(true).open(path)?.sync_all()
-}
-
-pub(super) fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Durable file-system primitives: atomic replacement (write beside, fsync, rename, fsync the
 //! directory), the atomic symlink swap, and tree removal that never follows links.
 
-#![allow(unsafe_code)] // fsync, fallocate and sync_file_range system calls are this module's job; each block says why it is sound.
+#![allow(unsafe_code)] // syncfs, fallocate and geteuid system calls are this module's job; each block says why it is sound.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, Write};
@@ -18,7 +18,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// umask. Returns the file and its path.
 pub(crate) fn create_unique_beside(path: &Path, mode: u32) -> io::Result<(File, std::path::PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut last = None;
     for _ in 0..16 {
@@ -51,13 +51,44 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// [`write_atomic`] with the new file's mode. The temporary file is [`create_unique_beside`]'s.
 pub(crate) fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let (mut f, tmp) = create_unique_beside(path, mode)?;
+    write_atomic_steps(path, data, mode).map_err(|(_, e)| e)
+}
+
+/// The directory holding `path`: its parent, or `.` for a bare file name (whose parent is empty,
+/// and an empty path cannot be opened to fsync).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// The step of an atomic write that failed, for callers whose messages say which (a config written
+/// for the admin names the directory when the temporary file cannot be created there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteStep {
+    /// Creating the temporary file in the directory ([`parent_dir`]).
+    CreateTemp,
+    /// Writing the data to it.
+    Write,
+    /// fsync of the temporary file.
+    SyncFile,
+    /// Renaming it over `path`.
+    Rename,
+    /// fsync of the directory ([`parent_dir`]).
+    SyncDir,
+}
+
+/// [`write_atomic_mode`], saying which step failed. On failure the temporary file is removed; `path`
+/// is as it was unless only the final directory fsync failed (the rename is then done).
+pub(crate) fn write_atomic_steps(path: &Path, data: &[u8], mode: u32) -> Result<(), (WriteStep, io::Error)> {
+    let dir = parent_dir(path);
+    let (mut f, tmp) = create_unique_beside(path, mode).map_err(|e| (WriteStep::CreateTemp, e))?;
     let result = (|| {
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        f.write_all(data).map_err(|e| (WriteStep::Write, e))?;
+        f.sync_all().map_err(|e| (WriteStep::SyncFile, e))?;
+        fs::rename(&tmp, path).map_err(|e| (WriteStep::Rename, e))?;
+        sync_dir(dir).map_err(|e| (WriteStep::SyncDir, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -248,7 +279,6 @@ const WRITEBACK_STEP: u64 = 32 << 20;
 /// machine: copy + fsync 0.19 s against 0.22–0.27 s. Returns the bytes copied.
 pub(crate) fn copy_with_writeback(from: &mut File, to: &File) -> io::Result<u64> {
     use std::io::Read;
-    use std::os::fd::AsRawFd;
     let mut to = to;
     let start = to.stream_position()?;
     let mut copied = 0u64;
@@ -257,16 +287,8 @@ pub(crate) fn copy_with_writeback(from: &mut File, to: &File) -> io::Result<u64>
         if n == 0 {
             return Ok(copied);
         }
-        // SAFETY: a plain system call on a descriptor we own. Only a hint: a failure here (or a
-        // file system without it) still ends in the caller's fsync, which reports real errors.
-        unsafe {
-            libc::sync_file_range(
-                to.as_raw_fd(),
-                (start + copied) as libc::off64_t,
-                n as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        // Only a hint: a failure still ends in the caller's fsync, which reports real errors.
+        bundle_core::durable::start_writeback(to, start + copied, n);
         copied += n;
     }
 }
@@ -325,6 +347,15 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(leftovers.len(), 3, "only the file, the target and the planted link: {leftovers:?}");
+    }
+
+    #[test]
+    fn atomic_write_says_which_step_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let (step, e) = write_atomic_steps(&d.path().join("missing/f"), b"x", 0o644).unwrap_err();
+        assert_eq!((step, e.kind()), (WriteStep::CreateTemp, io::ErrorKind::NotFound));
+        assert_eq!(parent_dir(Path::new("app.yaml")), Path::new("."), "a bare name is in the current directory");
+        assert_eq!(parent_dir(Path::new("/etc/app.yaml")), Path::new("/etc"));
     }
 
     #[test]

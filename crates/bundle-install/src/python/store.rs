@@ -25,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 use base64::Engine as _;
 use bundle_core::manifest::Manifest;
+use bundle_core::wheel::record;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -325,13 +326,10 @@ fn seal(tmp: &Path) -> Result<Vec<FileRecord>> {
 fn read_record_hashes(record: &Path, rel: &str, known: &mut BTreeMap<String, String>) -> Result<()> {
     let text = fs::read_to_string(record).map_err(|e| InstallError::io(record.display(), e))?;
     let site = site_of_record(rel);
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let fields = wheel::parse_csv_line(line);
-        if let (Some(p), Some(h)) = (fields.first(), fields.get(1)) {
-            if h.starts_with("sha256=") {
-                if let Some(tree_rel) = normalize(&Path::new(&site).join(p)) {
-                    known.insert(tree_rel, h.clone());
-                }
+    for row in record::parse(&text) {
+        if row.hash.starts_with("sha256=") {
+            if let Some(tree_rel) = normalize(&Path::new(&site).join(&row.path)) {
+                known.insert(tree_rel, row.hash);
             }
         }
     }
@@ -464,10 +462,11 @@ fn link_entry(site: &Site, venv: &Venv, e: &EntryRecord, made: &mut BTreeSet<Pat
             site_of_record(&e.files.iter().find(|f| f.path.ends_with(".dist-info/RECORD")).expect("found above").path);
         let mut out = String::with_capacity(text.len());
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let fields = wheel::parse_csv_line(line);
-            let tree_rel = normalize(&Path::new(&site).join(&fields[0]));
+            // Rows of files linked unchanged are copied as they are; the others get new hashes.
+            let path = record::parse_line(line).path;
+            let tree_rel = normalize(&Path::new(&site).join(&path));
             match tree_rel.and_then(|p| rewritten.get(&p)) {
-                Some((h, size)) => out.push_str(&format!("{},{h},{size}\n", wheel::csv_field(&fields[0]))),
+                Some((h, size)) => out.push_str(&record::format_line(&path, h, Some(*size))),
                 None => {
                     out.push_str(line);
                     out.push('\n');

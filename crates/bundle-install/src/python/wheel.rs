@@ -9,14 +9,12 @@
 //! failed install removes what it created.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
@@ -69,6 +67,7 @@ impl WheelError {
 
 // File names and PEP 503 names are parsed in one place, shared with `bundle-build check`.
 pub(crate) use bundle_core::wheel::{is_valid_dist_name, normalize_name, WheelName};
+use bundle_core::wheel::{record, same_version};
 
 /// Splits a wheel file name (the last path component only) into its tags.
 pub(crate) fn parse_wheel_filename(name: &str) -> Result<WheelName, WheelError> {
@@ -85,30 +84,27 @@ pub struct EntryPoint {
     pub extras: Vec<String>,
 }
 
-/// What build tools and the installer need from a wheel's `.dist-info`.
+/// What the installer needs from a wheel's `.dist-info`: METADATA as `bundle-build` reads it too
+/// (its fields are reached through this struct: `meta.name`), plus what only installing uses.
 #[derive(Debug, Clone)]
 pub struct WheelMetadata {
-    /// `Name` from METADATA (checked against the file name).
-    pub name: String,
-    /// `Version` from METADATA (checked against the file name).
-    pub version: String,
-    pub metadata_version: String,
-    pub summary: Option<String>,
-    pub requires_python: Option<String>,
-    pub requires_dist: Vec<String>,
-    pub provides_extra: Vec<String>,
-    pub license: Option<String>,
-    pub license_expression: Option<String>,
+    /// METADATA; `Name` and `Version` are checked against the file name.
+    pub metadata: bundle_core::wheel::WheelMetadata,
     pub console_scripts: Vec<EntryPoint>,
     pub gui_scripts: Vec<EntryPoint>,
-    /// `Wheel-Version` from WHEEL.
-    pub wheel_version: String,
+    /// `Root-Is-Purelib` from WHEEL.
     pub root_is_purelib: bool,
-    /// `Tag` lines from WHEEL.
-    pub tags: Vec<String>,
     /// The `{name}-{version}.dist-info` directory name.
     pub dist_info: String,
     pub filename: WheelName,
+}
+
+impl std::ops::Deref for WheelMetadata {
+    type Target = bundle_core::wheel::WheelMetadata;
+
+    fn deref(&self) -> &Self::Target {
+        &self.metadata
+    }
 }
 
 /// How to treat a wheel whose `RECORD` does not match its contents.
@@ -303,67 +299,6 @@ fn central_directory_names(file: &File, start: u64, label: &str) -> Result<Vec<V
     Ok(names)
 }
 
-/// RFC 822 style headers (METADATA, WHEEL): name -> values in order. Stops at the first blank
-/// line (the METADATA body is the long description).
-fn parse_headers(text: &str) -> HashMap<String, Vec<String>> {
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(values) = last.as_ref().and_then(|k| map.get_mut(k)) {
-                if let Some(v) = values.last_mut() {
-                    v.push('\n');
-                    v.push_str(line.trim());
-                }
-            }
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let key = k.trim().to_ascii_lowercase();
-            map.entry(key.clone()).or_default().push(v.trim().to_string());
-            last = Some(key);
-        }
-    }
-    map
-}
-
-fn header_one(h: &HashMap<String, Vec<String>>, key: &str) -> Option<String> {
-    h.get(key).and_then(|v| v.first()).cloned()
-}
-
-/// One CSV record (RECORD uses Python's csv module: `,` separated, `"` quoting, `""` escapes).
-pub(crate) fn parse_csv_line(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if cur.is_empty() => quoted = true,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
-}
-
-pub(crate) fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
@@ -430,13 +365,6 @@ fn parse_entry_points(text: &str, label: &str, entry: &str) -> Result<(Vec<Entry
         target.push(EntryPoint { name: name.to_string(), module: module.to_string(), attr: attr.to_string(), extras });
     }
     Ok((console, gui))
-}
-
-fn versions_equal(a: &str, b: &str) -> bool {
-    match (pep440_rs::Version::from_str(a), pep440_rs::Version::from_str(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
 }
 
 fn read_small(archive: &mut ZipArchive<File>, name: &str, label: &str) -> Result<Option<String>, WheelError> {
@@ -564,7 +492,7 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     let stem = dist_info.strip_suffix(".dist-info").expect("filtered on the suffix");
     let dist_ok = stem
         .split_once('-')
-        .is_some_and(|(n, v)| normalize_name(n) == filename.normalized_name() && versions_equal(v, &filename.version));
+        .is_some_and(|(n, v)| normalize_name(n) == filename.normalized_name() && same_version(v, &filename.version));
     if !dist_ok {
         return Err(invalid(&label, "name_mismatch", None, format!("`{dist_info}` does not match the file name")));
     }
@@ -572,9 +500,9 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     let wheel_entry = format!("{dist_info}/WHEEL");
     let wheel_text = read_small(&mut archive, &wheel_entry, &label)?
         .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&wheel_entry), "missing"))?;
-    let wh = parse_headers(&wheel_text);
-    let wheel_version = header_one(&wh, "wheel-version")
-        .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&wheel_entry), "no Wheel-Version"))?;
+    let wh = bundle_core::wheel::metadata::parse_wheel(&wheel_text)
+        .map_err(|e| invalid(&label, "invalid_metadata", Some(&wheel_entry), e))?;
+    let wheel_version = &wh.wheel_version;
     let (major, minor) = wheel_version
         .split_once('.')
         .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
@@ -593,23 +521,20 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     if minor > 0 {
         warnings.push(format!("{wheel_entry}: Wheel-Version {wheel_version} is newer than 1.0"));
     }
-    let root_is_purelib = header_one(&wh, "root-is-purelib").is_some_and(|v| v.eq_ignore_ascii_case("true"));
 
     let meta_entry = format!("{dist_info}/METADATA");
     let meta_text = read_small(&mut archive, &meta_entry, &label)?
         .ok_or_else(|| invalid(&label, "invalid_metadata", Some(&meta_entry), "missing"))?;
-    let mh = parse_headers(&meta_text);
     let bad_meta = |detail: String| invalid(&label, "invalid_metadata", Some(&meta_entry), detail);
-    let metadata_version = header_one(&mh, "metadata-version").ok_or_else(|| bad_meta("no Metadata-Version".into()))?;
+    let metadata = bundle_core::wheel::parse_metadata(&meta_text).map_err(bad_meta)?;
+    let (metadata_version, name, version) = (&metadata.metadata_version, &metadata.name, &metadata.version);
     if metadata_version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_none_or(|m| m > 2) {
         return Err(bad_meta(format!("unsupported Metadata-Version `{metadata_version}`")));
     }
-    let name = header_one(&mh, "name").ok_or_else(|| bad_meta("no Name".into()))?;
-    let version = header_one(&mh, "version").ok_or_else(|| bad_meta("no Version".into()))?;
-    if !is_valid_dist_name(&name) {
+    if !is_valid_dist_name(name) {
         return Err(bad_meta(format!("invalid Name `{name}`")));
     }
-    if normalize_name(&name) != filename.normalized_name() || !versions_equal(&version, &filename.version) {
+    if normalize_name(name) != filename.normalized_name() || !same_version(version, &filename.version) {
         return Err(invalid(
             &label,
             "name_mismatch",
@@ -630,12 +555,11 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     let mut record = HashMap::new();
     let mut record_problems: Vec<(String, String)> = Vec::new();
     let mut bad_hash: HashSet<String> = HashSet::new();
-    for line in record_text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields = parse_csv_line(line);
-        let path = fields[0].clone();
-        let hash = match fields.get(1).map(String::as_str).unwrap_or("") {
-            "" => None,
-            h => match h.split_once('=') {
+    for row in record::parse(&record_text) {
+        let path = row.path.clone();
+        let hash = match row.hash() {
+            None => None,
+            Some(h) => match h.split_once('=') {
                 Some(("sha256", d)) => Some((Algo::Sha256, d.trim_end_matches('=').to_string())),
                 Some(("sha384", d)) => Some((Algo::Sha384, d.trim_end_matches('=').to_string())),
                 Some(("sha512", d)) => Some((Algo::Sha512, d.trim_end_matches('=').to_string())),
@@ -646,9 +570,9 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
                 }
             },
         };
-        let size = match fields.get(2).map(|s| s.trim()).unwrap_or("") {
-            "" => None,
-            s => match s.parse::<u64>() {
+        let size = match row.size() {
+            None => None,
+            Some(s) => match s.parse::<u64>() {
                 Ok(n) => Some(n),
                 Err(_) => {
                     record_problems.push((path.clone(), format!("bad RECORD size `{s}`")));
@@ -697,20 +621,10 @@ fn open_wheel(path: &Path, opts: &InstallOptions) -> Result<OpenedWheel, WheelEr
     warnings.extend(record_problems.into_iter().map(|(p, d)| format!("{p}: {d}")));
 
     let meta = WheelMetadata {
-        name,
-        version,
-        metadata_version,
-        summary: header_one(&mh, "summary"),
-        requires_python: header_one(&mh, "requires-python"),
-        requires_dist: mh.get("requires-dist").cloned().unwrap_or_default(),
-        provides_extra: mh.get("provides-extra").cloned().unwrap_or_default(),
-        license: header_one(&mh, "license"),
-        license_expression: header_one(&mh, "license-expression"),
+        metadata,
         console_scripts,
         gui_scripts,
-        wheel_version,
-        root_is_purelib,
-        tags: wh.get("tag").cloned().unwrap_or_default(),
+        root_is_purelib: wh.root_is_purelib,
         dist_info: dist_info.clone(),
         filename,
     };
@@ -1199,8 +1113,9 @@ fn find_owner(site_packages: &Path, record_path: &str) -> Option<String> {
     dirs.sort();
     dirs.into_iter().find_map(|d| {
         let text = fs::read_to_string(d.join("RECORD")).ok()?;
-        text.lines()
-            .any(|l| parse_csv_line(l)[0] == record_path)
+        record::parse(&text)
+            .iter()
+            .any(|row| row.path == record_path)
             .then(|| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .flatten()
     })
@@ -1323,15 +1238,16 @@ fn extract(
     let record_rp = record_path(&record_rel, &plan.site_rel);
     record.push((record_rp.clone(), String::new(), 0));
     record.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut text = String::with_capacity(record.len() * 80);
+    let mut rows = record::RecordWriter::with_capacity(record.len() * 80);
     for (p, h, s) in &record {
         if p == &record_rp {
-            let _ = writeln!(text, "{},,", csv_field(p));
+            rows.push(p, "", None);
         } else {
-            let _ = writeln!(text, "{},{h},{s}", csv_field(p));
+            rows.push(p, h, Some(*s));
         }
     }
-    write_whole(&mut dirs, undo, "RECORD", &record_rel, &record_rp, 0o644, text.as_bytes())?;
+    let text = rows.finish();
+    write_whole(&mut dirs, undo, "RECORD", &record_rel, &record_rp, 0o644, &text)?;
     bytes += text.len() as u64;
 
     Ok(InstalledDist {
@@ -1521,31 +1437,34 @@ pub fn install_wheels(
     Ok(installed.into_iter().map(|d| d.expect("every wheel installed when none failed")).collect())
 }
 
-/// Runs `f(i)` for each `i` of `order` on `jobs` scoped threads, handing indices out in that
-/// order; slot `i` of the result holds `f(i)`. With `stop`, indices not yet handed out when it is
-/// set are skipped (their slot is `None`).
+/// Runs `f(i)` for each `i` of `order` on a pool of `jobs` threads, started in that order; slot `i`
+/// of the result holds `f(i)`. With `stop`, indices not yet started when it is set are skipped
+/// (their slot is `None`). A panic in `f` reaches the caller once the others have finished.
 fn parallel_map<T: Send>(
     order: &[usize],
     jobs: usize,
     stop: Option<&AtomicBool>,
     f: impl Fn(usize) -> T + Sync,
 ) -> Vec<Option<T>> {
-    let next = AtomicUsize::new(0);
     let n = order.iter().max().map_or(0, |m| m + 1);
     let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                    break;
-                }
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&i) = order.get(k) else { break };
-                let r = f(i);
-                *slots[i].lock().expect("unpoisoned") = Some(r);
-            });
+    let run = |i: usize| {
+        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            return;
         }
-    });
+        let r = f(i);
+        *slots[i].lock().expect("unpoisoned") = Some(r);
+    };
+    match rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build() {
+        Ok(pool) => pool.scope_fifo(|s| {
+            for &i in order {
+                let run = &run;
+                s.spawn_fifo(move |_| run(i));
+            }
+        }),
+        // No thread could be started: the same work, one item at a time, on this thread.
+        Err(_) => order.iter().for_each(|&i| run(i)),
+    }
     slots.into_iter().map(|m| m.into_inner().expect("unpoisoned")).collect()
 }
 
@@ -1594,13 +1513,6 @@ mod tests {
     }
 
     #[test]
-    fn csv_round_trip() {
-        assert_eq!(parse_csv_line("a/b.py,sha256=xyz,12"), vec!["a/b.py", "sha256=xyz", "12"]);
-        assert_eq!(parse_csv_line("\"a,\"\"b\"\".py\",,"), vec!["a,\"b\".py", "", ""]);
-        assert_eq!(parse_csv_line(&csv_field("x,\"y")), vec!["x,\"y"]);
-    }
-
-    #[test]
     fn entry_point_parsing() {
         let text = "[console_scripts]\nfoo = pkg.cli:main\nbar=pkg:App.run [extra1, extra2]\n\n[gui_scripts]\nbaz = pkg:gui\n[other]\nx = not valid at all\n";
         let (c, g) = parse_entry_points(text, "w.whl", "e").unwrap();
@@ -1644,13 +1556,5 @@ mod tests {
         assert_eq!(record_path(&site.join("pkg/a.py"), site), "pkg/a.py");
         assert_eq!(record_path(Path::new("bin/tool"), site), "../../../bin/tool");
         assert_eq!(record_path(Path::new("share/x/README"), site), "../../../share/x/README");
-    }
-
-    #[test]
-    fn headers() {
-        let h = parse_headers("Metadata-Version: 2.1\nName: x\nRequires-Dist: a\nRequires-Dist: b; extra == 'y'\nDescription: one\n  two\n\nBody: not a header\n");
-        assert_eq!(h["requires-dist"], vec!["a", "b; extra == 'y'"]);
-        assert_eq!(h["description"], vec!["one\ntwo"]);
-        assert!(!h.contains_key("body"));
     }
 }

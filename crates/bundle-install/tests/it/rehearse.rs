@@ -8,19 +8,23 @@
 //! releases, `current`, backups and trust store are untouched, and the only file that changed is
 //! `state/history.jsonl` (one `rehearse` record).
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{add_notes, apply_ok, bundle, dumps, expect_error, new_root, pubkey, snapshot_site, variant, SiteState};
+use crate::common::{
+    add_notes, apply_ok, bundle, dumps, expect_error, new_root, pubkey, snapshot_site, variant, SiteState,
+};
 use serde_json::Value;
 use test_support::{diff_snapshots, run, tool, Run};
 
-/// The timing test runs alone (write), the others side by side (read): a rehearsal and an apply
-/// measured while other tests of this file come and go would compare two different machines.
+/// The timing test runs alone among this module's tests (write), the others side by side (read): a
+/// rehearsal and an apply measured while other tests of this module come and go would compare two
+/// different machines. Tests of the other modules of this test binary are not held back by it and
+/// may run beside it (libtest runs as many tests at once as there are cores).
 static GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn shared() -> std::sync::RwLockReadGuard<'static, ()> {

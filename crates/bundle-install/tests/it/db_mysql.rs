@@ -17,6 +17,8 @@ use bundle_core::version::SchemaVersion;
 use bundle_install::db::{self, apply_plan, plan_down, plan_up, DbError, DbState, Direction, Engine, Step};
 use mysql::prelude::Queryable;
 
+use crate::common;
+
 const RELEASE: &str = "4.0.0";
 
 const INIT: &str = "-- the first schema; notes cascade from items
@@ -443,8 +445,8 @@ fn my_killed_mid_step_is_unfinished_until_restored() {
     fill_at_1_0(&mut site.db.client(), 20);
     let record = engine.backup(&site.backups).unwrap();
     let before = engine.dump().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "my_child_migrates_until_killed", "--nocapture", "--test-threads=1"])
+    let mut child = common::rerun_test(module_path!(), "my_child_migrates_until_killed")
+        .args(["--nocapture", "--test-threads=1"])
         .env("MY_CHILD_ROOT", &site.root)
         .env("MY_CHILD_MIGRATIONS", &site.migrations)
         .spawn()
@@ -603,8 +605,8 @@ fn my_client_programs_never_get_a_password_on_their_command_line() {
         std::fs::write(&w, script).unwrap();
         std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "my_child_client_programs_with_password", "--nocapture"])
+    let out = common::rerun_test(module_path!(), "my_child_client_programs_with_password")
+        .arg("--nocapture")
         .env("MY_CHILD_ARGV", "1")
         .env("BUNDLE_MYSQL_BINDIR", &bin)
         .output()

@@ -6,17 +6,15 @@
 //!
 //! Needs the workspace binaries (`cargo build` first) and python3.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::common::*;
 use base64::Engine as _;
 use bundle_install::python::store;
 use bundle_install::Site;
-use common::*;
 use sha2::{Digest, Sha256};
 
 /// A fresh site: 1.0.0 then 4.0.0, applied in place (no copying, which would break the links).

@@ -20,14 +20,14 @@
 //! Node A reads the connection from `ROOT/site.yaml`; node B's `site.yaml` names a database that does
 //! not exist and the environment variable `BUNDLE_DB_URL_CLIENT` overrides it (the env form wins).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{expect_error, pubkey, variant, SiteState};
+use crate::common::{expect_error, pubkey, variant, SiteState};
 use serde_json::Value;
 use test_support::{run_timeout, site_python, tool, Run};
 

@@ -2,9 +2,7 @@
 //! refused until the admin declares its version; then the declaration is recorded as a baseline row
 //! and the chain runs from there, keeping the rows that were already in it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn unversioned_database_is_refused_then_baselined_and_migrated() {

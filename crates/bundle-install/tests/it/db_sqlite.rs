@@ -664,7 +664,7 @@ fn db_open_rejects_unknown_engines_and_escaping_paths() {
     assert_eq!(db::open("../x", db::EngineKind::Sqlite, root, "x.db").err().unwrap().kind(), "config");
 }
 
-/// `cargo test -p bundle-install --release --test db_sqlite -- --ignored --nocapture bench`
+/// `cargo test -p bundle-install --release --test it -- --ignored --nocapture db_sqlite::db_bench`
 #[test]
 #[ignore]
 fn db_bench_backup_restore_100mb() {

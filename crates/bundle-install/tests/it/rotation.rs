@@ -5,13 +5,11 @@
 //! records it. Forged statements, statements replayed for another app and statements that would
 //! bring back a revoked key change nothing, and the bundle they came in is refused (exit 3).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::common::*;
 use bundle_core::rotation::{KeyRotation, RotationAction, Statement};
-use common::*;
 use serde_json::Value;
 use test_support::{copy_spec, run, scratch_dir, tool, KeyPair, Parts};
 

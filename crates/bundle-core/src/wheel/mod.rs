@@ -1,9 +1,15 @@
 //! What a wheel says about itself, read without installing it: the file name
 //! (`name-version[-build]-python-abi-platform.whl`) and `*.dist-info/METADATA`. Used by
-//! `bundle-build check` and by the installer before it unpacks anything.
+//! `bundle-build check` and by the installer before it unpacks anything. [`metadata`] parses
+//! `METADATA` and `WHEEL`, [`record`] reads and writes `RECORD`.
 
 use std::io::Read;
 use std::path::Path;
+
+pub mod metadata;
+pub mod record;
+
+pub use metadata::{parse_metadata, WheelMetadata};
 
 /// The parts of `{distribution}-{version}(-{build})?-{python}-{abi}-{platform}.whl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,16 +37,6 @@ impl std::fmt::Display for WheelName {
         }
         write!(f, "-{}-{}-{}.whl", self.python_tag, self.abi_tag, self.platform_tag)
     }
-}
-
-/// The METADATA fields we use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WheelMetadata {
-    pub name: String,
-    pub version: String,
-    pub requires_dist: Vec<String>,
-    pub requires_python: Option<String>,
-    pub license: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +169,7 @@ pub fn inspect(path: &Path) -> Result<WheelContents, WheelInfoError> {
         .map(str::to_string)
         .ok_or_else(|| err(format!("no {}-{}.dist-info directory", name.distribution, name.version)))?;
     let text = read_member(&mut zip, &format!("{dist_info}/METADATA")).map_err(err)?;
-    let meta = parse_metadata(&text);
+    let meta = parse_metadata(&text).map_err(|e| err(format!("METADATA: {e}")))?;
     if normalize_name(&meta.name) != normalize_name(&name.distribution) {
         return Err(err(format!("METADATA names `{}`, the file name `{}`", meta.name, name.distribution)));
     }
@@ -181,13 +177,11 @@ pub fn inspect(path: &Path) -> Result<WheelContents, WheelInfoError> {
         return Err(err(format!("METADATA says version {}, the file name {}", meta.version, name.version)));
     }
     let wheel = read_member(&mut zip, &format!("{dist_info}/WHEEL")).map_err(err)?;
+    let wheel = metadata::parse_wheel(&wheel).map_err(|e| err(format!("WHEEL: {e}")))?;
     let mut wheel_tags = Vec::new();
-    for line in wheel.lines() {
-        if let Some((_, v)) = line.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("tag")) {
-            let tag = crate::tags::Tag::parse(v.trim())
-                .ok_or_else(|| err(format!("WHEEL has a malformed Tag line `{}`", v.trim())))?;
-            wheel_tags.push(tag);
-        }
+    for t in &wheel.tags {
+        let tag = crate::tags::Tag::parse(t).ok_or_else(|| err(format!("WHEEL has a malformed Tag line `{t}`")))?;
+        wheel_tags.push(tag);
     }
     wheel_tags.sort();
     wheel_tags.dedup();
@@ -196,7 +190,7 @@ pub fn inspect(path: &Path) -> Result<WheelContents, WheelInfoError> {
 }
 
 /// PEP 440 equality of two version strings (textual when either does not parse).
-fn same_version(a: &str, b: &str) -> bool {
+pub fn same_version(a: &str, b: &str) -> bool {
     match (crate::version::parse_release(a), crate::version::parse_release(b)) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
@@ -214,31 +208,6 @@ fn read_member(zip: &mut zip::ZipArchive<std::fs::File>, wanted: &str) -> Result
     Ok(text)
 }
 
-/// Parses the RFC 822-style header block of METADATA (the body, after a blank line, is ignored).
-pub fn parse_metadata(text: &str) -> WheelMetadata {
-    let mut meta = WheelMetadata::default();
-    for line in text.lines() {
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            continue; // continuation of a multi-line field we do not use
-        }
-        let Some((key, value)) = line.split_once(':') else { continue };
-        let value = value.trim().to_string();
-        match key.trim().to_ascii_lowercase().as_str() {
-            "name" => meta.name = value,
-            "version" => meta.version = value,
-            "requires-dist" => meta.requires_dist.push(value),
-            "requires-python" if !value.is_empty() => meta.requires_python = Some(value),
-            "license" if !value.is_empty() => meta.license = Some(value),
-            "license-expression" if !value.is_empty() => meta.license = Some(value),
-            _ => {}
-        }
-    }
-    meta
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,14 +219,6 @@ mod tests {
         assert!(parse_filename("foo-1.0.whl").is_err());
         assert!(parse_filename("foo-1.0-py3-none-any.zip").is_err());
         assert_eq!(normalize_name("Foo__Bar.baz"), "foo-bar-baz");
-    }
-
-    #[test]
-    fn metadata_headers() {
-        let m = parse_metadata("Metadata-Version: 2.1\nName: fieldlog\nVersion: 4.0.0\nRequires-Dist: fieldkit>=1.0\nLicense: MIT\n\nRequires-Dist: body\n");
-        assert_eq!(m.name, "fieldlog");
-        assert_eq!(m.requires_dist, ["fieldkit>=1.0"]);
-        assert_eq!(m.license.as_deref(), Some("MIT"));
     }
 
     #[test]

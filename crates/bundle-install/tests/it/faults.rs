@@ -585,7 +585,7 @@ fn kill_9_at_twenty_random_moments() {
     });
     // Stratified: kill i lands somewhere in the i-th twentieth of 1.6 times that (runs beside
     // other tests are slower than the reference; a kill after the end is a valid case too).
-    let mut rng = Rng(0x5eed_0f_c0ffee);
+    let mut rng = Rng(0x5eed_0fc0_ffee);
     let span = full.as_millis() as u64 * 8 / 5;
     let delays: Vec<Duration> =
         (0..20u64).map(|i| Duration::from_millis(i * span / 20 + rng.below(span / 20))).collect();

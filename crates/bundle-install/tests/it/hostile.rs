@@ -149,11 +149,13 @@ impl Expect {
 }
 
 type Setup = Box<dyn Fn(&Path) + Send + Sync>;
+/// Places the bundle at the given path; returns keys to trust instead of the signer's.
+type Place = Box<dyn Fn(&Path) -> Option<Vec<PathBuf>> + Send + Sync>;
 
 struct Scenario {
     name: String,
     /// Places the bundle at the given path; returns keys to trust instead of the signer's.
-    place: Box<dyn Fn(&Path) -> Option<Vec<PathBuf>> + Send + Sync>,
+    place: Place,
     /// Run on the site copy before the "before" snapshot.
     setup: Option<Setup>,
     apply_args: Vec<String>,

@@ -1,6 +1,6 @@
 //! The bad-archive catalogue, run through the real `bundle-build verify` binary.
 //!
-//! The cases live in `test_support::catalogue` (shared with `bundle-install`'s `tests/hostile.rs`):
+//! The cases live in `test_support::catalogue` (shared with `bundle-install`'s `tests/it/hostile.rs`):
 //! every case starts from a real bundle (the fixture release 4.0.0, built with `bundle-build build`
 //! and taken apart with `test_support::Parts`), crafts one defect with `test_support::CraftedBundle`,
 //! and is checked here, in both `--json` and human mode, with the working directory in a fresh temp

@@ -9,14 +9,12 @@
 //!
 //! Needs the workspace binaries: `cargo build` first (same profile and CARGO_TARGET_DIR), and python3.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use test_support::{snapshot, Run};
 

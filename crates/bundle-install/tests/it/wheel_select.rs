@@ -4,12 +4,10 @@
 //! no interpreter here is refused by `plan` and `apply` with exit 4 (`incompatible_wheel`) before
 //! anything on the site changes.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use test_support::{run, Wheel};
 
 /// `(major, minor)` of the `python3` that `apply` uses by default.

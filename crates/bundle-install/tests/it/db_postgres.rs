@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use bundle_core::version::SchemaVersion;
 use bundle_install::db::{self, apply_plan, plan_down, plan_up, DbError, DbState, Direction, Engine, Step};
 
+use crate::common;
+
 const RELEASE: &str = "4.0.0";
 
 const INIT: &str = "-- the first schema; notes cascade from items
@@ -424,8 +426,8 @@ fn pg_killed_mid_chain_leaves_the_last_committed_step() {
     fill_at_1_0(&mut site.db.client(), 20);
     let record = engine.backup(&site.backups).unwrap();
     let before = engine.dump().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "pg_child_migrates_until_killed", "--nocapture", "--test-threads=1"])
+    let mut child = common::rerun_test(module_path!(), "pg_child_migrates_until_killed")
+        .args(["--nocapture", "--test-threads=1"])
         .env("PG_CHILD_ROOT", &site.root)
         .env("PG_CHILD_MIGRATIONS", &site.migrations)
         .spawn()
@@ -565,19 +567,39 @@ fn pg_passwords_are_never_printed() {
         assert!(!String::from_utf8_lossy(&bytes).contains(PW));
     }
 
-    // Config: the environment wins over site.yaml; a missing connection names both places.
+    // Config: the environment wins over site.yaml; a missing connection names both places. The
+    // variable is set for a child process only: other tests of this binary run in threads of this
+    // one, and a process-wide set_var would race with them.
     let name = format!("envdb_{}", random());
     let var = db::server::url_env_var(&name);
-    std::env::set_var(&var, &url);
-    let mut e = db::open(&name, db::EngineKind::Postgres, Path::new("/nonexistent-root"), "").unwrap();
-    assert_eq!(e.inspect().unwrap().version(), Some(v("1.0")));
-    std::env::remove_var(&var);
+    let out = common::rerun_test(module_path!(), "pg_child_opens_from_the_environment")
+        .arg("--nocapture")
+        .env("PG_CHILD_ENV_DB", &name)
+        .env(&var, &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ENV-CHILD-DONE"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = db::open(&name, db::EngineKind::Postgres, Path::new("/nonexistent-root"), "").err().unwrap();
     assert_eq!(err.kind(), "config");
     assert!(err.to_string().contains(&var) && err.to_string().contains("site.yaml"), "{err}");
     let err = db::open("client", db::EngineKind::Mysql, &site.root, "").err().unwrap();
     assert!(err.to_string().contains("not a mysql URL") && !err.to_string().contains(PW), "{err}");
     drop(probe);
+}
+
+/// Runs in a child process whose environment names the database `PG_CHILD_ENV_DB` by its URL
+/// variable (see [`pg_passwords_are_never_printed`]): opened with no site.yaml entry at all.
+#[test]
+fn pg_child_opens_from_the_environment() {
+    let Ok(name) = std::env::var("PG_CHILD_ENV_DB") else { return };
+    let mut e = db::open(&name, db::EngineKind::Postgres, Path::new("/nonexistent-root"), "").unwrap();
+    assert_eq!(e.inspect().unwrap().version(), Some(v("1.0")));
+    println!("ENV-CHILD-DONE");
 }
 
 /// Runs in a child process with a fake `pg_dump` first on the program path.
@@ -601,8 +623,8 @@ fn pg_preflight_names_missing_or_mismatched_programs() {
     std::fs::write(&script, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "pg_child_preflight_with_old_pg_dump", "--nocapture"])
+    let out = common::rerun_test(module_path!(), "pg_child_preflight_with_old_pg_dump")
+        .arg("--nocapture")
         .env("PG_CHILD_PREFLIGHT_ROOT", &site.root)
         .env("BUNDLE_PG_BINDIR", &fake)
         .output()
@@ -619,7 +641,7 @@ fn pg_preflight_names_missing_or_mismatched_programs() {
 }
 
 /// Measurements for the report (not run by default):
-/// `BUNDLE_TEST_PG=… cargo test -p bundle-install --release --test db_postgres -- --ignored --nocapture pg_bench`
+/// `BUNDLE_TEST_PG=… cargo test -p bundle-install --release --test it -- --ignored --nocapture db_postgres::pg_bench`
 /// 1. the chain (four .sql files) through the engine vs the same files through `psql -1 -f`, on
 ///    fresh databases; 2. backup and restore of a ~1 GB database made with generate_series.
 #[test]
@@ -900,8 +922,8 @@ fn pg_client_programs_never_get_a_password_on_their_command_line() {
     }
     for form in ["userinfo", "query"] {
         std::fs::write(&log, b"").unwrap();
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "pg_child_client_programs_with_password", "--nocapture"])
+        let out = common::rerun_test(module_path!(), "pg_child_client_programs_with_password")
+            .arg("--nocapture")
             .env("PG_CHILD_ARGV_FORM", form)
             .env("BUNDLE_PG_BINDIR", &bin)
             .output()

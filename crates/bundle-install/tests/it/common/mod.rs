@@ -1,12 +1,10 @@
-//! Helpers shared by the end-to-end tests of `bundle-install` (`apply_e2e.rs`, `rollback_e2e.rs`).
+//! Helpers shared by the end-to-end modules of this test binary (`apply_e2e`, `rollback_e2e`, `store`, …).
 //!
 //! Everything here drives the real binaries (`bundle-build`, `bundle-install`) and the fixture app
 //! (`fieldlog`) installed by them. Built on `test-support`; what it lacks lives here:
 //! the four fixture bundles built once per test process, spec variants (edited copies of a fixture
 //! spec directory, re-versioned or tampered wheels), site copies that stay runnable (venv scripts
 //! carry the site's absolute path), logical SQLite dumps, and "the site is as it was" states.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -28,7 +26,6 @@ pub const VERSIONS: [&str; 4] = ["1.0.0", "2.0.0", "3.0.0", "4.0.0"];
 pub struct Fixture {
     pub key: KeyPair,
     pub bundles: BTreeMap<&'static str, PathBuf>,
-    pub dir: PathBuf,
 }
 
 pub fn fixture() -> &'static Fixture {
@@ -48,7 +45,7 @@ pub fn fixture() -> &'static Fixture {
                 .collect();
             handles.into_iter().map(|h| h.join().expect("bundle build thread")).collect()
         });
-        Fixture { key, bundles, dir }
+        Fixture { key, bundles }
     })
 }
 
@@ -59,6 +56,17 @@ pub fn bundle(version: &str) -> &'static Path {
 
 pub fn pubkey() -> &'static Path {
     &fixture().key.public_path
+}
+
+/// This test binary run again for the single test `name` of `module` (the caller's
+/// `module_path!()`), for tests that need a child process of their own (killed mid-step, or with its
+/// own environment). libtest names a test by its path inside the test crate without the crate's
+/// name (`db_postgres::pg_child_…`), and `--exact` matches that whole name.
+pub fn rerun_test(module: &str, name: &str) -> Command {
+    let path = module.split_once("::").map_or(name.to_string(), |(_crate, inner)| format!("{inner}::{name}"));
+    let mut c = Command::new(std::env::current_exe().expect("the test executable's path"));
+    c.arg("--exact").arg(path);
+    c
 }
 
 /// `bundle-build build SPEC --key KEY --out OUT --json` (SOURCE_DATE_EPOCH fixed); the bundle path.

@@ -14,7 +14,7 @@ use test_support::{bin, run_timeout, workspace_root};
 fn corpus_installs_like_pip() {
     let root = workspace_root();
     let script = root.join("scripts/corpus.py");
-    let have = Command::new("python3").arg(&script).arg("have").current_dir(&root).output().expect("python3 runs");
+    let have = Command::new("python3").arg(&script).arg("have").current_dir(root).output().expect("python3 runs");
     if !have.status.success() {
         println!("skipped: {}", String::from_utf8_lossy(&have.stdout).trim());
         return;
@@ -32,7 +32,7 @@ fn corpus_installs_like_pip() {
             .args(["run", "--json"])
             .arg(report.path())
             .env("CORPUS_BIN_DIR", &bin_dir)
-            .current_dir(&root),
+            .current_dir(root),
         Duration::from_secs(3600),
     );
     println!("{}", r.stdout);

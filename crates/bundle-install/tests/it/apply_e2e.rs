@@ -5,15 +5,13 @@
 //! The four fixture bundles and two base sites (1.0.0 with notes; the same upgraded to 4.0.0) are
 //! built once per process; tests work on copies.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use test_support::{fixture_specs, snapshot, tool};
 

@@ -6,13 +6,11 @@
 //!
 //! Needs the workspace binaries (`cargo build` first) and python3.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use test_support::{fixture_specs, run, scratch_dir, tool, KeyPair, Run};
