@@ -144,35 +144,7 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
     plan.delta = delta::locate(site, &manifest, base_bundle.as_ref())?;
     refuse_unless_it_fits(site, &plan)?;
 
-    // Verify every byte, streaming into a private staging directory; only these bytes are used.
-    let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
-    durable::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
-    std::fs::create_dir(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
-    reporter.step(&format!(
-        "verifying {} ({} files, {} bytes)",
-        bundle.display(),
-        manifest.payload.entries,
-        manifest.payload.bytes
-    ));
-    let total = verify::bundle_size(bundle);
-    let verified = match verify::verify_file_with_progress(bundle, &keys, Some(&staging), &Limits::default(), &|done| {
-        reporter.progress(done, total)
-    }) {
-        Ok(v) if v.id() == bundle_id => v,
-        Ok(_) => {
-            let _ = durable::remove_tree(&staging);
-            return Err(InstallError::new(
-                crate::error::Outcome::Verification,
-                ErrorKind::BundleChanged,
-                "the bundle file changed while it was being read",
-            )
-            .with_hint("copy the bundle to local disk and run the command again"));
-        }
-        Err(e) => {
-            let _ = durable::remove_tree(&staging);
-            return Err(crate::site::trust::verify_error(site, e));
-        }
-    };
+    let (staging, verified) = verify_into_staging(site, bundle, &manifest, &keys, &bundle_id, reporter)?;
 
     if let Some(d) = &plan.delta {
         if let Err(e) = fill_delta(site, &manifest, d, &staging, base_bundle.as_ref(), &keys, reporter) {
@@ -196,13 +168,6 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         manifest.version.clone(),
         actions(site, &manifest, &plan, &id, opts, &verified, &rotations),
     );
-    let runner = match Runner::begin(site, journal, reporter) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = durable::remove_tree(&staging);
-            return Err(e);
-        }
-    };
     let script_limit = std::time::Duration::from_secs(opts.hook_timeout_secs);
     let ctx = Ctx {
         site,
@@ -215,11 +180,52 @@ pub fn apply(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn Rep
         id: &id,
         script_limit,
     };
-    let result = execute(runner, &ctx);
-    // Staging is empty once stage_release moved the payload; a run that failed earlier leaves it.
+    let result = execute(journal, &ctx);
+    // Staging is empty once stage_release moved the payload; a run that failed earlier (or could
+    // not begin) leaves it.
     let _ = durable::remove_tree(&staging);
     let journal_id = result?;
     Ok(Applied { plan, changed: true, journal_id: Some(journal_id), key_id: key_id.to_string(), bundle_id })
+}
+
+/// Verifies every byte of `bundle`, streaming into a private staging directory (only these bytes
+/// are used), and checks that it is the bundle whose manifest was planned; nothing is left on failure.
+fn verify_into_staging(
+    site: &Site,
+    bundle: &Path,
+    manifest: &Manifest,
+    keys: &[PublicKey],
+    bundle_id: &str,
+    reporter: &dyn Reporter,
+) -> Result<(PathBuf, VerifiedBundle)> {
+    let staging = site.staging().join(format!("{}-{}", manifest.version, std::process::id()));
+    durable::remove_tree(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
+    std::fs::create_dir(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
+    reporter.step(&format!(
+        "verifying {} ({} files, {} bytes)",
+        bundle.display(),
+        manifest.payload.entries,
+        manifest.payload.bytes
+    ));
+    let total = verify::bundle_size(bundle);
+    match verify::verify_file_with_progress(bundle, keys, Some(&staging), &Limits::default(), &|done| {
+        reporter.progress(done, total)
+    }) {
+        Ok(v) if v.id() == bundle_id => Ok((staging, v)),
+        Ok(_) => {
+            let _ = durable::remove_tree(&staging);
+            Err(InstallError::new(
+                crate::error::Outcome::Verification,
+                ErrorKind::BundleChanged,
+                "the bundle file changed while it was being read",
+            )
+            .with_hint("copy the bundle to local disk and run the command again"))
+        }
+        Err(e) => {
+            let _ = durable::remove_tree(&staging);
+            Err(crate::site::trust::verify_error(site, e))
+        }
+    }
 }
 
 /// Adds a delta bundle's omitted files to `staging`, verifying the full base bundle first when
@@ -310,35 +316,11 @@ pub(crate) fn actions(
     if plan.replaces_kept {
         a.push(Action::RetireRelease { version: v.clone(), aside: format!(".retired-{v}-{id}") });
     }
-    a.extend([
-        Action::StageRelease { version: v.clone() },
-        Action::StoreWheels { version: v.clone(), run: id.to_string() },
-        Action::CreateVenv { version: v.clone() },
-        Action::InstallWheels { version: v.clone() },
-        Action::CompileBytecode { version: v.clone() },
-        Action::WriteConfig { version: v.clone() },
-        Action::MarkComplete { version: v.clone() },
-    ]);
+    a.extend(staging_actions(&v, id));
     if let Some(call) = hook("pre_apply", &m.hooks.pre_apply, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
         a.push(Action::Hook { call, undo: old_start });
     }
-    if plan.backup {
-        a.push(Action::Backup { id: id.to_string(), dbs: plan.databases.iter().map(db_ref).collect() });
-    }
-    for d in &plan.databases {
-        if let Some(version) = d.baseline {
-            a.push(Action::Baseline { db: db_ref(d), version, restore_from: id.to_string() });
-        }
-        for s in &d.steps {
-            a.push(Action::Migrate {
-                db: db_ref(d),
-                version: s.version,
-                file: s.file.file.clone(),
-                direction: s.direction,
-                restore_from: id.to_string(),
-            });
-        }
-    }
+    a.extend(database_actions(plan, id));
     a.push(Action::Swap { from: plan.from.clone(), to: v.clone() });
     if let Some(call) = hook("post_apply", &m.hooks.post_apply, &new_dir, &new_bundle, plan.from.clone(), v.clone()) {
         // Undone by stopping the new release with its own pre_apply.
@@ -356,12 +338,57 @@ pub(crate) fn actions(
     {
         a.push(Action::Hook { call, undo: None });
     }
-    let history = json!({
+    let mut protect = vec![v.clone()];
+    protect.extend(plan.from.clone());
+    a.push(Action::Commit { history: apply_history(m, plan, id, verified), keep_releases: m.keep_releases, protect });
+    a
+}
+
+/// The steps that build release `v` beside the running one, up to marking it complete.
+fn staging_actions(v: &str, id: &str) -> [Action; 7] {
+    [
+        Action::StageRelease { version: v.to_string() },
+        Action::StoreWheels { version: v.to_string(), run: id.to_string() },
+        Action::CreateVenv { version: v.to_string() },
+        Action::InstallWheels { version: v.to_string() },
+        Action::CompileBytecode { version: v.to_string() },
+        Action::WriteConfig { version: v.to_string() },
+        Action::MarkComplete { version: v.to_string() },
+    ]
+}
+
+/// The backup of every planned database, then each one's baseline and migrations, restored from
+/// that backup (`id`) on undo.
+fn database_actions(plan: &Plan, id: &str) -> Vec<Action> {
+    let mut a = Vec::new();
+    if plan.backup {
+        a.push(Action::Backup { id: id.to_string(), dbs: plan.databases.iter().map(db_ref).collect() });
+    }
+    for d in &plan.databases {
+        if let Some(version) = d.baseline {
+            a.push(Action::Baseline { db: db_ref(d), version, restore_from: id.to_string() });
+        }
+        for s in &d.steps {
+            a.push(Action::Migrate {
+                db: db_ref(d),
+                version: s.version,
+                file: s.file.file.clone(),
+                direction: s.direction,
+                restore_from: id.to_string(),
+            });
+        }
+    }
+    a
+}
+
+/// The history record the commit appends: what was installed, from which verified bundle.
+fn apply_history(m: &Manifest, plan: &Plan, id: &str, verified: &VerifiedBundle) -> serde_json::Value {
+    let mut history = json!({
         "id": id,
         "command": "apply",
         "app": m.app,
         "from": plan.from,
-        "to": v,
+        "to": m.version,
         "kind": plan.kind,
         "bundle_id": verified.id(),
         "bundle_sha256": verified.bundle_sha256(),
@@ -371,17 +398,16 @@ pub(crate) fn actions(
         "sequence": m.sequence,
         "signature": "verified",
     });
-    let mut history = history;
     if !plan.key_rotations.is_empty() {
         history["key_rotations"] = json!(plan.key_rotations);
     }
-    let mut protect = vec![v.clone()];
-    protect.extend(plan.from.clone());
-    a.push(Action::Commit { history, keep_releases: m.keep_releases, protect });
-    a
+    history
 }
 
-fn execute(mut runner: Runner, ctx: &Ctx) -> Result<String> {
+/// Begins the journal and runs its steps; a step that fails before the commit undoes every step
+/// done, one that fails after it leaves the run for `recover` to finish.
+fn execute(journal: Journal, ctx: &Ctx) -> Result<String> {
+    let mut runner = Runner::begin(ctx.site, journal, ctx.reporter)?;
     let id = runner.journal.id.clone();
     for i in 0..runner.journal.steps.len() {
         let name = runner.journal.steps[i].action.name();
@@ -433,23 +459,14 @@ pub(crate) fn step_message(a: &Action) -> String {
     }
 }
 
+/// Does one step of an apply (a rehearsal runs them on its scratch site).
 pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
     let site = ctx.site;
     let m = ctx.manifest;
     let dir = site.release_dir(&m.version);
     match action {
-        Action::RetireRelease { version, aside } => {
-            std::fs::rename(site.release_dir(version), site.releases().join(aside))
-                .map_err(|e| InstallError::io(format!("setting aside releases/{version}"), e))?;
-            durable::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))
-        }
-        Action::StageRelease { .. } => {
-            durable::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
-            std::fs::create_dir(&dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
-            std::fs::write(dir.join(INCOMPLETE), b"").map_err(|e| InstallError::io(dir.display(), e))?;
-            std::fs::rename(ctx.staging, dir.join("bundle"))
-                .map_err(|e| InstallError::io("moving the verified payload into the release", e))
-        }
+        Action::RetireRelease { version, aside } => retire_release(site, version, aside),
+        Action::StageRelease { .. } => stage_release(ctx, &dir),
         Action::CreateVenv { .. } => {
             interpreter::create_venv(ctx.interp, &dir.join("venv"))
                 .map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
@@ -469,40 +486,9 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
             store::link_into(site, &venv, &chosen_wheels(ctx, &dir))?;
             Ok(())
         }
-        Action::CompileBytecode { .. } => {
-            let venv =
-                interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
-            // The store's entries bring their `.pyc`; only what lacks one is compiled here.
-            interpreter::compile_trees(
-                &venv.python,
-                std::slice::from_ref(&venv.site_packages),
-                Some(&ctx.interp.cache_tag),
-                false,
-                cores(),
-            )
-            .map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
-            Ok(())
-        }
+        Action::CompileBytecode { .. } => compile_bytecode(ctx, &dir),
         Action::WriteConfig { .. } => write_config(ctx, &dir),
-        Action::MarkComplete { .. } => {
-            let info = ReleaseInfo {
-                app: m.app.clone(),
-                version: m.version.clone(),
-                sequence: m.sequence,
-                bundle_id: ctx.verified.id(),
-                key_id: ctx.verified.key_id().to_string(),
-                installed_at: bundle_core::time::now_rfc3339(),
-                from: ctx.plan.from.clone(),
-                backup: ctx.plan.backup.then(|| ctx.id.to_string()),
-            };
-            std::fs::write(dir.join("release.json"), serde_json::to_vec_pretty(&info).expect("serialises"))
-                .map_err(|e| InstallError::io("writing release.json", e))?;
-            // One syncfs makes the whole staged tree durable before anything points at it.
-            durable::sync_filesystem(&dir).map_err(|e| InstallError::io("syncing the staged release", e))?;
-            std::fs::remove_file(dir.join(INCOMPLETE))
-                .map_err(|e| InstallError::io("marking the release complete", e))?;
-            durable::sync_dir(&dir).map_err(|e| InstallError::io(dir.display(), e))
-        }
+        Action::MarkComplete { .. } => mark_complete(ctx, &dir),
         Action::Hook { call, .. } => hooks::run(site, call),
         Action::Backup { id, dbs } => crate::transaction::backup::take(
             site,
@@ -518,11 +504,7 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
                 .iter()
                 .find(|s| s.version == *version && s.direction == *direction && s.file.file == *file)
                 .expect("planned step");
-            let mut engine = db::open(&dbr.name, dbr.engine, &site.root, &dbr.path)?;
-            let python = dir.join("venv").join("bin").join("python");
-            let result = engine.apply(step, &m.version, Some(&python));
-            engine.close()?;
-            result.map_err(|e| InstallError::caused_by(Outcome::Failed, e))
+            migrate(ctx, &dir, dbr, step)
         }
         Action::RestoreData { .. } => unreachable!("apply never restores data"),
         Action::Baseline { db: dbr, version, .. } => {
@@ -536,16 +518,82 @@ pub(crate) fn forward(ctx: &Ctx, action: &Action) -> Result<()> {
         Action::Commit { history, keep_releases, protect } => {
             commit(site, history, *keep_releases, protect, ctx.reporter)
         }
-        Action::RotateKeys { add, retire } => {
-            for k in crate::transaction::journal::parse_keys(add)? {
-                crate::site::trust::add_rotated(site, &k)?;
-            }
-            for k in crate::transaction::journal::parse_keys(retire)? {
-                crate::site::trust::retire(site, &k)?;
-            }
-            Ok(())
-        }
+        Action::RotateKeys { add, retire } => rotate_keys(site, add, retire),
     }
+}
+
+/// Sets the kept `releases/<version>` aside as `aside` (deleted on commit).
+fn retire_release(site: &Site, version: &str, aside: &str) -> Result<()> {
+    std::fs::rename(site.release_dir(version), site.releases().join(aside))
+        .map_err(|e| InstallError::io(format!("setting aside releases/{version}"), e))?;
+    durable::sync_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))
+}
+
+/// Creates the release directory `dir`, marked incomplete, and moves the verified payload in.
+fn stage_release(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let site = ctx.site;
+    durable::ensure_real_dir(&site.releases()).map_err(|e| InstallError::io("releases/", e))?;
+    std::fs::create_dir(dir).map_err(|e| InstallError::io(format!("creating {}", dir.display()), e))?;
+    std::fs::write(dir.join(INCOMPLETE), b"").map_err(|e| InstallError::io(dir.display(), e))?;
+    std::fs::rename(ctx.staging, dir.join("bundle"))
+        .map_err(|e| InstallError::io("moving the verified payload into the release", e))
+}
+
+/// Byte-compiles what the new venv's wheels did not bring compiled.
+fn compile_bytecode(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let venv = interpreter::Venv::open(dir.join("venv")).map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
+    // The store's entries bring their `.pyc`; only what lacks one is compiled here.
+    interpreter::compile_trees(
+        &venv.python,
+        std::slice::from_ref(&venv.site_packages),
+        Some(&ctx.interp.cache_tag),
+        false,
+        cores(),
+    )
+    .map_err(|e| InstallError::caused_by(Outcome::Failed, e))?;
+    Ok(())
+}
+
+/// Writes `release.json`, makes the staged release durable, then removes its incomplete mark.
+fn mark_complete(ctx: &Ctx, dir: &Path) -> Result<()> {
+    let m = ctx.manifest;
+    let info = ReleaseInfo {
+        app: m.app.clone(),
+        version: m.version.clone(),
+        sequence: m.sequence,
+        bundle_id: ctx.verified.id(),
+        key_id: ctx.verified.key_id().to_string(),
+        installed_at: bundle_core::time::now_rfc3339(),
+        from: ctx.plan.from.clone(),
+        backup: ctx.plan.backup.then(|| ctx.id.to_string()),
+    };
+    std::fs::write(dir.join("release.json"), serde_json::to_vec_pretty(&info).expect("serialises"))
+        .map_err(|e| InstallError::io("writing release.json", e))?;
+    // One syncfs makes the whole staged tree durable before anything points at it.
+    durable::sync_filesystem(dir).map_err(|e| InstallError::io("syncing the staged release", e))?;
+    std::fs::remove_file(dir.join(INCOMPLETE)).map_err(|e| InstallError::io("marking the release complete", e))?;
+    durable::sync_dir(dir).map_err(|e| InstallError::io(dir.display(), e))
+}
+
+/// Runs one planned migration `step` of database `dbr`, with the new release's Python for its
+/// data steps.
+fn migrate(ctx: &Ctx, dir: &Path, dbr: &DbRef, step: &db::PlannedStep) -> Result<()> {
+    let mut engine = db::open(&dbr.name, dbr.engine, &ctx.site.root, &dbr.path)?;
+    let python = dir.join("venv").join("bin").join("python");
+    let result = engine.apply(step, &ctx.manifest.version, Some(&python));
+    engine.close()?;
+    result.map_err(|e| InstallError::caused_by(Outcome::Failed, e))
+}
+
+/// Trusts the keys a rotation adds and retires the ones it replaces (`.pub` texts).
+fn rotate_keys(site: &Site, add: &[String], retire: &[String]) -> Result<()> {
+    for k in crate::transaction::journal::parse_keys(add)? {
+        crate::site::trust::add_rotated(site, &k)?;
+    }
+    for k in crate::transaction::journal::parse_keys(retire)? {
+        crate::site::trust::retire(site, &k)?;
+    }
+    Ok(())
 }
 
 /// `disk_full` (exit 4) when the plan's space estimate exceeds the free space: checked before any

@@ -169,72 +169,125 @@ pub(crate) fn db_steps(
 
 /// Plans applying `manifest` (identified by `bundle_id`) to `site`.
 pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Plan> {
+    let installed = against_installed(site, manifest, bundle_id, opts)?;
+    let kind = installed.kind;
+    let replaces_kept = kept_release_replaced(site, manifest, kind)?;
+    check_sequence(site, manifest, kind, opts)?;
+    let config = config_plan(manifest, installed.manifest.as_ref())?;
+    let databases = plan_databases(site, manifest, kind, installed.manifest.as_ref(), opts)?;
+    let hooks = hook_names(manifest);
+    let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
+    check_data_writable(site, &databases)?;
+    let space = space_needed(site, manifest, &databases, backup, kind);
+    Ok(Plan {
+        app: manifest.app.clone(),
+        from: installed.current,
+        to: manifest.version.clone(),
+        kind,
+        config,
+        databases,
+        hooks,
+        backup,
+        space,
+        replaces_kept,
+        key_rotations: Vec::new(),
+        site_tags: None,
+        wheels: Vec::new(),
+        delta: None,
+    })
+}
+
+/// The installed release as the bundle meets it.
+struct Installed {
+    /// The version `current` points at (none on a clean install).
+    current: Option<String>,
+    /// Its manifest.
+    manifest: Option<Manifest>,
+    /// What installing the bundle over it amounts to.
+    kind: PlanKind,
+}
+
+/// Checks the bundle against the installed release: the same application, and a version step the
+/// options allow (downgrades, bundles that cannot upgrade it and second builds are refused).
+fn against_installed(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions) -> Result<Installed> {
     let current = site.current_version().map_err(|e| InstallError::io("reading `current`", e))?;
     let new_version = parse_release(&manifest.version).map_err(|e| InstallError::refused(ErrorKind::BadVersion, e))?;
-    let mut kind = PlanKind::CleanInstall;
-    let mut old_manifest = None;
-    if let Some(cur) = &current {
-        let old = site.release_manifest(cur).map_err(|e| {
-            InstallError::attention(
-                ErrorKind::CurrentReleaseUnreadable,
-                format!("the installed release {cur} has no readable manifest: {e}"),
-            )
-            .with_source(e)
-        })?;
-        if old.app != manifest.app {
+    let Some(cur) = current else {
+        return Ok(Installed { current: None, manifest: None, kind: PlanKind::CleanInstall });
+    };
+    let old = site.release_manifest(&cur).map_err(|e| {
+        InstallError::attention(
+            ErrorKind::CurrentReleaseUnreadable,
+            format!("the installed release {cur} has no readable manifest: {e}"),
+        )
+        .with_source(e)
+    })?;
+    if old.app != manifest.app {
+        return Err(InstallError::refused(
+            ErrorKind::WrongApp,
+            format!("this site runs `{}`, the bundle is for `{}`", old.app, manifest.app),
+        ));
+    }
+    let cur_v = parse_release(&cur).map_err(|e| InstallError::attention(ErrorKind::BadVersion, e))?;
+    let from_v = parse_release(&manifest.upgrades_from).map_err(|e| InstallError::refused(ErrorKind::BadVersion, e))?;
+    let kind = if cur_v == new_version {
+        same_version(site, manifest, bundle_id, opts, &cur)?
+    } else if cur_v > new_version {
+        if !opts.allow_downgrade {
             return Err(InstallError::refused(
-                ErrorKind::WrongApp,
-                format!("this site runs `{}`, the bundle is for `{}`", old.app, manifest.app),
+                ErrorKind::Downgrade,
+                format!("the site runs {cur}, newer than the bundle's {}", manifest.version),
+            )
+            .with_hint(
+                "pass --allow-downgrade to install an older release on purpose, or use `bundle-install rollback`",
             ));
         }
-        let cur_v = parse_release(cur).map_err(|e| InstallError::attention(ErrorKind::BadVersion, e))?;
-        let from_v =
-            parse_release(&manifest.upgrades_from).map_err(|e| InstallError::refused(ErrorKind::BadVersion, e))?;
-        kind = if cur_v == new_version {
-            let info = site.release_info(cur).ok();
-            if info.as_ref().map(|i| i.bundle_id.as_str()) == Some(bundle_id) {
-                PlanKind::NothingToDo
-            } else if opts.reinstall {
-                // Releases live at releases/<version> and venvs are tied to their path, so a second
-                // build of the same version cannot be staged beside the running one yet.
-                return Err(InstallError::refused(
-                    ErrorKind::ReinstallUnsupported,
-                    format!("{} {cur} is installed from a different bundle; reinstalling a version in place is not supported yet", manifest.app),
-                )
-                .with_hint("release the fix under a new version number"));
-            } else {
-                return Err(InstallError::refused(
-                    ErrorKind::SameVersionDifferentContent,
-                    format!("{} {cur} is installed from a different bundle than this one", manifest.app),
-                )
-                .with_hint("release the change under a new version number; installing a second build of the same version is not supported"));
-            }
-        } else if cur_v > new_version {
-            if !opts.allow_downgrade {
-                return Err(InstallError::refused(
-                    ErrorKind::Downgrade,
-                    format!("the site runs {cur}, newer than the bundle's {}", manifest.version),
-                )
-                .with_hint(
-                    "pass --allow-downgrade to install an older release on purpose, or use `bundle-install rollback`",
-                ));
-            }
-            PlanKind::Downgrade
-        } else {
-            if cur_v < from_v {
-                return Err(InstallError::refused(
-                    ErrorKind::TooOld,
-                    format!(
-                        "the site runs {cur}, older than {}, the oldest release this bundle upgrades",
-                        manifest.upgrades_from
-                    ),
-                )
-                .with_hint(format!("install an intermediate bundle that upgrades from {cur} first")));
-            }
-            PlanKind::Upgrade
-        };
-        old_manifest = Some(old);
+        PlanKind::Downgrade
+    } else {
+        if cur_v < from_v {
+            return Err(InstallError::refused(
+                ErrorKind::TooOld,
+                format!(
+                    "the site runs {cur}, older than {}, the oldest release this bundle upgrades",
+                    manifest.upgrades_from
+                ),
+            )
+            .with_hint(format!("install an intermediate bundle that upgrades from {cur} first")));
+        }
+        PlanKind::Upgrade
+    };
+    Ok(Installed { current: Some(cur), manifest: Some(old), kind })
+}
+
+/// The bundle carries the installed version `cur`: nothing to do when it is the very bundle
+/// installed, refused when it is another build of that version.
+fn same_version(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &PlanOptions, cur: &str) -> Result<PlanKind> {
+    let info = site.release_info(cur).ok();
+    if info.as_ref().map(|i| i.bundle_id.as_str()) == Some(bundle_id) {
+        Ok(PlanKind::NothingToDo)
+    } else if opts.reinstall {
+        // Releases live at releases/<version> and venvs are tied to their path, so a second
+        // build of the same version cannot be staged beside the running one yet.
+        Err(InstallError::refused(
+            ErrorKind::ReinstallUnsupported,
+            format!(
+                "{} {cur} is installed from a different bundle; reinstalling a version in place is not supported yet",
+                manifest.app
+            ),
+        )
+        .with_hint("release the fix under a new version number"))
+    } else {
+        Err(InstallError::refused(
+            ErrorKind::SameVersionDifferentContent,
+            format!("{} {cur} is installed from a different bundle than this one", manifest.app),
+        )
+        .with_hint("release the change under a new version number; installing a second build of the same version is not supported"))
     }
+}
+
+/// Whether `releases/<to>` holds a kept copy of this version that the apply sets aside; a directory
+/// there that this installer did not complete is refused.
+fn kept_release_replaced(site: &Site, manifest: &Manifest, kind: PlanKind) -> Result<bool> {
     // A kept copy of this version (left by a rollback) is stale: its config was converted from an
     // older config and its place is needed for the venv. It is set aside, and deleted on commit.
     let existing = site.release_dir(&manifest.version);
@@ -255,6 +308,12 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             .with_hint("move it out of releases/ (it may hold someone's files), then apply again"));
         }
     }
+    Ok(replaces_kept)
+}
+
+/// Refuses an implausible sequence number and, unless downgrading on purpose, one below the
+/// highest this site has installed.
+fn check_sequence(site: &Site, manifest: &Manifest, kind: PlanKind, opts: &PlanOptions) -> Result<()> {
     let highest = crate::site::state::highest_sequence(site)?;
     // A fast-forward attack (a stolen key signing sequence u64::MAX) would lock the site out of every
     // later release; no flag overrides this.
@@ -282,9 +341,14 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             .with_hint("pass --allow-downgrade to install an older release on purpose"));
         }
     }
+    Ok(())
+}
 
+/// How the new release's config comes about: defaults, or the installed config through the
+/// converters between the two versions. A config newer than the bundle's is refused.
+fn config_plan(manifest: &Manifest, old_manifest: Option<&Manifest>) -> Result<Option<ConfigPlan>> {
     let config = manifest.config.as_ref().map(|c| {
-        let from_version = old_manifest.as_ref().and_then(|m| m.config.as_ref()).map(|oc| oc.version);
+        let from_version = old_manifest.and_then(|m| m.config.as_ref()).map(|oc| oc.version);
         let converters = match from_version {
             Some(f) => {
                 c.converters.iter().filter(|x| x.from >= f && x.to <= c.version).map(|x| x.path.clone()).collect()
@@ -306,7 +370,18 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             }
         }
     }
+    Ok(config)
+}
 
+/// Chooses the steps of every declared database from what it records, checking `--baseline`
+/// against what each holds and what backing up will need (server engines).
+fn plan_databases(
+    site: &Site,
+    manifest: &Manifest,
+    kind: PlanKind,
+    old_manifest: Option<&Manifest>,
+    opts: &PlanOptions,
+) -> Result<Vec<DbPlan>> {
     for (name, _) in &opts.baseline {
         if manifest.database(name).is_none() {
             return Err(InstallError::usage(
@@ -323,25 +398,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
         let mut state = engine.inspect()?;
         engine.close()?;
         let requested = opts.baseline.iter().find(|(n, _)| n == &db.name).map(|(_, v)| *v);
-        let baseline = match (&state, requested) {
-            (DbState::Unversioned { .. }, Some(v)) => {
-                // Plan as if the baseline were recorded; the apply records it after the backup.
-                state = DbState::Versioned { version: v, history: Vec::new() };
-                Some(v)
-            }
-            (_, Some(v)) => {
-                return Err(InstallError::usage(
-                    ErrorKind::BaselineNotNeeded,
-                    format!(
-                        "database `{}` is {}; --baseline {}={v} only applies to a database with tables but no history",
-                        db.name,
-                        if matches!(state, DbState::Clean) { "empty" } else { "already versioned" },
-                        db.name
-                    ),
-                ))
-            }
-            _ => None,
-        };
+        let baseline = baseline(&db.name, &mut state, requested)?;
         let steps = db_steps(manifest, db, &release_bundle);
         let planned =
             if kind == PlanKind::NothingToDo { Vec::new() } else { db::plan_up(&db.name, &steps, &state, db.schema)? };
@@ -350,7 +407,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             db::open(&db.name, engine_kind, &site.root, &db.path)?.preflight()?;
         }
         let after = planned.last().map(|s| s.schema_after).or(state.version());
-        let old_schema = old_manifest.as_ref().and_then(|m| m.database(&db.name)).map(|d| d.schema);
+        let old_schema = old_manifest.and_then(|m| m.database(&db.name)).map(|d| d.schema);
         databases.push(DbPlan {
             name: db.name.clone(),
             engine: engine_kind,
@@ -366,7 +423,34 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             old_release_compatible: old_schema.zip(after).map(|(o, a)| o.runs_on(a)),
         });
     }
-    let hooks = [
+    Ok(databases)
+}
+
+/// The `--baseline` version `requested` for database `name`, accepted only for a database with
+/// tables but no history; `state` then reads as if it were recorded.
+fn baseline(name: &str, state: &mut DbState, requested: Option<SchemaVersion>) -> Result<Option<SchemaVersion>> {
+    match (&*state, requested) {
+        (DbState::Unversioned { .. }, Some(v)) => {
+            // Plan as if the baseline were recorded; the apply records it after the backup.
+            *state = DbState::Versioned { version: v, history: Vec::new() };
+            Ok(Some(v))
+        }
+        (_, Some(v)) => Err(InstallError::usage(
+            ErrorKind::BaselineNotNeeded,
+            format!(
+                "database `{}` is {}; --baseline {}={v} only applies to a database with tables but no history",
+                name,
+                if matches!(state, DbState::Clean) { "empty" } else { "already versioned" },
+                name
+            ),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The hooks the bundle ships, in the order the plan lists them.
+fn hook_names(manifest: &Manifest) -> Vec<String> {
+    [
         ("pre_apply", &manifest.hooks.pre_apply),
         ("post_apply", &manifest.hooks.post_apply),
         ("health_check", &manifest.hooks.health_check),
@@ -374,8 +458,12 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     .into_iter()
     .filter(|(_, h)| h.is_some())
     .map(|(n, _)| n.to_string())
-    .collect();
-    let backup = databases.iter().any(|d| !d.steps.is_empty() || d.baseline.is_some());
+    .collect()
+}
+
+/// Refuses when an SQLite database the apply changes, or the directory it is made in, cannot be
+/// written.
+fn check_data_writable(site: &Site, databases: &[DbPlan]) -> Result<()> {
     // A database that cannot be written would fail its first step and then its restore: say so now.
     for d in
         databases.iter().filter(|d| d.engine == db::EngineKind::Sqlite && (!d.steps.is_empty() || d.baseline.is_some()))
@@ -399,6 +487,11 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
             }
         }
     }
+    Ok(())
+}
+
+/// The disk space the apply needs: payload, venv estimate and backups, against what is free.
+fn space_needed(site: &Site, manifest: &Manifest, databases: &[DbPlan], backup: bool, kind: PlanKind) -> Space {
     // Wheels the site's store already holds cost neither payload (the release links the stored
     // wheel) nor venv space (their files are linked); nor do files a delta bundle leaves out.
     let stored = |f: &&bundle_core::manifest::FileEntry| {
@@ -430,22 +523,7 @@ pub(crate) fn plan(site: &Site, manifest: &Manifest, bundle_id: &str, opts: &Pla
     } else {
         space.payload_bytes + space.venv_estimate_bytes + space.backup_bytes
     };
-    Ok(Plan {
-        app: manifest.app.clone(),
-        from: current,
-        to: manifest.version.clone(),
-        kind,
-        config,
-        databases,
-        hooks,
-        backup,
-        space,
-        replaces_kept,
-        key_rotations: Vec::new(),
-        site_tags: None,
-        wheels: Vec::new(),
-        delta: None,
-    })
+    space
 }
 
 impl Plan {
@@ -486,6 +564,17 @@ impl Plan {
             PlanKind::NothingToDo => return format!("{} {} is already installed: nothing to do\n", self.app, self.to),
         };
         out.push_str(&format!("{what}\n"));
+        self.render_staging(&mut out);
+        self.render_config(&mut out);
+        self.render_switch(&mut out);
+        self.render_disk(&mut out);
+        self.render_rollback_note(&mut out);
+        out
+    }
+
+    /// The steps taken while the old release still runs: trust changes, the kept release set
+    /// aside, and the new release staged with the wheels chosen for the site.
+    fn render_staging(&self, out: &mut String) {
         for r in &self.key_rotations {
             let mark = if r.status == "applied" { "[ ]" } else { " - " };
             out.push_str(&format!("  {mark} trust: {} ({})\n", r.reason, r.status));
@@ -514,6 +603,10 @@ impl Plan {
                 if w.passed_over.is_empty() { String::new() } else { format!(" (of {})", w.passed_over.len() + 1) };
             out.push_str(&format!("        {} {}: {file} [{}]{others}\n", w.name, w.version, w.tag));
         }
+    }
+
+    /// How the new release's config is written: defaults, a copy, or a conversion.
+    fn render_config(&self, out: &mut String) {
         if let Some(c) = &self.config {
             match c.from_version {
                 None => out.push_str(&format!("  [ ] config {}: write defaults (version {})\n", c.file, c.to_version)),
@@ -528,6 +621,11 @@ impl Plan {
                 )),
             }
         }
+    }
+
+    /// The switch itself: `pre_apply`, backup, every database step, the swap of `current`, then
+    /// the remaining hooks.
+    fn render_switch(&self, out: &mut String) {
         if self.hooks.iter().any(|h| h == "pre_apply") {
             out.push_str("  [ ] hook pre_apply\n");
         }
@@ -556,10 +654,14 @@ impl Plan {
             }
         }
         out.push_str(&format!("  [ ] switch current → releases/{}\n", self.to));
-        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
         for h in self.hooks.iter().filter(|h| *h != "pre_apply") {
             out.push_str(&format!("  [ ] hook {h}\n"));
         }
+    }
+
+    /// The disk line: what the apply needs against what is free.
+    fn render_disk(&self, out: &mut String) {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
         out.push_str(&format!(
             "disk: needs about {} (payload {}, venv ~{}, backups {}), {} free{}\n",
             mib(self.space.needed_bytes),
@@ -569,6 +671,10 @@ impl Plan {
             self.space.free_bytes.map(mib).unwrap_or_else(|| "unknown".into()),
             if self.space.fits() { "" } else { "  — DOES NOT FIT" }
         ));
+    }
+
+    /// What rolling back to the replaced release would take afterwards (none on a clean install).
+    fn render_rollback_note(&self, out: &mut String) {
         if let Some(from) = &self.from {
             let breaking: Vec<&str> = self
                 .databases
@@ -585,6 +691,5 @@ impl Plan {
                 ));
             }
         }
-        out
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bundle_core::manifest::Manifest;
-use bundle_core::verify::{self, Limits};
+use bundle_core::verify::{self, Limits, VerifiedBundle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -280,8 +280,20 @@ pub fn rehearse(site: &Site, bundle: &Path, opts: &ApplyOptions, reporter: &dyn 
         databases: Vec::new(),
     };
     save(site, &record)?;
-    let result =
-        run(site, bundle, opts, reporter, &manifest, &bundle_id, plan, &interp, &keys, &id, &tag, &dir, &mut record);
+    let rehearsal = Rehearse {
+        site,
+        bundle,
+        opts,
+        reporter,
+        manifest: &manifest,
+        bundle_id: &bundle_id,
+        interp: &interp,
+        keys: &keys,
+        id: &id,
+        tag: &tag,
+        dir: &dir,
+    };
+    let result = rehearsal.run(plan, &mut record);
     reporter.step("removing the scratch copies");
     let cleaned = cleanup(site, &record, &dir);
     if !cleaned {
@@ -316,129 +328,156 @@ fn history_record(r: &Rehearsal, m: &Manifest, started_at: &str) -> serde_json::
     })
 }
 
-/// Copies, then the forward steps on the scratch site.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    site: &Site,
-    bundle: &Path,
-    opts: &ApplyOptions,
-    reporter: &dyn Reporter,
-    manifest: &Manifest,
-    bundle_id: &str,
-    plan: Plan,
-    interp: &Interpreter,
-    keys: &[bundle_core::signature::PublicKey],
-    id: &str,
-    tag: &str,
-    dir: &Path,
-    record: &mut Record,
-) -> Result<Rehearsal> {
-    let scratch = Site::new(&dir.join("site"));
-    build_scratch_site(site, &scratch, &plan)?;
-    let copies = copy_databases(site, &scratch, manifest, dir, tag, record, reporter)?;
-    journal::checkpoint("rehearse:copied", "after")?;
+/// What a rehearsal runs with: the live site, the bundle as verified and planned there, and the
+/// rehearsal's own scratch directory.
+struct Rehearse<'a> {
+    site: &'a Site,
+    bundle: &'a Path,
+    opts: &'a ApplyOptions,
+    reporter: &'a dyn Reporter,
+    manifest: &'a Manifest,
+    bundle_id: &'a str,
+    interp: &'a Interpreter,
+    keys: &'a [bundle_core::signature::PublicKey],
+    /// The rehearsal's id, which names its directory and record.
+    id: &'a str,
+    /// The random part of its scratch server databases' names.
+    tag: &'a str,
+    /// `state/rehearse/<id>/`.
+    dir: &'a Path,
+}
 
-    // Planned afresh on the scratch site, so every path (step files, venv) points there.
-    let mut splan = plan::plan(&scratch, manifest, bundle_id, &opts.plan)?;
-    splan.choose_wheels(&scratch, manifest, interp)?;
-    let names = |p: &Plan| {
-        p.databases
-            .iter()
-            .map(|d| (d.name.clone(), d.steps.iter().map(|s| s.file.file.clone()).collect::<Vec<_>>()))
-            .collect::<Vec<_>>()
-    };
-    if splan.kind != plan.kind || names(&splan) != names(&plan) {
-        return Err(InstallError::failed(
-            ErrorKind::RehearsalPlanMismatch,
-            "the copies plan differently from the live site (were they changed while being copied?)",
+impl Rehearse<'_> {
+    /// Copies, then the forward steps on the scratch site.
+    fn run(&self, plan: Plan, record: &mut Record) -> Result<Rehearsal> {
+        let (site, manifest, reporter) = (self.site, self.manifest, self.reporter);
+        let scratch = Site::new(&self.dir.join("site"));
+        build_scratch_site(site, &scratch, &plan)?;
+        let copies = copy_databases(site, &scratch, manifest, self.dir, self.tag, record, reporter)?;
+        journal::checkpoint("rehearse:copied", "after")?;
+        let splan = self.replan(&scratch, &plan)?;
+        let (staging, verified, verify_ms) = self.verify(&scratch)?;
+
+        let run_id = format!("{}-{}", self.id, manifest.version);
+        let actions: Vec<Action> =
+            apply::actions(&scratch, manifest, &splan, &run_id, self.opts, &verified, &Default::default())
+                .into_iter()
+                .filter(|a| !matches!(a, Action::Commit { .. } | Action::RetireRelease { .. }))
+                .filter(|a| !matches!(a, Action::Hook { call, .. } if call.hook == "post_apply"))
+                .collect();
+        let script_limit = std::time::Duration::from_secs(self.opts.hook_timeout_secs);
+        let ctx = Ctx {
+            site: &scratch,
+            manifest,
+            plan: &splan,
+            interp: self.interp,
+            staging: &staging,
+            verified: &verified,
+            reporter,
+            id: &run_id,
+            script_limit,
+        };
+        let (steps, failure) = run_steps(&ctx, &actions, reporter);
+
+        let mut not_measured = vec!["commit (history, pruning old releases)".to_string()];
+        if manifest.hooks.post_apply.is_some() {
+            not_measured.insert(0, "post_apply (it would start the service)".into());
+        }
+        let prediction = predict(&steps, verify_ms, not_measured);
+        let disk = measure_disk(&scratch, manifest, &plan);
+        // Steps that all passed still fail the rehearsal when the real apply would run out of disk.
+        let failure = match failure {
+            None if !disk.fits => Some(("disk_space".to_string(), self.disk_full(&disk))),
+            f => f,
+        };
+        Ok(Rehearsal {
+            id: self.id.to_string(),
+            app: manifest.app.clone(),
+            from: plan.from.clone(),
+            to: manifest.version.clone(),
+            bundle_sha256: verified.bundle_sha256().to_string(),
+            key_id: verified.key_id().to_string(),
+            ok: failure.is_none(),
+            failed_step: failure.as_ref().map(|(s, _)| s.clone()),
+            error: failure.map(|(_, e)| RehearsalError { kind: e.kind, message: e.message }),
+            plan,
+            copies,
+            steps,
+            prediction,
+            disk,
+            cleaned_up: false,
+        })
+    }
+
+    /// Plans afresh on the scratch site, so every path (step files, venv) points there; the copies
+    /// must plan as the live site did.
+    fn replan(&self, scratch: &Site, plan: &Plan) -> Result<Plan> {
+        let mut splan = plan::plan(scratch, self.manifest, self.bundle_id, &self.opts.plan)?;
+        splan.choose_wheels(scratch, self.manifest, self.interp)?;
+        let names = |p: &Plan| {
+            p.databases
+                .iter()
+                .map(|d| (d.name.clone(), d.steps.iter().map(|s| s.file.file.clone()).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        };
+        if splan.kind != plan.kind || names(&splan) != names(plan) {
+            return Err(InstallError::failed(
+                ErrorKind::RehearsalPlanMismatch,
+                "the copies plan differently from the live site (were they changed while being copied?)",
+            )
+            .with_hint("run the rehearsal again"));
+        }
+        Ok(splan)
+    }
+
+    /// Verifies the bundle into the scratch site's staging, as `apply` does: the staging
+    /// directory, the verified bundle, and how long verifying took (milliseconds).
+    fn verify(&self, scratch: &Site) -> Result<(PathBuf, VerifiedBundle, u64)> {
+        let (bundle, reporter) = (self.bundle, self.reporter);
+        reporter.step(&format!("verifying {}", bundle.display()));
+        let staging = scratch.staging().join(format!("{}-{}", self.manifest.version, std::process::id()));
+        std::fs::create_dir_all(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
+        let t = Instant::now();
+        let total = verify::bundle_size(bundle);
+        let verified =
+            verify::verify_file_with_progress(bundle, self.keys, Some(&staging), &Limits::default(), &|done| {
+                reporter.progress(done, total)
+            })?;
+        if verified.id() != self.bundle_id {
+            return Err(InstallError::new(
+                crate::error::Outcome::Verification,
+                ErrorKind::BundleChanged,
+                "the bundle file changed while it was being read",
+            ));
+        }
+        Ok((staging, verified, t.elapsed().as_millis() as u64))
+    }
+
+    /// The failure of a rehearsal whose steps passed but whose writes would not fit on the site.
+    fn disk_full(&self, disk: &Disk) -> InstallError {
+        InstallError::failed(
+            ErrorKind::DiskFull,
+            format!(
+                "disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}",
+                disk.measured_bytes >> 20,
+                disk.free_bytes.unwrap_or(0) >> 20,
+                self.site.root.display()
+            ),
         )
-        .with_hint("run the rehearsal again"));
     }
+}
 
-    reporter.step(&format!("verifying {}", bundle.display()));
-    let staging = scratch.staging().join(format!("{}-{}", manifest.version, std::process::id()));
-    std::fs::create_dir_all(&staging).map_err(|e| InstallError::io(staging.display(), e))?;
-    let t = Instant::now();
-    let total = verify::bundle_size(bundle);
-    let verified = verify::verify_file_with_progress(bundle, keys, Some(&staging), &Limits::default(), &|done| {
-        reporter.progress(done, total)
-    })?;
-    if verified.id() != bundle_id {
-        return Err(InstallError::new(
-            crate::error::Outcome::Verification,
-            ErrorKind::BundleChanged,
-            "the bundle file changed while it was being read",
-        ));
-    }
-    let verify_ms = t.elapsed().as_millis() as u64;
-
-    let run_id = format!("{id}-{}", manifest.version);
-    let actions: Vec<Action> =
-        apply::actions(&scratch, manifest, &splan, &run_id, opts, &verified, &Default::default())
-            .into_iter()
-            .filter(|a| !matches!(a, Action::Commit { .. } | Action::RetireRelease { .. }))
-            .filter(|a| !matches!(a, Action::Hook { call, .. } if call.hook == "post_apply"))
-            .collect();
-    let script_limit = std::time::Duration::from_secs(opts.hook_timeout_secs);
-    let ctx = Ctx {
-        site: &scratch,
-        manifest,
-        plan: &splan,
-        interp,
-        staging: &staging,
-        verified: &verified,
-        reporter,
-        id: &run_id,
-        script_limit,
-    };
-    let (steps, failure) = run_steps(&ctx, &actions, reporter);
-
-    let mut not_measured = vec!["commit (history, pruning old releases)".to_string()];
-    if manifest.hooks.post_apply.is_some() {
-        not_measured.insert(0, "post_apply (it would start the service)".into());
-    }
-    let prediction = predict(&steps, verify_ms, not_measured);
+/// What the rehearsal wrote (the staged release and the backup) against the plan's estimate and
+/// the free space on the live site.
+fn measure_disk(scratch: &Site, manifest: &Manifest, plan: &Plan) -> Disk {
     let measured = dir_size(&scratch.release_dir(&manifest.version)) + dir_size(&scratch.backups());
     let free = plan.space.free_bytes;
-    let disk = Disk {
+    Disk {
         estimated_bytes: plan.space.needed_bytes,
         measured_bytes: measured,
         free_bytes: free,
         fits: free.is_none_or(|f| f >= measured.max(plan.space.needed_bytes)),
-    };
-    // Steps that all passed still fail the rehearsal when the real apply would run out of disk.
-    let failure = match failure {
-        None if !disk.fits => Some((
-            "disk_space".to_string(),
-            InstallError::failed(
-                ErrorKind::DiskFull,
-                format!(
-                    "disk_space: the apply wrote {} MiB on the copies; {} MiB are free under {}",
-                    measured >> 20,
-                    free.unwrap_or(0) >> 20,
-                    site.root.display()
-                ),
-            ),
-        )),
-        f => f,
-    };
-    Ok(Rehearsal {
-        id: id.to_string(),
-        app: manifest.app.clone(),
-        from: plan.from.clone(),
-        to: manifest.version.clone(),
-        bundle_sha256: verified.bundle_sha256().to_string(),
-        key_id: verified.key_id().to_string(),
-        ok: failure.is_none(),
-        failed_step: failure.as_ref().map(|(s, _)| s.clone()),
-        error: failure.map(|(_, e)| RehearsalError { kind: e.kind, message: e.message }),
-        plan,
-        copies,
-        steps,
-        prediction,
-        disk,
-        cleaned_up: false,
-    })
+    }
 }
 
 /// The scratch site: the layout, the running release's manifest, release record and config (all

@@ -112,184 +112,246 @@ pub fn rollback(site: &Site, opts: &RollbackOptions, reporter: &dyn Reporter) ->
     // Server databases: no other node migrates while this rollback decides and runs.
     let _db_locks = crate::transaction::journal::lock_declared(site, &cur_m.databases)?;
 
-    // Decide per database, refusing before anything changes.
-    let cur_bundle = site.release_dir(&current).join("bundle");
-    let mut decisions = Vec::new();
-    let mut downs: Vec<(DbRef, Vec<PlannedStep>)> = Vec::new();
-    let mut restores: Vec<(DbRef, String)> = Vec::new();
-    let mut refusals = Vec::new();
-    for d in &cur_m.databases {
-        let Some(target_db) = to_m.database(&d.name) else { continue };
-        let dbr = DbRef::declared(d)?;
-        let mut engine = db::open(&d.name, dbr.engine, &site.root, &d.path)?;
-        let state = engine.inspect()?;
-        let steps = db_steps(&cur_m, d, &cur_bundle);
-        match db::plan_down(&d.name, &steps, &state, target_db.schema) {
-            Ok(p) if p.is_empty() => decisions.push(DbRollback::CodeOnly { db: d.name.clone() }),
-            Ok(p) => {
-                engine.preflight()?;
-                decisions.push(DbRollback::Down {
-                    db: d.name.clone(),
-                    steps: p.iter().map(|s| s.file.file.clone()).collect(),
-                });
-                downs.push((dbr, p));
-            }
-            Err(DbError::NeedsRestore { missing, .. }) => {
-                let backup = backup_taken_on(site, &to);
-                match (opts.restore_data, backup) {
-                    (false, _) => refusals.push(format!(
-                        "database `{}` is at a newer major schema than {to} needs and {} no down script",
-                        d.name,
-                        missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
-                            + if missing.len() == 1 { " has" } else { " have" }
-                    )),
-                    (true, None) => {
-                        return Err(InstallError::refused(
-                            ErrorKind::NoBackup,
-                            format!("no backup of database `{}` taken while {to} was running is kept", d.name),
-                        ))
-                    }
-                    (true, Some(b)) => {
-                        engine.preflight()?;
-                        let records = journal::read_backup_records(site, &b)?;
-                        let record = records.iter().find(|r| r.db == d.name).ok_or_else(|| {
-                            InstallError::refused(
+    let rb = Rollback { site, opts, reporter, current, to, cur_m, to_m };
+    let decided = rb.decide()?;
+    rb.confirm_restores(&decided.decisions)?;
+    let id = format!("{}-rollback-{}", bundle_core::time::now_compact_millis(), rb.to);
+    let actions = rb.actions(&decided, &id);
+    rb.run(id, actions, &decided.downs)?;
+    Ok(RolledBack { from: rb.current, to: rb.to, databases: decided.decisions })
+}
+
+/// A rollback from the current release to a kept one.
+struct Rollback<'a> {
+    site: &'a Site,
+    opts: &'a RollbackOptions,
+    reporter: &'a dyn Reporter,
+    /// The release `current` points at now.
+    current: String,
+    /// The kept release `current` goes back to.
+    to: String,
+    /// The current release's manifest.
+    cur_m: bundle_core::manifest::Manifest,
+    /// The target release's manifest.
+    to_m: bundle_core::manifest::Manifest,
+}
+
+/// What a rollback does to the databases, decided before anything changes.
+#[derive(Default)]
+struct Decided {
+    /// Per database, as reported and recorded in the history.
+    decisions: Vec<DbRollback>,
+    /// The down steps to run, per database.
+    downs: Vec<(DbRef, Vec<PlannedStep>)>,
+    /// The backup to restore, per database.
+    restores: Vec<(DbRef, String)>,
+}
+
+impl Rollback<'_> {
+    /// Decides per database (code only, down scripts, or a restore), refusing before anything
+    /// changes when one would break the data.
+    fn decide(&self) -> Result<Decided> {
+        let (site, to) = (self.site, &self.to);
+        let cur_bundle = site.release_dir(&self.current).join("bundle");
+        let mut decided = Decided::default();
+        let mut refusals = Vec::new();
+        for d in &self.cur_m.databases {
+            let Some(target_db) = self.to_m.database(&d.name) else { continue };
+            let dbr = DbRef::declared(d)?;
+            let mut engine = db::open(&d.name, dbr.engine, &site.root, &d.path)?;
+            let state = engine.inspect()?;
+            let steps = db_steps(&self.cur_m, d, &cur_bundle);
+            match db::plan_down(&d.name, &steps, &state, target_db.schema) {
+                Ok(p) if p.is_empty() => decided.decisions.push(DbRollback::CodeOnly { db: d.name.clone() }),
+                Ok(p) => {
+                    engine.preflight()?;
+                    decided.decisions.push(DbRollback::Down {
+                        db: d.name.clone(),
+                        steps: p.iter().map(|s| s.file.file.clone()).collect(),
+                    });
+                    decided.downs.push((dbr, p));
+                }
+                Err(DbError::NeedsRestore { missing, .. }) => {
+                    let backup = backup_taken_on(site, to);
+                    match (self.opts.restore_data, backup) {
+                        (false, _) => refusals.push(format!(
+                            "database `{}` is at a newer major schema than {to} needs and {} no down script",
+                            d.name,
+                            missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                                + if missing.len() == 1 { " has" } else { " have" }
+                        )),
+                        (true, None) => {
+                            return Err(InstallError::refused(
                                 ErrorKind::NoBackup,
-                                format!("backup {b} has no copy of `{}`", d.name),
-                            )
-                        })?;
-                        let live_version = state.version().unwrap_or(bundle_core::version::SchemaVersion::CLEAN);
-                        let lost = match rows_written_since(
-                            site,
-                            d,
-                            &steps,
-                            record,
-                            &b,
-                            live_version,
-                            &current,
-                            &mut *engine,
-                        ) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                reporter.warn(&format!("database `{}`: could not replay the upgrade on a copy of the backup ({}); reporting the raw difference, which also counts rows the migrations changed", d.name, e.message));
-                                engine.diff_since(record, &site.backups().join(&b))?
-                            }
-                        };
-                        decisions.push(DbRollback::Restore { db: d.name.clone(), backup: b.clone(), lost });
-                        restores.push((dbr, b));
+                                format!("no backup of database `{}` taken while {to} was running is kept", d.name),
+                            ))
+                        }
+                        (true, Some(b)) => {
+                            engine.preflight()?;
+                            let live_version = state.version().unwrap_or(bundle_core::version::SchemaVersion::CLEAN);
+                            let lost = self.restore_loss(d, &steps, &b, live_version, &mut *engine)?;
+                            decided.decisions.push(DbRollback::Restore { db: d.name.clone(), backup: b.clone(), lost });
+                            decided.restores.push((dbr, b));
+                        }
                     }
                 }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+            engine.close()?;
         }
-        engine.close()?;
-    }
-    if !refusals.is_empty() {
-        return Err(InstallError::refused(ErrorKind::NeedsRestore, format!("rolling back to {to} would break the data: {}", refusals.join("; ")))
-            .with_hint(format!("`bundle-install rollback --root {} --to {to} --restore-data` restores the pre-upgrade backup; when rows written since would be lost it only reports them and asks for --yes", site.root.display())));
-    }
-    let mut losses = Vec::new();
-    for d in &decisions {
-        if let DbRollback::Restore { db, backup, lost } = d {
-            let line = format!("database `{db}`: restoring backups/{backup} loses: {}", describe_loss(lost));
-            reporter.warn(&line);
-            losses.push(line);
+        if !refusals.is_empty() {
+            return Err(InstallError::refused(ErrorKind::NeedsRestore, format!("rolling back to {to} would break the data: {}", refusals.join("; ")))
+                .with_hint(format!("`bundle-install rollback --root {} --to {to} --restore-data` restores the pre-upgrade backup; when rows written since would be lost it only reports them and asks for --yes", site.root.display())));
         }
-    }
-    let loses_rows = decisions.iter().any(
-        |d| matches!(d, DbRollback::Restore { lost, .. } if lost.iter().any(|t| t.added + t.changed + t.removed > 0)),
-    );
-    if loses_rows && !opts.yes {
-        return Err(InstallError::refused(ErrorKind::ConfirmRestore, format!("restoring data would lose rows written since the upgrade: {}", losses.join("; ")))
-            .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {to} --restore-data --yes`", site.root.display())));
+        Ok(decided)
     }
 
-    let id = format!("{}-rollback-{to}", bundle_core::time::now_compact_millis());
-    let hook = |name: &str,
-                m: &bundle_core::manifest::Manifest,
-                version: &str,
-                script: &Option<String>,
-                from: &str,
-                to: &str| {
-        let dir = site.release_dir(version);
-        script
-            .as_ref()
-            .map(|s| HookCall {
-                hook: name.into(),
-                script: dir.join("bundle").join(s),
-                release_dir: dir.clone(),
-                from: Some(from.into()),
-                to: to.into(),
-                timeout_secs: opts.hook_timeout_secs,
-            })
-            .filter(|_| m.app == cur_m.app)
-    };
-    let mut actions = Vec::new();
-    if let Some(call) = hook("pre_apply", &cur_m, &current, &cur_m.hooks.pre_apply, &current, &to) {
-        actions.push(Action::Hook {
-            call,
-            undo: hook("post_apply", &cur_m, &current, &cur_m.hooks.post_apply, &to, &current),
-        });
+    /// What restoring backup `b` of database `d` loses: the rows written since the upgrade, or
+    /// (with a warning) the raw difference when the upgrade cannot be replayed on a copy.
+    fn restore_loss(
+        &self,
+        d: &bundle_core::manifest::Database,
+        steps: &[db::Step],
+        b: &str,
+        live_version: bundle_core::version::SchemaVersion,
+        engine: &mut dyn db::Engine,
+    ) -> Result<Vec<TableDiff>> {
+        let site = self.site;
+        let records = journal::read_backup_records(site, b)?;
+        let record = records.iter().find(|r| r.db == d.name).ok_or_else(|| {
+            InstallError::refused(ErrorKind::NoBackup, format!("backup {b} has no copy of `{}`", d.name))
+        })?;
+        match rows_written_since(site, d, steps, record, b, live_version, &self.current, engine) {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                self.reporter.warn(&format!("database `{}`: could not replay the upgrade on a copy of the backup ({}); reporting the raw difference, which also counts rows the migrations changed", d.name, e.message));
+                Ok(engine.diff_since(record, &site.backups().join(b))?)
+            }
+        }
     }
-    let touching: Vec<DbRef> =
-        downs.iter().map(|(d, _)| d.clone()).chain(restores.iter().map(|(d, _)| d.clone())).collect();
-    if !touching.is_empty() {
-        actions.push(Action::Backup { id: id.clone(), dbs: touching });
+
+    /// Reports what each restore loses; refuses, unless `--yes`, when any rows would go.
+    fn confirm_restores(&self, decisions: &[DbRollback]) -> Result<()> {
+        let mut losses = Vec::new();
+        for d in decisions {
+            if let DbRollback::Restore { db, backup, lost } = d {
+                let line = format!("database `{db}`: restoring backups/{backup} loses: {}", describe_loss(lost));
+                self.reporter.warn(&line);
+                losses.push(line);
+            }
+        }
+        let loses_rows = decisions.iter().any(
+            |d| matches!(d, DbRollback::Restore { lost, .. } if lost.iter().any(|t| t.added + t.changed + t.removed > 0)),
+        );
+        if loses_rows && !self.opts.yes {
+            return Err(InstallError::refused(ErrorKind::ConfirmRestore, format!("restoring data would lose rows written since the upgrade: {}", losses.join("; ")))
+                .with_hint(format!("nothing changed; add --yes to restore anyway: `bundle-install rollback --root {} --to {} --restore-data --yes`", self.site.root.display(), self.to)));
+        }
+        Ok(())
     }
-    for (dbr, steps) in &downs {
-        for s in steps {
-            actions.push(Action::Migrate {
-                db: dbr.clone(),
-                version: s.version,
-                file: s.file.file.clone(),
-                direction: s.direction,
-                restore_from: id.clone(),
+
+    /// The journal of the rollback: stop, back up, down steps or restores, swap, start, check,
+    /// commit.
+    fn actions(&self, decided: &Decided, id: &str) -> Vec<Action> {
+        let (site, current, to, cur_m, to_m) = (self.site, &self.current, &self.to, &self.cur_m, &self.to_m);
+        let hook = |name: &str,
+                    m: &bundle_core::manifest::Manifest,
+                    version: &str,
+                    script: &Option<String>,
+                    from: &str,
+                    to: &str| {
+            let dir = site.release_dir(version);
+            script
+                .as_ref()
+                .map(|s| HookCall {
+                    hook: name.into(),
+                    script: dir.join("bundle").join(s),
+                    release_dir: dir.clone(),
+                    from: Some(from.into()),
+                    to: to.into(),
+                    timeout_secs: self.opts.hook_timeout_secs,
+                })
+                .filter(|_| m.app == cur_m.app)
+        };
+        let mut actions = Vec::new();
+        if let Some(call) = hook("pre_apply", cur_m, current, &cur_m.hooks.pre_apply, current, to) {
+            actions.push(Action::Hook {
+                call,
+                undo: hook("post_apply", cur_m, current, &cur_m.hooks.post_apply, to, current),
             });
         }
-    }
-    for (dbr, b) in &restores {
-        actions.push(Action::RestoreData { db: dbr.clone(), source: b.clone(), restore_from: id.clone() });
-    }
-    actions.push(Action::Swap { from: Some(current.clone()), to: to.clone() });
-    if let Some(call) = hook("post_apply", &to_m, &to, &to_m.hooks.post_apply, &current, &to) {
-        actions.push(Action::Hook { call, undo: hook("pre_apply", &to_m, &to, &to_m.hooks.pre_apply, &to, &current) });
-    }
-    if let Some(call) = hook("health_check", &to_m, &to, &to_m.hooks.health_check, &current, &to) {
-        actions.push(Action::Hook { call, undo: None });
-    }
-    let history =
-        json!({ "id": id, "command": "rollback", "app": cur_m.app, "from": current, "to": to, "databases": decisions });
-    actions.push(Action::Commit { history, keep_releases: u32::MAX, protect: vec![to.clone(), current.clone()] });
-
-    let mut runner =
-        Runner::begin(site, Journal::new(id, "rollback", Some(current.clone()), to.clone(), actions), reporter)?;
-    for i in 0..runner.journal.steps.len() {
-        let name = runner.journal.steps[i].action.name();
-        if matches!(runner.journal.steps[i].action, Action::Hook { .. }) {
-            reporter.step_with_output(&format!("rollback: {name}"));
-        } else {
-            reporter.step(&format!("rollback: {name}"));
+        let touching: Vec<DbRef> = decided
+            .downs
+            .iter()
+            .map(|(d, _)| d.clone())
+            .chain(decided.restores.iter().map(|(d, _)| d.clone()))
+            .collect();
+        if !touching.is_empty() {
+            actions.push(Action::Backup { id: id.to_string(), dbs: touching });
         }
-        let r = runner.run(i, |a| forward(site, a, &downs, &current, reporter));
-        if let Err(e) = r {
-            let e = InstallError { message: format!("{name}: {}", e.message), ..e };
-            if runner.journal.committed() {
-                return Err(InstallError::attention(
-                    ErrorKind::CommitFailed,
-                    format!("the rollback is in place but finishing failed: {}", e.message),
-                )
-                .with_hint(format!(
-                    "fix the cause, then run `bundle-install recover --root {}` to finish",
-                    site.root.display()
-                )));
+        for (dbr, steps) in &decided.downs {
+            for s in steps {
+                actions.push(Action::Migrate {
+                    db: dbr.clone(),
+                    version: s.version,
+                    file: s.file.file.clone(),
+                    direction: s.direction,
+                    restore_from: id.to_string(),
+                });
             }
-            let (err, journal) = runner.undo(e);
-            crate::site::history::append_failure(site, &journal, &err);
-            return Err(err);
         }
+        for (dbr, b) in &decided.restores {
+            actions.push(Action::RestoreData { db: dbr.clone(), source: b.clone(), restore_from: id.to_string() });
+        }
+        actions.push(Action::Swap { from: Some(current.clone()), to: to.clone() });
+        if let Some(call) = hook("post_apply", to_m, to, &to_m.hooks.post_apply, current, to) {
+            actions.push(Action::Hook { call, undo: hook("pre_apply", to_m, to, &to_m.hooks.pre_apply, to, current) });
+        }
+        if let Some(call) = hook("health_check", to_m, to, &to_m.hooks.health_check, current, to) {
+            actions.push(Action::Hook { call, undo: None });
+        }
+        let history = json!({ "id": id, "command": "rollback", "app": cur_m.app, "from": current, "to": to, "databases": decided.decisions });
+        actions.push(Action::Commit { history, keep_releases: u32::MAX, protect: vec![to.clone(), current.clone()] });
+        actions
     }
-    runner.finish()?;
-    Ok(RolledBack { from: current, to, databases: decisions })
+
+    /// Runs the journal `id` of `actions`, undoing every step done when one fails before the
+    /// commit; after it, the run is left for `recover` to finish.
+    fn run(&self, id: String, actions: Vec<Action>, downs: &[(DbRef, Vec<PlannedStep>)]) -> Result<()> {
+        let (site, reporter, current) = (self.site, self.reporter, &self.current);
+        let mut runner = Runner::begin(
+            site,
+            Journal::new(id, "rollback", Some(current.clone()), self.to.clone(), actions),
+            reporter,
+        )?;
+        for i in 0..runner.journal.steps.len() {
+            let name = runner.journal.steps[i].action.name();
+            if matches!(runner.journal.steps[i].action, Action::Hook { .. }) {
+                reporter.step_with_output(&format!("rollback: {name}"));
+            } else {
+                reporter.step(&format!("rollback: {name}"));
+            }
+            let r = runner.run(i, |a| forward(site, a, downs, current, reporter));
+            if let Err(e) = r {
+                let e = InstallError { message: format!("{name}: {}", e.message), ..e };
+                if runner.journal.committed() {
+                    return Err(InstallError::attention(
+                        ErrorKind::CommitFailed,
+                        format!("the rollback is in place but finishing failed: {}", e.message),
+                    )
+                    .with_hint(format!(
+                        "fix the cause, then run `bundle-install recover --root {}` to finish",
+                        site.root.display()
+                    )));
+                }
+                let (err, journal) = runner.undo(e);
+                crate::site::history::append_failure(site, &journal, &err);
+                return Err(err);
+            }
+        }
+        runner.finish()?;
+        Ok(())
+    }
 }
 
 fn forward(
